@@ -1,2 +1,48 @@
+// cafex: run, node, plan, and the internal worker subcommand.
 #include <cstdio>
-int main() { std::puts("cafex"); return 0; }
+#include <cstring>
+#include <string>
+
+#include "cli/commands.hpp"
+
+namespace {
+
+void print_usage(FILE* out) {
+  std::fputs("usage: cafex <command> [flags]\n\n"
+             "commands:\n"
+             "  run      place workers, run the model for --steps steps, shut down\n"
+             "  node     publish a node agent that spawns workers on this machine\n"
+             "  plan     dry run: print what would run where, start nothing\n"
+             "  worker   (internal) a worker process, started by a node agent\n\n"
+             "'cafex <command> --help' lists a command's flags.\n",
+             out);
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    print_usage(stderr);
+    return 2;
+  }
+  std::string cmd = argv[1];
+  if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+    print_usage(stdout);
+    return 0;
+  }
+  if (cmd == "--version") {
+    std::printf("cafex %s\n", CAFEX_VERSION);
+    return 0;
+  }
+  if (cmd == "plan")
+    return cafex::cli::plan_command(argc, argv);
+  if (cmd == "run")
+    return cafex::cli::run_command(argc, argv);
+  if (cmd == "node")
+    return cafex::cli::node_command(argc, argv);
+  if (cmd == "worker")
+    return cafex::cli::worker_command(argc, argv);
+  std::fprintf(stderr, "error: unknown command '%s'; commands are run, node, plan, worker "
+                       "(see 'cafex --help')\n", cmd.c_str());
+  return 2;
+}

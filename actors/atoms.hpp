@@ -1,0 +1,23 @@
+// Atoms of the cafex actor protocols (CAF 0.17: at most 10 characters each).
+#pragma once
+
+#include <caf/atom.hpp>
+
+namespace cafex {
+
+using call_atom = caf::atom_constant<caf::atom("call")>;         ///< worker method by name
+using execute_atom = caf::atom_constant<caf::atom("execute")>;   ///< one model step
+using register_atom = caf::atom_constant<caf::atom("register")>; ///< worker -> node agent
+using info_atom = caf::atom_constant<caf::atom("info")>;         ///< node description
+using spawn_atom = caf::atom_constant<caf::atom("spawn")>;       ///< start a worker process
+using kill_atom = caf::atom_constant<caf::atom("kill")>;         ///< stop worker processes
+using reap_atom = caf::atom_constant<caf::atom("reap")>;         ///< poll child processes
+using workers_atom = caf::atom_constant<caf::atom("workers")>;   ///< set/get the worker list
+using rpc_atom = caf::atom_constant<caf::atom("rpc")>;           ///< collective_rpc
+using rerank_atom = caf::atom_constant<caf::atom("rerank")>;     ///< reorder workers
+using health_atom = caf::atom_constant<caf::atom("health")>;     ///< check_health
+using stop_atom = caf::atom_constant<caf::atom("stop")>;         ///< orderly shutdown
+using listen_atom = caf::atom_constant<caf::atom("listen")>;   ///< agent learns its port
+using hold_atom = caf::atom_constant<caf::atom("hold")>;         ///< dummy driver bundle
+
+} // namespace cafex

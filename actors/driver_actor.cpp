@@ -1,0 +1,241 @@
+#include "actors/driver_actor.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "runtime/error.hpp"
+
+namespace cafex {
+
+namespace {
+
+using state_ptr = driver_actor::stateful_pointer<driver_state>;
+
+std::string who(const driver_state& st, int rank) {
+  std::string node = rank < static_cast<int>(st.node_ids.size()) ? st.node_ids[rank] : "?";
+  return "rank " + std::to_string(rank) + " on node " + node;
+}
+
+/// Adds rank and node to an error a worker returned, keeping its code.
+caf::error attribute(const driver_state& st, int rank, const std::string& what,
+                     const caf::error& err) {
+  if (err == caf::sec::request_timeout)
+    return make_error(errc::timeout, who(st, rank) + " did not answer " + what
+                                       + " in time; the method may be stuck, or raise its "
+                                         "timeout");
+  if (code_of(err) != errc::none)
+    return err; // workers already name their rank
+  return make_error(errc::worker_lost, who(st, rank) + " failed " + what + ": "
+                                         + caf::to_string(err));
+}
+
+void finish_rpc(state_ptr self, uint64_t id, caf::error err) {
+  auto i = self->state.rpcs.find(id);
+  if (i == self->state.rpcs.end())
+    return;
+  auto p = i->second;
+  self->state.rpcs.erase(i);
+  p->done = true;
+  if (err) {
+    p->rp.deliver(std::move(err));
+    return;
+  }
+  if (p->unique_reply_rank >= 0)
+    p->rp.deliver(std::vector<std::string>{p->results[p->unique_reply_rank]});
+  else
+    p->rp.deliver(std::move(p->results));
+}
+
+void finish_step(state_ptr self, uint64_t id, caf::error err) {
+  auto i = self->state.steps.find(id);
+  if (i == self->state.steps.end())
+    return;
+  auto p = i->second;
+  self->state.steps.erase(i);
+  p->done = true;
+  if (err)
+    p->rp.deliver(std::move(err));
+  else
+    p->rp.deliver(std::move(p->output));
+}
+
+/// A worker is gone: fail everything that waits for it, now.
+void on_worker_down(state_ptr self, int rank, const std::string& why) {
+  auto& st = self->state;
+  if (!st.dead[rank].empty())
+    return;
+  st.dead[rank] = why;
+  spdlog::error("{} is gone: {}", who(st, rank), why);
+  auto lost = make_error(errc::worker_lost, who(st, rank) + " is gone (" + why
+                                              + "); shut the executor down and start it "
+                                                "again");
+  std::vector<uint64_t> ids;
+  for (auto& [id, p] : st.rpcs)
+    if (p->waiting.count(rank))
+      ids.push_back(id);
+  for (auto id : ids)
+    finish_rpc(self, id, lost);
+  ids.clear();
+  for (auto& [id, p] : st.steps)
+    if (p->waiting.count(rank))
+      ids.push_back(id);
+  for (auto id : ids)
+    finish_step(self, id, lost);
+}
+
+} // namespace
+
+driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
+  self->state.opts = opts;
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& st = self->state;
+    for (size_t r = 0; r < st.workers.size(); ++r)
+      if (st.workers[r].address() == dm.source)
+        on_worker_down(self, static_cast<int>(r), caf::to_string(dm.reason));
+  });
+  return {
+    [self](workers_atom, std::vector<worker_actor>& ws, std::vector<std::string>& nodes,
+           int32_t tp, int32_t pp) -> caf::result<bool> {
+      auto& st = self->state;
+      if (ws.size() != nodes.size() || ws.empty() || tp < 1 || pp < 1
+          || static_cast<int>(ws.size()) != tp * pp)
+        return make_error(errc::invalid_argument, "driver got an inconsistent worker set");
+      st.workers = std::move(ws);
+      st.node_ids = std::move(nodes);
+      st.dead.assign(st.workers.size(), "");
+      st.tp = tp;
+      st.pp = pp;
+      for (auto& w : st.workers)
+        self->monitor(w);
+      return true;
+    },
+    [self](rerank_atom, const std::vector<int32_t>& order) -> caf::result<bool> {
+      auto& st = self->state;
+      if (order.size() != st.workers.size())
+        return make_error(errc::invalid_argument, "rerank order has the wrong size");
+      std::vector<worker_actor> ws(order.size());
+      std::vector<std::string> nodes(order.size()), dead(order.size());
+      std::vector<bool> seen(order.size(), false);
+      for (size_t adjusted = 0; adjusted < order.size(); ++adjusted) {
+        auto created = order[adjusted];
+        if (created < 0 || created >= static_cast<int>(order.size()) || seen[created])
+          return make_error(errc::invalid_argument, "rerank order is not a permutation");
+        seen[created] = true;
+        ws[adjusted] = st.workers[created];
+        nodes[adjusted] = st.node_ids[created];
+        dead[adjusted] = st.dead[created];
+      }
+      st.workers = std::move(ws);
+      st.node_ids = std::move(nodes);
+      st.dead = std::move(dead);
+      return true;
+    },
+    [self](rpc_atom, const std::string& method, const std::string& args,
+           const rpc_options& ro) -> caf::result<std::vector<std::string>> {
+      auto& st = self->state;
+      int n = static_cast<int>(st.workers.size());
+      if (n == 0)
+        return make_error(errc::not_ready, "collective_rpc before the workers exist");
+      if (ro.unique_reply_rank >= n)
+        return make_error(errc::invalid_argument,
+                          "unique_reply_rank " + std::to_string(ro.unique_reply_rank)
+                            + " is out of range for " + std::to_string(n) + " workers");
+      for (int r = 0; r < n; ++r)
+        if (!st.dead[r].empty())
+          return make_error(errc::worker_lost, who(st, r) + " is gone (" + st.dead[r] + ")");
+      auto timeout = ro.timeout_ms > 0 ? std::chrono::milliseconds(ro.timeout_ms)
+                                       : st.opts.default_rpc_timeout;
+      auto id = st.next_id++;
+      auto p = std::make_shared<driver_state::pending>();
+      p->what = "method '" + method + "'";
+      p->results.resize(n);
+      p->unique_reply_rank = ro.unique_reply_rank;
+      p->rp = self->make_response_promise<std::vector<std::string>>();
+      for (int r = 0; r < n; ++r)
+        p->waiting.insert(r);
+      st.rpcs.emplace(id, p);
+      for (int r = 0; r < n; ++r) {
+        self->request(st.workers[r], timeout, call_atom::value, method, args)
+          .then(
+            [self, id, p, r](std::string& result) {
+              if (p->done)
+                return;
+              p->results[r] = std::move(result);
+              p->waiting.erase(r);
+              if (p->waiting.empty())
+                finish_rpc(self, id, caf::none);
+            },
+            [self, id, p, r](caf::error& err) {
+              if (!p->done)
+                finish_rpc(self, id, attribute(self->state, r, p->what, err));
+            });
+      }
+      return p->rp;
+    },
+    [self](execute_atom, scheduler_output& step) -> caf::result<model_runner_output> {
+      auto& st = self->state;
+      if (st.workers.empty())
+        return make_error(errc::not_ready, "execute_model before the workers exist");
+      if (st.pp != 1)
+        return make_error(errc::invalid_argument,
+                          "pipeline parallelism is not supported by this driver yet");
+      for (int r = 0; r < st.tp; ++r)
+        if (!st.dead[r].empty())
+          return make_error(errc::worker_lost, who(st, r) + " is gone (" + st.dead[r] + ")");
+      auto id = st.next_id++;
+      auto p = std::make_shared<driver_state::pending_step>();
+      p->rp = self->make_response_promise<model_runner_output>();
+      p->output_rank = 0;
+      for (int r = 0; r < st.tp; ++r)
+        p->waiting.insert(r);
+      st.steps.emplace(id, p);
+      for (int r = 0; r < st.tp; ++r) {
+        self->request(st.workers[r], st.opts.step_timeout, execute_atom::value, step)
+          .then(
+            [self, id, p, r](model_runner_output& out) {
+              if (p->done)
+                return;
+              if (r == p->output_rank)
+                p->output = std::move(out);
+              p->waiting.erase(r);
+              if (p->waiting.empty())
+                finish_step(self, id, caf::none);
+            },
+            [self, id, p, r](caf::error& err) {
+              if (!p->done)
+                finish_step(self, id, attribute(self->state, r, "execute_model", err));
+            });
+      }
+      return p->rp;
+    },
+    [self](health_atom) -> std::vector<worker_health> {
+      auto& st = self->state;
+      std::vector<worker_health> out;
+      for (size_t r = 0; r < st.workers.size(); ++r)
+        out.push_back(worker_health{static_cast<int32_t>(r), st.node_ids[r],
+                                    st.dead[r].empty() ? "healthy" : "dead", st.dead[r]});
+      return out;
+    },
+    [self](stop_atom) -> bool {
+      auto& st = self->state;
+      auto stopped = make_error(errc::not_ready, "the executor is shutting down");
+      std::vector<uint64_t> ids;
+      for (auto& kv : st.rpcs)
+        ids.push_back(kv.first);
+      for (auto id : ids)
+        finish_rpc(self, id, stopped);
+      ids.clear();
+      for (auto& kv : st.steps)
+        ids.push_back(kv.first);
+      for (auto id : ids)
+        finish_step(self, id, stopped);
+      for (auto& w : st.workers) {
+        self->demonitor(w.address());
+        self->send_exit(w, caf::exit_reason::user_shutdown);
+      }
+      self->quit();
+      return true;
+    },
+  };
+}
+
+} // namespace cafex

@@ -1,0 +1,33 @@
+// The driver actor's protocol: hold the workers in rank order, fan out collective_rpc,
+// run steps, answer health.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include "actors/atoms.hpp"
+#include "actors/messages.hpp"
+#include "actors/worker_protocol.hpp"
+#include "runtime/scheduler_output.hpp"
+
+namespace cafex {
+
+using driver_actor = caf::typed_actor<
+  /// (workers, handles by created rank, their node ids, tp, pp): take the workers over.
+  caf::replies_to<workers_atom, std::vector<worker_actor>, std::vector<std::string>,
+                  int32_t, int32_t>::with<bool>,
+  /// (rerank, order): order[adjusted rank] = created rank.
+  caf::replies_to<rerank_atom, std::vector<int32_t>>::with<bool>,
+  /// collective_rpc: (rpc, method, JSON args, options) -> JSON result per rank.
+  caf::replies_to<rpc_atom, std::string, std::string, rpc_options>::with<
+    std::vector<std::string>>,
+  caf::replies_to<execute_atom, scheduler_output>::with<model_runner_output>,
+  caf::replies_to<health_atom>::with<std::vector<worker_health>>,
+  /// Stops every worker and quits.
+  caf::replies_to<stop_atom>::with<bool>>;
+
+} // namespace cafex

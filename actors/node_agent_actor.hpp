@@ -1,0 +1,49 @@
+// The node agent: describes its node, starts one worker process per bundle on request,
+// hands the driver the worker's handle once the process registered, reaps children and
+// kills them when their driver or the agent itself goes away.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <string>
+
+#include <caf/all.hpp>
+
+#include "actors/node_agent_protocol.hpp"
+#include "runtime/child_process.hpp"
+
+namespace cafex {
+
+struct node_agent_options {
+  node_info info;
+  std::string worker_program;   ///< executable run as `<program> worker ...`
+  std::chrono::milliseconds reap_interval{50};
+  std::chrono::milliseconds kill_grace{2000};
+};
+
+struct node_agent_state {
+  struct child {
+    child_process proc;
+    spawn_request req;
+    caf::typed_response_promise<worker_actor> rp;
+    caf::actor_addr owner;
+    bool registered = false;
+    std::chrono::steady_clock::time_point deadline;
+  };
+  node_agent_options opts;
+  std::string listen_host;
+  uint16_t listen_port = 0;
+  uint64_t next_spawn_id = 1;
+  std::map<uint64_t, child> children;
+  bool reaping = false;
+  static inline const char* name = "cafex.node_agent";
+};
+
+node_agent_actor::behavior_type
+node_agent_impl(node_agent_actor::stateful_pointer<node_agent_state> self,
+                node_agent_options opts);
+
+/// A random node id (hex), like Ray's.
+std::string make_node_id();
+
+} // namespace cafex

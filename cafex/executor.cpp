@@ -1,0 +1,344 @@
+#include "cafex/executor.hpp"
+
+#include <mutex>
+#include <unistd.h>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+#include <spdlog/spdlog.h>
+
+#include "actors/driver_actor.hpp"
+#include "actors/node_agent_actor.hpp"
+#include "runtime/env_policy.hpp"
+#include "runtime/version.hpp"
+#include "transport/rendezvous_store.hpp"
+
+namespace cafex {
+
+namespace {
+
+std::string self_executable() {
+  char buf[4096];
+  auto n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0)
+    return "cafex";
+  buf[n] = '\0';
+  return buf;
+}
+
+using clock = std::chrono::steady_clock;
+
+std::chrono::milliseconds left(clock::time_point deadline) {
+  auto d = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+  return std::max(d, std::chrono::milliseconds(1));
+}
+
+} // namespace
+
+struct executor::impl {
+  executor_options opts;
+  system_config cfg;
+  caf::actor_system sys;
+  node_agent_actor agent;
+  driver_actor driver;
+  std::unique_ptr<rendezvous_server> store;
+  rank_plan plan;
+  std::mutex mtx;
+  bool stopped = false;
+
+  explicit impl(executor_options o) : opts(std::move(o)), cfg(opts.liveness), sys(cfg) {}
+
+  ~impl() { shutdown(); }
+
+  /// Blocking request with a deadline from the caller's thread.
+  template <class R, class Handle, class... Ts>
+  caf::expected<R> ask(const Handle& dest, std::chrono::milliseconds timeout, Ts&&... xs) {
+    caf::scoped_actor self{sys};
+    caf::expected<R> out{caf::error{}};
+    self->request(dest, timeout, std::forward<Ts>(xs)...)
+      .receive([&](R& r) { out = std::move(r); },
+               [&](caf::error& e) {
+                 if (e == caf::sec::request_timeout)
+                   out = make_error(errc::timeout, "no answer within "
+                                                     + std::to_string(timeout.count())
+                                                     + " ms");
+                 else
+                   out = std::move(e);
+               });
+    return out;
+  }
+
+  caf::expected<std::vector<std::string>> rpc(const std::string& method, const std::string& args,
+                                              std::chrono::milliseconds timeout,
+                                              int unique_reply_rank = -1) {
+    rpc_options ro;
+    ro.timeout_ms = timeout.count();
+    ro.unique_reply_rank = unique_reply_rank;
+    // The driver enforces `timeout` per worker; this bound only guards the driver itself.
+    return ask<std::vector<std::string>>(driver, timeout + std::chrono::seconds(5),
+                                         rpc_atom::value, method, args, ro);
+  }
+
+  caf::error start_up();
+  caf::error place_and_spawn(clock::time_point deadline);
+  caf::error configure(clock::time_point deadline);
+
+  void shutdown() {
+    std::lock_guard<std::mutex> guard{mtx};
+    if (stopped)
+      return;
+    stopped = true;
+    caf::scoped_actor self{sys};
+    if (driver) {
+      self->request(driver, std::chrono::seconds(5), stop_atom::value)
+        .receive([](bool) {}, [](caf::error&) {});
+    }
+    if (agent) {
+      // Waits (bounded by the agent's kill grace) until every worker process is reaped.
+      self->request(agent, std::chrono::seconds(10), kill_atom::value)
+        .receive([](int32_t) {}, [](caf::error&) {});
+      sys.middleman().unpublish(agent);
+      self->send_exit(agent, caf::exit_reason::user_shutdown);
+    }
+    if (store)
+      store->stop();
+  }
+};
+
+caf::error executor::impl::start_up() {
+  auto deadline = clock::now() + opts.start_timeout;
+  auto world = opts.parallel.world_size();
+  if (opts.parallel.tensor_parallel_size < 1 || opts.parallel.pipeline_parallel_size < 1)
+    return make_error(errc::invalid_argument,
+                      "tensor and pipeline parallel sizes must be at least 1");
+  if (opts.worker_program.empty())
+    opts.worker_program = self_executable();
+  int devices = opts.devices > 0 ? opts.devices : world;
+  // The embedded default: one node agent in this process that declares logical devices.
+  node_agent_options ao;
+  ao.info.node_id = make_node_id();
+  ao.info.ip = opts.host_ip;
+  for (int i = 0; i < devices; ++i)
+    ao.info.device_ids.push_back(i);
+  ao.info.device_kind = opts.device;
+  ao.info.version = version();
+  ao.worker_program = opts.worker_program;
+  agent = sys.spawn(node_agent_impl, ao);
+  auto port = sys.middleman().publish(agent, 0, opts.host_ip.c_str());
+  if (!port)
+    return make_error(errc::spawn_failed, "cannot publish the node agent on " + opts.host_ip
+                                            + ": " + sys.render(port.error()));
+  caf::anon_send(agent, listen_atom::value, opts.host_ip, *port);
+  spdlog::info("node agent {} on {}:{} with {} device(s)", ao.info.node_id, opts.host_ip,
+               *port, devices);
+  driver_options dopts;
+  dopts.default_rpc_timeout = opts.rpc_timeout;
+  dopts.step_timeout = opts.step_timeout;
+  driver = sys.spawn(driver_impl, dopts);
+  if (auto err = place_and_spawn(deadline))
+    return err;
+  return configure(deadline);
+}
+
+caf::error executor::impl::place_and_spawn(clock::time_point deadline) {
+  auto world = opts.parallel.world_size();
+  auto info = ask<node_info>(agent, left(deadline), info_atom::value);
+  if (!info)
+    return info.error();
+  cluster_spec cluster;
+  cluster.driver_ip = opts.host_ip;
+  cluster.nodes.push_back(node_spec{info->node_id, info->ip, info->device_ids});
+  placement_request preq;
+  preq.num_bundles = std::max(opts.bundles, world);
+  preq.strategy = opts.strategy;
+  auto bundles = place_bundles(cluster, preq);
+  if (!bundles)
+    return bundles.error();
+  auto indices = select_bundle_indices(*bundles, world,
+                                       opts.bundle_indices.empty() ? nullptr
+                                                                   : &opts.bundle_indices);
+  if (!indices)
+    return indices.error();
+  // Spawn every worker at once, then collect the handles in created-rank order.
+  caf::scoped_actor self{sys};
+  std::vector<worker_actor> workers(world);
+  std::vector<std::string> nodes(world);
+  caf::error failure;
+  using handle_t = decltype(self->request(agent, std::chrono::milliseconds(1),
+                                          spawn_atom::value, spawn_request{}));
+  std::vector<handle_t> handles;
+  for (int rank = 0; rank < world; ++rank) {
+    const auto& b = (*bundles)[(*indices)[rank]];
+    spawn_request sreq;
+    sreq.created_rank = rank;
+    sreq.bundle_index = b.index;
+    sreq.device_ids = {b.gpu_id};
+    sreq.log_level = opts.log_level;
+    sreq.register_timeout_ms = left(deadline).count();
+    nodes[rank] = b.node_id;
+    handles.push_back(self->request(agent, left(deadline), spawn_atom::value, sreq));
+  }
+  for (int rank = 0; rank < world; ++rank) {
+    handles[rank].receive([&](worker_actor& w) { workers[rank] = std::move(w); },
+                          [&](caf::error& e) {
+                            if (!failure)
+                              failure = e == caf::sec::request_timeout
+                                          ? make_error(errc::timeout,
+                                                       "worker for rank " + std::to_string(rank)
+                                                         + " did not start in time")
+                                          : e;
+                          });
+  }
+  if (failure)
+    return failure;
+  auto ok = ask<bool>(driver, left(deadline), workers_atom::value, workers, nodes,
+                      int32_t{opts.parallel.tensor_parallel_size},
+                      int32_t{opts.parallel.pipeline_parallel_size});
+  return ok ? caf::none : ok.error();
+}
+
+caf::error executor::impl::configure(clock::time_point deadline) {
+  auto world = opts.parallel.world_size();
+  // Node and device ids as each worker sees them, in created-rank order.
+  auto ips = rpc("get_node_ip", "null", left(deadline));
+  if (!ips)
+    return ips.error();
+  auto ids = rpc("get_node_and_gpu_ids", "null", left(deadline));
+  if (!ids)
+    return ids.error();
+  std::vector<worker_report> reports;
+  for (int r = 0; r < world; ++r) {
+    worker_report rep;
+    rep.created_rank = r;
+    rep.ip = nlohmann::json::parse((*ips)[r]).get<std::string>();
+    auto pair = nlohmann::json::parse((*ids)[r]);
+    rep.node_id = pair.at(0).get<std::string>();
+    rep.gpu_ids = pair.at(1).get<std::vector<std::string>>();
+    rep.bundle_index = -1;
+    reports.push_back(std::move(rep));
+  }
+  auto env = read_process_environment();
+  auto to_copy = select_env_to_copy(env, default_env_policy(env));
+  auto planned = plan_ranks(reports, opts.host_ip, opts.parallel, to_copy, 0);
+  if (!planned)
+    return planned.error();
+  plan = std::move(*planned);
+  // The rendezvous store answers at distributed_init_method (loopback on one node).
+  rendezvous_server_options so;
+  so.host = plan.init_host;
+  so.port = 0;
+  store = std::make_unique<rendezvous_server>(so);
+  if (auto err = store->start())
+    return err;
+  plan.init_port = store->port();
+  plan.distributed_init_method = "tcp://" + plan.init_host + ":" + std::to_string(plan.init_port);
+  // Rerank: created -> adjusted, on the workers and in the driver.
+  nlohmann::json rerank = nlohmann::json::object();
+  std::vector<int32_t> order(world);
+  for (auto& [created, adjusted] : plan.rerank) {
+    rerank[std::to_string(created)] = adjusted;
+    order[adjusted] = created;
+  }
+  if (auto r = rpc("adjust_rank", rerank.dump(), left(deadline)); !r)
+    return r.error();
+  if (auto r = ask<bool>(driver, left(deadline), rerank_atom::value, order); !r)
+    return r.error();
+  nlohmann::json envs = nlohmann::json::array();
+  nlohmann::json kwargs = nlohmann::json::array();
+  nlohmann::json model = {{"name", opts.model.name},
+                          {"seed", opts.model.seed},
+                          {"vocab_size", opts.model.vocab_size},
+                          {"hidden_size", opts.model.hidden_size},
+                          {"num_heads", opts.model.num_heads},
+                          {"num_layers", opts.model.num_layers},
+                          {"ffn_size", opts.model.ffn_size},
+                          {"ffn_blocks", opts.model.ffn_blocks},
+                          {"max_seq_len", opts.model.max_seq_len},
+                          {"return_hidden", opts.model.return_hidden}};
+  for (const auto& w : plan.workers) {
+    envs.push_back(w.env);
+    kwargs.push_back({{"rank", w.rank},
+                      {"local_rank", w.local_rank},
+                      {"distributed_init_method", plan.distributed_init_method},
+                      {"is_driver_worker", w.is_driver_worker},
+                      {"tensor_parallel_size", opts.parallel.tensor_parallel_size},
+                      {"pipeline_parallel_size", opts.parallel.pipeline_parallel_size},
+                      {"device", opts.device},
+                      {"init_timeout_ms", left(deadline).count()},
+                      {"model", model}});
+  }
+  if (auto r = rpc("update_environment_variables", envs.dump(), left(deadline)); !r)
+    return r.error();
+  if (auto r = rpc("init_worker", kwargs.dump(), left(deadline)); !r)
+    return r.error();
+  if (auto r = rpc("init_device", "null", left(deadline)); !r)
+    return r.error();
+  if (auto r = rpc("load_model", "null", left(deadline)); !r)
+    return r.error();
+  spdlog::info("{} worker(s) ready: tp={} pp={} init={}", world,
+               opts.parallel.tensor_parallel_size, opts.parallel.pipeline_parallel_size,
+               plan.distributed_init_method);
+  return caf::none;
+}
+
+executor::executor(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+
+executor::~executor() = default;
+
+caf::expected<std::unique_ptr<executor>> executor::start(executor_options options) {
+  auto p = std::make_unique<impl>(std::move(options));
+  if (auto err = p->start_up()) {
+    p->shutdown();
+    return err;
+  }
+  return std::unique_ptr<executor>(new executor(std::move(p)));
+}
+
+caf::expected<std::vector<nlohmann::json>>
+executor::collective_rpc(const std::string& method, const nlohmann::json& args,
+                         std::chrono::milliseconds timeout, int unique_reply_rank) {
+  if (impl_->stopped)
+    return make_error(errc::not_ready, "collective_rpc after shutdown");
+  if (timeout.count() <= 0)
+    timeout = impl_->opts.rpc_timeout;
+  auto r = impl_->rpc(method, args.dump(), timeout, unique_reply_rank);
+  if (!r)
+    return r.error();
+  std::vector<nlohmann::json> out;
+  for (auto& s : *r)
+    out.push_back(nlohmann::json::parse(s));
+  return out;
+}
+
+std::future<caf::expected<std::vector<nlohmann::json>>>
+executor::collective_rpc_async(const std::string& method, const nlohmann::json& args,
+                               std::chrono::milliseconds timeout, int unique_reply_rank) {
+  return std::async(std::launch::async, [this, method, args, timeout, unique_reply_rank] {
+    return collective_rpc(method, args, timeout, unique_reply_rank);
+  });
+}
+
+caf::expected<model_runner_output> executor::execute_model(const scheduler_output& step) {
+  if (impl_->stopped)
+    return make_error(errc::not_ready, "execute_model after shutdown");
+  return impl_->ask<model_runner_output>(impl_->driver,
+                                         impl_->opts.step_timeout + std::chrono::seconds(5),
+                                         execute_atom::value, step);
+}
+
+caf::expected<std::vector<worker_health>> executor::check_health() {
+  if (impl_->stopped)
+    return make_error(errc::not_ready, "check_health after shutdown");
+  return impl_->ask<std::vector<worker_health>>(impl_->driver, std::chrono::seconds(10),
+                                                health_atom::value);
+}
+
+const rank_plan& executor::plan() const {
+  return impl_->plan;
+}
+
+void executor::shutdown() {
+  impl_->shutdown();
+}
+
+} // namespace cafex

@@ -1,0 +1,86 @@
+// cafex: the executor a host program embeds. It places one worker process per device,
+// ranks and configures the workers as vLLM's RayDistributedExecutor does, and runs model
+// steps through them. Thread-safe; every call has a deadline; errors are values.
+#pragma once
+
+#include <chrono>
+#include <future>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <caf/expected.hpp>
+#include <nlohmann/json.hpp>
+
+#include "actors/messages.hpp"
+#include "actors/system_config.hpp"
+#include "runtime/error.hpp"
+#include "runtime/model_runner.hpp"
+#include "runtime/placement.hpp"
+#include "runtime/rank_plan.hpp"
+#include "runtime/scheduler_output.hpp"
+
+namespace cafex {
+
+/// Everything start() needs. Defaults are the documented ones (README, "Configuration").
+struct executor_options {
+  parallel_config parallel;            ///< tensor x pipeline parallel sizes
+  model_config model;                  ///< which model and its seed
+  std::string device = "cpu";          ///< "cpu" or "cuda"
+  int devices = 0;                     ///< embedded node: logical devices (0: tp x pp)
+  placement_strategy strategy = placement_strategy::pack;
+  int bundles = 0;                     ///< placement group size (0: world size)
+  std::vector<int> bundle_indices;     ///< the seed's VLLM_RAY_BUNDLE_INDICES
+  std::string worker_program;          ///< run as `<program> worker ...` (default: this executable)
+  std::string host_ip = "127.0.0.1";   ///< the driver's (and embedded node's) address
+  std::string log_level = "info";      ///< passed on to workers
+  std::chrono::milliseconds start_timeout{60000};  ///< whole start-up
+  std::chrono::milliseconds rpc_timeout{60000};    ///< collective_rpc default
+  std::chrono::milliseconds step_timeout{300000};  ///< one execute_model (the seed's 300 s)
+  liveness_options liveness;
+};
+
+/// A started executor. Create with start(); destroy or shutdown() to stop every worker.
+class executor {
+public:
+  /// Runs the whole start-up: placement, workers, ranks, environment, init_worker,
+  /// init_device, load_model. Never hangs: fails after options.start_timeout.
+  static caf::expected<std::unique_ptr<executor>> start(executor_options options);
+
+  ~executor();
+  executor(const executor&) = delete;
+  executor& operator=(const executor&) = delete;
+
+  /// Runs `method` on every worker (args as JSON; per-rank lists are picked by each
+  /// worker's rank, as in the seed) and returns one JSON result per rank, or only
+  /// `unique_reply_rank`'s when it is >= 0.
+  caf::expected<std::vector<nlohmann::json>>
+  collective_rpc(const std::string& method, const nlohmann::json& args = nullptr,
+                 std::chrono::milliseconds timeout = std::chrono::milliseconds(0),
+                 int unique_reply_rank = -1);
+
+  /// collective_rpc with non_block: the future holds the same result.
+  std::future<caf::expected<std::vector<nlohmann::json>>>
+  collective_rpc_async(const std::string& method, const nlohmann::json& args = nullptr,
+                       std::chrono::milliseconds timeout = std::chrono::milliseconds(0),
+                       int unique_reply_rank = -1);
+
+  /// One model step; blocks until the output arrives or the step deadline passes.
+  caf::expected<model_runner_output> execute_model(const scheduler_output& step);
+
+  /// Per-worker health as the driver sees it.
+  caf::expected<std::vector<worker_health>> check_health();
+
+  /// The plan the executor runs: ranks, nodes, environment, init method, grid.
+  const rank_plan& plan() const;
+
+  /// Stops every worker and the node agents this executor started. Idempotent.
+  void shutdown();
+
+private:
+  struct impl;
+  explicit executor(std::unique_ptr<impl> p);
+  std::unique_ptr<impl> impl_;
+};
+
+} // namespace cafex

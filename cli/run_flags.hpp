@@ -1,0 +1,16 @@
+// The cluster and model flags `cafex run` shares with other programs that start an
+// executor (the example host service, benchmarks).
+#pragma once
+
+#include "cafex/executor.hpp"
+#include "cli/args.hpp"
+
+namespace cafex::cli {
+
+/// A parser with every executor flag plus --steps, --batch and --json.
+arg_parser run_parser();
+
+/// Options from parsed flags; throws usage_error with what to fix.
+executor_options executor_options_from(const parsed_args& args);
+
+} // namespace cafex::cli

@@ -1,0 +1,104 @@
+// `cafex run` end to end with real worker processes: output, exit code, no orphans.
+#include <doctest/doctest.h>
+
+#include <csignal>
+#include <fstream>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "processes.hpp"
+
+using namespace cafex;
+using namespace std::chrono_literals;
+
+namespace {
+
+nlohmann::json run_json(const std::vector<std::string>& extra) {
+  std::vector<std::string> argv{test::binary_from_env("CAFEX_BIN"), "run", "--json",
+                                "--log-level", "warn"};
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  auto r = test::run_command(argv, 120s);
+  INFO("stderr: " << r.err);
+  REQUIRE(r.exit_code == 0);
+  return nlohmann::json::parse(r.out);
+}
+
+} // namespace
+
+TEST_CASE("cafex run --json prints the tokens and latencies, and leaves nothing behind") {
+  test::become_subreaper();
+  auto j = run_json({"--tp", "2", "--steps", "5", "--batch", "3", "--seed", "11"});
+  CHECK(j["tp"] == 2);
+  CHECK(j["pp"] == 1);
+  CHECK(j["steps"] == 5);
+  REQUIRE(j["tokens"].size() == 5);
+  for (auto& step : j["tokens"])
+    CHECK(step.size() == 3);
+  CHECK(j["step_latency_us"]["p50"].get<double>() > 0);
+  CHECK(j["step_latency_us"]["p99"].get<double>() >= j["step_latency_us"]["p50"].get<double>());
+  // Every worker was a child of `cafex run`; orphans would be re-parented to us.
+  CHECK(test::wait_until(
+    [] {
+      test::reap_zombies();
+      return test::children_of(getpid()).empty();
+    },
+    3s));
+  auto one = run_json({"--tp", "1", "--steps", "5", "--batch", "3", "--seed", "11"});
+  CHECK(one["tokens"] == j["tokens"]);
+}
+
+TEST_CASE("cafex run prints a line per step and a summary") {
+  auto r = test::run_command({test::binary_from_env("CAFEX_BIN"), "run", "--steps", "3"}, 120s);
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(r.out.find("step 0:") != std::string::npos);
+  CHECK(r.out.find("step 2:") != std::string::npos);
+  CHECK(r.out.find("done: 3 step(s)") != std::string::npos);
+}
+
+TEST_CASE("bad flags exit 2 with one error line") {
+  auto bin = test::binary_from_env("CAFEX_BIN");
+  for (auto args : std::vector<std::vector<std::string>>{
+         {"--tp", "0"}, {"--tp", "x"}, {"--device", "tpu"}, {"--bogus"},
+         {"--strategy", "diagonal"}, {"--devices", "1", "--tp", "2"},
+         {"--bundle-indices", "0,0", "--tp", "2"}}) {
+    std::vector<std::string> argv{bin, "run"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto r = test::run_command(argv, 60s);
+    INFO(args.front() << " -> " << r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(r.out.empty());
+    CHECK(r.err.rfind("error: ", 0) == 0);
+  }
+}
+
+TEST_CASE("every subcommand has --help") {
+  auto bin = test::binary_from_env("CAFEX_BIN");
+  for (auto cmd : {"run", "node", "plan", "worker"}) {
+    auto r = test::run_command({bin, cmd, "--help"}, 30s);
+    CHECK(r.exit_code == 0);
+    CHECK(r.out.find("usage") != std::string::npos);
+  }
+}
+
+TEST_CASE("a driver killed with SIGKILL leaves no worker behind") {
+  test::become_subreaper();
+  auto bin = test::binary_from_env("CAFEX_BIN");
+  pid_t run = test::start_background(
+    {bin, "run", "--tp", "2", "--steps", "100000000", "--log-level", "off"});
+  // Wait until both workers exist (children of the run process) before killing it.
+  REQUIRE(test::wait_until([&] { return test::children_of(run).size() >= 2; }, 30s));
+  auto workers = test::children_of(run);
+  kill(run, SIGKILL);
+  waitpid(run, nullptr, 0);
+  CHECK(test::wait_until(
+    [&] {
+      test::reap_zombies();
+      for (auto w : workers)
+        if (kill(w, 0) == 0)
+          return false;
+      return true;
+    },
+    2s));
+}

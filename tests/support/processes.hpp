@@ -1,0 +1,45 @@
+// Test helpers for real processes: run a command capturing its output, find a process's
+// children, and wait for conditions with deadlines (never sleeps as synchronisation).
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace cafex::test {
+
+struct command_result {
+  int exit_code = -1;     ///< -1 when killed by a signal or timed out
+  bool timed_out = false;
+  std::string out;
+  std::string err;
+};
+
+/// Runs argv with a deadline (SIGKILL on expiry), capturing stdout and stderr.
+command_result run_command(const std::vector<std::string>& argv,
+                           std::chrono::milliseconds timeout = std::chrono::seconds(120));
+
+/// Starts argv in the background with stdout to `out_file` (empty: /dev/null).
+pid_t start_background(const std::vector<std::string>& argv, const std::string& out_file = "");
+
+/// Pids whose parent is `parent` (from /proc).
+std::vector<pid_t> children_of(pid_t parent);
+
+/// Pids of every living process whose command line contains `needle`.
+std::vector<pid_t> processes_matching(const std::string& needle);
+
+/// Polls `cond` every few ms until it holds or `timeout` passes; returns its last value.
+bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
+
+/// Makes this process the subreaper of its descendants, so orphans stay visible to it.
+void become_subreaper();
+
+/// Reaps every ended child without blocking.
+void reap_zombies();
+
+/// The binary path in environment variable `name` (set by ctest), or fails the test.
+std::string binary_from_env(const char* name);
+
+} // namespace cafex::test

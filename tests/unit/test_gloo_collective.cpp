@@ -1,0 +1,223 @@
+// Gloo groups of 2 and 4 ranks as threads in one process, each rank with its own Gloo
+// context, meeting through one real rendezvous server on 127.0.0.1.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <future>
+#include <vector>
+
+#include "runtime/error.hpp"
+#include "transport/gloo_collective.hpp"
+#include "transport/rendezvous_server.hpp"
+
+using namespace cafex;
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+gloo_options options_for(const rendezvous_server& srv, const std::string& group, int rank,
+                         int size, std::chrono::milliseconds timeout = 20s) {
+  gloo_options o;
+  o.store = srv.address();
+  o.group = group;
+  o.rank = rank;
+  o.size = size;
+  o.timeout = timeout;
+  return o;
+}
+
+// Runs `body` on every rank of a fresh group, one thread per rank; collects what each
+// rank reports ("" means it passed) so assertions happen on the test thread.
+std::vector<std::string>
+run_group(const rendezvous_server& srv, const std::string& group, int size,
+          const std::function<std::string(gloo_collective&)>& body) {
+  std::vector<std::future<std::string>> ranks;
+  for (int r = 0; r < size; ++r)
+    ranks.push_back(std::async(std::launch::async, [&, r]() -> std::string {
+      auto c = make_gloo_collective(options_for(srv, group, r, size));
+      if (!c)
+        return "rank " + std::to_string(r) + ": " + describe(c.error());
+      return body(**c);
+    }));
+  std::vector<std::string> out;
+  for (auto& f : ranks) {
+    // Bounded: a hang fails the test instead of eating the ctest timeout.
+    if (f.wait_for(60s) != std::future_status::ready) {
+      out.push_back("a rank did not finish within 60 s");
+      continue;
+    }
+    out.push_back(f.get());
+  }
+  return out;
+}
+
+void check_all_passed(const std::vector<std::string>& results) {
+  for (auto& r : results)
+    CHECK_MESSAGE(r.empty(), r);
+}
+
+// Crafted so every rank's contribution differs and the exact sum is known: large
+// magnitudes, negative values, and no two elements alike.
+int64_t contribution(int rank, size_t i) {
+  auto r = static_cast<int64_t>(rank);
+  auto x = static_cast<int64_t>(i);
+  return (r + 1) * 1'000'003 * x - (r * 7 + 3) * (int64_t{1} << 40) + (x % 2 ? -r : r);
+}
+
+int64_t expected_sum(int size, size_t i) {
+  int64_t s = 0;
+  for (int r = 0; r < size; ++r)
+    s += contribution(r, i);
+  return s;
+}
+
+uint8_t pattern(size_t i, uint32_t seed) {
+  return static_cast<uint8_t>((i * 131 + seed * 17 + (i >> 12)) & 0xff);
+}
+
+} // namespace
+
+TEST_CASE("all_reduce_sum gives exact int64 sums for 2 and 4 ranks") {
+  rendezvous_server srv;
+  REQUIRE(!srv.start());
+  for (int size : {2, 4}) {
+    CAPTURE(size);
+    auto results = run_group(srv, "ar" + std::to_string(size), size, [size](gloo_collective& c) {
+      // 1 element, an odd count, and 2 MiB (more than Gloo's 1 MiB segment per rank).
+      for (size_t count : {size_t{1}, size_t{1001}, size_t{1} << 18}) {
+        std::vector<int64_t> data(count);
+        for (size_t i = 0; i < count; ++i)
+          data[i] = contribution(c.rank(), i);
+        if (auto err = c.all_reduce_sum(data.data(), count))
+          return describe(err);
+        for (size_t i = 0; i < count; ++i)
+          if (data[i] != expected_sum(size, i))
+            return "rank " + std::to_string(c.rank()) + ": element " + std::to_string(i)
+                   + " of " + std::to_string(count) + " is " + std::to_string(data[i])
+                   + ", expected " + std::to_string(expected_sum(size, i));
+      }
+      return std::string{};
+    });
+    check_all_passed(results);
+  }
+}
+
+TEST_CASE("send and recv move 1 MiB and 16 MiB exactly, both directions") {
+  rendezvous_server srv;
+  REQUIRE(!srv.start());
+  auto results = run_group(srv, "pp/0-1", 2, [](gloo_collective& c) {
+    uint32_t tag = 0;
+    for (size_t bytes : {size_t{1} << 20, size_t{16} << 20}) {
+      for (int sender : {0, 1}) {
+        ++tag;
+        std::vector<uint8_t> buf(bytes);
+        if (c.rank() == sender) {
+          for (size_t i = 0; i < bytes; ++i)
+            buf[i] = pattern(i, tag);
+          if (auto err = c.send(buf.data(), bytes, 1 - sender, tag))
+            return describe(err);
+        } else {
+          if (auto err = c.recv(buf.data(), bytes, sender, tag))
+            return describe(err);
+          for (size_t i = 0; i < bytes; ++i)
+            if (buf[i] != pattern(i, tag))
+              return "byte " + std::to_string(i) + " of " + std::to_string(bytes)
+                     + " differs (tag " + std::to_string(tag) + ")";
+        }
+      }
+    }
+    return std::string{};
+  });
+  check_all_passed(results);
+}
+
+TEST_CASE("groups with different names share one server without colliding") {
+  rendezvous_server srv;
+  REQUIRE(!srv.start());
+  // Two TP groups (two PP stages) connect at the same time with the same ranks.
+  auto stage = [&](const std::string& name, int64_t base) {
+    return std::async(std::launch::async, [&srv, name, base] {
+      return run_group(srv, name, 2, [base](gloo_collective& c) {
+        int64_t x = base + c.rank();
+        if (auto err = c.all_reduce_sum(&x, 1))
+          return describe(err);
+        return x == 2 * base + 1 ? std::string{} : "sum " + std::to_string(x);
+      });
+    });
+  };
+  auto a = stage("pp0/tp", 100);
+  auto b = stage("pp1/tp", 5000);
+  check_all_passed(a.get());
+  check_all_passed(b.get());
+}
+
+TEST_CASE("a rank whose peer never shows up fails within its deadline") {
+  rendezvous_server srv;
+  REQUIRE(!srv.start());
+  auto t0 = clock_type::now();
+  auto c = make_gloo_collective(options_for(srv, "lonely", 0, 2, 500ms));
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - t0);
+  REQUIRE_FALSE(c);
+  CHECK(code_of(c.error()) == errc::timeout);
+  auto text = describe(c.error());
+  MESSAGE(text); // shows what an operator would read
+  CHECK(text.find("gloo group 'lonely' rank 0/2") != std::string::npos);
+  CHECK(took < 2000ms);
+}
+
+TEST_CASE("a recv whose peer never sends times out and breaks the group") {
+  rendezvous_server srv;
+  REQUIRE(!srv.start());
+  std::promise<void> receiver_done;
+  auto done = receiver_done.get_future().share();
+  std::vector<std::future<std::string>> ranks;
+  for (int r = 0; r < 2; ++r)
+    ranks.push_back(std::async(std::launch::async, [&, r]() -> std::string {
+      auto c = make_gloo_collective(options_for(srv, "silent", r, 2, 400ms));
+      if (!c)
+        return describe(c.error());
+      if (r == 1) {
+        // Rank 1 stays connected but sends nothing until rank 0 has given up.
+        done.wait_for(10s);
+        return {};
+      }
+      std::vector<char> buf(1024);
+      auto t0 = clock_type::now();
+      auto err = (*c)->recv(buf.data(), buf.size(), 1, 7);
+      auto took = clock_type::now() - t0;
+      receiver_done.set_value();
+      if (code_of(err) != errc::timeout)
+        return "expected timeout, got " + describe(err);
+      if (took > 2s)
+        return "recv took too long";
+      if (!(*c)->broken())
+        return "group not marked broken";
+      auto again = (*c)->send(buf.data(), buf.size(), 1, 8);
+      if (code_of(again) != errc::transport_failed)
+        return "expected transport_failed after breaking, got " + describe(again);
+      return {};
+    }));
+  for (auto& f : ranks) {
+    REQUIRE(f.wait_for(30s) == std::future_status::ready);
+    auto r = f.get();
+    CHECK_MESSAGE(r.empty(), r);
+  }
+}
+
+TEST_CASE("inconsistent options are refused before touching the network") {
+  rendezvous_server srv;
+  REQUIRE(!srv.start());
+  auto bad_rank = make_gloo_collective(options_for(srv, "g", 2, 2));
+  REQUIRE_FALSE(bad_rank);
+  CHECK(code_of(bad_rank.error()) == errc::invalid_argument);
+  auto bad_peer = make_gloo_collective(options_for(srv, "solo", 0, 1));
+  REQUIRE(bad_peer);
+  int64_t x = 42;
+  CHECK(!(*bad_peer)->all_reduce_sum(&x, 1));
+  CHECK(x == 42);
+  char byte = 0;
+  CHECK(code_of((*bad_peer)->send(&byte, 1, 0, 0)) == errc::invalid_argument);
+}

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 namespace cafex {
 
@@ -18,7 +19,8 @@ namespace {
 constexpr float sqrt3 = 1.7320508075688772f;
 
 inline float uniform_pm1(uint64_t key, uint64_t index) {
-  uint64_t h = splitmix64(key ^ splitmix64(index));
+  // splitmix64 as a counter-based generator: element i of a stream is mix(key + i*gamma).
+  uint64_t h = splitmix64(key + index * 0x9e3779b97f4a7c15ULL);
   // 24 random bits -> [0, 1) exactly representable in float, then [-1, 1).
   float u = static_cast<float>(h >> 40) * (1.0f / 16777216.0f);
   return 2.0f * u - 1.0f;
@@ -101,12 +103,22 @@ int32_t argmax(const float* x, size_t n) {
 }
 
 void accumulate_fixed(const float* c, int64_t* acc, size_t n) {
-  // Clamp to 2^52 so thousands of contributions cannot overflow int64.
-  constexpr double limit = 4503599627370496.0;
+  // Branch-free rounding (signs are random, so branches mispredict): adding 1.5 * 2^52
+  // puts any |y| < 2^51 where a double's ulp is 1, so the add rounds y to the nearest
+  // integer (ties to even, the default FP mode) and the low mantissa bits hold it.
+  // Clamping to 2^50 keeps that valid and lets thousands of terms sum without overflow.
+  constexpr double magic = 6755399441055744.0; // 1.5 * 2^52
+  constexpr double limit = 1125899906842624.0; // 2^50
+  int64_t magic_bits;
+  std::memcpy(&magic_bits, &magic, sizeof magic);
   for (size_t i = 0; i < n; ++i) {
     double y = static_cast<double>(c[i]) * fixed_point_scale;
-    y = std::isfinite(y) ? std::clamp(y, -limit, limit) : 0.0;
-    acc[i] += static_cast<int64_t>(y < 0.0 ? y - 0.5 : y + 0.5);
+    y = y == y ? y : 0.0; // NaN counts as 0
+    y = std::min(std::max(y, -limit), limit);
+    const double z = y + magic;
+    int64_t bits;
+    std::memcpy(&bits, &z, sizeof z);
+    acc[i] += bits - magic_bits;
   }
 }
 

@@ -10,12 +10,12 @@
 namespace cafex {
 
 /// Fixed-point scale of TP partial sums: a contribution x becomes round(x * 2^24) as
-/// int64 (round half away from zero). 2^-24 (about 6e-8) resolution, and |x| up to 2^28
+/// int64 (to nearest, ties to even). 2^-24 (about 6e-8) resolution, and |x| up to 2^26
 /// before clamping, far above the O(1) activations of the reference model.
 constexpr int fixed_point_bits = 24;
 constexpr double fixed_point_scale = static_cast<double>(int64_t{1} << fixed_point_bits);
 
-/// splitmix64 finalizer: a good 64-bit mix, the core of the weight generator.
+/// splitmix64 (add the golden gamma, then mix): the core of the weight generator.
 uint64_t splitmix64(uint64_t x);
 
 /// Element `index` of tensor `tensor_id` under `seed`: uniform with mean 0 and standard
@@ -46,7 +46,7 @@ void add_position_encoding(float* x, int64_t pos, const std::vector<double>& fre
 /// Index of the largest value; ties go to the lowest index.
 int32_t argmax(const float* x, size_t n);
 
-/// acc[i] += round(c[i] * 2^24). Non-finite values count as 0; large ones are clamped.
+/// acc[i] += round(c[i] * 2^24). NaN counts as 0; |c| over 2^26 is clamped.
 void accumulate_fixed(const float* c, int64_t* acc, size_t n);
 
 /// x[i] += float(acc[i] * 2^-24).

@@ -15,30 +15,6 @@ namespace cafex {
 
 namespace {
 
-// Tensor ids of the weight generator: (global layer + 1) << 40 | kind << 32 | head/block.
-// Model-wide tensors use layer -1. Ids never depend on TP or PP, so shards agree.
-enum tensor_kind : uint64_t {
-  k_attn_norm = 1, k_wqkv, k_wo, k_mlp_norm, k_wup, k_wdown, k_embed, k_lm_head,
-  k_final_norm,
-};
-
-uint64_t tensor_id(int layer, tensor_kind kind, int sub = 0) {
-  return (static_cast<uint64_t>(layer + 1) << 40) | (static_cast<uint64_t>(kind) << 32)
-         | static_cast<uint32_t>(sub);
-}
-
-// Norm gains: 1 +- a little, so they are not trivially the identity.
-std::vector<float> norm_gain(uint64_t seed, uint64_t id, int hidden) {
-  std::vector<float> g(static_cast<size_t>(hidden));
-  fill_weights(g.data(), g.size(), seed, id, 0, 0.1f);
-  for (auto& x : g)
-    x += 1.0f;
-  return g;
-}
-
-// Logits get a standard deviation of about 4 so greedy argmax has clear margins.
-constexpr float lm_head_gain = 4.0f;
-
 // Queries of one request attended at once: bounds the score scratch to chunk x positions.
 constexpr int64_t query_chunk = 128;
 
@@ -53,47 +29,13 @@ void gemm(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t 
 
 } // namespace
 
-layer_range stage_layers(int num_layers, int pp_size, int pp_rank) {
-  const int base = num_layers / pp_size;
-  const int extra = num_layers % pp_size;
-  return {pp_rank * base + std::min(pp_rank, extra), base + (pp_rank < extra ? 1 : 0)};
-}
-
 caf::error reference_model::load(const model_config& cfg, const shard_info& shard,
                                  collective& tp) {
   loaded_ = false;
   cache_.clear();
-  weights_.clear();
-  auto bad = [&](const std::string& what) {
-    return make_error(errc::invalid_argument,
-                      fmt::format("reference model (tp rank {}, pp rank {}): {}",
-                                  shard.tp_rank, shard.pp_rank, what));
-  };
-  if (cfg.vocab_size <= 0 || cfg.hidden_size <= 0 || cfg.num_heads <= 0
-      || cfg.ffn_size <= 0 || cfg.ffn_blocks <= 0 || cfg.max_seq_len <= 0
-      || cfg.num_layers < 0)
-    return bad("vocab_size, hidden_size, num_heads, ffn_size, ffn_blocks and max_seq_len "
-               "must be > 0 and num_layers >= 0: fix the model config");
-  if (cfg.hidden_size % cfg.num_heads != 0)
-    return bad(fmt::format("hidden_size {} is not divisible by num_heads {}: pick sizes "
-                           "with hidden_size = num_heads * head_dim",
-                           cfg.hidden_size, cfg.num_heads));
-  if (cfg.ffn_size % cfg.ffn_blocks != 0)
-    return bad(fmt::format("ffn_size {} is not divisible by ffn_blocks {}", cfg.ffn_size,
-                           cfg.ffn_blocks));
-  if (shard.tp_size < 1 || shard.tp_rank < 0 || shard.tp_rank >= shard.tp_size
-      || shard.pp_size < 1 || shard.pp_rank < 0 || shard.pp_rank >= shard.pp_size)
-    return bad(fmt::format("shard out of range (tp {}/{}, pp {}/{}): ranks must lie in "
-                           "[0, size) and sizes be >= 1",
-                           shard.tp_rank, shard.tp_size, shard.pp_rank, shard.pp_size));
-  if (cfg.num_heads % shard.tp_size != 0 || cfg.ffn_blocks % shard.tp_size != 0)
-    return bad(fmt::format("num_heads {} and ffn_blocks {} must both be divisible by the "
-                           "TP size {}: choose a TP size that divides both",
-                           cfg.num_heads, cfg.ffn_blocks, shard.tp_size));
-  if (tp.size() != shard.tp_size || tp.rank() != shard.tp_rank)
-    return bad(fmt::format("the TP collective is rank {} of {} but the shard says rank {} "
-                           "of {}: pass the collective of this shard's TP group",
-                           tp.rank(), tp.size(), shard.tp_rank, shard.tp_size));
+  w_ = shard_weights{};
+  if (auto err = check_reference_config(cfg, shard, tp))
+    return err;
   try {
     cfg_ = cfg;
     shard_ = shard;
@@ -101,55 +43,14 @@ caf::error reference_model::load(const model_config& cfg, const shard_info& shar
     layers_ = stage_layers(cfg.num_layers, shard.pp_size, shard.pp_rank);
     first_stage_ = shard.pp_rank == 0;
     last_stage_ = shard.pp_rank == shard.pp_size - 1;
-    const int h = cfg.hidden_size;
-    head_dim_ = h / cfg.num_heads;
+    head_dim_ = cfg.hidden_size / cfg.num_heads;
     local_heads_ = cfg.num_heads / shard.tp_size;
     block_ = cfg.ffn_size / cfg.ffn_blocks;
     local_blocks_ = cfg.ffn_blocks / shard.tp_size;
-    const size_t hs = static_cast<size_t>(h), d = static_cast<size_t>(head_dim_),
-                 fb = static_cast<size_t>(block_);
-    const float std_h = 1.0f / std::sqrt(static_cast<float>(h));
-    const float std_f = 1.0f / std::sqrt(static_cast<float>(cfg.ffn_size));
-    const uint64_t seed = cfg.seed;
-    embed_.clear();
-    final_norm_.clear();
-    lm_head_.clear();
-    if (first_stage_) {
-      embed_.resize(static_cast<size_t>(cfg.vocab_size) * hs);
-      fill_weights(embed_.data(), embed_.size(), seed, tensor_id(-1, k_embed), 0, 1.0f);
-    }
-    if (last_stage_) {
-      final_norm_ = norm_gain(seed, tensor_id(-1, k_final_norm), h);
-      lm_head_.resize(hs * static_cast<size_t>(cfg.vocab_size));
-      fill_weights(lm_head_.data(), lm_head_.size(), seed, tensor_id(-1, k_lm_head), 0,
-                   lm_head_gain * std_h);
-    }
-    weights_.resize(static_cast<size_t>(layers_.count));
-    for (int l = 0; l < layers_.count; ++l) {
-      const int g = layers_.first + l;
-      auto& w = weights_[static_cast<size_t>(l)];
-      w.attn_norm = norm_gain(seed, tensor_id(g, k_attn_norm), h);
-      w.mlp_norm = norm_gain(seed, tensor_id(g, k_mlp_norm), h);
-      w.wqkv.resize(static_cast<size_t>(local_heads_) * hs * 3 * d);
-      w.wo.resize(static_cast<size_t>(local_heads_) * d * hs);
-      for (int i = 0; i < local_heads_; ++i) {
-        const int gh = shard.tp_rank * local_heads_ + i; // global head index
-        fill_weights(&w.wqkv[i * hs * 3 * d], hs * 3 * d, seed, tensor_id(g, k_wqkv, gh), 0,
-                     std_h);
-        fill_weights(&w.wo[i * d * hs], d * hs, seed, tensor_id(g, k_wo, gh), 0, std_h);
-      }
-      w.wup.resize(static_cast<size_t>(local_blocks_) * hs * fb);
-      w.wdown.resize(static_cast<size_t>(local_blocks_) * fb * hs);
-      for (int b = 0; b < local_blocks_; ++b) {
-        const int gb = shard.tp_rank * local_blocks_ + b; // global block index
-        fill_weights(&w.wup[b * hs * fb], hs * fb, seed, tensor_id(g, k_wup, gb), 0, std_h);
-        fill_weights(&w.wdown[b * fb * hs], fb * hs, seed, tensor_id(g, k_wdown, gb), 0,
-                     std_f);
-      }
-    }
-    pos_freqs_ = position_frequencies(hs);
+    w_ = make_shard_weights(cfg, shard);
+    pos_freqs_ = position_frequencies(static_cast<size_t>(cfg.hidden_size));
   } catch (const std::exception& e) {
-    weights_.clear();
+    w_ = shard_weights{};
     return make_error(errc::model_failed,
                       fmt::format("reference model: building the weights of tp rank {}, "
                                   "pp rank {} failed: {}: use a smaller model config",
@@ -299,7 +200,7 @@ void reference_model::embed(const scheduler_output& step) {
   const size_t h = static_cast<size_t>(cfg_.hidden_size);
   auto put = [&](int64_t row, int32_t token, int64_t pos) {
     float* dst = &x_[static_cast<size_t>(row) * h];
-    std::copy_n(&embed_[static_cast<size_t>(token) * h], h, dst);
+    std::copy_n(&w_.embed[static_cast<size_t>(token) * h], h, dst);
     add_position_encoding(dst, pos, pos_freqs_, h);
   };
   size_t i = 0;
@@ -315,7 +216,7 @@ void reference_model::embed(const scheduler_output& step) {
 }
 
 caf::error reference_model::attention(int l) {
-  const auto& w = weights_[static_cast<size_t>(l)];
+  const auto& w = w_.layers[static_cast<size_t>(l)];
   const int64_t h = cfg_.hidden_size, d = head_dim_, t = tokens_;
   rmsnorm(x_.data(), w.attn_norm.data(), xn_.data(), static_cast<size_t>(t),
           static_cast<size_t>(h));
@@ -366,7 +267,7 @@ void reference_model::attend_one_head(int l, int head, const step_row& r) {
 }
 
 caf::error reference_model::mlp(int l) {
-  const auto& w = weights_[static_cast<size_t>(l)];
+  const auto& w = w_.layers[static_cast<size_t>(l)];
   const int64_t h = cfg_.hidden_size, fb = block_, t = tokens_;
   rmsnorm(x_.data(), w.mlp_norm.data(), xn_.data(), static_cast<size_t>(t),
           static_cast<size_t>(h));
@@ -400,11 +301,11 @@ void reference_model::sample(const scheduler_output& step, model_runner_output& 
   const size_t n = rows_.size();
   for (size_t i = 0; i < n; ++i) {
     const auto last = static_cast<size_t>(rows_[i].row0 + rows_[i].count - 1);
-    rmsnorm(&x_[last * h], final_norm_.data(), &xn_[i * h], 1, h);
+    rmsnorm(&x_[last * h], w_.final_norm.data(), &xn_[i * h], 1, h);
   }
   logits_.resize(n * vocab);
   gemm(static_cast<int64_t>(n), static_cast<int64_t>(vocab), static_cast<int64_t>(h), 1.0f,
-       xn_.data(), static_cast<int64_t>(h), lm_head_.data(), static_cast<int64_t>(vocab),
+       xn_.data(), static_cast<int64_t>(h), w_.lm_head.data(), static_cast<int64_t>(vocab),
        logits_.data(), static_cast<int64_t>(vocab));
   out.req_ids.reserve(n);
   out.sampled.reserve(n);

@@ -25,27 +25,16 @@
 #include <vector>
 
 #include "runtime/model_runner.hpp"
+#include "runtime/reference_weights.hpp"
 
 namespace cafex {
-
-/// The global layers [first, first + count) one PP stage owns.
-struct layer_range {
-  int first = 0;
-  int count = 0;
-};
-
-/// Splits `num_layers` over `pp_size` stages as evenly as possible; earlier stages get the
-/// extra layers (10 layers over 4 stages: 3, 3, 2, 2). Stages beyond the layer count get
-/// none and pass hidden states through (stage 0 still embeds, the last stage still
-/// samples).
-layer_range stage_layers(int num_layers, int pp_size, int pp_rank);
 
 /// The "reference" model runner. See the top of this file.
 class reference_model final : public model_runner {
 public:
-  /// Validates `cfg` and `shard` (sizes > 0, hidden % heads, heads % tp, ffn % blocks,
-  /// blocks % tp, ranks in range, `tp` matching the shard) and generates the weights.
-  /// Returns errc::invalid_argument naming what is wrong. Reloading drops all requests.
+  /// Validates `cfg` and `shard` (check_reference_config) and generates this shard's
+  /// weights (make_shard_weights). errc::invalid_argument naming what is wrong;
+  /// errc::model_failed when the weights do not fit. Reloading drops all requests.
   caf::error load(const model_config& cfg, const shard_info& shard,
                   collective& tp) override;
 
@@ -58,15 +47,6 @@ public:
   layer_range layers() const { return layers_; }
 
 private:
-  struct layer_weights {
-    std::vector<float> attn_norm; ///< [hidden]
-    std::vector<float> mlp_norm;  ///< [hidden]
-    std::vector<float> wqkv;      ///< per local head [hidden x 3*head_dim]: Q | K | V
-    std::vector<float> wo;        ///< per local head [head_dim x hidden]
-    std::vector<float> wup;       ///< per local block [hidden x block]
-    std::vector<float> wdown;     ///< per local block [block x hidden]
-  };
-
   /// KV cache of one request: per (local layer, local head), `len` rows of head_dim.
   struct kv_entry {
     int64_t len = 0;
@@ -106,10 +86,7 @@ private:
   bool first_stage_ = true;
   bool last_stage_ = true;
 
-  std::vector<float> embed_;      ///< [vocab x hidden], stage 0 only
-  std::vector<float> final_norm_; ///< [hidden], last stage only
-  std::vector<float> lm_head_;    ///< [hidden x vocab], last stage only
-  std::vector<layer_weights> weights_;
+  shard_weights w_;
   std::vector<double> pos_freqs_;
 
   std::unordered_map<std::string, kv_entry> cache_;

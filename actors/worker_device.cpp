@@ -22,16 +22,15 @@ caf::error open_device(worker_state& st) {
     st.tp_group = std::make_unique<solo_collective>();
     return caf::none;
   }
-  auto addr = parse_tcp_address(st.distributed_init_method);
+  auto addr = parse_store_url(st.distributed_init_method);
   if (!addr)
     return addr.error();
   gloo_options opts;
-  opts.store_host = addr->host;
-  opts.store_port = addr->port;
+  opts.store = *addr;
   opts.group = "tp" + std::to_string(st.pp_rank());
   opts.rank = st.tp_rank();
   opts.size = st.tp_size;
-  opts.bind_ip = st.node_ip;
+  opts.bind_host = st.node_ip;
   opts.timeout = std::chrono::milliseconds(st.init_timeout_ms);
   auto group = make_gloo_collective(opts);
   if (!group)

@@ -114,7 +114,7 @@ int worker_main(int argc, char** argv, int first, const method_table& extra) {
   }
   auto methods = method_table::builtins();
   methods.merge(extra);
-  auto worker = sys.spawn<caf::detached>(worker_actor_impl, args.st, methods, *agent);
+  auto worker = sys.spawn<caf::detached>(worker_actor_impl, std::move(args.st), methods, *agent);
   {
     caf::scoped_actor self{sys};
     bool ok = false;

@@ -1,6 +1,7 @@
 #include "cafex/executor.hpp"
 
 #include <mutex>
+#include <set>
 #include <unistd.h>
 
 #include <caf/all.hpp>
@@ -11,7 +12,7 @@
 #include "actors/node_agent_actor.hpp"
 #include "runtime/env_policy.hpp"
 #include "runtime/version.hpp"
-#include "transport/rendezvous_store.hpp"
+#include "transport/rendezvous_server.hpp"
 
 namespace cafex {
 
@@ -128,7 +129,11 @@ caf::error executor::impl::start_up() {
   if (!port)
     return make_error(errc::spawn_failed, "cannot publish the node agent on " + opts.host_ip
                                             + ": " + sys.render(port.error()));
-  caf::anon_send(agent, listen_atom::value, opts.host_ip, *port);
+  {
+    // From a local sender: the agent takes its address from this process only.
+    caf::scoped_actor self{sys};
+    self->send(agent, listen_atom::value, opts.host_ip, *port);
+  }
   spdlog::info("node agent {} on {}:{} with {} device(s)", ao.info.node_id, opts.host_ip,
                *port, devices);
   driver_options dopts;
@@ -219,19 +224,25 @@ caf::error executor::impl::configure(clock::time_point deadline) {
   }
   auto env = read_process_environment();
   auto to_copy = select_env_to_copy(env, default_env_policy(env));
-  auto planned = plan_ranks(reports, opts.host_ip, opts.parallel, to_copy, 0);
-  if (!planned)
-    return planned.error();
-  plan = std::move(*planned);
-  // The rendezvous store answers at distributed_init_method (loopback on one node).
+  // The rendezvous store answers at distributed_init_method: loopback when every worker
+  // is on one node (as the seed does), else the driver's address.
+  std::set<std::string> node_ids;
+  for (const auto& rep : reports)
+    node_ids.insert(rep.node_id);
   rendezvous_server_options so;
-  so.host = plan.init_host;
+  so.bind_address = node_ids.size() == 1 ? "127.0.0.1" : opts.host_ip;
   so.port = 0;
   store = std::make_unique<rendezvous_server>(so);
   if (auto err = store->start())
     return err;
-  plan.init_port = store->port();
-  plan.distributed_init_method = "tcp://" + plan.init_host + ":" + std::to_string(plan.init_port);
+  auto planned = plan_ranks(reports, opts.host_ip, opts.parallel, to_copy, store->port());
+  if (!planned)
+    return planned.error();
+  plan = std::move(*planned);
+  if (plan.init_host != so.bind_address)
+    return make_error(errc::invalid_config, "rendezvous host " + so.bind_address
+                                              + " differs from the planned "
+                                              + plan.init_host);
   // Rerank: created -> adjusted, on the workers and in the driver.
   nlohmann::json rerank = nlohmann::json::object();
   std::vector<int32_t> order(world);

@@ -100,7 +100,10 @@ int node_command(int argc, char** argv) {
     caf::anon_send_exit(agent, caf::exit_reason::user_shutdown);
     return 1;
   }
-  caf::anon_send(agent, listen_atom::value, host, *bound);
+  {
+    caf::scoped_actor self{sys};
+    self->send(agent, listen_atom::value, host, *bound);
+  }
   spdlog::info("node agent {} listening on {}:{} (ip {}, {} device(s), cafex {})",
                ao.info.node_id, host, *bound, host_ip, devices, version());
   // Tests read the port from this line.

@@ -26,7 +26,7 @@ arg_parser run_parser() {
     .flag({{"--vocab-size"}, "N", "reference model vocabulary", "512"})
     .flag({{"--start-timeout"}, "SECONDS", "deadline of the whole start-up", "60"})
     .flag({{"--rpc-timeout"}, "SECONDS", "default collective_rpc deadline", "60"})
-    .flag({{"--step-timeout"}, "SECONDS", "deadline of one step", "300")
+    .flag({{"--step-timeout"}, "SECONDS", "deadline of one step", "300"})
     .flag({{"--log-level"}, "LEVEL", "trace, debug, info, warn, error or off", "warn"})
     .flag({{"--json"}, "", "print one JSON object at the end instead of lines", ""});
   return p;
@@ -56,7 +56,7 @@ executor_options executor_options_from(const parsed_args& a) {
   o.bundles = static_cast<int>(a.get_int("--bundles", 0, 1, 4096));
   if (a.has("--bundle-indices"))
     o.bundle_indices = parse_int_list(a.get("--bundle-indices"), "--bundle-indices");
-  auto strategy = parse_strategy(a.get("--strategy", "pack"));
+  auto strategy = parse_placement_strategy(a.get("--strategy", "pack"));
   if (!strategy)
     throw usage_error{"--strategy: " + describe(strategy.error())};
   o.strategy = *strategy;

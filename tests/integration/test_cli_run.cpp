@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <csignal>
+#include <sys/wait.h>
 #include <fstream>
 #include <unistd.h>
 
@@ -86,7 +87,7 @@ TEST_CASE("a driver killed with SIGKILL leaves no worker behind") {
   test::become_subreaper();
   auto bin = test::binary_from_env("CAFEX_BIN");
   pid_t run = test::start_background(
-    {bin, "run", "--tp", "2", "--steps", "100000000", "--log-level", "off"});
+    {bin, "run", "--tp", "2", "--steps", "1000000", "--log-level", "off"});
   // Wait until both workers exist (children of the run process) before killing it.
   REQUIRE(test::wait_until([&] { return test::children_of(run).size() >= 2; }, 30s));
   auto workers = test::children_of(run);

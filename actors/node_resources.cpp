@@ -1,5 +1,7 @@
 #include "actors/node_resources.hpp"
 
+#include <fmt/format.h>
+
 #include "runtime/error.hpp"
 
 namespace cafex {
@@ -38,8 +40,8 @@ caf::expected<uint64_t> resource_ledger::reserve(const std::string& owner,
   for (const auto& [dev, units] : need)
     if (free_[dev] < units)
       missing += (missing.empty() ? "" : ", ") + std::string("device ") + std::to_string(dev)
-                 + " has " + std::to_string(static_cast<double>(free_[dev]) / device_units)
-                 + " free, needs " + std::to_string(static_cast<double>(units) / device_units);
+                 + " has " + fmt::format("{:g}", static_cast<double>(free_[dev]) / device_units)
+                 + " free, needs " + fmt::format("{:g}", static_cast<double>(units) / device_units);
   if (!missing.empty())
     return make_error(errc::placement_failed, "not enough free resources on node " + node_id
                                                 + ": " + missing);

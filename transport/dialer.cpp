@@ -126,10 +126,14 @@ struct client_hs : std::enable_shared_from_this<client_hs> {
     auto self = shared_from_this();
     write_then("CAFEX-LINK 1 " + std::to_string(target) + " " + client_nonce + "\n", [self] {
       self->link->async_read_line(self->buf, [self](boost::system::error_code ec, size_t n) {
+        if (ec && self->d.tls)
+          return self->finish("node agent at " + self->where + " refused this driver's TLS "
+                              "certificate (" + ec.message() + "); it must be signed by the "
+                              "CA the agent trusts (its --tls-ca)");
         if (ec)
           return self->finish("node agent at " + self->where + " closed the connection "
                               "during the handshake (" + ec.message() + "); does it use "
-                              "TLS (--tls-*) while this driver does not, or the reverse?");
+                              "TLS (--tls-*) while this driver does not?");
         std::istringstream in(take_line(self->buf, n));
         std::string word, mac;
         in >> word >> self->server_nonce >> mac;

@@ -56,11 +56,12 @@ caf::error check_tls_files(const link_security& sec) {
     return caf::none;
   const std::pair<const char*, const std::string*> files[] = {
     {"--tls-cert", &sec.tls_cert}, {"--tls-key", &sec.tls_key}, {"--tls-ca", &sec.tls_ca}};
-  for (const auto& [flag, path] : files) {
+  for (const auto& [flag, path] : files)
     if (path->empty())
       return make_error(errc::invalid_argument,
                         std::string("TLS needs --tls-cert, --tls-key and --tls-ca together; ")
                           + flag + " is missing");
+  for (const auto& [flag, path] : files) {
     if (!std::ifstream(*path))
       return make_error(errc::invalid_argument,
                         std::string(flag) + ": cannot read " + *path);

@@ -19,6 +19,9 @@ using health_atom = caf::atom_constant<caf::atom("health")>;     ///< check_heal
 using stop_atom = caf::atom_constant<caf::atom("stop")>;         ///< orderly shutdown
 using listen_atom = caf::atom_constant<caf::atom("listen")>;   ///< agent learns its port
 using hold_atom = caf::atom_constant<caf::atom("hold")>;         ///< dummy driver bundle
+using version_atom = caf::atom_constant<caf::atom("version")>;   ///< peer version check
+using reserve_atom = caf::atom_constant<caf::atom("reserve")>;   ///< reserve bundles
+using release_atom = caf::atom_constant<caf::atom("release")>;   ///< release a reservation
 
 using dag_atom = caf::atom_constant<caf::atom("dag")>;           ///< compile the dataflow
 using stage_atom = caf::atom_constant<caf::atom("stage")>;       ///< stage k -> stage k+1

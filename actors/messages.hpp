@@ -17,12 +17,26 @@ struct node_info {
   std::vector<int> device_ids;   ///< GPU ids, or logical device ids on CPU-only nodes
   std::string device_kind;       ///< "cuda" or "cpu"
   std::string version;
+  std::string resource_name = "GPU";  ///< what a bundle asks for (the seed's ray_device_key)
+  std::vector<int64_t> free_units;    ///< per device id: unreserved share, 10000 = one device
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, node_info& x) {
   return f(caf::meta::type_name("cafex::node_info"), x.node_id, x.ip, x.device_ids,
-           x.device_kind, x.version);
+           x.device_kind, x.version, x.resource_name, x.free_units);
+}
+
+/// One bundle of a placement group as a node agent reserves it: a share of one device.
+struct bundle_claim {
+  int32_t bundle_index = 0;
+  int32_t device_id = 0;
+  int64_t units = 10000;  ///< 10000 = one whole device (fixed point, as Ray does)
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, bundle_claim& x) {
+  return f(caf::meta::type_name("cafex::bundle_claim"), x.bundle_index, x.device_id, x.units);
 }
 
 /// A driver asks a node agent to start one worker process for one bundle.
@@ -32,12 +46,13 @@ struct spawn_request {
   std::vector<int> device_ids;   ///< the bundle's GPU(s) on that node
   std::string log_level = "info";
   int64_t register_timeout_ms = 30000;
+  uint64_t reservation = 0;      ///< the reservation holding the bundle (0: none, embedded)
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, spawn_request& x) {
   return f(caf::meta::type_name("cafex::spawn_request"), x.created_rank, x.bundle_index,
-           x.device_ids, x.log_level, x.register_timeout_ms);
+           x.device_ids, x.log_level, x.register_timeout_ms, x.reservation);
 }
 
 /// One worker's health as the driver sees it.

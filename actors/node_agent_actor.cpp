@@ -78,6 +78,16 @@ int32_t kill_children_of(state_ptr self, const caf::actor_addr& owner) {
   return n;
 }
 
+/// Remote drivers must have passed the version check before asking for anything.
+caf::error check_peer(state_ptr self, const caf::strong_actor_ptr& sender) {
+  if (!sender || sender->node() == self->node()
+      || self->state.checked_peers.count(sender->node()) > 0)
+    return caf::none;
+  return make_error(errc::unauthorized, "node agent " + self->state.opts.info.node_id
+                                          + " serves drivers only after the version check; "
+                                            "connect with `cafex run --nodes`");
+}
+
 } // namespace
 
 std::string make_node_id() {
@@ -89,18 +99,66 @@ std::string make_node_id() {
   return buf;
 }
 
+static std::string join_strings(const std::vector<std::string>& xs) {
+  std::string out;
+  for (const auto& x : xs)
+    out += (out.empty() ? "" : ",") + x;
+  return out;
+}
+
 node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_options opts) {
   self->state.opts = std::move(opts);
+  self->state.ledger = resource_ledger(self->state.opts.info.device_ids);
   self->set_down_handler([self](caf::down_msg& dm) {
-    // A driver that goes away takes its workers with it.
+    // A driver that goes away takes its workers and its reservations with it.
     int n = kill_children_of(self, dm.source);
     if (n > 0)
       spdlog::info("driver went away ({}): stopped {} worker(s)", caf::to_string(dm.reason), n);
+    int r = self->state.ledger.release(caf::to_string(dm.source), 0);
+    if (r > 0)
+      spdlog::info("driver went away ({}): released {} reservation(s)",
+                   caf::to_string(dm.reason), r);
   });
   // When the agent quits, its state (and so every child_process, RAII) is destroyed:
   // no worker outlives its agent.
   return {
-    [self](info_atom) -> node_info { return self->state.opts.info; },
+    [self](version_atom, const std::string& peer) -> caf::result<std::string> {
+      auto sender = self->current_sender();
+      if (peer != version()) {
+        spdlog::warn("refused a driver of cafex {} (this agent runs cafex {})", peer, version());
+        return make_error(errc::version_mismatch, "the driver runs cafex " + peer
+                                                    + " but node agent "
+                                                    + self->state.opts.info.node_id
+                                                    + " runs cafex " + version()
+                                                    + "; run one cafex version on every node");
+      }
+      if (sender)
+        self->state.checked_peers.insert(sender->node());
+      return std::string(version());
+    },
+    [self](info_atom) -> node_info {
+      auto info = self->state.opts.info;
+      info.free_units = self->state.ledger.free_units();
+      return info;
+    },
+    [self](reserve_atom, const std::vector<bundle_claim>& claims) -> caf::result<uint64_t> {
+      auto sender = self->current_sender();
+      if (!sender)
+        return make_error(errc::invalid_argument, "anonymous reservations are refused");
+      if (auto err = check_peer(self, sender))
+        return err;
+      auto owner = caf::to_string(caf::actor_cast<caf::actor_addr>(sender));
+      auto id = self->state.ledger.reserve(owner, claims, self->state.opts.info.node_id);
+      if (!id)
+        return id.error();
+      self->monitor(sender);
+      spdlog::info("reserved {} bundle(s) as reservation {} for {}", claims.size(), *id, owner);
+      return *id;
+    },
+    [self](release_atom, uint64_t id) -> bool {
+      auto owner = caf::to_string(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+      return self->state.ledger.release(owner, id) > 0;
+    },
     [self](listen_atom, const std::string& host, uint16_t port) {
       auto sender = self->current_sender();
       if (!sender || sender->node() != self->node())
@@ -108,10 +166,21 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
       self->state.listen_host = host;
       self->state.listen_port = port;
     },
-    [self](spawn_atom, const spawn_request& req) -> caf::result<worker_actor> {
+    [self](spawn_atom,
+           const spawn_request& req) -> caf::result<worker_actor, uint16_t> {
       auto& st = self->state;
       if (st.listen_port == 0)
         return make_error(errc::not_ready, "node agent is not published yet");
+      if (auto err = check_peer(self, self->current_sender()))
+        return err;
+      if (st.opts.require_reservation
+          && (req.device_ids.size() != 1
+              || !st.ledger.holds(req.reservation, req.bundle_index, req.device_ids[0])))
+        return make_error(errc::unauthorized,
+                          "node " + st.opts.info.node_id + " holds no reservation "
+                            + std::to_string(req.reservation) + " for bundle "
+                            + std::to_string(req.bundle_index)
+                            + "; reserve the bundle before spawning its worker");
       auto id = st.next_spawn_id++;
       std::vector<std::string> argv{st.opts.worker_program,
                                     "worker",
@@ -131,6 +200,14 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
                                     join_ints(req.device_ids),
                                     "--log-level",
                                     req.log_level};
+      if (!st.opts.worker_publish_host.empty()) {
+        argv.push_back("--publish");
+        argv.push_back(st.opts.worker_publish_host);
+      }
+      if (!st.opts.env_allow.empty()) {
+        argv.push_back("--env-allow");
+        argv.push_back(join_strings(st.opts.env_allow));
+      }
       auto proc = child_process::spawn(argv);
       if (!proc)
         return proc.error();
@@ -139,7 +216,7 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
       node_agent_state::child c;
       c.proc = std::move(*proc);
       c.req = req;
-      c.rp = self->make_response_promise<worker_actor>();
+      c.rp = self->make_response_promise<worker_actor, uint16_t>();
       auto sender = self->current_sender();
       if (sender) {
         c.owner = caf::actor_cast<caf::actor_addr>(sender);
@@ -152,8 +229,8 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
       schedule_reap(self);
       return rp;
     },
-    [self](register_atom, uint64_t id, const std::string& ver,
-           const worker_actor& handle) -> caf::result<std::string> {
+    [self](register_atom, uint64_t id, const std::string& ver, const worker_actor& handle,
+           uint16_t direct_port) -> caf::result<std::string> {
       auto& st = self->state;
       auto i = st.children.find(id);
       if (i == st.children.end() || i->second.registered)
@@ -167,11 +244,17 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
         return err;
       }
       i->second.registered = true;
-      i->second.rp.deliver(handle);
+      if (direct_port != 0 && st.opts.on_worker_port)
+        st.opts.on_worker_port(direct_port);
+      i->second.rp.deliver(handle, direct_port);
       return st.opts.info.node_id;
     },
     [self](kill_atom) -> int32_t {
+      // A remote driver stops its own workers; this process (the agent's command on
+      // SIGTERM, or the embedded driver) stops all of them.
       auto sender = self->current_sender();
+      if (sender && sender->node() == self->node())
+        return kill_children_of(self, caf::actor_addr{});
       return kill_children_of(self, caf::actor_cast<caf::actor_addr>(sender));
     },
     [self](reap_atom) {

@@ -4,12 +4,16 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
+#include <set>
 #include <string>
+#include <vector>
 
 #include <caf/all.hpp>
 
 #include "actors/node_agent_protocol.hpp"
+#include "actors/node_resources.hpp"
 #include "runtime/child_process.hpp"
 
 namespace cafex {
@@ -19,13 +23,22 @@ struct node_agent_options {
   std::string worker_program;   ///< executable run as `<program> worker ...`
   std::chrono::milliseconds reap_interval{50};
   std::chrono::milliseconds kill_grace{2000};
+  /// Workers publish themselves on this host for a direct driver connection (empty: they
+  /// do not; the driver reaches them through the agent's node, as the embedded agent does).
+  std::string worker_publish_host;
+  /// Name prefixes of the variables a driver may set on this node's workers (empty: any).
+  std::vector<std::string> env_allow;
+  /// Spawns must name a live reservation holding their bundle (remote agents).
+  bool require_reservation = false;
+  /// Told each worker's direct port once it registered (the front door relays to it).
+  std::function<void(uint16_t)> on_worker_port;
 };
 
 struct node_agent_state {
   struct child {
     child_process proc;
     spawn_request req;
-    caf::typed_response_promise<worker_actor> rp;
+    caf::typed_response_promise<worker_actor, uint16_t> rp;
     caf::actor_addr owner;
     bool registered = false;
     std::chrono::steady_clock::time_point deadline;
@@ -35,6 +48,8 @@ struct node_agent_state {
   uint16_t listen_port = 0;
   uint64_t next_spawn_id = 1;
   std::map<uint64_t, child> children;
+  resource_ledger ledger;
+  std::set<caf::node_id> checked_peers;  ///< remote nodes whose version matched
   bool reaping = false;
   static inline const char* name = "cafex.node_agent";
 };

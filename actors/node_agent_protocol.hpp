@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <caf/replies_to.hpp>
 #include <caf/typed_actor.hpp>
@@ -15,13 +16,25 @@
 namespace cafex {
 
 using node_agent_actor = caf::typed_actor<
+  /// (version, driver's version) -> the agent's version; a message whose layout never
+  /// changes, so that peers of different versions can tell each other which versions they
+  /// run. A mismatch is refused naming both; a remote driver must pass this check before
+  /// the agent reserves or spawns anything for it.
+  caf::replies_to<version_atom, std::string>::with<std::string>,
   caf::replies_to<info_atom>::with<node_info>,
-  /// Starts one worker process; answers its handle once it registered.
-  caf::replies_to<spawn_atom, spawn_request>::with<worker_actor>,
-  /// (register, spawn id, worker version, handle) from a worker process; answers the
-  /// node id.
-  caf::replies_to<register_atom, uint64_t, std::string, worker_actor>::with<std::string>,
-  /// Stops every worker this agent started for the sender; answers how many.
+  /// Reserves bundles for the sender (the agent monitors it and releases them when it
+  /// goes away); answers a reservation id, or placement_failed naming what is missing.
+  caf::replies_to<reserve_atom, std::vector<bundle_claim>>::with<uint64_t>,
+  /// Releases one of the sender's reservations (0: all of them).
+  caf::replies_to<release_atom, uint64_t>::with<bool>,
+  /// Starts one worker process; answers its handle once it registered, and the port on
+  /// which the worker accepts a direct connection (0: none; reach it through the agent).
+  caf::replies_to<spawn_atom, spawn_request>::with<worker_actor, uint16_t>,
+  /// (register, spawn id, worker version, handle, direct port) from a worker process;
+  /// answers the node id.
+  caf::replies_to<register_atom, uint64_t, std::string, worker_actor, uint16_t>::with<std::string>,
+  /// Stops every worker this agent started for the sender (all of them when the sender
+  /// lives in the agent's own process); answers how many.
   caf::replies_to<kill_atom>::with<int32_t>,
   caf::reacts_to<reap_atom>,
   /// (listen, host, port): where worker processes reach this agent; local senders only.

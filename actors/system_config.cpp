@@ -3,6 +3,7 @@
 #include <caf/io/middleman.hpp>
 
 #include "actors/driver_protocol.hpp"
+#include "actors/dummy_driver_protocol.hpp"
 #include "actors/messages.hpp"
 #include "actors/node_agent_protocol.hpp"
 #include "actors/worker_protocol.hpp"
@@ -21,6 +22,9 @@ system_config::system_config(const liveness_options& live) {
   add_message_type<model_runner_output>("cafex::model_runner_output");
   add_message_type<node_info>("cafex::node_info");
   add_message_type<spawn_request>("cafex::spawn_request");
+  add_message_type<bundle_claim>("cafex::bundle_claim");
+  add_message_type<std::vector<bundle_claim>>("std::vector<cafex::bundle_claim>");
+  add_message_type<std::vector<int64_t>>("std::vector<int64_t>");
   add_message_type<worker_health>("cafex::worker_health");
   add_message_type<std::vector<worker_health>>("std::vector<cafex::worker_health>");
   add_message_type<rpc_options>("cafex::rpc_options");
@@ -29,6 +33,7 @@ system_config::system_config(const liveness_options& live) {
   add_message_type<worker_actor>("cafex::worker_actor");
   add_message_type<std::vector<worker_actor>>("std::vector<cafex::worker_actor>");
   add_message_type<node_agent_actor>("cafex::node_agent_actor");
+  add_message_type<dummy_driver_actor>("cafex::dummy_driver_actor");
   add_message_type<std::vector<int32_t>>("std::vector<int32_t>");
   add_error_category(error_category, [](uint8_t code, caf::atom_value, const caf::message& ctx) {
     std::string out = to_string(static_cast<errc>(code));

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <unistd.h>
 
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
@@ -25,7 +26,61 @@ struct worker_args {
   worker_state st;
   std::string log_level = "info";
   int64_t connect_timeout_ms = 30000;
+  std::string publish_host;            ///< publish for a direct driver connection
+  std::vector<std::string> env_allow;  ///< the node's policy: allowed variable prefixes
 };
+
+std::vector<std::string> split_commas(const std::string& v) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos <= v.size()) {
+    auto comma = v.find(',', pos);
+    auto item = v.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    if (!item.empty())
+      out.push_back(item);
+    if (comma == std::string::npos)
+      break;
+    pos = comma + 1;
+  }
+  return out;
+}
+
+/// The node's environment policy: update_environment_variables may only set variables
+/// whose names start with an allowed prefix; others are refused with their names.
+void bound_environment(method_table& methods, const std::vector<std::string>& allow) {
+  if (allow.empty())
+    return;
+  auto inner = *methods.find("update_environment_variables");
+  methods.add("update_environment_variables",
+              [inner, allow](worker_state& st, const json& args) -> caf::expected<json> {
+                // Per-rank lists were resolved by the driver: args is one object here,
+                // or a list of objects indexed by rank.
+                std::string refused;
+                auto check = [&](const json& env) {
+                  if (!env.is_object())
+                    return;
+                  for (auto it = env.begin(); it != env.end(); ++it) {
+                    bool ok = false;
+                    for (const auto& p : allow)
+                      ok = ok || it.key().compare(0, p.size(), p) == 0;
+                    if (!ok)
+                      refused += (refused.empty() ? "" : ", ") + it.key();
+                  }
+                };
+                if (args.is_array()) {
+                  if (st.rpc_rank >= 0 && static_cast<size_t>(st.rpc_rank) < args.size())
+                    check(args[static_cast<size_t>(st.rpc_rank)]);
+                } else
+                  check(args);
+                if (!refused.empty())
+                  return make_error(errc::unauthorized,
+                                    "node " + st.node_id + " does not let drivers set "
+                                      + refused + "; its policy allows names starting with "
+                                      + nlohmann::json(allow).dump()
+                                      + " (cafex node --env-allow)");
+                return inner(st, args);
+              });
+}
 
 bool parse(int argc, char** argv, int first, worker_args& out, std::string& err) {
   for (int i = first; i < argc; ++i) {
@@ -61,6 +116,10 @@ bool parse(int argc, char** argv, int first, worker_args& out, std::string& err)
         }
       } else if (k == "--log-level") {
         out.log_level = v;
+      } else if (k == "--publish") {
+        out.publish_host = v;
+      } else if (k == "--env-allow") {
+        out.env_allow = split_commas(v);
       } else if (k == "--connect-timeout-ms") {
         out.connect_timeout_ms = std::stoll(v);
       } else {
@@ -114,12 +173,37 @@ int worker_main(int argc, char** argv, int first, const method_table& extra) {
   }
   auto methods = method_table::builtins();
   methods.merge(extra);
+  bound_environment(methods, args.env_allow);
+  // What this process itself sees, for multi-node checks (cafex run --report-workers).
+  methods.add("process_info", [](worker_state& st, const json&) -> caf::expected<json> {
+    const char* cvd = std::getenv("CUDA_VISIBLE_DEVICES");
+    return json{{"pid", static_cast<int64_t>(getpid())},
+                {"rank", st.rank},
+                {"local_rank", st.local_rank},
+                {"node_id", st.node_id},
+                {"node_ip", st.node_ip},
+                {"device_ids", st.device_ids},
+                {"CUDA_VISIBLE_DEVICES", cvd ? cvd : ""}};
+  });
   auto worker = sys.spawn<caf::detached>(worker_actor_impl, std::move(args.st), methods, *agent);
+  // A direct route for the driver: without it, driver -> worker messages travel through
+  // the node agent's process (see examples/multi_node/README.md, "Routing").
+  uint16_t direct_port = 0;
+  if (!args.publish_host.empty()) {
+    auto port = mm.publish(worker, 0, args.publish_host.c_str());
+    if (!port) {
+      spdlog::error("cannot publish the worker on {}: {}", args.publish_host,
+                    sys.render(port.error()));
+      caf::anon_send_exit(worker, caf::exit_reason::user_shutdown);
+      return 1;
+    }
+    direct_port = *port;
+  }
   {
     caf::scoped_actor self{sys};
     bool ok = false;
     self->request(*agent, std::chrono::milliseconds(args.connect_timeout_ms), register_atom::value,
-                  args.spawn_id, std::string(version()), worker)
+                  args.spawn_id, std::string(version()), worker, direct_port)
       .receive([&](const std::string& node_id) { ok = true; },
                [&](caf::error& e) {
                  spdlog::error("node agent refused this worker: {}", sys.render(e));

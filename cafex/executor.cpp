@@ -42,7 +42,8 @@ struct executor::impl {
   executor_options opts;
   system_config cfg;
   caf::actor_system sys;
-  node_agent_actor agent;
+  node_agent_actor agent;  ///< the embedded agent (none with remote nodes)
+  std::unique_ptr<cluster> nodes;
   driver_actor driver;
   caf::actor client;
   std::unique_ptr<rendezvous_server> store;
@@ -87,6 +88,7 @@ struct executor::impl {
   size_t max_concurrent() const {
     return opts.async_scheduling ? 2 : static_cast<size_t>(opts.parallel.pipeline_parallel_size);
   }
+  caf::error start_embedded_agent();
   caf::error place_and_spawn(clock::time_point deadline);
   caf::error configure(clock::time_point deadline);
 
@@ -100,10 +102,10 @@ struct executor::impl {
       self->request(driver, std::chrono::seconds(5), stop_atom::value)
         .receive([](bool) {}, [](caf::error&) {});
     }
+    // Stops the workers (waiting until they are reaped) and frees the placement group.
+    if (nodes)
+      nodes->shutdown();
     if (agent) {
-      // Waits (bounded by the agent's kill grace) until every worker process is reaped.
-      self->request(agent, std::chrono::seconds(10), kill_atom::value)
-        .receive([](int32_t) {}, [](caf::error&) {});
       sys.middleman().unpublish(agent);
       self->send_exit(agent, caf::exit_reason::user_shutdown);
     }
@@ -114,13 +116,49 @@ struct executor::impl {
 
 caf::error executor::impl::start_up() {
   auto deadline = clock::now() + opts.start_timeout;
-  auto world = opts.parallel.world_size();
   if (opts.parallel.tensor_parallel_size < 1 || opts.parallel.pipeline_parallel_size < 1)
     return make_error(errc::invalid_argument,
                       "tensor and pipeline parallel sizes must be at least 1");
   if (opts.worker_program.empty())
     opts.worker_program = self_executable();
-  int devices = opts.devices > 0 ? opts.devices : world;
+  auto co = opts.cluster;
+  co.strategy = opts.strategy;
+  co.bundles = opts.bundles;
+  co.bundle_indices = opts.bundle_indices;
+  co.host_ip = opts.host_ip;
+  nodes = std::make_unique<cluster>(sys, co);
+  if (!co.nodes.empty()) {
+    // Remote node agents (cafex node): connect, check versions, settle the driver IP.
+    if (auto err = nodes->connect(deadline))
+      return err;
+    opts.host_ip = nodes->driver_ip();
+  } else if (auto err = start_embedded_agent()) {
+    return err;
+  }
+  auto channel = parse_channel_type(opts.channel);
+  if (!channel)
+    return channel.error();
+  if (!opts.kv_connector.empty() && opts.kv_connector != "loopback")
+    return make_error(errc::invalid_argument, "unknown KV connector '" + opts.kv_connector
+                                                + "'; use loopback or none");
+  driver_options dopts;
+  dopts.default_rpc_timeout = opts.rpc_timeout;
+  dopts.step_timeout = opts.step_timeout;
+  dopts.max_concurrent_batches = max_concurrent();
+  dopts.channel = to_string(resolve_channel_type(*channel, opts.device));
+  dopts.kv_connector = opts.kv_connector;
+  dopts.channel_timeout = opts.start_timeout;
+  driver = sys.spawn(driver_impl, dopts);
+  client = spawn_client(sys, driver, opts.step_timeout + std::chrono::seconds(5));
+  if (auto err = place_and_spawn(deadline))
+    return err;
+  return configure(deadline);
+}
+
+caf::error executor::impl::start_embedded_agent() {
+  if (opts.host_ip.empty())
+    opts.host_ip = "127.0.0.1";
+  int devices = opts.devices > 0 ? opts.devices : opts.parallel.world_size();
   // The embedded default: one node agent in this process that declares logical devices.
   node_agent_options ao;
   ao.info.node_id = make_node_id();
@@ -128,6 +166,7 @@ caf::error executor::impl::start_up() {
   for (int i = 0; i < devices; ++i)
     ao.info.device_ids.push_back(i);
   ao.info.device_kind = opts.device;
+  ao.info.resource_name = opts.cluster.resource_name;
   ao.info.version = version();
   ao.worker_program = opts.worker_program;
   agent = sys.spawn(node_agent_impl, ao);
@@ -142,78 +181,20 @@ caf::error executor::impl::start_up() {
   }
   spdlog::info("node agent {} on {}:{} with {} device(s)", ao.info.node_id, opts.host_ip,
                *port, devices);
-  auto channel = parse_channel_type(opts.channel);
-  if (!channel)
-    return channel.error();
-  driver_options dopts;
-  dopts.default_rpc_timeout = opts.rpc_timeout;
-  dopts.step_timeout = opts.step_timeout;
-  dopts.max_concurrent_batches = max_concurrent();
-  dopts.channel = to_string(resolve_channel_type(*channel, opts.device));
-  dopts.kv_connector = opts.kv_connector;
-  dopts.channel_timeout = opts.start_timeout;
-  if (!opts.kv_connector.empty() && opts.kv_connector != "loopback")
-    return make_error(errc::invalid_argument, "unknown KV connector '" + opts.kv_connector
-                                                + "'; use loopback or none");
-  driver = sys.spawn(driver_impl, dopts);
-  client = spawn_client(sys, driver, opts.step_timeout + std::chrono::seconds(5));
-  if (auto err = place_and_spawn(deadline))
-    return err;
-  return configure(deadline);
+  return nodes->add_local(agent, opts.host_ip);
 }
 
 caf::error executor::impl::place_and_spawn(clock::time_point deadline) {
   auto world = opts.parallel.world_size();
-  auto info = ask<node_info>(agent, left(deadline), info_atom::value);
-  if (!info)
-    return info.error();
-  cluster_spec cluster;
-  cluster.driver_ip = opts.host_ip;
-  cluster.nodes.push_back(node_spec{info->node_id, info->ip, info->device_ids});
-  placement_request preq;
-  preq.num_bundles = std::max(opts.bundles, world);
-  preq.strategy = opts.strategy;
-  auto bundles = place_bundles(cluster, preq);
-  if (!bundles)
-    return bundles.error();
-  auto indices = select_bundle_indices(*bundles, world,
-                                       opts.bundle_indices.empty() ? nullptr
-                                                                   : &opts.bundle_indices);
-  if (!indices)
-    return indices.error();
-  // Spawn every worker at once, then collect the handles in created-rank order.
-  caf::scoped_actor self{sys};
-  std::vector<worker_actor> workers(world);
-  std::vector<std::string> nodes(world);
-  caf::error failure;
-  using handle_t = decltype(self->request(agent, std::chrono::milliseconds(1),
-                                          spawn_atom::value, spawn_request{}));
-  std::vector<handle_t> handles;
-  for (int rank = 0; rank < world; ++rank) {
-    const auto& b = (*bundles)[(*indices)[rank]];
-    spawn_request sreq;
-    sreq.created_rank = rank;
-    sreq.bundle_index = b.index;
-    sreq.device_ids = {b.gpu_id};
-    sreq.log_level = opts.log_level;
-    sreq.register_timeout_ms = left(deadline).count();
-    nodes[rank] = b.node_id;
-    handles.push_back(self->request(agent, left(deadline), spawn_atom::value, sreq));
-  }
-  for (int rank = 0; rank < world; ++rank) {
-    handles[rank].receive([&](worker_actor& w) { workers[rank] = std::move(w); },
-                          [&](caf::error& e) {
-                            if (!failure)
-                              failure = e == caf::sec::request_timeout
-                                          ? make_error(errc::timeout,
-                                                       "worker for rank " + std::to_string(rank)
-                                                         + " did not start in time")
-                                          : e;
-                          });
-  }
-  if (failure)
-    return failure;
-  auto ok = ask<bool>(driver, left(deadline), workers_atom::value, workers, nodes,
+  // Placement group across the nodes (reservations held by the dummy driver), then one
+  // worker per selected bundle on its node's agent.
+  if (auto err = nodes->reserve(world, deadline))
+    return err;
+  std::vector<worker_actor> workers;
+  std::vector<std::string> node_ids;
+  if (auto err = nodes->spawn(world, opts.log_level, deadline, workers, node_ids))
+    return err;
+  auto ok = ask<bool>(driver, left(deadline), workers_atom::value, workers, node_ids,
                       int32_t{opts.parallel.tensor_parallel_size},
                       int32_t{opts.parallel.pipeline_parallel_size});
   return ok ? caf::none : ok.error();

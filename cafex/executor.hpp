@@ -15,6 +15,7 @@
 
 #include "actors/messages.hpp"
 #include "actors/system_config.hpp"
+#include "cafex/cluster.hpp"
 #include "runtime/error.hpp"
 #include "runtime/model_runner.hpp"
 #include "runtime/placement.hpp"
@@ -33,7 +34,12 @@ struct executor_options {
   int bundles = 0;                     ///< placement group size (0: world size)
   std::vector<int> bundle_indices;     ///< the seed's VLLM_RAY_BUNDLE_INDICES
   std::string worker_program;          ///< run as `<program> worker ...` (default: this executable)
-  std::string host_ip = "127.0.0.1";   ///< the driver's (and embedded node's) address
+  std::string host_ip;                 ///< the driver's address (empty: 127.0.0.1 embedded,
+                                       ///< else the interface facing the nodes)
+  /// Remote node agents (cluster.nodes non-empty), their security, fractional and custom
+  /// resources, placement timeout. strategy, bundles, bundle_indices and host_ip above
+  /// take precedence over the same fields in here.
+  cluster_options cluster;
   std::string log_level = "info";      ///< passed on to workers
   std::chrono::milliseconds start_timeout{60000};  ///< whole start-up
   std::chrono::milliseconds rpc_timeout{60000};    ///< collective_rpc default

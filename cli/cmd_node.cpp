@@ -15,7 +15,10 @@
 #include "cli/commands.hpp"
 #include "runtime/error.hpp"
 #include "runtime/logging.hpp"
+#include "runtime/cluster_spec.hpp"
 #include "runtime/version.hpp"
+#include "transport/front_door.hpp"
+#include "transport/link_security.hpp"
 
 namespace cafex::cli {
 
@@ -30,6 +33,27 @@ std::string self_executable() {
   return buf;
 }
 
+bool is_loopback(const std::string& host) {
+  return host.rfind("127.", 0) == 0 || host == "localhost";
+}
+
+std::vector<std::string> split(const std::string& text) {
+  std::vector<std::string> out;
+  std::string item;
+  for (char c : text + ",") {
+    if (c == ',') {
+      if (!item.empty())
+        out.push_back(item);
+      item.clear();
+    } else {
+      item += c;
+    }
+  }
+  return out;
+}
+
+const char* default_env_allow = "CUDA_VISIBLE_DEVICES,CAFEX_,NCCL_,VLLM_,HF_,HUGGING_FACE_";
+
 } // namespace
 
 int node_command(int argc, char** argv) {
@@ -39,24 +63,37 @@ int node_command(int argc, char** argv) {
   p.flag({{"--listen"}, "ADDR:PORT", "address and port to listen on", "127.0.0.1:0"})
     .flag({{"--devices"}, "N", "logical devices to declare (CPU-only machines)", "1"})
     .flag({{"--host-ip"}, "IP", "the IP this node reports to drivers", "the --listen address"})
+    .flag({{"--resource-name"}, "NAME", "what a bundle asks for (e.g. GPU, TPU, a custom name)",
+           "GPU"})
+    .flag({{"--token-file"}, "FILE", "cluster token: drivers must prove it (HMAC) before anything", ""})
+    .flag({{"--insecure"}, "", "allow a non-loopback --listen without token or TLS", ""})
+    .flag({{"--tls-cert"}, "FILE", "this agent's certificate (PEM); with --tls-key, --tls-ca", ""})
+    .flag({{"--tls-key"}, "FILE", "its private key (PEM)", ""})
+    .flag({{"--tls-ca"}, "FILE", "CA that signed the drivers' certificates (PEM)", ""})
+    .flag({{"--env-allow"}, "PREFIXES", "variables drivers may set on workers ('*': any)",
+           default_env_allow})
     .flag({{"--log-level"}, "LEVEL", "trace, debug, info, warn, error or off", "info"});
   std::string host = "127.0.0.1";
   int port = 0;
   int devices = 1;
   std::string host_ip;
   std::string level;
+  std::string resource;
+  std::vector<std::string> env_allow;
+  link_security sec;
   try {
     auto a = p.parse(argc, argv, 2);
     if (p.help_requested(a)) {
       std::fputs(p.help().c_str(), stdout);
       return 0;
     }
+    if (!a.positional.empty())
+      throw usage_error{"unexpected argument '" + a.positional.front() + "'"};
     auto listen = a.get("--listen", "127.0.0.1:0");
     auto colon = listen.rfind(':');
     if (colon == std::string::npos || colon == 0)
       throw usage_error{"--listen expects ADDR:PORT, got '" + listen + "'"};
     host = listen.substr(0, colon);
-    parsed_args tmp;
     try {
       size_t used = 0;
       port = std::stoi(listen.substr(colon + 1), &used);
@@ -67,7 +104,30 @@ int node_command(int argc, char** argv) {
     }
     devices = static_cast<int>(a.get_int("--devices", 1, 1, 4096));
     host_ip = a.get("--host-ip", host);
+    if (!is_ipv4(host_ip))
+      throw usage_error{"--host-ip must be an IPv4 address such as 10.0.0.2, got '" + host_ip
+                        + "'"};
     level = a.get("--log-level", "info");
+    resource = a.get("--resource-name", "GPU");
+    auto allow = a.get("--env-allow", default_env_allow);
+    if (allow != "*")
+      env_allow = split(allow);
+    if (a.has("--token-file")) {
+      auto tok = read_token_file(a.get("--token-file"));
+      if (!tok)
+        throw usage_error{"--token-file: " + describe(tok.error())};
+      sec.token = *tok;
+    }
+    sec.tls_cert = a.get("--tls-cert");
+    sec.tls_key = a.get("--tls-key");
+    sec.tls_ca = a.get("--tls-ca");
+    if (auto err = check_tls_files(sec))
+      throw usage_error{describe(err)};
+    if (!is_loopback(host) && !sec.enabled() && !a.has("--insecure"))
+      throw usage_error{"--listen " + listen + " is reachable from other hosts, and a node "
+                        "agent starts processes on request: give it --token-file FILE (the "
+                        "drivers too) and/or --tls-cert/--tls-key/--tls-ca, or accept the "
+                        "risk with --insecure"};
   } catch (const usage_error& e) {
     std::fprintf(stderr, "error: %s\n", e.what.c_str());
     return 2;
@@ -84,41 +144,76 @@ int node_command(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   system_config cfg;
   caf::actor_system sys{cfg};
+  // With a token or TLS, CAF listens on loopback only and the public port is the front
+  // door, which authenticates each peer before relaying a byte to CAF.
+  const bool secure = sec.enabled();
+  const std::string caf_host = secure ? "127.0.0.1" : host;
+  auto door = std::make_shared<std::unique_ptr<front_door>>();
   node_agent_options ao;
   ao.info.node_id = make_node_id();
   ao.info.ip = host_ip;
   for (int i = 0; i < devices; ++i)
     ao.info.device_ids.push_back(i);
   ao.info.device_kind = "cpu";
+  ao.info.resource_name = resource;
   ao.info.version = version();
   ao.worker_program = self_executable();
+  ao.worker_publish_host = caf_host;
+  ao.env_allow = env_allow;
+  ao.require_reservation = true;
+  ao.on_worker_port = [door](uint16_t p) {
+    if (*door)
+      (*door)->allow_target(p);
+  };
   auto agent = sys.spawn(node_agent_impl, ao);
-  auto bound = sys.middleman().publish(agent, static_cast<uint16_t>(port), host.c_str());
+  auto stop_agent = [&] { caf::anon_send_exit(agent, caf::exit_reason::user_shutdown); };
+  auto bound = sys.middleman().publish(agent, secure ? uint16_t{0} : static_cast<uint16_t>(port),
+                                       caf_host.c_str());
   if (!bound) {
     std::fprintf(stderr, "error: cannot listen on %s:%d: %s; pick a free port or address\n",
-                 host.c_str(), port, sys.render(bound.error()).c_str());
-    caf::anon_send_exit(agent, caf::exit_reason::user_shutdown);
+                 caf_host.c_str(), secure ? 0 : port, sys.render(bound.error()).c_str());
+    stop_agent();
     return 1;
   }
   {
     caf::scoped_actor self{sys};
-    self->send(agent, listen_atom::value, host, *bound);
+    self->send(agent, listen_atom::value, caf_host, *bound);
   }
-  spdlog::info("node agent {} listening on {}:{} (ip {}, {} device(s), cafex {})",
-               ao.info.node_id, host, *bound, host_ip, devices, version());
+  uint16_t public_port = *bound;
+  if (secure) {
+    front_door_options fo;
+    fo.listen_host = host;
+    fo.listen_port = static_cast<uint16_t>(port);
+    fo.agent_port = *bound;
+    fo.security = sec;
+    auto fd = front_door::start(fo);
+    if (!fd) {
+      std::fprintf(stderr, "error: %s\n", describe(fd.error()).c_str());
+      sys.middleman().unpublish(agent);
+      stop_agent();
+      return 1;
+    }
+    public_port = (*fd)->port();
+    *door = std::move(*fd);
+  }
+  spdlog::info("node agent {} listening on {}:{} (ip {}, {} {} device(s), cafex {}, {})",
+               ao.info.node_id, host, public_port, host_ip, devices, resource, version(),
+               secure ? (sec.tls() ? "TLS + token check" : "token check") : "no authentication");
   // Tests read the port from this line.
-  std::printf("listening %s:%u node_id=%s\n", host.c_str(), *bound, ao.info.node_id.c_str());
+  std::printf("listening %s:%u node_id=%s\n", host.c_str(), public_port, ao.info.node_id.c_str());
   std::fflush(stdout);
   int sig = 0;
   sigwait(&sigs, &sig);
   spdlog::info("signal {}: stopping workers and exiting", sig);
+  if (*door)
+    (*door)->stop();
   {
     caf::scoped_actor self{sys};
     self->request(agent, std::chrono::seconds(10), kill_atom::value)
       .receive([](int32_t) {}, [](caf::error&) {});
   }
   sys.middleman().unpublish(agent);
-  caf::anon_send_exit(agent, caf::exit_reason::user_shutdown);
+  stop_agent();
   return 0;
 }
 

@@ -16,12 +16,27 @@
 
 namespace cafex::cli {
 
+namespace {
+
+/// What each worker process itself reports: rank, node, pid and its device variable.
+nlohmann::json worker_report(executor& ex) {
+  auto info = ex.collective_rpc("process_info");
+  if (!info) {
+    spdlog::error("--report-workers: {}", describe(info.error()));
+    return nlohmann::json::array();
+  }
+  return nlohmann::json(*info);
+}
+
+} // namespace
+
 int run_command(int argc, char** argv) {
   auto parser = run_parser();
   executor_options opts;
   int steps = 0;
   int batch = 0;
   bool as_json = false;
+  bool report_workers = false;
   try {
     auto args = parser.parse(argc, argv, 2);
     if (parser.help_requested(args)) {
@@ -34,6 +49,7 @@ int run_command(int argc, char** argv) {
     steps = static_cast<int>(args.get_int("--steps", 8, 1, 1000000));
     batch = static_cast<int>(args.get_int("--batch", 4, 1, 4096));
     as_json = args.has("--json");
+    report_workers = args.has("--report-workers");
   } catch (const usage_error& e) {
     std::fprintf(stderr, "error: %s\n", e.what.c_str());
     return 2;
@@ -69,6 +85,7 @@ int run_command(int argc, char** argv) {
       std::printf("step %d: %zu request(s), tokens %s, %.1f us\n", s, out->sampled.size(),
                   nlohmann::json(out->sampled).dump().c_str(), us);
   }
+  nlohmann::json workers = report_workers ? worker_report(**ex) : nlohmann::json();
   (*ex)->shutdown();
   auto p50 = percentile(lat_us, 50);
   auto p99 = percentile(lat_us, 99);
@@ -81,8 +98,13 @@ int run_command(int argc, char** argv) {
                         {"tokens", tokens},
                         {"step_latency_us", {{"p50", p50}, {"p99", p99}}},
                         {"startup_ms", startup_ms}};
+    if (report_workers)
+      j["workers"] = workers;
     std::printf("%s\n", j.dump().c_str());
   } else {
+    if (report_workers)
+      for (const auto& w : workers)
+        std::printf("worker %s\n", w.dump().c_str());
     std::printf("done: %d step(s) x %d request(s) on tp=%d pp=%d; step latency p50 %.1f us, "
                 "p99 %.1f us; start-up %.0f ms\n",
                 steps, batch, opts.parallel.tensor_parallel_size,

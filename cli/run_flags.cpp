@@ -2,7 +2,10 @@
 
 #include <unistd.h>
 
+#include "runtime/cluster_spec.hpp"
+#include "runtime/error.hpp"
 #include "transport/channel.hpp"
+#include "transport/link_security.hpp"
 
 namespace cafex::cli {
 
@@ -21,7 +24,21 @@ arg_parser run_parser() {
     .flag({{"--bundles"}, "N", "placement group size", "tp x pp"})
     .flag({{"--bundle-indices"}, "i,j,...", "bundles to place workers on, one per rank", ""})
     .flag({{"--strategy"}, "S", "pack, spread, strict_pack or strict_spread", "pack"})
-    .flag({{"--host-ip"}, "IP", "address of the driver and the embedded node", "127.0.0.1"})
+    .flag({{"--host-ip"}, "IP", "address of the driver (the seed's VLLM_HOST_IP)",
+           "127.0.0.1 embedded, else the interface facing the nodes"})
+    .flag({{"--nodes"}, "HOST:PORT,...", "node agents to run on (cafex node); none: embedded", ""})
+    .flag({{"--cluster-config"}, "FILE",
+           "JSON: {\"nodes\":[\"HOST:PORT\",...],\"driver_ip\",\"token_file\",\"tls_*\"}", ""})
+    .flag({{"--token-file"}, "FILE", "cluster token the node agents require", ""})
+    .flag({{"--tls-cert"}, "FILE", "driver certificate (PEM); with --tls-key, --tls-ca", ""})
+    .flag({{"--tls-key"}, "FILE", "its private key (PEM)", ""})
+    .flag({{"--tls-ca"}, "FILE", "CA that signed the agents' certificates (PEM)", ""})
+    .flag({{"--gpus-per-worker"}, "X", "share of one device per worker, in (0, 1]", "1"})
+    .flag({{"--resource-name"}, "NAME", "what a bundle asks for (custom accelerators)", "GPU"})
+    .flag({{"--connect-timeout"}, "SECONDS", "deadline to reach each node agent", "10"})
+    .flag({{"--placement-timeout"}, "SECONDS", "how long to wait for free resources", "60"})
+    .flag({{"--no-direct-routes"}, "", "reach remote workers through their agent only", ""})
+    .flag({{"--report-workers"}, "", "add each worker's rank, node, pid and environment", ""})
     .flag({{"--num-layers"}, "N", "reference model layers", "4"})
     .flag({{"--hidden-size"}, "N", "reference model hidden size", "128"})
     .flag({{"--num-heads"}, "N", "reference model attention heads", "8"})
@@ -35,6 +52,60 @@ arg_parser run_parser() {
     .flag({{"--json"}, "", "print one JSON object at the end instead of lines", ""});
   return p;
 }
+
+namespace {
+
+void cluster_from(const parsed_args& a, cluster_options& c) {
+  if (a.has("--nodes")) {
+    std::string item;
+    for (char ch : a.get("--nodes") + ",") {
+      if (ch != ',') {
+        item += ch;
+        continue;
+      }
+      if (!item.empty()) {
+        std::string host;
+        uint16_t port = 0;
+        if (auto err = parse_host_port(item, "--nodes", host, port))
+          throw usage_error{describe(err)};
+        c.nodes.push_back(item);
+      }
+      item.clear();
+    }
+    if (c.nodes.empty())
+      throw usage_error{"--nodes expects HOST:PORT,... (the addresses cafex node printed)"};
+  }
+  if (a.has("--token-file")) {
+    auto tok = read_token_file(a.get("--token-file"));
+    if (!tok)
+      throw usage_error{"--token-file: " + describe(tok.error())};
+    c.security.token = *tok;
+  }
+  c.security.tls_cert = a.get("--tls-cert");
+  c.security.tls_key = a.get("--tls-key");
+  c.security.tls_ca = a.get("--tls-ca");
+  if (a.has("--cluster-config"))
+    if (auto err = load_cluster_config(a.get("--cluster-config"), c))
+      throw usage_error{"--cluster-config: " + describe(err)};
+  if (auto err = check_tls_files(c.security))
+    throw usage_error{describe(err)};
+  if (c.nodes.empty() && (c.security.enabled() || a.has("--placement-timeout")))
+    throw usage_error{"--token-file, --tls-* and --placement-timeout apply to node agents; "
+                      "name them with --nodes or --cluster-config"};
+  auto share = a.get_double("--gpus-per-worker", 1.0, 0.0, 1.0);
+  if (share <= 0.0)
+    throw usage_error{"--gpus-per-worker must be in (0, 1], e.g. 1 or 0.5"};
+  c.gpus_per_worker = share;
+  c.resource_name = a.get("--resource-name", "GPU");
+  if (c.resource_name.empty())
+    throw usage_error{"--resource-name must not be empty (e.g. GPU)"};
+  c.connect_timeout = std::chrono::milliseconds(a.get_int("--connect-timeout", 10, 1, 3600) * 1000);
+  c.placement_timeout =
+    std::chrono::milliseconds(a.get_int("--placement-timeout", 60, 0, 86400) * 1000);
+  c.direct_worker_routes = !a.has("--no-direct-routes");
+}
+
+} // namespace
 
 executor_options executor_options_from(const parsed_args& a) {
   executor_options o;
@@ -64,7 +135,10 @@ executor_options executor_options_from(const parsed_args& a) {
   if (!strategy)
     throw usage_error{"--strategy: " + describe(strategy.error())};
   o.strategy = *strategy;
-  o.host_ip = a.get("--host-ip", "127.0.0.1");
+  o.host_ip = a.get("--host-ip", "");
+  if (!o.host_ip.empty() && !is_ipv4(o.host_ip))
+    throw usage_error{"--host-ip must be an IPv4 address such as 10.0.0.1, got '" + o.host_ip + "'"};
+  cluster_from(a, o.cluster);
   o.start_timeout = std::chrono::milliseconds(a.get_int("--start-timeout", 60, 1, 86400) * 1000);
   o.rpc_timeout = std::chrono::milliseconds(a.get_int("--rpc-timeout", 60, 1, 86400) * 1000);
   o.step_timeout = std::chrono::milliseconds(a.get_int("--step-timeout", 300, 1, 86400) * 1000);

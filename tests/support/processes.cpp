@@ -84,13 +84,18 @@ command_result run_command(const std::vector<std::string>& argv,
   return res;
 }
 
-pid_t start_background(const std::vector<std::string>& argv, const std::string& out_file) {
+pid_t start_background(const std::vector<std::string>& argv, const std::string& out_file,
+                       const std::string& err_file) {
   auto args = c_argv(argv);
   pid_t pid = fork();
   if (pid == 0) {
     int fd = open(out_file.empty() ? "/dev/null" : out_file.c_str(),
                   O_WRONLY | O_CREAT | O_TRUNC, 0644);
     dup2(fd, 1);
+    if (!err_file.empty()) {
+      int efd = open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      dup2(efd, 2);
+    }
     execv(args[0], args.data());
     _exit(127);
   }
@@ -152,6 +157,11 @@ std::vector<pid_t> processes_matching(const std::string& needle) {
       out.push_back(pid);
   }
   return out;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout) {

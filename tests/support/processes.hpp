@@ -21,8 +21,13 @@ struct command_result {
 command_result run_command(const std::vector<std::string>& argv,
                            std::chrono::milliseconds timeout = std::chrono::seconds(120));
 
-/// Starts argv in the background with stdout to `out_file` (empty: /dev/null).
-pid_t start_background(const std::vector<std::string>& argv, const std::string& out_file = "");
+/// Starts argv in the background with stdout to `out_file` (empty: /dev/null) and
+/// stderr to `err_file` (empty: inherited).
+pid_t start_background(const std::vector<std::string>& argv, const std::string& out_file = "",
+                       const std::string& err_file = "");
+
+/// The whole content of a file ("" when missing).
+std::string read_file(const std::string& path);
 
 /// Pids whose parent is `parent` (from /proc).
 std::vector<pid_t> children_of(pid_t parent);

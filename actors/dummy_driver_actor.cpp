@@ -1,0 +1,88 @@
+#include "actors/dummy_driver_actor.hpp"
+
+#include <algorithm>
+#include <memory>
+
+#include <spdlog/spdlog.h>
+
+#include "runtime/error.hpp"
+
+namespace cafex {
+
+dummy_driver_actor::behavior_type
+dummy_driver_impl(dummy_driver_actor::stateful_pointer<dummy_driver_state> self,
+                  std::chrono::milliseconds agent_timeout) {
+  self->state.agent_timeout = agent_timeout;
+  return {
+    [self](hold_atom, const node_agent_actor& agent,
+           const std::vector<bundle_claim>& claims) -> caf::result<uint64_t> {
+      auto rp = self->make_response_promise<uint64_t>();
+      self->request(agent, self->state.agent_timeout, reserve_atom::value, claims)
+        .then(
+          [self, rp, agent](uint64_t id) mutable {
+            self->state.reservations.push_back({agent, id});
+            rp.deliver(id);
+          },
+          [rp](caf::error& e) mutable {
+            rp.deliver(e == caf::sec::request_timeout
+                         ? make_error(errc::timeout, "a node agent did not answer a "
+                                                     "reservation in time")
+                         : std::move(e));
+          });
+      return rp;
+    },
+    [self](spawn_atom, const node_agent_actor& agent,
+           const spawn_request& req) -> caf::result<worker_actor, uint16_t> {
+      auto& on = self->state.spawned_on;
+      if (std::find(on.begin(), on.end(), agent) == on.end())
+        on.push_back(agent);
+      auto rp = self->make_response_promise<worker_actor, uint16_t>();
+      // The agent enforces the register deadline; this bound only guards a lost agent.
+      auto timeout = std::chrono::milliseconds(req.register_timeout_ms) + self->state.agent_timeout;
+      self->request(agent, timeout, spawn_atom::value, req)
+        .then([rp](worker_actor& w, uint16_t port) mutable { rp.deliver(std::move(w), port); },
+              [rp, req](caf::error& e) mutable {
+                rp.deliver(e == caf::sec::request_timeout
+                             ? make_error(errc::timeout,
+                                          "worker for rank " + std::to_string(req.created_rank)
+                                            + " did not start in time")
+                             : std::move(e));
+              });
+      return rp;
+    },
+    [self](kill_atom) -> caf::result<int32_t> {
+      auto rp = self->make_response_promise<int32_t>();
+      auto agents = std::move(self->state.spawned_on);
+      self->state.spawned_on.clear();
+      if (agents.empty()) {
+        rp.deliver(int32_t{0});
+        return rp;
+      }
+      auto left = std::make_shared<size_t>(agents.size());
+      auto total = std::make_shared<int32_t>(0);
+      for (auto& a : agents)
+        self->request(a, self->state.agent_timeout, kill_atom::value)
+          .then(
+            [rp, left, total](int32_t n) mutable {
+              *total += n;
+              if (--*left == 0)
+                rp.deliver(*total);
+            },
+            [rp, left, total](caf::error&) mutable {
+              if (--*left == 0)
+                rp.deliver(*total);
+            });
+      return rp;
+    },
+    [self](release_atom) -> int32_t {
+      auto n = static_cast<int32_t>(self->state.reservations.size());
+      for (auto& r : self->state.reservations)
+        self->request(r.agent, self->state.agent_timeout, release_atom::value, r.id)
+          .then([](bool) {}, [](caf::error&) {}); // the agent also frees on our exit
+      self->state.reservations.clear();
+      return n;
+    },
+  };
+}
+
+} // namespace cafex

@@ -1,0 +1,30 @@
+// The dummy driver (the seed's driver_dummy_worker): an actor in the driver process that
+// owns the placement group's reservations, the driver node's bundle included. Node agents
+// monitor it, so when the driver process ends, however it ends, its bundles are freed.
+#pragma once
+
+#include <chrono>
+#include <vector>
+
+#include <caf/all.hpp>
+
+#include "actors/dummy_driver_protocol.hpp"
+
+namespace cafex {
+
+struct dummy_driver_state {
+  struct held {
+    node_agent_actor agent;
+    uint64_t id = 0;
+  };
+  std::vector<held> reservations;
+  std::vector<node_agent_actor> spawned_on;  ///< agents that run our workers
+  std::chrono::milliseconds agent_timeout{10000};
+  static inline const char* name = "cafex.dummy_driver";
+};
+
+dummy_driver_actor::behavior_type
+dummy_driver_impl(dummy_driver_actor::stateful_pointer<dummy_driver_state> self,
+                  std::chrono::milliseconds agent_timeout);
+
+} // namespace cafex

@@ -50,7 +50,8 @@ nccl_collective::~nccl_collective() {
     return;
   cudaSetDevice(device_);
   // Finalize flushes outstanding work; bounded, because a dead peer could stall it.
-  auto deadline = clock_type::now() + std::min(opts_.timeout, std::chrono::milliseconds{10000});
+  auto deadline = clock_type::now()
+                  + std::min(opts_.op_timeout, std::chrono::milliseconds{10000});
   auto err = CAFEX_CHECK(ncclCommFinalize(comm_));
   if (!err)
     err = poll_comm(comm_, deadline, "ncclCommFinalize");
@@ -93,7 +94,7 @@ caf::error nccl_collective::usable(const char* what) {
 }
 
 caf::error nccl_collective::settle(const char* what) {
-  if (auto err = poll_comm(comm_, clock_type::now() + opts_.timeout, what))
+  if (auto err = poll_comm(comm_, clock_type::now() + opts_.op_timeout, what))
     return fail(what, err);
   return caf::none;
 }
@@ -151,7 +152,8 @@ caf::error nccl_collective::wait(cudaStream_t stream) {
       return caf::none;
     return check_call(state, "ncclCommGetAsyncError", __FILE__, __LINE__);
   };
-  if (auto err = wait_stream(stream, opts_.timeout, "the group's operations", async_error))
+  if (auto err = wait_stream(stream, opts_.op_timeout, "the group's operations",
+                             async_error))
     return fail("waiting for the stream", err);
   return caf::none;
 }

@@ -39,8 +39,10 @@ struct nccl_options {
   int size = 1;
   /// CUDA device of this rank; -1 takes the calling thread's current device.
   int device = -1;
-  /// Bounds the whole initialisation, and separately every later wait.
+  /// Bounds the whole initialisation (rendezvous and NCCL's connection setup).
   std::chrono::milliseconds timeout{30000};
+  /// Bounds every later wait for an operation (wait(), the blocking calls, finalize).
+  std::chrono::milliseconds op_timeout{30000};
 };
 
 /// A connected NCCL group. Not thread-safe: one thread drives it (the model's).

@@ -229,9 +229,15 @@ struct nccl_grid : shard_grid {
   }
 
   ~nccl_grid() {
-    // Runners go first: they may still reference their communicators.
+    // Runners go first: they reference their communicators. Communicators are finalized
+    // by all ranks at once, as separate processes would.
     for (auto& stage : shards)
       stage.clear();
+    test::run_ranks(tp * pp, [&](int rank) -> std::string {
+      cudaSetDevice(rank);
+      comms[rank].reset();
+      return "";
+    });
   }
 };
 

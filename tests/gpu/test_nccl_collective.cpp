@@ -33,7 +33,8 @@ struct rank_handle {
 
 caf::expected<rank_handle> join(const rendezvous_server& srv, const std::string& group,
                                 int rank, int size, int device,
-                                std::chrono::milliseconds timeout = 60s) {
+                                std::chrono::milliseconds timeout = 60s,
+                                std::chrono::milliseconds op_timeout = 60s) {
   auto store = rendezvous_client::connect(srv.address(), 10s);
   if (!store)
     return store.error();
@@ -43,6 +44,7 @@ caf::expected<rank_handle> join(const rendezvous_server& srv, const std::string&
   o.size = size;
   o.device = device;
   o.timeout = timeout;
+  o.op_timeout = op_timeout;
   auto comm = make_nccl_collective(**store, o);
   if (!comm)
     return comm.error();
@@ -186,7 +188,7 @@ TEST_CASE("a peer that never joins the collective: the waiting rank aborts, no h
   std::promise<void> rank0_done;
   auto done = rank0_done.get_future().share();
   auto results = test::run_ranks(2, [&](int rank) -> std::string {
-    auto h = join(f.srv, "dying", rank, 2, rank, 2000ms);
+    auto h = join(f.srv, "dying", rank, 2, rank, 60s, 2000ms);
     if (!h)
       return fail_text(h.error());
     auto& c = *h->comm;

@@ -99,9 +99,14 @@ caf::expected<json> init_device(worker_state& st, const json&) {
 caf::expected<json> load_model(worker_state& st, const json&) {
   if (!st.device_ready)
     return make_error(errc::not_ready, "load_model before init_device");
-  auto runner = model_registry::instance().create(st.model.name);
+  // "reference" on a cuda worker runs "reference-cuda" (model_registry::resolve).
+  auto& registry = model_registry::instance();
+  auto runner = registry.create(registry.resolve(st.model.name, st.device));
   if (!runner)
     return make_error(errc::invalid_argument, "unknown model '" + st.model.name + "'");
+  // Actor methods may run on any thread: a CUDA runner loads on the current device.
+  if (auto err = bind_device(st))
+    return err;
   shard_info shard{st.tp_rank(), st.tp_size, st.pp_rank(), st.pp_size};
   if (auto err = runner->load(st.model, shard, *st.tp_group))
     return err;

@@ -41,6 +41,7 @@ struct worker_state {
   int64_t init_timeout_ms = 60000;
   // Set by init_device / load_model.
   bool device_ready = false;
+  int cuda_device = -1;            ///< the GPU init_device bound (device == "cuda")
   std::unique_ptr<collective> tp_group;
   std::unique_ptr<model_runner> runner;
 

@@ -46,3 +46,25 @@ if(CAFEX_WITH_CUDA)
   endif()
 endif()
 message(STATUS "cafex: CUDA/NCCL code ${CAFEX_HAVE_CUDA}")
+
+# With CUDA: the CUDA language (sm_90 unless CMAKE_CUDA_ARCHITECTURES says otherwise),
+# cudart linked statically, NCCL dynamically (the GPU machine has its own libnccl.so.2).
+# cuBLAS is not linked: runtime/cuda_blas.cpp opens libcublas.so at run time, so binaries
+# start on machines without it and a missing cuBLAS is an error value, not a loader abort.
+# Everything CUDA comes through the `cafex::cuda` target, which also defines
+# CAFEX_HAVE_CUDA=1 for the code.
+if(CAFEX_HAVE_CUDA)
+  if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR CMAKE_CUDA_ARCHITECTURES STREQUAL "")
+    set(CMAKE_CUDA_ARCHITECTURES 90)
+  endif()
+  set(CMAKE_CUDA_STANDARD 17)
+  set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+  set(CMAKE_CUDA_RUNTIME_LIBRARY Static)
+  enable_language(CUDA)
+  find_package(CUDAToolkit REQUIRED)
+  add_library(cafex::cuda INTERFACE IMPORTED)
+  target_include_directories(cafex::cuda INTERFACE ${CUDAToolkit_INCLUDE_DIRS} ${NCCL_INCLUDE_DIR})
+  target_link_libraries(cafex::cuda INTERFACE CUDA::cudart_static ${NCCL_LIBRARY} ${CMAKE_DL_LIBS})
+  target_compile_definitions(cafex::cuda INTERFACE CAFEX_HAVE_CUDA=1)
+  message(STATUS "cafex: CUDA architectures ${CMAKE_CUDA_ARCHITECTURES}, NCCL ${NCCL_LIBRARY}")
+endif()

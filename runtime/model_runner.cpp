@@ -3,6 +3,9 @@
 #include <mutex>
 
 #include "runtime/reference_model.hpp"
+#ifdef CAFEX_HAVE_CUDA
+#include "runtime/cuda_reference_model.hpp"
+#endif
 
 namespace cafex {
 
@@ -23,6 +26,9 @@ model_registry& model_registry::instance() {
 
 model_registry::model_registry() {
   factories_.emplace("reference", [] { return std::make_unique<reference_model>(); });
+#ifdef CAFEX_HAVE_CUDA
+  factories_.emplace("reference-cuda", [] { return std::make_unique<cuda_reference_model>(); });
+#endif
 }
 
 void model_registry::add(const std::string& name, model_factory factory) {
@@ -40,6 +46,13 @@ std::unique_ptr<model_runner> model_registry::create(const std::string& name) co
     factory = i->second;
   }
   return factory(); // outside the lock: a factory may be slow or use the registry
+}
+
+std::string model_registry::resolve(const std::string& name,
+                                    const std::string& device) const {
+  std::lock_guard<std::mutex> guard{registry_mutex()};
+  auto specific = name + "-" + device;
+  return factories_.count(specific) != 0 ? specific : name;
 }
 
 std::vector<std::string> model_registry::names() const {

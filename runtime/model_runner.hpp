@@ -75,13 +75,18 @@ public:
 
 using model_factory = std::function<std::unique_ptr<model_runner>()>;
 
-/// Name -> factory. "reference" is registered by default; hosts add their own.
+/// Name -> factory. "reference" is registered by default (and "reference-cuda" in CUDA
+/// builds); hosts add their own.
 class model_registry {
 public:
   static model_registry& instance();
   void add(const std::string& name, model_factory factory);
   /// Null when the name is unknown.
   std::unique_ptr<model_runner> create(const std::string& name) const;
+  /// The runner a worker on `device` uses for model `name`: "name-device" when such a
+  /// runner is registered (so "reference" on cuda becomes "reference-cuda"), else `name`
+  /// itself (a host's runner that handles its device on its own).
+  std::string resolve(const std::string& name, const std::string& device) const;
   std::vector<std::string> names() const;
 
 private:

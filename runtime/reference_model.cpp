@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <exception>
-#include <unordered_set>
 
 #include <cblas.h>
 #include <fmt/format.h>
@@ -63,61 +62,12 @@ caf::error reference_model::load(const model_config& cfg, const shard_info& shar
 caf::error reference_model::validate(const scheduler_output& step,
                                      const intermediate_tensors* input,
                                      int64_t& num_tokens) const {
-  auto bad = [&](const std::string& what) {
-    return make_error(errc::invalid_argument,
-                      fmt::format("reference model (tp rank {}, pp rank {}), step {}: {}",
-                                  shard_.tp_rank, shard_.pp_rank, step.step_id, what));
+  auto live_len = [this](const std::string& id) -> int64_t {
+    auto i = cache_.find(id);
+    return i == cache_.end() ? -1 : i->second.len;
   };
-  auto check_token = [&](const std::string& id, int32_t t) -> caf::error {
-    if (t < 0 || t >= cfg_.vocab_size)
-      return bad(fmt::format("request '{}' has token {} outside [0, {}): send ids of "
-                             "this model's vocabulary", id, t, cfg_.vocab_size));
-    return caf::none;
-  };
-  std::unordered_set<std::string> seen;
-  num_tokens = 0;
-  for (const auto& r : step.new_requests) {
-    if (r.prompt.empty())
-      return bad(fmt::format("new request '{}' has an empty prompt: send at least one "
-                             "token", r.req_id));
-    if (cache_.count(r.req_id) != 0 || !seen.insert(r.req_id).second)
-      return bad(fmt::format("new request '{}' is already live: finish it first or use "
-                             "a fresh id", r.req_id));
-    if (static_cast<int64_t>(r.prompt.size()) > cfg_.max_seq_len)
-      return bad(fmt::format("new request '{}' has {} prompt tokens, over max_seq_len "
-                             "{}: shorten it or raise max_seq_len",
-                             r.req_id, r.prompt.size(), cfg_.max_seq_len));
-    for (auto t : r.prompt)
-      if (auto err = check_token(r.req_id, t))
-        return err;
-    num_tokens += static_cast<int64_t>(r.prompt.size());
-  }
-  for (const auto& r : step.cached_requests) {
-    auto i = cache_.find(r.req_id);
-    if (i == cache_.end())
-      return bad(fmt::format("cached request '{}' is unknown: schedule it as a new "
-                             "request first (or it already finished)", r.req_id));
-    if (!seen.insert(r.req_id).second)
-      return bad(fmt::format("request '{}' appears twice in the step", r.req_id));
-    if (i->second.len + 1 > cfg_.max_seq_len)
-      return bad(fmt::format("request '{}' would grow past max_seq_len {}: finish it",
-                             r.req_id, cfg_.max_seq_len));
-    if (auto err = check_token(r.req_id, r.token))
-      return err;
-    ++num_tokens;
-  }
-  if (first_stage_ || num_tokens == 0)
-    return caf::none;
-  if (input == nullptr)
-    return bad("no hidden states from the previous stage: pass its to_next");
-  const auto h = static_cast<int64_t>(cfg_.hidden_size);
-  if (input->num_tokens != num_tokens || input->hidden_size != h
-      || static_cast<int64_t>(input->hidden.size()) != num_tokens * h)
-    return bad(fmt::format("input is [{} x {}] with {} values but the step needs "
-                           "[{} x {}]: pass the previous stage's output of the same step",
-                           input->num_tokens, input->hidden_size, input->hidden.size(),
-                           num_tokens, h));
-  return caf::none;
+  return check_reference_step(cfg_, shard_, "reference model", step, input, live_len,
+                              num_tokens);
 }
 
 caf::expected<stage_result> reference_model::execute(const scheduler_output& step,

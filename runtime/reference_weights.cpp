@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <unordered_set>
 
 #include <fmt/format.h>
 
@@ -77,6 +78,68 @@ caf::error check_reference_config(const model_config& cfg, const shard_info& sha
     return bad(fmt::format("the TP collective is rank {} of {} but the shard says rank {} "
                            "of {}: pass the collective of this shard's TP group",
                            tp.rank(), tp.size(), shard.tp_rank, shard.tp_size));
+  return caf::none;
+}
+
+caf::error check_reference_step(const model_config& cfg, const shard_info& shard,
+                                const char* who, const scheduler_output& step,
+                                const intermediate_tensors* input,
+                                const std::function<int64_t(const std::string&)>& live_len,
+                                int64_t& num_tokens) {
+  auto bad = [&](const std::string& what) {
+    return make_error(errc::invalid_argument,
+                      fmt::format("{} (tp rank {}, pp rank {}), step {}: {}", who,
+                                  shard.tp_rank, shard.pp_rank, step.step_id, what));
+  };
+  auto check_token = [&](const std::string& id, int32_t t) -> caf::error {
+    if (t < 0 || t >= cfg.vocab_size)
+      return bad(fmt::format("request '{}' has token {} outside [0, {}): send ids of "
+                             "this model's vocabulary", id, t, cfg.vocab_size));
+    return caf::none;
+  };
+  std::unordered_set<std::string> seen;
+  num_tokens = 0;
+  for (const auto& r : step.new_requests) {
+    if (r.prompt.empty())
+      return bad(fmt::format("new request '{}' has an empty prompt: send at least one "
+                             "token", r.req_id));
+    if (live_len(r.req_id) >= 0 || !seen.insert(r.req_id).second)
+      return bad(fmt::format("new request '{}' is already live: finish it first or use "
+                             "a fresh id", r.req_id));
+    if (static_cast<int64_t>(r.prompt.size()) > cfg.max_seq_len)
+      return bad(fmt::format("new request '{}' has {} prompt tokens, over max_seq_len "
+                             "{}: shorten it or raise max_seq_len",
+                             r.req_id, r.prompt.size(), cfg.max_seq_len));
+    for (auto t : r.prompt)
+      if (auto err = check_token(r.req_id, t))
+        return err;
+    num_tokens += static_cast<int64_t>(r.prompt.size());
+  }
+  for (const auto& r : step.cached_requests) {
+    const int64_t len = live_len(r.req_id);
+    if (len < 0)
+      return bad(fmt::format("cached request '{}' is unknown: schedule it as a new "
+                             "request first (or it already finished)", r.req_id));
+    if (!seen.insert(r.req_id).second)
+      return bad(fmt::format("request '{}' appears twice in the step", r.req_id));
+    if (len + 1 > cfg.max_seq_len)
+      return bad(fmt::format("request '{}' would grow past max_seq_len {}: finish it",
+                             r.req_id, cfg.max_seq_len));
+    if (auto err = check_token(r.req_id, r.token))
+      return err;
+    ++num_tokens;
+  }
+  if (shard.pp_rank == 0 || num_tokens == 0)
+    return caf::none;
+  if (input == nullptr)
+    return bad("no hidden states from the previous stage: pass its to_next");
+  const auto h = static_cast<int64_t>(cfg.hidden_size);
+  if (input->num_tokens != num_tokens || input->hidden_size != h
+      || static_cast<int64_t>(input->hidden.size()) != num_tokens * h)
+    return bad(fmt::format("input is [{} x {}] with {} values but the step needs "
+                           "[{} x {}]: pass the previous stage's output of the same step",
+                           input->num_tokens, input->hidden_size, input->hidden.size(),
+                           num_tokens, h));
   return caf::none;
 }
 

@@ -2,6 +2,9 @@
 // stage owns, whether a (config, shard) pair is valid, and the weights of one shard.
 #pragma once
 
+#include <cstdint>
+#include <functional>
+#include <string>
 #include <vector>
 
 #include <caf/error.hpp>
@@ -28,6 +31,18 @@ layer_range stage_layers(int num_layers, int pp_size, int pp_rank);
 /// naming what is wrong and what to do.
 caf::error check_reference_config(const model_config& cfg, const shard_info& shard,
                                   const collective& tp);
+
+/// Checks one step against a shard (`who` names the model in messages): new prompts
+/// non-empty, within max_seq_len and not live yet; cached requests live (`live_len(id)`
+/// is the committed KV length, or -1 when the id is unknown) with room for one more
+/// token; tokens inside the vocabulary; no id twice; and on later stages an `input` of
+/// exactly [num_tokens x hidden]. Sets `num_tokens` to the step's token count.
+/// errc::invalid_argument naming the request and what to do.
+caf::error check_reference_step(const model_config& cfg, const shard_info& shard,
+                                const char* who, const scheduler_output& step,
+                                const intermediate_tensors* input,
+                                const std::function<int64_t(const std::string&)>& live_len,
+                                int64_t& num_tokens);
 
 /// One layer's weights on one TP rank: only its heads and MLP blocks, each stored as its
 /// own row-major matrix so that every per-head / per-block gemm has the same shape

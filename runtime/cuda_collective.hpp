@@ -1,0 +1,34 @@
+// The device side of a TP collective (CUDA builds only). `collective` (collective.hpp)
+// sums host buffers and stays the interface every model sees; a collective that can also
+// sum device buffers on the caller's stream implements this second interface, and a CUDA
+// model finds it with dynamic_cast. Without it (solo, Gloo, the fake) a CUDA model stages
+// its sums through host memory, so every collective works with every model.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <caf/error.hpp>
+#include <cuda_runtime_api.h>
+
+namespace cafex {
+
+/// Device-buffer collective operations, enqueued on the caller's stream so they order
+/// with the caller's kernels without extra synchronisation.
+class device_collective {
+public:
+  virtual ~device_collective() = default;
+
+  /// Enqueues an exact in-place int64 sum of `count` values at the *device* pointer
+  /// `data` (on this rank's GPU) on `stream`. Returns once enqueued; completion and
+  /// asynchronous failures are observed by wait(). Every rank enqueues the same sequence.
+  virtual caf::error enqueue_all_reduce_sum(int64_t* data, size_t count,
+                                            cudaStream_t stream) = 0;
+
+  /// Waits until `stream` is idle, polling the communicator's asynchronous error against
+  /// the collective's deadline. On an error or the deadline the communicator is aborted
+  /// (kernels waiting on a dead peer return) and the group is broken for good.
+  virtual caf::error wait(cudaStream_t stream) = 0;
+};
+
+} // namespace cafex

@@ -1,0 +1,56 @@
+// The dataflow's messages on the same-node shared-memory path: a step command (driver ->
+// stage 0), a stage hand-off with its tensor bytes inline (stage k -> k+1), and a report
+// (any rank -> driver). Control structs use CAF's binary format; tensor bytes are copied
+// straight into the ring.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+
+#include "runtime/model_runner.hpp"
+#include "runtime/scheduler_output.hpp"
+#include "transport/shm_ring.hpp"
+
+namespace cafex {
+
+/// Serializes a scheduler output once; the same bytes go to every stage-0 rank.
+std::vector<char> encode_scheduler_output(const scheduler_output& step);
+
+caf::error write_command(shm_ring& ring, uint64_t seq, const std::vector<char>& step_bytes,
+                         std::chrono::milliseconds timeout);
+
+caf::error write_handoff(shm_ring& ring, uint64_t seq, const std::vector<char>& step_bytes,
+                         const intermediate_tensors& t, std::chrono::milliseconds timeout);
+
+enum class report_kind : uint8_t { result = 0, progress = 1, failure = 2 };
+
+caf::error write_report(shm_ring& ring, shm_doorbell* bell, uint64_t seq, int32_t rank,
+                        report_kind kind, const model_runner_output* out, const caf::error* err,
+                        std::chrono::milliseconds timeout);
+
+/// A decoded command or hand-off.
+struct step_message {
+  uint64_t seq = 0;
+  std::vector<char> step_bytes;    ///< passed on unchanged to the next stage
+  scheduler_output step;
+  bool has_tensors = false;
+  intermediate_tensors tensors;
+};
+
+caf::expected<step_message> read_step_message(const std::vector<char>& bytes, bool handoff);
+
+struct report_message {
+  uint64_t seq = 0;
+  int32_t rank = 0;
+  report_kind kind = report_kind::progress;
+  model_runner_output output;
+  caf::error error;
+};
+
+caf::expected<report_message> read_report(const std::vector<char>& bytes);
+
+} // namespace cafex

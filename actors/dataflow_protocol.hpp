@@ -33,6 +33,10 @@ struct dag_config {
   int64_t timeout_ms = 30000;   ///< channel set-up and transfer deadline
   bool report_all = false;      ///< KV connector: every rank reports its output
   std::string kv_connector;     ///< "" or "loopback" (reports finished requests)
+  /// Non-empty: the same-node shared-memory hot path; rings are named with this prefix
+  /// ("<prefix>cmd<rank>", "<prefix>link<rank>", "<prefix>res<rank>", "<prefix>bell").
+  std::string shm_prefix;
+  int32_t tp = 1;               ///< TP size (ring names of the next stage)
   caf::strong_actor_ptr next;   ///< worker i of stage + 1 (null on the last stage)
   caf::strong_actor_ptr sink;   ///< the driver
 };
@@ -41,7 +45,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, dag_config& x) {
   return f(caf::meta::type_name("cafex::dag_config"), x.generation, x.stage, x.num_stages,
            x.channel, x.store_url, x.bind_host, x.timeout_ms, x.report_all, x.kv_connector,
-           x.next, x.sink);
+           x.shm_prefix, x.tp, x.next, x.sink);
 }
 
 } // namespace cafex

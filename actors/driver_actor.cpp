@@ -172,9 +172,10 @@ driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
       on_step_failed(self, seq, rank, err);
     },
     [self](deadline_atom, uint64_t seq) { on_step_deadline(self, seq); },
-    [self](dag_atom, std::string& url, std::vector<std::string>& ips) -> bool {
+    [self](dag_atom, std::string& url, std::vector<std::string>& ips, bool use_shm) -> bool {
       self->state.store_url = std::move(url);
       self->state.node_ips = std::move(ips);
+      self->state.use_shm = use_shm;
       return true;
     },
     [self](teardown_atom) -> caf::result<bool> { return teardown_dataflow(self); },
@@ -196,6 +197,7 @@ driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
       for (auto id : ids)
         finish_rpc(self, id, stopped);
       fail_all_steps(self, stopped);
+      st.shm.reset();
       for (auto& w : st.workers) {
         self->demonitor(w.address());
         self->send_exit(w, caf::exit_reason::user_shutdown);

@@ -14,6 +14,7 @@
 #include <caf/all.hpp>
 
 #include "actors/driver_protocol.hpp"
+#include "actors/driver_shm.hpp"
 #include "runtime/kv_aggregator.hpp"
 #include "runtime/step_order.hpp"
 
@@ -62,6 +63,8 @@ struct driver_state {
   // The dataflow.
   std::string store_url;
   std::vector<std::string> node_ips;     ///< by rank
+  bool use_shm = false;                  ///< same-node shared-memory hot path
+  std::unique_ptr<driver_shm_path> shm;  ///< this generation's rings, when use_shm
   enum class dag_state { none, compiling, ready } dag = dag_state::none;
   uint64_t generation = 0;
   std::deque<std::shared_ptr<pending_step>> queued;      ///< waiting for a slot

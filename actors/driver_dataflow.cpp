@@ -60,9 +60,14 @@ void try_dispatch(driver_ptr self) {
     if (st.kv)
       p->outputs.resize(static_cast<size_t>(st.tp * st.pp));
     st.in_flight.emplace(seq, p);
+    self->delayed_send(self, st.opts.step_timeout, deadline_atom::value, seq);
+    if (st.shm) {
+      if (auto err = st.shm->dispatch(seq, p->step))
+        finish(self, seq, err);
+      continue;
+    }
     for (int r = 0; r < st.tp; ++r)
       self->send(st.workers[r], execute_atom::value, seq, p->step);
-    self->delayed_send(self, st.opts.step_timeout, deadline_atom::value, seq);
   }
 }
 
@@ -74,6 +79,19 @@ void compile(driver_ptr self) {
   auto remaining = std::make_shared<int>(world);
   auto failed = std::make_shared<bool>(false);
   auto deadline = st.opts.channel_timeout + std::chrono::seconds(5);
+  st.shm.reset();
+  if (st.use_shm) {
+    auto path = driver_shm_path::create(shm_prefix_for(gen), st.tp, st.pp,
+                                        caf::actor_cast<step_sink_actor>(self), {});
+    if (!path) {
+      st.dag = driver_state::dag_state::none;
+      fail_all_steps(self, make_error(errc::transport_failed,
+                                      "cannot set up the shared-memory path: "
+                                        + describe(path.error())));
+      return;
+    }
+    st.shm = std::move(*path);
+  }
   spdlog::debug("compiling dataflow generation {}: {} stage(s) x {} rank(s), channel {}", gen,
                 st.pp, st.tp, st.opts.channel);
   for (int r = 0; r < world; ++r) {
@@ -87,6 +105,9 @@ void compile(driver_ptr self) {
     cfg.timeout_ms = st.opts.channel_timeout.count();
     cfg.report_all = !st.opts.kv_connector.empty();
     cfg.kv_connector = st.opts.kv_connector;
+    cfg.tp = st.tp;
+    if (st.shm)
+      cfg.shm_prefix = st.shm->prefix();
     if (cfg.stage < st.pp - 1)
       cfg.next = caf::actor_cast<caf::strong_actor_ptr>(st.workers[r + st.tp]);
     cfg.sink = caf::actor_cast<caf::strong_actor_ptr>(self);
@@ -108,6 +129,7 @@ void compile(driver_ptr self) {
             return;
           *failed = true;
           st.dag = driver_state::dag_state::none;
+          st.shm.reset();
           auto e = make_error(code_of(err) == errc::none ? errc::transport_failed : code_of(err),
                               "compiling the dataflow failed at " + who(st, r) + ": "
                                 + describe(err));
@@ -216,6 +238,7 @@ caf::result<bool> teardown_dataflow(driver_ptr self) {
   fail_all_steps(self, make_error(errc::not_ready, "the dataflow was torn down while this "
                                                    "step was pending; submit it again"));
   st.done.reset(st.window.next_seq());
+  st.shm.reset();
   auto rp = self->make_response_promise<bool>();
   auto remaining = std::make_shared<size_t>(st.workers.size());
   if (*remaining == 0) {
@@ -238,6 +261,7 @@ caf::result<bool> teardown_dataflow(driver_ptr self) {
 
 std::string dataflow_stats(const driver_state& st) {
   nlohmann::json j = {{"compiled", st.dag == driver_state::dag_state::ready},
+                      {"hot_path", st.shm ? "shm" : st.opts.channel},
                       {"generation", st.generation},
                       {"in_flight", st.window.in_flight()},
                       {"max_in_flight", st.window.max_in_flight()},

@@ -24,8 +24,9 @@ using driver_actor = step_sink_actor::extend<
                   int32_t, int32_t>::with<bool>,
   /// (rerank, order): order[adjusted rank] = created rank.
   caf::replies_to<rerank_atom, std::vector<int32_t>>::with<bool>,
-  /// (dag, store url, node ips by rank): where the dataflow's channels meet.
-  caf::replies_to<dag_atom, std::string, std::vector<std::string>>::with<bool>,
+  /// (dag, store url, node ips by rank, same-node shared memory): where the dataflow's
+  /// channels meet, and whether its hot path uses shared memory.
+  caf::replies_to<dag_atom, std::string, std::vector<std::string>, bool>::with<bool>,
   /// collective_rpc: (rpc, method, JSON args, options) -> JSON result per rank.
   caf::replies_to<rpc_atom, std::string, std::string, rpc_options>::with<
     std::vector<std::string>>,

@@ -70,6 +70,7 @@ worker_actor::behavior_type worker_actor_impl(state_ptr self, worker_state st,
   return {
     [self](call_atom, const std::string& method,
            const std::string& args) -> caf::result<std::string> {
+      std::lock_guard<std::mutex> guard{self->state.runner_mutex};
       auto r = invoke_method(self->state.methods, self->state.st, method, args);
       if (!r)
         return r.error();
@@ -80,17 +81,25 @@ worker_actor::behavior_type worker_actor_impl(state_ptr self, worker_state st,
       if (!s.st.runner)
         return make_error(errc::not_ready, "rank " + std::to_string(s.st.rank)
                                              + " has no model loaded; run load_model first");
+      s.hot.reset();
       s.stage.reset();
       auto stage = worker_stage::open(s.st, std::move(cfg));
       if (!stage)
         return stage.error();
       s.stage = std::move(*stage);
+      if (!s.stage->config().shm_prefix.empty()) {
+        auto hot = worker_hot_loop::start(s.st, *s.stage, s.runner_mutex);
+        if (!hot)
+          return hot.error();
+        s.hot = std::move(*hot);
+      }
       return true;
     },
     [self](execute_atom, uint64_t seq, const scheduler_output& step) {
       auto& s = self->state;
       if (!s.stage || !s.stage->first())
         return; // a step from a dataflow that was torn down
+      std::lock_guard<std::mutex> guard{s.runner_mutex};
       run_step(self, seq, step, nullptr);
     },
     [self](stage_atom, uint64_t seq, const scheduler_output& step, const tensor_desc& desc) {
@@ -102,9 +111,11 @@ worker_actor::behavior_type worker_actor_impl(state_ptr self, worker_state st,
         report_failure(self, seq, input.error());
         return;
       }
+      std::lock_guard<std::mutex> guard{s.runner_mutex};
       run_step(self, seq, step, &*input);
     },
     [self](teardown_atom) -> bool {
+      self->state.hot.reset();
       self->state.stage.reset();
       return true;
     },

@@ -9,6 +9,7 @@
 #include "actors/node_agent_protocol.hpp"
 #include "actors/worker_methods.hpp"
 #include "actors/worker_protocol.hpp"
+#include "actors/worker_hot_loop.hpp"
 #include "actors/worker_stage.hpp"
 
 namespace cafex {
@@ -17,6 +18,10 @@ struct worker_actor_state {
   worker_state st;
   method_table methods;
   std::unique_ptr<worker_stage> stage;
+  /// Guards the model runner between this actor's methods and the hot loop's thread.
+  std::mutex runner_mutex;
+  /// Declared after `stage`: destroyed (joined) first.
+  std::unique_ptr<worker_hot_loop> hot;
   static inline const char* name = "cafex.worker";
 };
 

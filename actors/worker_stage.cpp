@@ -24,6 +24,9 @@ caf::expected<std::unique_ptr<worker_stage>> worker_stage::open(const worker_sta
   co.bind_host = cfg.bind_host;
   co.timeout = std::chrono::milliseconds(cfg.timeout_ms);
   std::unique_ptr<p2p_channel> from_prev, to_next;
+  if (!cfg.shm_prefix.empty()) // the hot loop moves the bytes through shared memory
+    return std::make_unique<worker_stage>(std::move(cfg), st.rank, st.tp_rank(), nullptr,
+                                          nullptr);
   // Downstream first: stage k waits for stage k-1 before connecting to stage k+1, so
   // the links come up along the pipeline without a cycle.
   if (cfg.stage > 0) {

@@ -287,8 +287,20 @@ caf::error executor::impl::configure(clock::time_point deadline) {
   std::vector<std::string> rank_ips;
   for (const auto& w : plan.workers)
     rank_ips.push_back(w.ip);
+  // The same-node shared-memory hot path: asked for (shm), or chosen by auto for CPU
+  // workers when every worker runs on the driver's machine.
+  bool same_host = true;
+  for (const auto& ip : rank_ips)
+    same_host = same_host && ip == opts.host_ip;
+  auto requested = parse_channel_type(opts.channel);
+  bool use_shm = *requested == channel_type::shm
+                 || (*requested == channel_type::automatic && opts.device == "cpu" && same_host);
+  if (*requested == channel_type::shm && !same_host)
+    return make_error(errc::invalid_argument,
+                      "--channel shm needs every worker on the driver's machine; use gloo or "
+                      "auto across nodes");
   if (auto r = ask<bool>(driver, left(deadline), dag_atom::value,
-                         plan.distributed_init_method, rank_ips);
+                         plan.distributed_init_method, rank_ips, use_shm);
       !r)
     return r.error();
   spdlog::info("{} worker(s) ready: tp={} pp={} init={}", world,

@@ -80,7 +80,8 @@ caf::expected<std::unique_ptr<p2p_channel>> open_channel(const channel_options& 
                         "channel type nccl needs GPU workers (--device cuda) and a CUDA build");
     case channel_type::shm:
       return make_error(errc::invalid_argument,
-                        "channel type shm is not available for tensors yet; use gloo or auto");
+                        "shm links are rings set up by the driver (driver_shm_path), not "
+                        "point-to-point channels");
     case channel_type::automatic:
       break;
   }

@@ -36,8 +36,9 @@ struct run_result {
   std::vector<std::vector<float>> hidden;
 };
 
-run_result run(int tp, int pp, int steps = 5) {
+run_result run(int tp, int pp, int steps = 5, const std::string& channel = "auto") {
   auto o = options(tp, pp);
+  o.channel = channel;
   o.model.seed = 3;
   o.model.return_hidden = true;
   auto ex = start(o);
@@ -85,6 +86,24 @@ TEST_CASE("tokens and hidden states are identical for every PP x TP shape") {
     }
   }
   CHECK(test::wait_until([] { return test::children_of(getpid()).empty(); }, 5s));
+}
+
+TEST_CASE("the Gloo path and the shared-memory path give the same tokens") {
+  test::become_subreaper();
+  auto shm = run(2, 2, 4, "shm");
+  auto gloo = run(2, 2, 4, "gloo");
+  CHECK(shm.tokens == gloo.tokens);
+  CHECK(shm.hidden == gloo.hidden);
+  auto o = options(1, 2);
+  auto ex = start(o);
+  REQUIRE(ex->execute_model(new_step(0, "a")));
+  auto stats = ex->dataflow_stats();
+  REQUIRE(stats);
+  CHECK((*stats)["hot_path"] == "shm"); // auto picks shared memory on one machine
+  o.channel = "gloo";
+  auto ex2 = start(o);
+  REQUIRE(ex2->execute_model(new_step(0, "a")));
+  CHECK((*ex2->dataflow_stats())["hot_path"] == "gloo");
 }
 
 TEST_CASE("pipelining: in flight never exceeds max_concurrent_batches and reaches it") {

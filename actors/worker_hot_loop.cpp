@@ -1,0 +1,112 @@
+#include "actors/worker_hot_loop.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "runtime/error.hpp"
+#include "transport/shm_messages.hpp"
+
+namespace cafex {
+
+caf::expected<std::unique_ptr<worker_hot_loop>>
+worker_hot_loop::start(worker_state& st, worker_stage& stage, std::mutex& runner_mutex) {
+  const auto& cfg = stage.config();
+  const auto& p = cfg.shm_prefix;
+  std::unique_ptr<worker_hot_loop> loop{new worker_hot_loop(st, stage, runner_mutex)};
+  auto in = stage.first() ? shm_ring::open(p + "cmd" + std::to_string(st.rank))
+                          : shm_ring::open(p + "link" + std::to_string(st.rank - cfg.tp));
+  if (!in)
+    return in.error();
+  loop->in_ = std::move(*in);
+  if (!stage.last()) {
+    auto next = shm_ring::open(p + "link" + std::to_string(st.rank));
+    if (!next)
+      return next.error();
+    loop->next_ = std::move(*next);
+  }
+  auto report = shm_ring::open(p + "res" + std::to_string(st.rank));
+  if (!report)
+    return report.error();
+  loop->report_ = std::move(*report);
+  auto bell = shm_doorbell::open(p + "bell");
+  if (!bell)
+    return bell.error();
+  loop->bell_ = std::move(*bell);
+  loop->thread_ = std::thread([l = loop.get()] { l->run(); });
+  return loop;
+}
+
+worker_hot_loop::worker_hot_loop(worker_state& st, worker_stage& stage, std::mutex& mtx)
+  : st_(st),
+    stage_(stage),
+    runner_mutex_(mtx),
+    timeout_(std::chrono::milliseconds(stage.config().timeout_ms)) {
+}
+
+worker_hot_loop::~worker_hot_loop() {
+  stop_ = true;
+  if (thread_.joinable())
+    thread_.join();
+}
+
+void worker_hot_loop::run() {
+  while (!stop_) {
+    // A short bound lets the thread notice stop_ without anyone closing the ring.
+    auto msg = in_->read(std::chrono::milliseconds(100));
+    if (!msg) {
+      if (in_->closed())
+        return;
+      continue;
+    }
+    handle(*msg);
+  }
+}
+
+void worker_hot_loop::report_failure(uint64_t seq, caf::error err) {
+  spdlog::warn("rank {} failed step {}: {}", st_.rank, seq, describe(err));
+  if (auto e = write_report(*report_, bell_.get(), seq, st_.rank, report_kind::failure, nullptr,
+                            &err, timeout_))
+    spdlog::error("rank {} cannot report to the driver: {}", st_.rank, describe(e));
+}
+
+void worker_hot_loop::handle(const std::vector<char>& bytes) {
+  auto m = read_step_message(bytes, !stage_.first());
+  if (!m) {
+    report_failure(0, m.error());
+    return;
+  }
+  caf::expected<worker_stage::outcome> out{caf::error{}};
+  {
+    std::lock_guard<std::mutex> guard{runner_mutex_};
+    try {
+      out = stage_.run(*st_.runner, m->seq, m->step, m->has_tensors ? &m->tensors : nullptr);
+    } catch (const std::exception& e) {
+      out = make_error(errc::model_failed, std::string("execute_model threw: ") + e.what());
+    }
+  }
+  if (!out) {
+    auto err = out.error();
+    if (describe(err).find("rank ") == std::string::npos)
+      err = make_error(code_of(err) == errc::none ? errc::model_failed : code_of(err),
+                       "rank " + std::to_string(st_.rank) + " on node " + st_.node_id + ": "
+                         + describe(err));
+    report_failure(m->seq, std::move(err));
+    return;
+  }
+  if (out->forward) {
+    if (auto err = write_handoff(*next_, m->seq, m->step_bytes, out->tensors, timeout_)) {
+      report_failure(m->seq, std::move(err));
+      return;
+    }
+  }
+  auto kind = out->report ? report_kind::result : report_kind::progress;
+  if (auto err = write_report(*report_, bell_.get(), m->seq, st_.rank, kind,
+                              out->report ? &*out->report : nullptr, nullptr, timeout_)) {
+    // A closed ring means the driver tore the dataflow down: nobody waits for this.
+    if (report_->closed())
+      spdlog::debug("rank {}: step {} finished after teardown", st_.rank, m->seq);
+    else
+      spdlog::error("rank {} cannot report step {}: {}", st_.rank, m->seq, describe(err));
+  }
+}
+
+} // namespace cafex

@@ -20,4 +20,13 @@ using stop_atom = caf::atom_constant<caf::atom("stop")>;         ///< orderly sh
 using listen_atom = caf::atom_constant<caf::atom("listen")>;   ///< agent learns its port
 using hold_atom = caf::atom_constant<caf::atom("hold")>;         ///< dummy driver bundle
 
+using dag_atom = caf::atom_constant<caf::atom("dag")>;           ///< compile the dataflow
+using stage_atom = caf::atom_constant<caf::atom("stage")>;       ///< stage k -> stage k+1
+using result_atom = caf::atom_constant<caf::atom("result")>;     ///< a rank's step output
+using progress_atom = caf::atom_constant<caf::atom("progress")>; ///< a rank finished a step
+using stepfail_atom = caf::atom_constant<caf::atom("stepfail")>; ///< a rank failed a step
+using deadline_atom = caf::atom_constant<caf::atom("deadline")>; ///< a step's deadline
+using teardown_atom = caf::atom_constant<caf::atom("teardown")>; ///< drop the dataflow
+using stats_atom = caf::atom_constant<caf::atom("stats")>;       ///< dataflow counters
+
 } // namespace cafex

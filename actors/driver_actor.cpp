@@ -2,18 +2,19 @@
 
 #include <spdlog/spdlog.h>
 
+#include "actors/driver_dataflow.hpp"
 #include "runtime/error.hpp"
 
 namespace cafex {
-
-namespace {
-
-using state_ptr = driver_actor::stateful_pointer<driver_state>;
 
 std::string who(const driver_state& st, int rank) {
   std::string node = rank < static_cast<int>(st.node_ids.size()) ? st.node_ids[rank] : "?";
   return "rank " + std::to_string(rank) + " on node " + node;
 }
+
+namespace {
+
+using state_ptr = driver_ptr;
 
 /// Adds rank and node to an error a worker returned, keeping its code.
 caf::error attribute(const driver_state& st, int rank, const std::string& what,
@@ -45,19 +46,6 @@ void finish_rpc(state_ptr self, uint64_t id, caf::error err) {
     p->rp.deliver(std::move(p->results));
 }
 
-void finish_step(state_ptr self, uint64_t id, caf::error err) {
-  auto i = self->state.steps.find(id);
-  if (i == self->state.steps.end())
-    return;
-  auto p = i->second;
-  self->state.steps.erase(i);
-  p->done = true;
-  if (err)
-    p->rp.deliver(std::move(err));
-  else
-    p->rp.deliver(std::move(p->output));
-}
-
 /// A worker is gone: fail everything that waits for it, now.
 void on_worker_down(state_ptr self, int rank, const std::string& why) {
   auto& st = self->state;
@@ -74,18 +62,17 @@ void on_worker_down(state_ptr self, int rank, const std::string& why) {
       ids.push_back(id);
   for (auto id : ids)
     finish_rpc(self, id, lost);
-  ids.clear();
-  for (auto& [id, p] : st.steps)
-    if (p->waiting.count(rank))
-      ids.push_back(id);
-  for (auto id : ids)
-    finish_step(self, id, lost);
+  // Every step involves every rank.
+  fail_all_steps(self, lost);
 }
 
 } // namespace
 
 driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
   self->state.opts = opts;
+  self->state.window = step_window(opts.max_concurrent_batches);
+  if (!opts.kv_connector.empty())
+    self->state.kv = std::make_unique<kv_output_aggregator>(1);
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& st = self->state;
     for (size_t r = 0; r < st.workers.size(); ++r)
@@ -106,6 +93,8 @@ driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
       st.pp = pp;
       for (auto& w : st.workers)
         self->monitor(w);
+      if (st.kv)
+        st.kv = std::make_unique<kv_output_aggregator>(tp * pp);
       return true;
     },
     [self](rerank_atom, const std::vector<int32_t>& order) -> caf::result<bool> {
@@ -144,8 +133,8 @@ driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
           return make_error(errc::worker_lost, who(st, r) + " is gone (" + st.dead[r] + ")");
       auto timeout = ro.timeout_ms > 0 ? std::chrono::milliseconds(ro.timeout_ms)
                                        : st.opts.default_rpc_timeout;
-      auto id = st.next_id++;
-      auto p = std::make_shared<driver_state::pending>();
+      auto id = st.next_rpc++;
+      auto p = std::make_shared<pending_rpc>();
       p->what = "method '" + method + "'";
       p->results.resize(n);
       p->unique_reply_rank = ro.unique_reply_rank;
@@ -171,42 +160,25 @@ driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
       }
       return p->rp;
     },
-    [self](execute_atom, scheduler_output& step) -> caf::result<model_runner_output> {
-      auto& st = self->state;
-      if (st.workers.empty())
-        return make_error(errc::not_ready, "execute_model before the workers exist");
-      if (st.pp != 1)
-        return make_error(errc::invalid_argument,
-                          "pipeline parallelism is not supported by this driver yet");
-      for (int r = 0; r < st.tp; ++r)
-        if (!st.dead[r].empty())
-          return make_error(errc::worker_lost, who(st, r) + " is gone (" + st.dead[r] + ")");
-      auto id = st.next_id++;
-      auto p = std::make_shared<driver_state::pending_step>();
-      p->rp = self->make_response_promise<model_runner_output>();
-      p->output_rank = 0;
-      for (int r = 0; r < st.tp; ++r)
-        p->waiting.insert(r);
-      st.steps.emplace(id, p);
-      for (int r = 0; r < st.tp; ++r) {
-        self->request(st.workers[r], st.opts.step_timeout, execute_atom::value, step)
-          .then(
-            [self, id, p, r](model_runner_output& out) {
-              if (p->done)
-                return;
-              if (r == p->output_rank)
-                p->output = std::move(out);
-              p->waiting.erase(r);
-              if (p->waiting.empty())
-                finish_step(self, id, caf::none);
-            },
-            [self, id, p, r](caf::error& err) {
-              if (!p->done)
-                finish_step(self, id, attribute(self->state, r, "execute_model", err));
-            });
-      }
-      return p->rp;
+    [self](execute_atom, scheduler_output& step,
+           bool fail_fast) -> caf::result<model_runner_output> {
+      return submit_step(self, std::move(step), fail_fast);
     },
+    [self](result_atom, uint64_t seq, int32_t rank, model_runner_output& out) {
+      on_step_result(self, seq, rank, out);
+    },
+    [self](progress_atom, uint64_t seq, int32_t rank) { on_step_progress(self, seq, rank); },
+    [self](stepfail_atom, uint64_t seq, int32_t rank, caf::error& err) {
+      on_step_failed(self, seq, rank, err);
+    },
+    [self](deadline_atom, uint64_t seq) { on_step_deadline(self, seq); },
+    [self](dag_atom, std::string& url, std::vector<std::string>& ips) -> bool {
+      self->state.store_url = std::move(url);
+      self->state.node_ips = std::move(ips);
+      return true;
+    },
+    [self](teardown_atom) -> caf::result<bool> { return teardown_dataflow(self); },
+    [self](stats_atom) -> std::string { return dataflow_stats(self->state); },
     [self](health_atom) -> std::vector<worker_health> {
       auto& st = self->state;
       std::vector<worker_health> out;
@@ -223,11 +195,7 @@ driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
         ids.push_back(kv.first);
       for (auto id : ids)
         finish_rpc(self, id, stopped);
-      ids.clear();
-      for (auto& kv : st.steps)
-        ids.push_back(kv.first);
-      for (auto id : ids)
-        finish_step(self, id, stopped);
+      fail_all_steps(self, stopped);
       for (auto& w : st.workers) {
         self->demonitor(w.address());
         self->send_exit(w, caf::exit_reason::user_shutdown);

@@ -1,9 +1,10 @@
 // The driver actor: holds the workers in rank order, fans collective_rpc out and gathers
-// the answers, runs steps, and fails every pending call of a worker that goes away
-// instead of letting it wait for its timeout.
+// the answers, runs steps through the compiled dataflow, and fails every pending call of
+// a worker that goes away instead of letting it wait for its timeout.
 #pragma once
 
 #include <chrono>
+#include <deque>
 #include <map>
 #include <memory>
 #include <set>
@@ -13,44 +14,71 @@
 #include <caf/all.hpp>
 
 #include "actors/driver_protocol.hpp"
+#include "runtime/kv_aggregator.hpp"
+#include "runtime/step_order.hpp"
 
 namespace cafex {
 
 struct driver_options {
   std::chrono::milliseconds default_rpc_timeout{60000};
   std::chrono::milliseconds step_timeout{300000};
+  size_t max_concurrent_batches = 1;   ///< PP size, or 2 with async scheduling
+  std::string channel = "gloo";        ///< resolved channel type of the dataflow
+  std::string kv_connector;            ///< "" or "loopback"
+  std::chrono::milliseconds channel_timeout{30000};
+};
+
+/// One collective_rpc waiting for answers.
+struct pending_rpc {
+  std::string what;                      ///< "method 'x'" for messages
+  std::set<int> waiting;                 ///< ranks that owe an answer
+  std::vector<std::string> results;
+  int unique_reply_rank = -1;
+  bool done = false;
+  caf::typed_response_promise<std::vector<std::string>> rp;
+};
+
+/// One step of the dataflow, from submission to its in-order answer.
+struct pending_step {
+  scheduler_output step;
+  bool fail_fast = false;
+  caf::typed_response_promise<model_runner_output> rp;
+  std::set<int> owing;                   ///< ranks that have not reported yet
+  std::vector<model_runner_output> outputs;  ///< KV connector: one per rank
+  model_runner_output output;
+  caf::error error;
+  bool finished = false;
 };
 
 struct driver_state {
-  /// One collective_rpc (or step) waiting for answers.
-  struct pending {
-    std::string what;                      ///< "method 'x'" for messages
-    std::set<int> waiting;                 ///< ranks that owe an answer
-    std::vector<std::string> results;
-    int unique_reply_rank = -1;
-    bool done = false;
-    caf::typed_response_promise<std::vector<std::string>> rp;
-  };
-  struct pending_step {
-    std::set<int> waiting;
-    int output_rank = 0;
-    model_runner_output output;
-    bool done = false;
-    caf::typed_response_promise<model_runner_output> rp;
-  };
   driver_options opts;
-  std::vector<worker_actor> workers;       ///< by rank (created rank before rerank)
-  std::vector<std::string> node_ids;       ///< by rank
-  std::vector<std::string> dead;           ///< by rank: why it is gone, empty if alive
+  std::vector<worker_actor> workers;     ///< by rank (created rank before rerank)
+  std::vector<std::string> node_ids;     ///< by rank
+  std::vector<std::string> dead;         ///< by rank: why it is gone, empty if alive
   int tp = 1;
   int pp = 1;
-  uint64_t next_id = 1;
-  std::map<uint64_t, std::shared_ptr<pending>> rpcs;
-  std::map<uint64_t, std::shared_ptr<pending_step>> steps;
+  uint64_t next_rpc = 1;
+  std::map<uint64_t, std::shared_ptr<pending_rpc>> rpcs;
+  // The dataflow.
+  std::string store_url;
+  std::vector<std::string> node_ips;     ///< by rank
+  enum class dag_state { none, compiling, ready } dag = dag_state::none;
+  uint64_t generation = 0;
+  std::deque<std::shared_ptr<pending_step>> queued;      ///< waiting for a slot
+  std::map<uint64_t, std::shared_ptr<pending_step>> in_flight;  ///< by sequence number
+  step_window window{1};
+  in_order_buffer<std::shared_ptr<pending_step>> done{0};
+  std::unique_ptr<kv_output_aggregator> kv;
+  uint64_t steps_ok = 0;
+  uint64_t steps_failed = 0;
   static inline const char* name = "cafex.driver";
 };
 
-driver_actor::behavior_type
-driver_impl(driver_actor::stateful_pointer<driver_state> self, driver_options opts);
+using driver_ptr = driver_actor::stateful_pointer<driver_state>;
+
+driver_actor::behavior_type driver_impl(driver_ptr self, driver_options opts);
+
+/// "rank 3 on node ab12".
+std::string who(const driver_state& st, int rank);
 
 } // namespace cafex

@@ -1,5 +1,6 @@
 // The driver actor's protocol: hold the workers in rank order, fan out collective_rpc,
-// run steps, answer health.
+// run steps through the compiled dataflow (collecting what its stages report), answer
+// health.
 #pragma once
 
 #include <cstdint>
@@ -10,22 +11,32 @@
 #include <caf/typed_actor.hpp>
 
 #include "actors/atoms.hpp"
+#include "actors/dataflow_protocol.hpp"
 #include "actors/messages.hpp"
 #include "actors/worker_protocol.hpp"
 #include "runtime/scheduler_output.hpp"
 
 namespace cafex {
 
-using driver_actor = caf::typed_actor<
+using driver_actor = step_sink_actor::extend<
   /// (workers, handles by created rank, their node ids, tp, pp): take the workers over.
   caf::replies_to<workers_atom, std::vector<worker_actor>, std::vector<std::string>,
                   int32_t, int32_t>::with<bool>,
   /// (rerank, order): order[adjusted rank] = created rank.
   caf::replies_to<rerank_atom, std::vector<int32_t>>::with<bool>,
+  /// (dag, store url, node ips by rank): where the dataflow's channels meet.
+  caf::replies_to<dag_atom, std::string, std::vector<std::string>>::with<bool>,
   /// collective_rpc: (rpc, method, JSON args, options) -> JSON result per rank.
   caf::replies_to<rpc_atom, std::string, std::string, rpc_options>::with<
     std::vector<std::string>>,
-  caf::replies_to<execute_atom, scheduler_output>::with<model_runner_output>,
+  /// execute_model: (execute, step, fail_fast). Waits for a free pipeline slot unless
+  /// fail_fast; answers in step order.
+  caf::replies_to<execute_atom, scheduler_output, bool>::with<model_runner_output>,
+  caf::reacts_to<deadline_atom, uint64_t>,
+  /// Tears the compiled dataflow down; the next step compiles it again.
+  caf::replies_to<teardown_atom>::with<bool>,
+  /// Dataflow counters as JSON text.
+  caf::replies_to<stats_atom>::with<std::string>,
   caf::replies_to<health_atom>::with<std::vector<worker_health>>,
   /// Stops every worker and quits.
   caf::replies_to<stop_atom>::with<bool>>;

@@ -24,6 +24,8 @@ system_config::system_config(const liveness_options& live) {
   add_message_type<worker_health>("cafex::worker_health");
   add_message_type<std::vector<worker_health>>("std::vector<cafex::worker_health>");
   add_message_type<rpc_options>("cafex::rpc_options");
+  add_message_type<tensor_desc>("cafex::tensor_desc");
+  add_message_type<dag_config>("cafex::dag_config");
   add_message_type<worker_actor>("cafex::worker_actor");
   add_message_type<std::vector<worker_actor>>("std::vector<cafex::worker_actor>");
   add_message_type<node_agent_actor>("cafex::node_agent_actor");

@@ -6,9 +6,59 @@
 
 namespace cafex {
 
-worker_actor::behavior_type
-worker_actor_impl(worker_actor::stateful_pointer<worker_actor_state> self, worker_state st,
-                  method_table methods, node_agent_actor agent) {
+namespace {
+
+using state_ptr = worker_actor::stateful_pointer<worker_actor_state>;
+
+step_sink_actor sink_of(state_ptr self) {
+  return caf::actor_cast<step_sink_actor>(self->state.stage->config().sink);
+}
+
+void report_failure(state_ptr self, uint64_t seq, caf::error err) {
+  auto& st = self->state.st;
+  spdlog::warn("rank {} failed step {}: {}", st.rank, seq, describe(err));
+  self->send(sink_of(self), stepfail_atom::value, seq, int32_t{st.rank}, std::move(err));
+}
+
+/// Runs this rank's stage for step `seq` and passes the result on.
+void run_step(state_ptr self, uint64_t seq, const scheduler_output& step,
+              const intermediate_tensors* input) {
+  auto& s = self->state;
+  auto rank = int32_t{s.st.rank};
+  caf::expected<worker_stage::outcome> out{caf::error{}};
+  try {
+    out = s.stage->run(*s.st.runner, seq, step, input);
+  } catch (const std::exception& e) {
+    out = make_error(errc::model_failed, "rank " + std::to_string(rank)
+                                           + ": execute_model threw: " + e.what());
+  }
+  if (!out) {
+    auto err = out.error();
+    if (code_of(err) != errc::none && describe(err).find("rank ") == std::string::npos)
+      err = make_error(code_of(err), "rank " + std::to_string(rank) + " on node "
+                                       + s.st.node_id + ": " + describe(err));
+    report_failure(self, seq, std::move(err));
+    return;
+  }
+  if (out->forward) {
+    // Descriptor first, so the next stage posts its receive; then the bytes.
+    auto next = caf::actor_cast<worker_actor>(s.stage->config().next);
+    self->send(next, stage_atom::value, seq, step, *out->forward);
+    if (auto err = s.stage->push(seq, *out)) {
+      report_failure(self, seq, std::move(err));
+      return;
+    }
+  }
+  if (out->report)
+    self->send(sink_of(self), result_atom::value, seq, rank, std::move(*out->report));
+  else
+    self->send(sink_of(self), progress_atom::value, seq, rank);
+}
+
+} // namespace
+
+worker_actor::behavior_type worker_actor_impl(state_ptr self, worker_state st,
+                                              method_table methods, node_agent_actor agent) {
   self->state.st = std::move(st);
   self->state.methods = std::move(methods);
   // A worker without its node agent has nobody to answer to: leave.
@@ -25,20 +75,38 @@ worker_actor_impl(worker_actor::stateful_pointer<worker_actor_state> self, worke
         return r.error();
       return std::move(*r);
     },
-    [self](execute_atom, const scheduler_output& step) -> caf::result<model_runner_output> {
-      auto& st = self->state.st;
-      if (!st.runner)
-        return make_error(errc::not_ready, "rank " + std::to_string(st.rank)
+    [self](dag_atom, dag_config& cfg) -> caf::result<bool> {
+      auto& s = self->state;
+      if (!s.st.runner)
+        return make_error(errc::not_ready, "rank " + std::to_string(s.st.rank)
                                              + " has no model loaded; run load_model first");
-      try {
-        auto r = st.runner->execute(step, nullptr);
-        if (!r)
-          return r.error();
-        return std::move(r->output);
-      } catch (const std::exception& e) {
-        return make_error(errc::model_failed, "rank " + std::to_string(st.rank)
-                                                + ": execute_model threw: " + e.what());
+      s.stage.reset();
+      auto stage = worker_stage::open(s.st, std::move(cfg));
+      if (!stage)
+        return stage.error();
+      s.stage = std::move(*stage);
+      return true;
+    },
+    [self](execute_atom, uint64_t seq, const scheduler_output& step) {
+      auto& s = self->state;
+      if (!s.stage || !s.stage->first())
+        return; // a step from a dataflow that was torn down
+      run_step(self, seq, step, nullptr);
+    },
+    [self](stage_atom, uint64_t seq, const scheduler_output& step, const tensor_desc& desc) {
+      auto& s = self->state;
+      if (!s.stage || s.stage->first())
+        return;
+      auto input = s.stage->receive(seq, desc);
+      if (!input) {
+        report_failure(self, seq, input.error());
+        return;
       }
+      run_step(self, seq, step, &*input);
+    },
+    [self](teardown_atom) -> bool {
+      self->state.stage.reset();
+      return true;
     },
   };
 }

@@ -1,22 +1,26 @@
-// The worker actor (the seed's RayWorkerWrapper): runs methods by name and model steps
-// for one rank, and quits when its node agent goes away.
+// The worker actor (the seed's RayWorkerWrapper): runs methods by name and its stage of
+// the compiled dataflow for one rank, and quits when its node agent goes away.
 #pragma once
+
+#include <memory>
 
 #include <caf/all.hpp>
 
 #include "actors/node_agent_protocol.hpp"
 #include "actors/worker_methods.hpp"
 #include "actors/worker_protocol.hpp"
+#include "actors/worker_stage.hpp"
 
 namespace cafex {
 
 struct worker_actor_state {
   worker_state st;
   method_table methods;
+  std::unique_ptr<worker_stage> stage;
   static inline const char* name = "cafex.worker";
 };
 
-/// Spawn detached: model steps and communicator set-up block their thread.
+/// Spawn detached: model steps and channel transfers block their thread.
 worker_actor::behavior_type
 worker_actor_impl(worker_actor::stateful_pointer<worker_actor_state> self, worker_state st,
                   method_table methods, node_agent_actor agent);

@@ -1,5 +1,5 @@
 // The worker's protocol: methods by name (JSON arguments and results, the seed's
-// execute_method) and one model step.
+// execute_method) and its part of the compiled dataflow.
 #pragma once
 
 #include <string>
@@ -8,14 +8,22 @@
 #include <caf/typed_actor.hpp>
 
 #include "actors/atoms.hpp"
+#include "actors/dataflow_protocol.hpp"
 #include "runtime/scheduler_output.hpp"
+#include "transport/tensor_desc.hpp"
 
 namespace cafex {
 
 using worker_actor = caf::typed_actor<
   /// (call, method, JSON args) -> JSON result; unknown methods fail with unknown_method.
   caf::replies_to<call_atom, std::string, std::string>::with<std::string>,
-  /// One step on this worker's stage (stage 0 without pipeline input).
-  caf::replies_to<execute_atom, scheduler_output>::with<model_runner_output>>;
+  /// Compile: learn the stage, open the channel to the next stage.
+  caf::replies_to<dag_atom, dag_config>::with<bool>,
+  /// Stage 0: run step `seq` from the scheduler output.
+  caf::reacts_to<execute_atom, uint64_t, scheduler_output>,
+  /// Later stages: the previous stage's output; the bytes arrive on the channel.
+  caf::reacts_to<stage_atom, uint64_t, scheduler_output, tensor_desc>,
+  /// Drop the dataflow (close channels).
+  caf::replies_to<teardown_atom>::with<bool>>;
 
 } // namespace cafex

@@ -12,6 +12,7 @@
 #include "actors/node_agent_actor.hpp"
 #include "runtime/env_policy.hpp"
 #include "runtime/version.hpp"
+#include "transport/channel.hpp"
 #include "transport/rendezvous_server.hpp"
 
 namespace cafex {
@@ -81,6 +82,9 @@ struct executor::impl {
   }
 
   caf::error start_up();
+  size_t max_concurrent() const {
+    return opts.async_scheduling ? 2 : static_cast<size_t>(opts.parallel.pipeline_parallel_size);
+  }
   caf::error place_and_spawn(clock::time_point deadline);
   caf::error configure(clock::time_point deadline);
 
@@ -136,9 +140,19 @@ caf::error executor::impl::start_up() {
   }
   spdlog::info("node agent {} on {}:{} with {} device(s)", ao.info.node_id, opts.host_ip,
                *port, devices);
+  auto channel = parse_channel_type(opts.channel);
+  if (!channel)
+    return channel.error();
   driver_options dopts;
   dopts.default_rpc_timeout = opts.rpc_timeout;
   dopts.step_timeout = opts.step_timeout;
+  dopts.max_concurrent_batches = max_concurrent();
+  dopts.channel = to_string(resolve_channel_type(*channel, opts.device));
+  dopts.kv_connector = opts.kv_connector;
+  dopts.channel_timeout = opts.start_timeout;
+  if (!opts.kv_connector.empty() && opts.kv_connector != "loopback")
+    return make_error(errc::invalid_argument, "unknown KV connector '" + opts.kv_connector
+                                                + "'; use loopback or none");
   driver = sys.spawn(driver_impl, dopts);
   if (auto err = place_and_spawn(deadline))
     return err;
@@ -286,6 +300,13 @@ caf::error executor::impl::configure(clock::time_point deadline) {
     return r.error();
   if (auto r = rpc("load_model", "null", left(deadline)); !r)
     return r.error();
+  std::vector<std::string> rank_ips;
+  for (const auto& w : plan.workers)
+    rank_ips.push_back(w.ip);
+  if (auto r = ask<bool>(driver, left(deadline), dag_atom::value,
+                         plan.distributed_init_method, rank_ips);
+      !r)
+    return r.error();
   spdlog::info("{} worker(s) ready: tp={} pp={} init={}", world,
                opts.parallel.tensor_parallel_size, opts.parallel.pipeline_parallel_size,
                plan.distributed_init_method);
@@ -330,11 +351,53 @@ executor::collective_rpc_async(const std::string& method, const nlohmann::json& 
 }
 
 caf::expected<model_runner_output> executor::execute_model(const scheduler_output& step) {
+  return execute_model_async(step).get();
+}
+
+std::future<caf::expected<model_runner_output>>
+executor::execute_model_async(const scheduler_output& step, bool fail_fast) {
+  using result = caf::expected<model_runner_output>;
+  auto prom = std::make_shared<std::promise<result>>();
+  auto fut = prom->get_future();
+  if (impl_->stopped) {
+    prom->set_value(make_error(errc::not_ready, "execute_model after shutdown"));
+    return fut;
+  }
+  // A one-shot actor waits for the driver's answer: no thread blocks for it, and the
+  // caller's thread is free until it asks the future.
+  auto driver = impl_->driver;
+  auto timeout = impl_->opts.step_timeout + std::chrono::seconds(5);
+  impl_->sys.spawn([=](caf::event_based_actor* self) {
+    self->request(driver, timeout, execute_atom::value, step, fail_fast)
+      .then([=](model_runner_output& out) { prom->set_value(std::move(out)); },
+            [=](caf::error& err) {
+              if (err == caf::sec::request_timeout)
+                prom->set_value(make_error(errc::timeout, "the driver did not answer the step"));
+              else
+                prom->set_value(std::move(err));
+            });
+  });
+  return fut;
+}
+
+size_t executor::max_concurrent_batches() const {
+  return impl_->max_concurrent();
+}
+
+caf::error executor::teardown_dataflow() {
   if (impl_->stopped)
-    return make_error(errc::not_ready, "execute_model after shutdown");
-  return impl_->ask<model_runner_output>(impl_->driver,
-                                         impl_->opts.step_timeout + std::chrono::seconds(5),
-                                         execute_atom::value, step);
+    return make_error(errc::not_ready, "teardown after shutdown");
+  auto r = impl_->ask<bool>(impl_->driver, std::chrono::seconds(15), teardown_atom::value);
+  return r ? caf::none : r.error();
+}
+
+caf::expected<nlohmann::json> executor::dataflow_stats() {
+  if (impl_->stopped)
+    return make_error(errc::not_ready, "dataflow_stats after shutdown");
+  auto r = impl_->ask<std::string>(impl_->driver, std::chrono::seconds(10), stats_atom::value);
+  if (!r)
+    return r.error();
+  return nlohmann::json::parse(*r);
 }
 
 caf::expected<std::vector<worker_health>> executor::check_health() {

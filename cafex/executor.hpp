@@ -37,6 +37,9 @@ struct executor_options {
   std::chrono::milliseconds start_timeout{60000};  ///< whole start-up
   std::chrono::milliseconds rpc_timeout{60000};    ///< collective_rpc default
   std::chrono::milliseconds step_timeout{300000};  ///< one execute_model (the seed's 300 s)
+  std::string channel = "auto";        ///< auto, nccl, gloo or shm (the seed's channel type)
+  bool async_scheduling = false;       ///< max_concurrent_batches = 2 instead of PP size
+  std::string kv_connector;            ///< "" (none) or "loopback" (every rank reports)
   liveness_options liveness;
 };
 
@@ -67,6 +70,22 @@ public:
 
   /// One model step; blocks until the output arrives or the step deadline passes.
   caf::expected<model_runner_output> execute_model(const scheduler_output& step);
+
+  /// execute_model with non_block: up to max_concurrent_batches() steps run at once and
+  /// their futures complete in submission order. Past the limit the step waits for a
+  /// slot, or fails at once with errc::too_many_in_flight when `fail_fast`.
+  std::future<caf::expected<model_runner_output>>
+  execute_model_async(const scheduler_output& step, bool fail_fast = false);
+
+  /// PP size, or 2 with async scheduling (the seed's max_concurrent_batches).
+  size_t max_concurrent_batches() const;
+
+  /// Tears the compiled dataflow down (pending steps fail); the next step compiles it
+  /// again.
+  caf::error teardown_dataflow();
+
+  /// Dataflow counters (in_flight, max_observed, dispatched, steps_ok, ...).
+  caf::expected<nlohmann::json> dataflow_stats();
 
   /// Per-worker health as the driver sees it.
   caf::expected<std::vector<worker_health>> check_health();

@@ -35,11 +35,8 @@ tensor_desc make_tensor_desc(dtype type, std::vector<int64_t> shape, uint64_t st
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, tensor_desc& x) {
-  auto t = static_cast<uint8_t>(x.type);
-  auto r = f(caf::meta::type_name("cafex::tensor_desc"), t, x.shape, x.device,
-             x.byte_size, x.step_id, x.tag);
-  x.type = static_cast<dtype>(t);
-  return r;
+  return f(caf::meta::type_name("cafex::tensor_desc"), x.type, x.shape, x.device,
+           x.byte_size, x.step_id, x.tag);
 }
 
 } // namespace cafex

@@ -1,0 +1,47 @@
+// The compiled dataflow (the seed's compiled DAG): what each worker learns when it is
+// compiled, and the messages its stages send to the driver.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <caf/actor_control_block.hpp>
+#include <caf/error.hpp>
+#include <caf/meta/type_name.hpp>
+#include <caf/replies_to.hpp>
+#include <caf/typed_actor.hpp>
+
+#include "actors/atoms.hpp"
+#include "runtime/scheduler_output.hpp"
+
+namespace cafex {
+
+/// Where the driver collects step results: (result | progress | stepfail, seq, rank, ...).
+using step_sink_actor = caf::typed_actor<
+  caf::reacts_to<result_atom, uint64_t, int32_t, model_runner_output>,
+  caf::reacts_to<progress_atom, uint64_t, int32_t>,
+  caf::reacts_to<stepfail_atom, uint64_t, int32_t, caf::error>>;
+
+/// One worker's place in the dataflow.
+struct dag_config {
+  uint64_t generation = 0;      ///< bumps on every compile; names the channels
+  int32_t stage = 0;            ///< pipeline rank
+  int32_t num_stages = 1;
+  std::string channel = "gloo"; ///< resolved channel type for intermediate tensors
+  std::string store_url;        ///< rendezvous store (distributed_init_method)
+  std::string bind_host;        ///< this worker's address for channel sockets
+  int64_t timeout_ms = 30000;   ///< channel set-up and transfer deadline
+  bool report_all = false;      ///< KV connector: every rank reports its output
+  std::string kv_connector;     ///< "" or "loopback" (reports finished requests)
+  caf::strong_actor_ptr next;   ///< worker i of stage + 1 (null on the last stage)
+  caf::strong_actor_ptr sink;   ///< the driver
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, dag_config& x) {
+  return f(caf::meta::type_name("cafex::dag_config"), x.generation, x.stage, x.num_stages,
+           x.channel, x.store_url, x.bind_host, x.timeout_ms, x.report_all, x.kv_connector,
+           x.next, x.sink);
+}
+
+} // namespace cafex

@@ -1,0 +1,252 @@
+#include "actors/driver_dataflow.hpp"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "runtime/error.hpp"
+
+namespace cafex {
+
+namespace {
+
+int output_rank(const driver_state& st) {
+  // The seed returns refs[0]: worker 0 of the last pipeline stage.
+  return (st.pp - 1) * st.tp;
+}
+
+/// Answers every step whose predecessors were all answered, in order.
+void release_in_order(driver_ptr self) {
+  for (auto& [seq, p] : self->state.done.pop_ready()) {
+    if (p->error)
+      p->rp.deliver(p->error);
+    else
+      p->rp.deliver(std::move(p->output));
+  }
+}
+
+void try_dispatch(driver_ptr self);
+
+void finish(driver_ptr self, uint64_t seq, caf::error err) {
+  auto& st = self->state;
+  auto i = st.in_flight.find(seq);
+  if (i == st.in_flight.end())
+    return;
+  auto p = i->second;
+  st.in_flight.erase(i);
+  p->finished = true;
+  if (err) {
+    p->error = std::move(err);
+    ++st.steps_failed;
+  } else {
+    ++st.steps_ok;
+    if (st.kv)
+      p->output = st.kv->aggregate(std::move(p->outputs), static_cast<size_t>(output_rank(st)));
+  }
+  st.window.complete();
+  st.done.put(seq, p);
+  release_in_order(self);
+  try_dispatch(self);
+}
+
+void try_dispatch(driver_ptr self) {
+  auto& st = self->state;
+  while (st.dag == driver_state::dag_state::ready && st.window.can_dispatch()
+         && !st.queued.empty()) {
+    auto p = st.queued.front();
+    st.queued.pop_front();
+    auto seq = st.window.dispatch();
+    for (int r = 0; r < st.tp * st.pp; ++r)
+      p->owing.insert(r);
+    if (st.kv)
+      p->outputs.resize(static_cast<size_t>(st.tp * st.pp));
+    st.in_flight.emplace(seq, p);
+    for (int r = 0; r < st.tp; ++r)
+      self->send(st.workers[r], execute_atom::value, seq, p->step);
+    self->delayed_send(self, st.opts.step_timeout, deadline_atom::value, seq);
+  }
+}
+
+void compile(driver_ptr self) {
+  auto& st = self->state;
+  st.dag = driver_state::dag_state::compiling;
+  auto gen = ++st.generation;
+  auto world = st.tp * st.pp;
+  auto remaining = std::make_shared<int>(world);
+  auto failed = std::make_shared<bool>(false);
+  auto deadline = st.opts.channel_timeout + std::chrono::seconds(5);
+  spdlog::debug("compiling dataflow generation {}: {} stage(s) x {} rank(s), channel {}", gen,
+                st.pp, st.tp, st.opts.channel);
+  for (int r = 0; r < world; ++r) {
+    dag_config cfg;
+    cfg.generation = gen;
+    cfg.stage = r / st.tp;
+    cfg.num_stages = st.pp;
+    cfg.channel = st.opts.channel;
+    cfg.store_url = st.store_url;
+    cfg.bind_host = r < static_cast<int>(st.node_ips.size()) ? st.node_ips[r] : "127.0.0.1";
+    cfg.timeout_ms = st.opts.channel_timeout.count();
+    cfg.report_all = !st.opts.kv_connector.empty();
+    cfg.kv_connector = st.opts.kv_connector;
+    if (cfg.stage < st.pp - 1)
+      cfg.next = caf::actor_cast<caf::strong_actor_ptr>(st.workers[r + st.tp]);
+    cfg.sink = caf::actor_cast<caf::strong_actor_ptr>(self);
+    self->request(st.workers[r], deadline, dag_atom::value, cfg)
+      .then(
+        [self, gen, remaining, failed](bool) {
+          auto& st = self->state;
+          if (*failed || st.generation != gen)
+            return;
+          if (--*remaining == 0) {
+            st.dag = driver_state::dag_state::ready;
+            st.done.reset(st.window.next_seq());
+            try_dispatch(self);
+          }
+        },
+        [self, gen, failed, r](caf::error& err) {
+          auto& st = self->state;
+          if (*failed || st.generation != gen)
+            return;
+          *failed = true;
+          st.dag = driver_state::dag_state::none;
+          auto e = make_error(code_of(err) == errc::none ? errc::transport_failed : code_of(err),
+                              "compiling the dataflow failed at " + who(st, r) + ": "
+                                + describe(err));
+          fail_all_steps(self, e);
+        });
+  }
+}
+
+} // namespace
+
+caf::result<model_runner_output> submit_step(driver_ptr self, scheduler_output step,
+                                             bool fail_fast) {
+  auto& st = self->state;
+  if (st.workers.empty())
+    return make_error(errc::not_ready, "execute_model before the workers exist");
+  for (size_t r = 0; r < st.dead.size(); ++r)
+    if (!st.dead[r].empty())
+      return make_error(errc::worker_lost,
+                        who(st, static_cast<int>(r)) + " is gone (" + st.dead[r] + ")");
+  if (fail_fast && (!st.window.can_dispatch() || !st.queued.empty()))
+    return make_error(errc::too_many_in_flight,
+                      std::to_string(st.window.in_flight()) + " step(s) in flight, the limit "
+                        + "(max_concurrent_batches) is "
+                        + std::to_string(st.window.max_in_flight())
+                        + "; wait for a result before submitting more");
+  auto p = std::make_shared<pending_step>();
+  p->step = std::move(step);
+  p->fail_fast = fail_fast;
+  p->rp = self->make_response_promise<model_runner_output>();
+  st.queued.push_back(p);
+  if (st.dag == driver_state::dag_state::none)
+    compile(self);
+  else
+    try_dispatch(self);
+  return p->rp;
+}
+
+void on_step_result(driver_ptr self, uint64_t seq, int rank, model_runner_output& out) {
+  auto& st = self->state;
+  auto i = st.in_flight.find(seq);
+  if (i == st.in_flight.end())
+    return; // late report of a step that already failed
+  auto& p = i->second;
+  p->owing.erase(rank);
+  if (st.kv) {
+    if (rank >= 0 && static_cast<size_t>(rank) < p->outputs.size())
+      p->outputs[rank] = std::move(out);
+    if (p->owing.empty())
+      finish(self, seq, caf::none);
+    return;
+  }
+  if (rank == output_rank(st)) {
+    p->output = std::move(out);
+    finish(self, seq, caf::none);
+  }
+}
+
+void on_step_progress(driver_ptr self, uint64_t seq, int rank) {
+  auto i = self->state.in_flight.find(seq);
+  if (i != self->state.in_flight.end())
+    i->second->owing.erase(rank);
+}
+
+void on_step_failed(driver_ptr self, uint64_t seq, int rank, caf::error& err) {
+  finish(self, seq, std::move(err));
+}
+
+void on_step_deadline(driver_ptr self, uint64_t seq) {
+  auto& st = self->state;
+  auto i = st.in_flight.find(seq);
+  if (i == st.in_flight.end())
+    return;
+  auto& owing = i->second->owing;
+  // Name the earliest stage that still owes output: the step is stuck there.
+  int stage = owing.empty() ? st.pp - 1 : *owing.begin() / st.tp;
+  std::string ranks;
+  for (int r : owing)
+    if (r / st.tp == stage)
+      ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+  auto err = make_error(errc::timeout,
+                        "step " + std::to_string(i->second->step.step_id) + " missed its "
+                          + std::to_string(st.opts.step_timeout.count()) + " ms deadline: stage "
+                          + std::to_string(stage) + " rank(s) [" + ranks
+                          + "] still owe output; check those workers' logs, or raise "
+                            "--step-timeout");
+  finish(self, seq, err);
+}
+
+void fail_all_steps(driver_ptr self, const caf::error& err) {
+  auto& st = self->state;
+  auto queued = std::move(st.queued);
+  st.queued.clear();
+  for (auto& p : queued)
+    p->rp.deliver(err);
+  std::vector<uint64_t> seqs;
+  for (auto& kv : st.in_flight)
+    seqs.push_back(kv.first);
+  for (auto seq : seqs)
+    finish(self, seq, err);
+}
+
+caf::result<bool> teardown_dataflow(driver_ptr self) {
+  auto& st = self->state;
+  ++st.generation; // late compile answers of the old generation are ignored
+  st.dag = driver_state::dag_state::none;
+  fail_all_steps(self, make_error(errc::not_ready, "the dataflow was torn down while this "
+                                                   "step was pending; submit it again"));
+  st.done.reset(st.window.next_seq());
+  auto rp = self->make_response_promise<bool>();
+  auto remaining = std::make_shared<size_t>(st.workers.size());
+  if (*remaining == 0) {
+    rp.deliver(true);
+    return rp;
+  }
+  for (auto& w : st.workers)
+    self->request(w, std::chrono::seconds(10), teardown_atom::value)
+      .then(
+        [rp, remaining](bool) mutable {
+          if (--*remaining == 0)
+            rp.deliver(true);
+        },
+        [rp, remaining](caf::error&) mutable {
+          if (--*remaining == 0)
+            rp.deliver(true);
+        });
+  return rp;
+}
+
+std::string dataflow_stats(const driver_state& st) {
+  nlohmann::json j = {{"compiled", st.dag == driver_state::dag_state::ready},
+                      {"generation", st.generation},
+                      {"in_flight", st.window.in_flight()},
+                      {"max_in_flight", st.window.max_in_flight()},
+                      {"max_observed", st.window.max_observed()},
+                      {"dispatched", st.window.next_seq()},
+                      {"queued", st.queued.size()},
+                      {"steps_ok", st.steps_ok},
+                      {"steps_failed", st.steps_failed}};
+  return j.dump();
+}
+
+} // namespace cafex

@@ -1,0 +1,30 @@
+// The driver's half of the compiled dataflow: compile on the first step, admit up to
+// max_concurrent_batches steps, collect what the stages report, enforce one deadline per
+// step, answer in step order, tear down.
+#pragma once
+
+#include <memory>
+
+#include "actors/driver_actor.hpp"
+
+namespace cafex {
+
+/// Queues a step; compiles the dataflow first if needed; dispatches when a slot is free.
+caf::result<model_runner_output> submit_step(driver_ptr self, scheduler_output step,
+                                             bool fail_fast);
+
+void on_step_result(driver_ptr self, uint64_t seq, int rank, model_runner_output& out);
+void on_step_progress(driver_ptr self, uint64_t seq, int rank);
+void on_step_failed(driver_ptr self, uint64_t seq, int rank, caf::error& err);
+void on_step_deadline(driver_ptr self, uint64_t seq);
+
+/// Fails every queued and in-flight step with `err`.
+void fail_all_steps(driver_ptr self, const caf::error& err);
+
+/// Fails pending steps, closes every worker's channels, forgets the compiled dataflow.
+caf::result<bool> teardown_dataflow(driver_ptr self);
+
+/// Counters as JSON text: in_flight, max_in_flight, max_observed, dispatched, ...
+std::string dataflow_stats(const driver_state& st);
+
+} // namespace cafex

@@ -43,6 +43,8 @@
 
 #include "actors/system_config.hpp"
 #include "bench/raw_tcp.hpp"
+#include "runtime/error.hpp"
+#include "bench/report.hpp"
 
 using namespace cafex::bench;
 using clock_type = std::chrono::steady_clock;
@@ -196,7 +198,19 @@ int main(int argc, char** argv) {
     }
   }
   // Both children before any thread exists.
-  auto peer = tcp_peer::start();
+  auto peer = raw_tcp_peer::start();
+  if (!peer) {
+    std::fprintf(stderr, "error: raw TCP peer: %s\n", cafex::describe(peer.error()).c_str());
+    return 1;
+  }
+  auto raw_pingpong = [&](int warm, int n) {
+    auto xs = (*peer)->roundtrip_us(static_cast<size_t>(n), 64, static_cast<size_t>(warm));
+    if (!xs) {
+      std::fprintf(stderr, "error: raw TCP ping-pong: %s\n", cafex::describe(xs.error()).c_str());
+      std::exit(1);
+    }
+    return latency_of(std::move(*xs));
+  };
   int pipefd[2];
   if (pipe(pipefd) != 0)
     return 1;
@@ -222,7 +236,7 @@ int main(int argc, char** argv) {
   }
   double load_before = load_average_1m();
   std::vector<result_row> rows;
-  rows.push_back({"raw TCP ping-pong (before)", peer.ping_pong(warmup, iterations)});
+  rows.push_back({"raw TCP ping-pong (before)", raw_pingpong(warmup, iterations)});
 
   // JSON work of one collective_rpc("noop"), in-process.
   if (only.empty() || std::string("JSON").find(only) != std::string::npos) {
@@ -239,7 +253,7 @@ int main(int argc, char** argv) {
       if (i >= warmup)
         samples.push_back(us);
     }
-    rows.push_back({"JSON of one noop call (in-process)", summarize(samples)});
+    rows.push_back({"JSON of one noop call (in-process)", latency_of(samples)});
   }
 
   {
@@ -286,14 +300,14 @@ int main(int argc, char** argv) {
         if (i >= warmup)
           samples.push_back(us);
       }
-      rows.push_back({name, summarize(samples)});
+      rows.push_back({name, latency_of(samples)});
     };
 
     if (wanted("actor->remote")) {
       auto loop = sys.spawn(looper, *scheduled);
       caf::scoped_actor self{sys};
       self->request(loop, caf::infinite, run_atom::value, int32_t{warmup}, int32_t{iterations})
-        .receive([&](std::vector<double>& s) { rows.push_back({"actor->remote", summarize(s)}); },
+        .receive([&](std::vector<double>& s) { rows.push_back({"actor->remote", latency_of(s)}); },
                  [&](caf::error& e) {
                    std::fprintf(stderr, "error: %s\n", sys.render(e).c_str());
                  });
@@ -307,7 +321,7 @@ int main(int argc, char** argv) {
     blocking("scoped, inf -> relay -> remote", false, false, relay_plain);
     auto relay_cafex = sys.spawn(relay, *detached, true);
     blocking("cafex shape (see header)", true, true, relay_cafex);
-    rows.push_back({"raw TCP ping-pong (after)", peer.ping_pong(warmup, iterations)});
+    rows.push_back({"raw TCP ping-pong (after)", raw_pingpong(warmup, iterations)});
     caf::anon_send_exit(relay_plain, caf::exit_reason::user_shutdown);
     caf::anon_send_exit(relay_cafex, caf::exit_reason::user_shutdown);
   }

@@ -3,23 +3,21 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <csignal>
-#include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <numeric>
-#include <stdexcept>
+#include <cstdint>
+#include <memory>
+#include <string>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <sched.h>
-#include <sys/prctl.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "runtime/stats.hpp"
+#include "runtime/error.hpp"
 
 namespace cafex::bench {
 
@@ -27,34 +25,45 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
-[[noreturn]] void fail(const std::string& what) {
-  throw std::runtime_error("raw tcp: " + what + ": " + std::strerror(errno));
+// RAII for a file descriptor.
+struct fd_guard {
+  int fd = -1;
+  explicit fd_guard(int x = -1) : fd(x) {}
+  fd_guard(const fd_guard&) = delete;
+  fd_guard& operator=(const fd_guard&) = delete;
+  ~fd_guard() {
+    if (fd >= 0)
+      ::close(fd);
+  }
+};
+
+caf::error sys_error(const std::string& what) {
+  return make_error(errc::transport_failed,
+                    "raw tcp bench: " + what + " failed: " + std::strerror(errno));
 }
 
-bool read_all(int fd, void* buf, size_t n) {
-  auto* p = static_cast<char*>(buf);
+bool write_all(int fd, const char* p, size_t n) {
   while (n > 0) {
-    auto r = ::read(fd, p, n);
-    if (r < 0 && errno == EINTR)
+    auto k = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (k < 0 && errno == EINTR)
       continue;
-    if (r <= 0)
+    if (k <= 0)
       return false;
-    p += r;
-    n -= static_cast<size_t>(r);
+    p += k;
+    n -= static_cast<size_t>(k);
   }
   return true;
 }
 
-bool write_all(int fd, const void* buf, size_t n) {
-  auto* p = static_cast<const char*>(buf);
+bool read_all(int fd, char* p, size_t n) {
   while (n > 0) {
-    auto r = ::write(fd, p, n);
-    if (r < 0 && errno == EINTR)
+    auto k = ::recv(fd, p, n, 0);
+    if (k < 0 && errno == EINTR)
       continue;
-    if (r <= 0)
+    if (k <= 0)
       return false;
-    p += r;
-    n -= static_cast<size_t>(r);
+    p += k;
+    n -= static_cast<size_t>(k);
   }
   return true;
 }
@@ -64,190 +73,157 @@ void no_delay(int fd) {
   ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
 
-// One connection: a mode byte and a 64-bit size, then echo ('P') or acknowledge ('B').
+// What the parent asks the child to do next: `count` rounds of `size` bytes, echoed
+// back whole ('P', ping-pong) or acknowledged with one byte ('B', bulk).
+struct command {
+  char op;
+  uint64_t size;
+  uint64_t count;
+};
+
+// The child's whole life: obey commands until the parent closes the connection.
 void serve(int fd) {
-  no_delay(fd);
-  char mode = 0;
-  uint64_t size = 0;
-  if (!read_all(fd, &mode, 1) || !read_all(fd, &size, sizeof(size)))
-    return;
-  std::vector<char> buf(std::max<uint64_t>(size, 1));
-  if (mode == 'P') {
-    while (read_all(fd, buf.data(), size) && write_all(fd, buf.data(), size)) {
-    }
-  } else if (mode == 'B') {
-    // Read in chunks so that a 64 MiB transfer needs no 64 MiB buffer.
-    buf.resize(std::min<uint64_t>(size, 1 << 20));
-    for (;;) {
-      uint64_t left = size;
-      while (left > 0) {
-        auto r = ::read(fd, buf.data(), std::min<uint64_t>(left, buf.size()));
-        if (r < 0 && errno == EINTR)
-          continue;
-        if (r <= 0)
-          return;
-        left -= static_cast<uint64_t>(r);
-      }
-      char ack = 'k';
-      if (!write_all(fd, &ack, 1))
+  std::vector<char> buf;
+  command cmd{};
+  while (read_all(fd, reinterpret_cast<char*>(&cmd), sizeof(cmd))) {
+    buf.resize(cmd.size);
+    for (uint64_t i = 0; i < cmd.count; ++i) {
+      if (!read_all(fd, buf.data(), buf.size()))
+        return;
+      bool ok = cmd.op == 'P' ? write_all(fd, buf.data(), buf.size())
+                              : write_all(fd, "a", 1);
+      if (!ok)
         return;
     }
   }
 }
 
-int connect_to(uint16_t port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0)
-    fail("socket");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(port);
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
-    fail("connect");
-  no_delay(fd);
-  return fd;
-}
-
-void hello(int fd, char mode, uint64_t size) {
-  if (!write_all(fd, &mode, 1) || !write_all(fd, &size, sizeof(size)))
-    fail("handshake");
+double seconds_since(clock_type::time_point t) {
+  return std::chrono::duration<double>(clock_type::now() - t).count();
 }
 
 } // namespace
 
-latency_stats summarize(std::vector<double> samples_us) {
-  latency_stats s;
-  s.samples_us = std::move(samples_us);
-  if (s.samples_us.empty())
-    return s;
-  s.p50 = percentile(s.samples_us, 50);
-  s.p99 = percentile(s.samples_us, 99);
-  s.mean = std::accumulate(s.samples_us.begin(), s.samples_us.end(), 0.0)
-           / static_cast<double>(s.samples_us.size());
-  s.min = *std::min_element(s.samples_us.begin(), s.samples_us.end());
-  return s;
-}
-
-double median(std::vector<double> xs) {
-  if (xs.empty())
-    return 0;
-  std::sort(xs.begin(), xs.end());
-  auto n = xs.size();
-  return n % 2 ? xs[n / 2] : (xs[n / 2 - 1] + xs[n / 2]) / 2;
-}
-
-tcp_peer tcp_peer::start() {
-  int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (lfd < 0)
-    fail("socket");
-  int one = 1;
-  ::setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+caf::expected<std::unique_ptr<raw_tcp_peer>> raw_tcp_peer::start() {
+  fd_guard listener{::socket(AF_INET, SOCK_STREAM, 0)};
+  if (listener.fd < 0)
+    return sys_error("socket");
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
-  addr.sin_port = 0;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
-    fail("bind");
-  if (::listen(lfd, 8) != 0)
-    fail("listen");
   socklen_t len = sizeof(addr);
-  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&addr), &len);
-  auto port = ntohs(addr.sin_port);
-  std::fflush(nullptr);
-  pid_t parent = ::getpid();
+  if (::bind(listener.fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0
+      || ::listen(listener.fd, 1) != 0
+      || ::getsockname(listener.fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+    return sys_error("bind/listen on 127.0.0.1");
   pid_t pid = ::fork();
   if (pid < 0)
-    fail("fork");
+    return sys_error("fork");
   if (pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent)
-      ::_exit(0);
-    for (;;) {
-      int fd = ::accept(lfd, nullptr, nullptr);
-      if (fd < 0) {
-        if (errno == EINTR)
-          continue;
-        ::_exit(1);
-      }
-      serve(fd);
-      ::close(fd);
-    }
+    // Child: connect back, serve, and leave without running the parent's destructors.
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0)
+      ::_exit(2);
+    no_delay(fd);
+    serve(fd);
+    ::_exit(0);
   }
-  ::close(lfd);
-  return tcp_peer{pid, port};
+  // From here the peer object owns the child, so every exit path reaps it.
+  std::unique_ptr<raw_tcp_peer> peer{new raw_tcp_peer(-1, pid)};
+  pollfd pfd{listener.fd, POLLIN, 0};
+  if (::poll(&pfd, 1, 10000) != 1)
+    return make_error(errc::timeout, "raw tcp bench: the child did not connect within 10 s");
+  peer->fd_ = ::accept(listener.fd, nullptr, nullptr);
+  if (peer->fd_ < 0)
+    return sys_error("accept");
+  no_delay(peer->fd_);
+  return peer;
 }
 
-tcp_peer::tcp_peer(tcp_peer&& other) noexcept : pid_(other.pid_), port_(other.port_) {
-  other.pid_ = -1;
+raw_tcp_peer::~raw_tcp_peer() {
+  if (fd_ >= 0)
+    ::close(fd_); // the child reads EOF and exits
+  else
+    ::kill(pid_, SIGKILL); // it never connected
+  int status = 0;
+  ::waitpid(pid_, &status, 0);
 }
 
-tcp_peer::~tcp_peer() {
-  if (pid_ > 0) {
-    ::kill(pid_, SIGKILL);
-    ::waitpid(pid_, nullptr, 0);
-  }
+caf::expected<size_t> raw_tcp_peer::set_send_buffer(size_t bytes) {
+  int value = static_cast<int>(bytes);
+  socklen_t len = sizeof(value);
+  if (::setsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &value, len) != 0
+      || ::getsockopt(fd_, SOL_SOCKET, SO_SNDBUF, &value, &len) != 0)
+    return sys_error("SO_SNDBUF");
+  return static_cast<size_t>(value);
 }
 
-latency_stats tcp_peer::ping_pong(int warmup, int iterations, size_t message_bytes) const {
-  int fd = connect_to(port_);
-  hello(fd, 'P', message_bytes);
-  std::vector<char> out(message_bytes, 'x'), in(message_bytes);
+caf::expected<std::vector<double>>
+raw_tcp_peer::roundtrip_us(size_t iterations, size_t message_bytes, size_t warmup) {
+  command cmd{'P', message_bytes, warmup + iterations};
+  if (!write_all(fd_, reinterpret_cast<const char*>(&cmd), sizeof(cmd)))
+    return sys_error("sending a command");
   std::vector<double> samples;
-  samples.reserve(static_cast<size_t>(iterations));
-  for (int i = 0; i < warmup + iterations; ++i) {
+  samples.reserve(iterations);
+  std::vector<char> buf(message_bytes, 'x');
+  for (size_t i = 0; i < warmup + iterations; ++i) {
     auto t0 = clock_type::now();
-    if (!write_all(fd, out.data(), out.size()) || !read_all(fd, in.data(), in.size()))
-      fail("ping-pong");
-    auto us = std::chrono::duration<double, std::micro>(clock_type::now() - t0).count();
+    if (!write_all(fd_, buf.data(), buf.size()) || !read_all(fd_, buf.data(), buf.size()))
+      return sys_error("ping-pong");
     if (i >= warmup)
-      samples.push_back(us);
+      samples.push_back(seconds_since(t0) * 1e6);
   }
-  ::close(fd);
-  return summarize(std::move(samples));
+  return samples;
 }
 
-std::vector<double> tcp_peer::bandwidth(size_t bytes, int reps) const {
-  int fd = connect_to(port_);
-  hello(fd, 'B', bytes);
-  std::vector<char> buf(bytes, 'b');
-  std::vector<double> gbps;
-  for (int i = 0; i < reps + 1; ++i) {
+caf::expected<std::vector<double>>
+raw_tcp_peer::bandwidth_gbps(size_t payload_bytes, size_t repetitions, size_t warmup) {
+  command cmd{'B', payload_bytes, warmup + repetitions};
+  if (!write_all(fd_, reinterpret_cast<const char*>(&cmd), sizeof(cmd)))
+    return sys_error("sending a command");
+  std::vector<double> samples;
+  std::vector<char> buf(payload_bytes, 'x');
+  char ack = 0;
+  for (size_t i = 0; i < warmup + repetitions; ++i) {
     auto t0 = clock_type::now();
-    char ack = 0;
-    if (!write_all(fd, buf.data(), buf.size()) || !read_all(fd, &ack, 1))
-      fail("bulk transfer");
-    auto s = std::chrono::duration<double>(clock_type::now() - t0).count();
-    if (i > 0)
-      gbps.push_back(static_cast<double>(bytes) / s / 1e9);
+    if (!write_all(fd_, buf.data(), buf.size()) || !read_all(fd_, &ack, 1))
+      return sys_error("bulk transfer");
+    if (i >= warmup)
+      samples.push_back(static_cast<double>(payload_bytes) / seconds_since(t0) / 1e9);
   }
-  ::close(fd);
-  return gbps;
+  return samples;
 }
 
-std::string machine_summary() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line, model = "unknown CPU";
-  while (std::getline(in, line))
-    if (line.rfind("model name", 0) == 0) {
-      auto colon = line.find(':');
-      if (colon != std::string::npos)
-        model = line.substr(colon + 2);
-      break;
-    }
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  int cores = 0;
-  if (::sched_getaffinity(0, sizeof(set), &set) == 0)
-    cores = CPU_COUNT(&set);
-  return model + " (" + std::to_string(cores) + " cores usable)";
+caf::expected<std::vector<double>>
+raw_tcp_roundtrip_us(size_t iterations, size_t message_bytes, size_t warmup) {
+  auto peer = raw_tcp_peer::start();
+  if (!peer)
+    return peer.error();
+  return (*peer)->roundtrip_us(iterations, message_bytes, warmup);
 }
 
-double load_average_1m() {
-  std::ifstream in("/proc/loadavg");
-  double x = -1;
-  in >> x;
-  return in ? x : -1;
+caf::expected<std::vector<double>>
+raw_tcp_bandwidth_gbps(size_t payload_bytes, size_t repetitions, size_t warmup) {
+  auto peer = raw_tcp_peer::start();
+  if (!peer)
+    return peer.error();
+  return (*peer)->bandwidth_gbps(payload_bytes, repetitions, warmup);
+}
+
+sample_stats summarize(std::vector<double> samples) {
+  sample_stats s;
+  if (samples.empty())
+    return s;
+  std::sort(samples.begin(), samples.end());
+  auto at = [&](double q) {
+    auto idx = static_cast<size_t>(q * static_cast<double>(samples.size() - 1) + 0.5);
+    return samples[std::min(idx, samples.size() - 1)];
+  };
+  s.min = samples.front();
+  s.p50 = at(0.5);
+  s.p99 = at(0.99);
+  s.max = samples.back();
+  return s;
 }
 
 } // namespace cafex::bench

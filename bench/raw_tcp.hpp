@@ -1,68 +1,71 @@
-// The raw loopback TCP baseline every benchmark prints beside its own numbers: a
-// ping-pong (round-trip latency) and a one-way bulk transfer (bandwidth) between two
-// processes over 127.0.0.1, with plain blocking sockets and TCP_NODELAY.
-//
-// The peer is a child process forked by tcp_peer::start(). Call it before the program
-// starts any thread (before a CAF actor system, an executor or a Gloo context): the
-// child then only runs blocking socket calls and never touches the parent's state.
+// The floor any TCP transport is measured against: plain sockets between this process
+// and a forked child on loopback. Benchmarks report Gloo (or CAF) beside these numbers,
+// measured in the same run on the same machine.
 #pragma once
 
 #include <cstddef>
-#include <cstdint>
-#include <string>
 #include <vector>
 
+#include <caf/expected.hpp>
+
+#include <memory>
 #include <sys/types.h>
 
 namespace cafex::bench {
 
-/// Latency samples in microseconds and their summary.
-struct latency_stats {
-  std::vector<double> samples_us;
-  double p50 = 0;
-  double p99 = 0;
-  double mean = 0;
-  double min = 0;
-};
-
-/// Fills p50, p99, mean and min from samples_us.
-latency_stats summarize(std::vector<double> samples_us);
-
-/// A forked child process on 127.0.0.1 that echoes ping-pong messages and acknowledges
-/// bulk transfers. One connection at a time; stopped (SIGKILL + waitpid) on destruction.
-class tcp_peer {
+/// A forked child connected over loopback TCP (TCP_NODELAY) that serves ping-pongs and
+/// bulk transfers on command. Keeping one child lets a benchmark interleave raw TCP
+/// samples with the transport under test, so both see the same machine load. Create it
+/// before the process starts threads (fork).
+class raw_tcp_peer {
 public:
-  /// Forks the peer; throws std::runtime_error when a socket call or fork fails.
-  static tcp_peer start();
+  static caf::expected<std::unique_ptr<raw_tcp_peer>> start();
 
-  tcp_peer(tcp_peer&& other) noexcept;
-  tcp_peer& operator=(tcp_peer&&) = delete;
-  tcp_peer(const tcp_peer&) = delete;
-  ~tcp_peer();
+  /// Closes the connection and reaps the child.
+  ~raw_tcp_peer();
 
-  uint16_t port() const { return port_; }
+  raw_tcp_peer(const raw_tcp_peer&) = delete;
+  raw_tcp_peer& operator=(const raw_tcp_peer&) = delete;
 
-  /// `warmup` untimed then `iterations` timed round trips of `message_bytes` each way.
-  latency_stats ping_pong(int warmup, int iterations, size_t message_bytes = 64) const;
+  /// Round-trip samples in microseconds, after `warmup` discarded ones.
+  caf::expected<std::vector<double>>
+  roundtrip_us(size_t iterations, size_t message_bytes = 64, size_t warmup = 100);
 
-  /// Sends `bytes` to the peer `reps` times (after one untimed transfer); each transfer
-  /// is timed from the first byte sent to the peer's one-byte acknowledgement of the
-  /// last. Returns GB/s (1e9 bytes per second) of each timed transfer.
-  std::vector<double> bandwidth(size_t bytes, int reps) const;
+  /// Sets this side's SO_SNDBUF (which turns off the kernel's autotuning for the
+  /// socket, as Gloo does when it sizes its send buffer to the message); returns the
+  /// size the kernel granted (capped by net.core.wmem_max, then doubled).
+  caf::expected<size_t> set_send_buffer(size_t bytes);
+
+  /// Samples of "send payload_bytes, wait for the child's 1-byte ack" in GB/s.
+  caf::expected<std::vector<double>>
+  bandwidth_gbps(size_t payload_bytes, size_t repetitions, size_t warmup = 1);
 
 private:
-  tcp_peer(pid_t pid, uint16_t port) : pid_(pid), port_(port) {}
-  pid_t pid_ = -1;
-  uint16_t port_ = 0;
+  raw_tcp_peer(int fd, pid_t pid) : fd_(fd), pid_(pid) {}
+
+  int fd_;
+  pid_t pid_;
 };
 
-/// The median of xs (0 for none).
-double median(std::vector<double> xs);
+/// Round trips of `message_bytes` (TCP_NODELAY) between this process and a forked echo
+/// child: one sample per iteration in microseconds, after `warmup` discarded ones.
+caf::expected<std::vector<double>>
+raw_tcp_roundtrip_us(size_t iterations, size_t message_bytes = 64, size_t warmup = 100);
 
-/// "Intel(R) Xeon(R) ... (2 cores)", from /proc/cpuinfo and the affinity mask.
-std::string machine_summary();
+/// One-way bandwidth to a forked child: each sample sends `payload_bytes` and waits for
+/// the child's 1-byte ack after it read them all, in GB/s (1e9 bytes per second).
+/// The ack makes it comparable to a send + recv-ack round on any other transport.
+caf::expected<std::vector<double>>
+raw_tcp_bandwidth_gbps(size_t payload_bytes, size_t repetitions, size_t warmup = 1);
 
-/// The 1-minute load average from /proc/loadavg (-1 if unreadable).
-double load_average_1m();
+/// Order statistics of samples (nearest rank).
+struct sample_stats {
+  double min = 0;
+  double p50 = 0;
+  double p99 = 0;
+  double max = 0;
+};
+
+sample_stats summarize(std::vector<double> samples);
 
 } // namespace cafex::bench

@@ -17,6 +17,8 @@
 #include <unistd.h>
 
 #include "bench/raw_tcp.hpp"
+#include "runtime/error.hpp"
+#include "bench/report.hpp"
 #include "cafex/executor.hpp"
 #include "runtime/logging.hpp"
 
@@ -111,7 +113,19 @@ int main(int argc, char** argv) {
     return 2;
   }
   // Before any thread exists: the raw TCP peer is a forked child.
-  auto peer = tcp_peer::start();
+  auto peer = raw_tcp_peer::start();
+  if (!peer) {
+    std::fprintf(stderr, "error: raw TCP peer: %s\n", cafex::describe(peer.error()).c_str());
+    return 1;
+  }
+  auto raw_pingpong = [&](int warm, int n) {
+    auto xs = (*peer)->roundtrip_us(static_cast<size_t>(n), 64, static_cast<size_t>(warm));
+    if (!xs) {
+      std::fprintf(stderr, "error: raw TCP ping-pong: %s\n", cafex::describe(xs.error()).c_str());
+      std::exit(1);
+    }
+    return latency_of(std::move(*xs));
+  };
   init_logging("warn", "bench");
   double load_before = load_average_1m();
 
@@ -119,7 +133,7 @@ int main(int argc, char** argv) {
   for (int tp : tps) {
     row r;
     r.workers = tp;
-    r.raw = peer.ping_pong(warmup, iterations);
+    r.raw = raw_pingpong(warmup, iterations);
     executor_options o;
     o.parallel.tensor_parallel_size = tp;
     o.worker_program = worker_program;
@@ -148,7 +162,7 @@ int main(int argc, char** argv) {
         samples.push_back(us);
     }
     (*ex)->shutdown();
-    r.rpc = summarize(std::move(samples));
+    r.rpc = latency_of(std::move(samples));
     rows.push_back(std::move(r));
   }
   double load_after = load_average_1m();

@@ -10,6 +10,7 @@
 
 #include "actors/driver_actor.hpp"
 #include "actors/node_agent_actor.hpp"
+#include "cafex/client_actor.hpp"
 #include "runtime/env_policy.hpp"
 #include "runtime/version.hpp"
 #include "transport/channel.hpp"
@@ -43,6 +44,7 @@ struct executor::impl {
   caf::actor_system sys;
   node_agent_actor agent;
   driver_actor driver;
+  caf::actor client;
   std::unique_ptr<rendezvous_server> store;
   rank_plan plan;
   std::mutex mtx;
@@ -154,6 +156,7 @@ caf::error executor::impl::start_up() {
     return make_error(errc::invalid_argument, "unknown KV connector '" + opts.kv_connector
                                                 + "'; use loopback or none");
   driver = sys.spawn(driver_impl, dopts);
+  client = spawn_client(sys, driver, opts.step_timeout + std::chrono::seconds(5));
   if (auto err = place_and_spawn(deadline))
     return err;
   return configure(deadline);
@@ -363,21 +366,20 @@ executor::execute_model_async(const scheduler_output& step, bool fail_fast) {
     prom->set_value(make_error(errc::not_ready, "execute_model after shutdown"));
     return fut;
   }
-  // A one-shot actor waits for the driver's answer: no thread blocks for it, and the
-  // caller's thread is free until it asks the future.
-  auto driver = impl_->driver;
-  auto timeout = impl_->opts.step_timeout + std::chrono::seconds(5);
-  impl_->sys.spawn([=](caf::event_based_actor* self) {
-    self->request(driver, timeout, execute_atom::value, step, fail_fast)
-      .then([=](model_runner_output& out) { prom->set_value(std::move(out)); },
-            [=](caf::error& err) {
-              if (err == caf::sec::request_timeout)
-                prom->set_value(make_error(errc::timeout, "the driver did not answer the step"));
-              else
-                prom->set_value(std::move(err));
-            });
+  submit(step, fail_fast, [prom](caf::expected<model_runner_output> r) {
+    prom->set_value(std::move(r));
   });
   return fut;
+}
+
+void executor::submit(const scheduler_output& step, bool fail_fast,
+                      std::function<void(caf::expected<model_runner_output>)> done) {
+  if (impl_->stopped) {
+    done(make_error(errc::not_ready, "execute_model after shutdown"));
+    return;
+  }
+  // One mailbox keeps the caller's submission order all the way to the driver.
+  caf::anon_send(impl_->client, execute_atom::value, step, fail_fast, step_callback{std::move(done)});
 }
 
 size_t executor::max_concurrent_batches() const {

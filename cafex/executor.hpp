@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <future>
 #include <memory>
 #include <string>
@@ -76,6 +77,11 @@ public:
   /// slot, or fails at once with errc::too_many_in_flight when `fail_fast`.
   std::future<caf::expected<model_runner_output>>
   execute_model_async(const scheduler_output& step, bool fail_fast = false);
+
+  /// execute_model with a completion handler, called once from a CAF thread with the
+  /// result (never block in it: post to your own event loop, e.g. boost::asio::post).
+  void submit(const scheduler_output& step, bool fail_fast,
+              std::function<void(caf::expected<model_runner_output>)> done);
 
   /// PP size, or 2 with async scheduling (the seed's max_concurrent_batches).
   size_t max_concurrent_batches() const;

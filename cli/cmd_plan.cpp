@@ -58,7 +58,8 @@ arg_parser make_parser() {
   p.flag({{"--bundle-indices"}, "I,J,..",
           "bundles the workers take, one per rank (the seed's VLLM_RAY_BUNDLE_INDICES)",
           "the first tp * pp"});
-  p.flag({{"--strategy"}, "S", "placement: pack, spread, strict_pack, strict_spread", "pack"});
+  p.flag({{"--strategy"}, "S", "placement: pack, spread, strict_pack, strict_spread",
+          "pack"});
   p.flag({{"--gpus-per-worker"}, "X", "share of one GPU per worker, in (0, 1]", "1"});
   p.flag({{"--port"}, "N", "rendezvous port of distributed_init_method", "a free port"});
   p.flag({{"--json"}, "", "print one JSON object instead of tables", ""});
@@ -89,7 +90,8 @@ std::string render_json(const plan_inputs& in, const std::vector<bundle>& bundle
   j["distributed_init_method"] = plan.distributed_init_method;
   j["bundles"] = ojson::array();
   for (const auto& b : bundles)
-    j["bundles"].push_back({{"index", b.index}, {"node_id", b.node_id}, {"gpu_id", b.gpu_id}});
+    j["bundles"].push_back(
+      {{"index", b.index}, {"node_id", b.node_id}, {"gpu_id", b.gpu_id}});
   j["workers"] = ojson::array();
   for (const auto& w : plan.workers) {
     ojson env = ojson::object();
@@ -122,20 +124,21 @@ std::string render_table(const plan_inputs& in, const std::vector<bundle>& bundl
                      in.par.pipeline_parallel_size, to_string(in.req.strategy),
                      bundles.size(), in.req.devices_per_bundle);
   out += "distributed_init_method " + plan.distributed_init_method + "\n\nbundles\n";
-  out += fmt::format("  {:>5}  {:<{}}  {:<{}}  {:>3}\n", "index", "node", nw, "ip", iw, "gpu");
+  out += fmt::format("  {:>5}  {:<{}}  {:<{}}  {:>3}\n", "index", "node", nw, "ip", iw,
+                     "gpu");
   for (const auto& b : bundles)
     out += fmt::format("  {:>5}  {:<{}}  {:<{}}  {:>3}\n", b.index, b.node_id, nw, b.ip, iw,
                        b.gpu_id);
   out += "\nworkers (by rank)\n";
-  out += fmt::format("  {:>4}  {:>7}  {:>6}  {:<{}}  {:<{}}  {:<6}  {:>10}  {:<13}  {}\n",
-                     "rank", "created", "bundle", "node", nw, "ip", iw, "gpus", "local_rank",
-                     "driver_worker", "devices");
+  constexpr auto row = FMT_STRING(
+    "  {:>4}  {:>7}  {:>6}  {:<{}}  {:<{}}  {:<6}  {:>10}  {:<13}  {}{}{}\n");
+  out += fmt::format(row, "rank", "created", "bundle", "node", nw, "ip", iw, "gpus",
+                     "local_rank", "driver_worker", "devices", "", "");
   const std::string device_var = "CUDA_VISIBLE_DEVICES";
   for (const auto& w : plan.workers) {
-    out += fmt::format("  {:>4}  {:>7}  {:>6}  {:<{}}  {:<{}}  {:<6}  {:>10}  {:<13}  {}={}\n",
-                       w.rank, w.created_rank, w.bundle_index, w.node_id, nw, w.ip, iw,
+    out += fmt::format(row, w.rank, w.created_rank, w.bundle_index, w.node_id, nw, w.ip, iw,
                        join(w.gpu_ids, ","), w.local_rank,
-                       w.is_driver_worker ? "yes" : "no", device_var,
+                       w.is_driver_worker ? "yes" : "no", device_var, "=",
                        w.env.at(device_var));
   }
   out += "\npipeline stages (pp x tp ranks)\n";
@@ -179,7 +182,8 @@ std::string run_plan(int argc, char** argv) {
     throw usage_error{"--gpus-per-worker must be in (0, 1], got "
                       + args.get("--gpus-per-worker")
                       + "; a worker uses one GPU or a share of one (e.g. 0.5)"};
-  in.req.strategy = value_or_throw(parse_placement_strategy(args.get("--strategy", "pack")));
+  in.req.strategy =
+    value_or_throw(parse_placement_strategy(args.get("--strategy", "pack")));
   std::vector<int> user_indices;
   if (args.has("--bundle-indices"))
     user_indices = parse_int_list(args.get("--bundle-indices"), "--bundle-indices");
@@ -201,7 +205,8 @@ std::string run_plan(int argc, char** argv) {
   }
   // Secrets never reach a terminal or a CI log, even in a dry run.
   auto driver_env = read_process_environment();
-  auto copied = redact_secrets(select_env_to_copy(driver_env, default_env_policy(driver_env)));
+  auto copied =
+    redact_secrets(select_env_to_copy(driver_env, default_env_policy(driver_env)));
 
   int init_port = port;
   if (init_port == 0) {
@@ -210,7 +215,8 @@ std::string run_plan(int argc, char** argv) {
       throw plan_failure{exit_failure, describe(open.error())};
     init_port = *open;
   }
-  auto plan = value_or_throw(plan_ranks(reports, cluster.driver_ip, in.par, copied, init_port));
+  auto plan =
+    value_or_throw(plan_ranks(reports, cluster.driver_ip, in.par, copied, init_port));
   return args.has("--json") ? render_json(in, placed, plan)
                             : render_table(in, placed, plan, copied);
 }

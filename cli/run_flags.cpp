@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include "transport/channel.hpp"
+
 namespace cafex::cli {
 
 arg_parser run_parser() {
@@ -27,6 +29,8 @@ arg_parser run_parser() {
     .flag({{"--start-timeout"}, "SECONDS", "deadline of the whole start-up", "60"})
     .flag({{"--rpc-timeout"}, "SECONDS", "default collective_rpc deadline", "60"})
     .flag({{"--step-timeout"}, "SECONDS", "deadline of one step", "300"})
+    .flag({{"--channel"}, "TYPE", "intermediate tensors: auto, nccl, gloo or shm", "auto"})
+    .flag({{"--async-scheduling"}, "", "allow 2 steps in flight instead of PP size", ""})
     .flag({{"--log-level"}, "LEVEL", "trace, debug, info, warn, error or off", "warn"})
     .flag({{"--json"}, "", "print one JSON object at the end instead of lines", ""});
   return p;
@@ -65,6 +69,11 @@ executor_options executor_options_from(const parsed_args& a) {
   o.rpc_timeout = std::chrono::milliseconds(a.get_int("--rpc-timeout", 60, 1, 86400) * 1000);
   o.step_timeout = std::chrono::milliseconds(a.get_int("--step-timeout", 300, 1, 86400) * 1000);
   o.log_level = a.get("--log-level", "warn");
+  auto channel = parse_channel_type(a.get("--channel", "auto"));
+  if (!channel)
+    throw usage_error{"--channel: " + describe(channel.error())};
+  o.channel = a.get("--channel", "auto");
+  o.async_scheduling = a.has("--async-scheduling");
   auto world = o.parallel.world_size();
   if (o.devices > 0 && o.devices < world)
     throw usage_error{"--devices " + std::to_string(o.devices) + " is fewer than tp x pp = "

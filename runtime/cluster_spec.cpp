@@ -172,12 +172,20 @@ caf::expected<cluster_spec> load_cluster_file(const std::string& path) {
   os << in.rdbuf();
   if (in.bad())
     return make_error(errc::invalid_config, "error reading cluster file '" + path + "'");
+  // A directory opens but reads nothing; say that rather than "malformed JSON".
+  if (os.str().empty())
+    return make_error(errc::invalid_config, "cluster file '" + path
+                                              + "' is empty or not a regular file; "
+                                                "pass a JSON cluster description");
   auto out = parse_cluster_json(os.str());
   if (!out) {
-    // Put the path in front of the parser's "cluster file: ..." text.
-    auto msg = describe(out.error());
-    auto pos = msg.find("cluster file: ");
-    auto detail = pos == std::string::npos ? msg : msg.substr(pos + 14);
+    // Name the path instead of the generic "cluster file" the parser says.
+    const auto& ctx = out.error().context();
+    std::string detail = ctx.match_elements<std::string>() ? ctx.get_as<std::string>(0)
+                                                           : describe(out.error());
+    const std::string generic = "cluster file: ";
+    if (detail.compare(0, generic.size(), generic) == 0)
+      detail.erase(0, generic.size());
     return make_error(errc::invalid_config, "cluster file '" + path + "': " + detail);
   }
   return out;

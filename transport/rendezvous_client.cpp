@@ -1,6 +1,7 @@
 #include "transport/rendezvous_client.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <limits>
 #include <mutex>
 #include <thread>

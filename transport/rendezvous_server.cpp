@@ -374,6 +374,8 @@ caf::error rendezvous_server::start() {
                         + "' is not an IP address: " + ec.message());
   tcp::endpoint ep{addr, st.opts.port};
   auto fail = [&](const char* step) {
+    boost::system::error_code ignored;
+    st.acceptor.close(ignored); // so a later start() can try again
     return make_error(errc::transport_failed,
                       std::string("rendezvous server could not ") + step + " " + where + ": "
                         + ec.message() + "; pick another port or free this one");

@@ -62,7 +62,7 @@ TEST_CASE("bad flags exit 2 with one error line") {
   auto bin = test::binary_from_env("CAFEX_BIN");
   for (auto args : std::vector<std::vector<std::string>>{
          {"--tp", "0"}, {"--tp", "x"}, {"--device", "tpu"}, {"--bogus"},
-         {"--strategy", "diagonal"}, {"--devices", "1", "--tp", "2"},
+         {"--strategy", "diagonal"}, {"--devices", "1", "--tp", "2"}, {"--channel", "ray"},
          {"--bundle-indices", "0,0", "--tp", "2"}}) {
     std::vector<std::string> argv{bin, "run"};
     argv.insert(argv.end(), args.begin(), args.end());

@@ -8,14 +8,48 @@
 
 #include "actors/worker_main.hpp"
 #include "runtime/error.hpp"
+#include "runtime/reference_model.hpp"
 
 using namespace cafex;
+
+namespace {
+
+/// The reference model, slowed down on purpose: a step that holds a request named
+/// "sleepN-..." sleeps N ms on every stage. Tests use it to keep steps in flight.
+class sleepy_model final : public model_runner {
+public:
+  caf::error load(const model_config& cfg, const shard_info& shard, collective& tp) override {
+    return inner_.load(cfg, shard, tp);
+  }
+  caf::expected<stage_result> execute(const scheduler_output& step,
+                                      const intermediate_tensors* input) override {
+    int ms = 0;
+    auto scan = [&](const std::string& id) {
+      if (id.rfind("sleep", 0) == 0)
+        ms = std::max(ms, std::atoi(id.c_str() + 5));
+    };
+    for (auto& r : step.new_requests)
+      scan(r.req_id);
+    for (auto& r : step.cached_requests)
+      scan(r.req_id);
+    if (ms > 0)
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return inner_.execute(step, input);
+  }
+  size_t live_requests() const override { return inner_.live_requests(); }
+
+private:
+  reference_model inner_;
+};
+
+} // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2 || std::string(argv[1]) != "worker") {
     std::fprintf(stderr, "usage: cafex_test_worker worker ...\n");
     return 2;
   }
+  model_registry::instance().add("sleepy", [] { return std::make_unique<sleepy_model>(); });
   method_table extra;
   // {"ms": N, "rank": R}: sleeps N ms (only on rank R when given), answers the rank.
   extra.add("sleep_ms", [](worker_state& st, const json& a) -> caf::expected<json> {

@@ -135,7 +135,8 @@ TEST_CASE("load_cluster_file names the path") {
   close(fd);
   {
     std::ofstream out(name);
-    out << R"({"driver_ip":"10.0.0.1","nodes":[{"node_id":"a","ip":"10.0.0.1","gpu_ids":[0]}]})";
+    out << R"({"driver_ip":"10.0.0.1",
+               "nodes":[{"node_id":"a","ip":"10.0.0.1","gpu_ids":[0]}]})";
   }
   auto ok = load_cluster_file(name);
   CHECK(ok);

@@ -1,0 +1,199 @@
+// Dataflow benchmarks (issue 3): per-step overhead with a zero-layer model for five
+// PP x TP shapes beside a raw loopback TCP round trip measured in the same run, and step
+// throughput with pipelining (PP = 2 against PP = 1) on a model where compute dominates.
+//
+//   bench_dataflow [--worker PATH] [--steps N] [--json]
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "bench/raw_tcp.hpp"
+#include "cafex/executor.hpp"
+#include "runtime/stats.hpp"
+
+using namespace cafex;
+using clk = std::chrono::steady_clock;
+
+namespace {
+
+std::string sibling_cafex() {
+  char buf[4096];
+  auto n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  std::string self = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+  auto slash = self.rfind('/');
+  auto dir = self.substr(0, slash);
+  return dir.substr(0, dir.rfind('/')) + "/bin/cafex";
+}
+
+scheduler_output decode_step(uint64_t id, const std::string& req, bool first, int32_t token) {
+  scheduler_output s;
+  s.step_id = id;
+  if (first)
+    s.new_requests.push_back(new_request{req, {1, 2, 3, 4}});
+  else
+    s.cached_requests.push_back(cached_request{req, token});
+  return s;
+}
+
+std::unique_ptr<executor> start(const std::string& worker, int tp, int pp, model_config m) {
+  executor_options o;
+  o.parallel.tensor_parallel_size = tp;
+  o.parallel.pipeline_parallel_size = pp;
+  o.worker_program = worker;
+  o.log_level = "error";
+  o.model = m;
+  auto ex = executor::start(o);
+  if (!ex) {
+    std::fprintf(stderr, "error: %s\n", describe(ex.error()).c_str());
+    std::exit(1);
+  }
+  return std::move(*ex);
+}
+
+/// Back-to-back single-request decode steps; returns per-step latencies in us.
+std::vector<double> step_latencies(executor& ex, int steps, int warmup) {
+  std::vector<double> out;
+  int32_t tok = 0;
+  for (int i = 0; i < warmup + steps; ++i) {
+    auto t = clk::now();
+    auto r = ex.execute_model(decode_step(static_cast<uint64_t>(i), "r", i == 0, tok));
+    auto us = std::chrono::duration<double, std::micro>(clk::now() - t).count();
+    if (!r) {
+      std::fprintf(stderr, "error: %s\n", describe(r.error()).c_str());
+      std::exit(1);
+    }
+    tok = r->sampled.at(0);
+    if (i >= warmup)
+      out.push_back(us);
+  }
+  return out;
+}
+
+model_runner_output must(caf::expected<model_runner_output> r) {
+  if (!r) {
+    std::fprintf(stderr, "error: %s\n", describe(r.error()).c_str());
+    std::exit(1);
+  }
+  return std::move(*r);
+}
+
+/// Steps per second with two micro-batches alternating (vLLM's PP scheduling): each
+/// micro-batch's next step waits only for its own previous result.
+double pipelined_steps_per_s(executor& ex, int steps, int batch) {
+  static int run = 0;
+  auto prefix = "run" + std::to_string(run++) + "-mb";
+  auto window = ex.max_concurrent_batches();
+  std::vector<std::vector<int32_t>> last(2);
+  std::vector<std::future<caf::expected<model_runner_output>>> inflight(2);
+  std::vector<bool> started(2, false);
+  auto make = [&](int mb, uint64_t id) {
+    scheduler_output s;
+    s.step_id = id;
+    for (int j = 0; j < batch; ++j) {
+      auto req = prefix + std::to_string(mb) + "-" + std::to_string(j);
+      if (!started[mb])
+        s.new_requests.push_back(new_request{req, {int32_t(j + 1), int32_t(mb + 2), 3, 4}});
+      else
+        s.cached_requests.push_back(cached_request{req, last[mb][j]});
+    }
+    started[mb] = true;
+    return s;
+  };
+  auto t0 = clk::now();
+  uint64_t id = 0;
+  for (int mb = 0; mb < 2; ++mb) {
+    inflight[mb] = ex.execute_model_async(make(mb, id++));
+    if (window == 1)
+      last[mb] = must(inflight[mb].get()).sampled;
+  }
+  int done = window == 1 ? 2 : 0;
+  while (static_cast<int>(id) < steps) {
+    for (int mb = 0; mb < 2 && static_cast<int>(id) < steps; ++mb) {
+      if (window > 1) {
+        auto r = inflight[mb].get();
+        if (!r) {
+          std::fprintf(stderr, "error: %s\n", describe(r.error()).c_str());
+          std::exit(1);
+        }
+        last[mb] = r->sampled;
+        ++done;
+        inflight[mb] = ex.execute_model_async(make(mb, id++));
+      } else {
+        last[mb] = must(ex.execute_model(make(mb, id++))).sampled;
+        ++done;
+      }
+    }
+  }
+  if (window > 1)
+    for (int mb = 0; mb < 2; ++mb, ++done)
+      inflight[mb].get();
+  auto s = std::chrono::duration<double>(clk::now() - t0).count();
+  return done / s;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  std::string worker = sibling_cafex();
+  int steps = 500;
+  bool json_out = false;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--worker") && i + 1 < argc)
+      worker = argv[++i];
+    else if (!std::strcmp(argv[i], "--steps") && i + 1 < argc)
+      steps = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--json"))
+      json_out = true;
+    else {
+      std::fprintf(stderr, "usage: bench_dataflow [--worker PATH] [--steps N] [--json]\n");
+      return 2;
+    }
+  }
+  nlohmann::json report;
+  auto raw = bench::raw_tcp_roundtrip_us(static_cast<size_t>(steps) * 4);
+  if (!raw) {
+    std::fprintf(stderr, "error: raw tcp: %s\n", describe(raw.error()).c_str());
+    return 1;
+  }
+  auto raw_p50 = percentile(*raw, 50);
+  report["raw_tcp_rtt_us"] = {{"p50", raw_p50}, {"p99", percentile(*raw, 99)}};
+  std::printf("raw loopback TCP round trip: p50 %.1f us, p99 %.1f us\n\n", raw_p50,
+              percentile(*raw, 99));
+  std::printf("per-step overhead, zero-layer model, 1 request, %d steps\n", steps);
+  std::printf("%-8s %10s %10s %12s\n", "tp x pp", "p50 us", "p99 us", "p50 / rtt");
+  model_config zero;
+  zero.num_layers = 0;
+  for (auto [tp, pp] : std::vector<std::pair<int, int>>{{1, 1}, {2, 1}, {1, 2}, {2, 2}, {1, 3}}) {
+    auto ex = start(worker, tp, pp, zero);
+    auto lat = step_latencies(*ex, steps, 50);
+    auto p50 = percentile(lat, 50), p99 = percentile(lat, 99);
+    std::printf("%d x %d    %10.1f %10.1f %12.2f\n", tp, pp, p50, p99, p50 / raw_p50);
+    report["overhead"].push_back({{"tp", tp}, {"pp", pp}, {"p50_us", p50}, {"p99_us", p99},
+                                  {"ratio_to_rtt", p50 / raw_p50}});
+  }
+  model_config heavy;
+  heavy.hidden_size = 512;
+  heavy.num_heads = 8;
+  heavy.num_layers = 8;
+  heavy.ffn_size = 2048;
+  heavy.vocab_size = 4096;
+  std::printf("\npipelining, %d layers x hidden %d, 2 micro-batches of 8 requests\n",
+              heavy.num_layers, heavy.hidden_size);
+  double base = 0;
+  for (int pp : {1, 2}) {
+    auto ex = start(worker, 1, pp, heavy);
+    pipelined_steps_per_s(*ex, 10, 8); // warm-up
+    auto sps = pipelined_steps_per_s(*ex, 60, 8);
+    if (pp == 1)
+      base = sps;
+    std::printf("pp=%d: %.1f steps/s (%.2fx pp=1)\n", pp, sps, sps / base);
+    report["pipelining"].push_back({{"pp", pp}, {"steps_per_s", sps}, {"speedup", sps / base}});
+  }
+  if (json_out)
+    std::printf("%s\n", report.dump().c_str());
+  return 0;
+}

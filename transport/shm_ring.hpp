@@ -1,0 +1,80 @@
+// A same-node message ring in POSIX shared memory: one producer process, one consumer
+// process, futex wake-ups (no spinning), every wait bounded by a deadline. It carries
+// the dataflow's hot path on one node (commands, stage hand-offs with their tensor
+// bytes, results) at a few microseconds per hop instead of a TCP round trip.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <caf/error.hpp>
+#include <caf/expected.hpp>
+
+namespace cafex {
+
+/// A 32-bit counter in shared memory that sleepers wait on (a doorbell shared by several
+/// rings, so one reader can wait for any of them).
+class shm_doorbell {
+public:
+  static caf::expected<std::unique_ptr<shm_doorbell>> create(const std::string& name);
+  static caf::expected<std::unique_ptr<shm_doorbell>> open(const std::string& name);
+  ~shm_doorbell();
+  uint32_t value() const;
+  void ring();
+  /// Sleeps until the value differs from `seen` or `timeout` passes.
+  void wait(uint32_t seen, std::chrono::microseconds timeout) const;
+
+private:
+  shm_doorbell() = default;
+  std::string name_;
+  bool owner_ = false;
+  std::atomic<uint32_t>* word_ = nullptr;
+};
+
+class shm_ring {
+public:
+  /// Creates the segment `name` ("/cafex-..."); the creator unlinks it when destroyed.
+  static caf::expected<std::unique_ptr<shm_ring>> create(const std::string& name,
+                                                          size_t capacity);
+  /// Opens a segment another process created.
+  static caf::expected<std::unique_ptr<shm_ring>> open(const std::string& name);
+  ~shm_ring();
+  shm_ring(const shm_ring&) = delete;
+  shm_ring& operator=(const shm_ring&) = delete;
+
+  /// Appends one message made of `parts`; waits while the ring is full. Rings `bell`
+  /// (if any) after the write.
+  caf::error write(const std::vector<std::pair<const void*, size_t>>& parts,
+                   std::chrono::milliseconds timeout, shm_doorbell* bell = nullptr);
+
+  /// Waits for the next message.
+  caf::expected<std::vector<char>> read(std::chrono::milliseconds timeout);
+
+  /// Takes the next message if there is one.
+  bool try_read(std::vector<char>& out);
+
+  /// Marks the ring closed: readers and writers waiting on it return at once.
+  void close();
+  bool closed() const;
+  const std::string& name() const { return name_; }
+  size_t capacity() const;
+
+private:
+  struct header;
+  shm_ring() = default;
+  void copy_in(uint64_t pos, const void* data, size_t n);
+  void copy_out(uint64_t pos, void* data, size_t n) const;
+  std::string name_;
+  bool owner_ = false;
+  size_t map_size_ = 0;
+  header* hdr_ = nullptr;
+  char* data_ = nullptr;
+};
+
+} // namespace cafex

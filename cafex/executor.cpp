@@ -294,7 +294,7 @@ caf::error executor::impl::configure(clock::time_point deadline) {
     same_host = same_host && ip == opts.host_ip;
   auto requested = parse_channel_type(opts.channel);
   bool use_shm = *requested == channel_type::shm
-                 || (*requested == channel_type::automatic && opts.device == "cpu" && same_host);
+                 || (*requested == channel_type::automatic && same_host);
   if (*requested == channel_type::shm && !same_host)
     return make_error(errc::invalid_argument,
                       "--channel shm needs every worker on the driver's machine; use gloo or "

@@ -5,6 +5,9 @@
 #include "runtime/cluster_spec.hpp"
 #include "runtime/error.hpp"
 #include "transport/channel.hpp"
+#ifdef CAFEX_HAVE_CUDA
+#include "runtime/cuda_memory.hpp"
+#endif
 #include "transport/link_security.hpp"
 
 namespace cafex::cli {
@@ -54,6 +57,16 @@ arg_parser run_parser() {
 }
 
 namespace {
+
+/// GPUs this process sees; -1 when the build has no CUDA.
+int visible_gpus() {
+#ifdef CAFEX_HAVE_CUDA
+  return cuda_device_count();
+#else
+  return -1;
+#endif
+}
+
 
 void cluster_from(const parsed_args& a, cluster_options& c) {
   if (a.has("--nodes")) {
@@ -117,12 +130,15 @@ executor_options executor_options_from(const parsed_args& a) {
   o.model.num_heads = static_cast<int>(a.get_int("--num-heads", o.model.num_heads, 1, 1024));
   o.model.vocab_size = static_cast<int>(a.get_int("--vocab-size", o.model.vocab_size, 2, 1 << 20));
   auto device = a.get("--device", "auto");
+  int gpus = visible_gpus();
   if (device == "auto") {
-    // GPU workers need the CUDA build and a GPU; until then auto means cpu.
-    device = "cpu";
+    device = gpus > 0 ? "cuda" : "cpu";
   } else if (device == "cuda") {
-    throw usage_error{"--device cuda needs a build with CUDA and a GPU on this machine; "
-                      "use --device cpu"};
+    if (gpus <= 0)
+      throw usage_error{gpus < 0 ? "--device cuda needs a build with CUDA (this one has none); "
+                                   "use --device cpu"
+                                 : "--device cuda: no GPU is visible on this machine; use "
+                                   "--device cpu"};
   } else if (device != "cpu") {
     throw usage_error{"--device must be cpu, cuda or auto, got '" + device + "'"};
   }

@@ -12,6 +12,9 @@
 #include "actors/node_agent_actor.hpp"
 #include "actors/system_config.hpp"
 #include "cli/args.hpp"
+#ifdef CAFEX_HAVE_CUDA
+#include "runtime/cuda_memory.hpp"
+#endif
 #include "cli/commands.hpp"
 #include "runtime/error.hpp"
 #include "runtime/logging.hpp"
@@ -62,6 +65,7 @@ int node_command(int argc, char** argv) {
                "process per bundle on this machine. Serves until SIGTERM or SIGINT.");
   p.flag({{"--listen"}, "ADDR:PORT", "address and port to listen on", "127.0.0.1:0"})
     .flag({{"--devices"}, "N", "logical devices to declare (CPU-only machines)", "1"})
+    .flag({{"--gpus"}, "auto", "declare this machine's GPUs instead of logical devices", ""})
     .flag({{"--host-ip"}, "IP", "the IP this node reports to drivers", "the --listen address"})
     .flag({{"--resource-name"}, "NAME", "what a bundle asks for (e.g. GPU, TPU, a custom name)",
            "GPU"})
@@ -76,6 +80,7 @@ int node_command(int argc, char** argv) {
   std::string host = "127.0.0.1";
   int port = 0;
   int devices = 1;
+  bool gpu_kind = false;
   std::string host_ip;
   std::string level;
   std::string resource;
@@ -103,6 +108,24 @@ int node_command(int argc, char** argv) {
       throw usage_error{"--listen: bad port in '" + listen + "'"};
     }
     devices = static_cast<int>(a.get_int("--devices", 1, 1, 4096));
+    if (a.has("--gpus")) {
+      if (a.get("--gpus") != "auto")
+        throw usage_error{"--gpus takes 'auto' (count this machine's GPUs); use --devices N "
+                          "for logical devices"};
+      if (a.has("--devices"))
+        throw usage_error{"give either --devices N or --gpus auto, not both"};
+#ifdef CAFEX_HAVE_CUDA
+      devices = cuda_device_count();
+#else
+      devices = -1;
+#endif
+      if (devices < 0)
+        throw usage_error{"--gpus auto needs a build with CUDA; use --devices N"};
+      if (devices == 0)
+        throw usage_error{"--gpus auto: no GPU is visible on this machine (check the driver "
+                          "and CUDA_VISIBLE_DEVICES), or use --devices N"};
+      gpu_kind = true;
+    }
     host_ip = a.get("--host-ip", host);
     if (!is_ipv4(host_ip))
       throw usage_error{"--host-ip must be an IPv4 address such as 10.0.0.2, got '" + host_ip
@@ -154,7 +177,7 @@ int node_command(int argc, char** argv) {
   ao.info.ip = host_ip;
   for (int i = 0; i < devices; ++i)
     ao.info.device_ids.push_back(i);
-  ao.info.device_kind = "cpu";
+  ao.info.device_kind = gpu_kind ? "cuda" : "cpu";
   ao.info.resource_name = resource;
   ao.info.version = version();
   ao.worker_program = self_executable();

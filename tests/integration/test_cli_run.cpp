@@ -103,3 +103,18 @@ TEST_CASE("a driver killed with SIGKILL leaves no worker behind") {
     },
     2s));
 }
+
+TEST_CASE("cafex node refuses bad device flags with one error line") {
+  auto bin = test::binary_from_env("CAFEX_BIN");
+  for (auto args : std::vector<std::vector<std::string>>{
+         {"--gpus", "3"}, {"--gpus", "auto", "--devices", "2"}, {"--devices", "0"},
+         {"--listen", "nonsense"}}) {
+    std::vector<std::string> argv{bin, "node"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto r = test::run_command(argv, 30s);
+    INFO(args.front() << " -> " << r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(r.out.empty());
+    CHECK(r.err.rfind("error: ", 0) == 0);
+  }
+}

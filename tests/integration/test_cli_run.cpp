@@ -45,8 +45,15 @@ TEST_CASE("cafex run --json prints the tokens and latencies, and leaves nothing 
       return test::children_of(getpid()).empty();
     },
     3s));
-  auto one = run_json({"--tp", "1", "--steps", "5", "--batch", "3", "--seed", "11"});
-  CHECK(one["tokens"] == j["tokens"]);
+  // Every PP x TP shape gives the same tokens as one process (issue 3).
+  for (auto shape : std::vector<std::pair<const char*, const char*>>{
+         {"1", "1"}, {"1", "2"}, {"2", "2"}, {"1", "3"}}) {
+    auto other = run_json({"--tp", shape.first, "--pp", shape.second, "--steps", "5",
+                           "--batch", "3", "--seed", "11"});
+    INFO("tp=" << shape.first << " pp=" << shape.second);
+    CHECK(other["tokens"] == j["tokens"]);
+    CHECK(other["pp"] == std::atoi(shape.second));
+  }
 }
 
 TEST_CASE("cafex run prints a line per step and a summary") {

@@ -47,12 +47,13 @@ struct spawn_request {
   std::string log_level = "info";
   int64_t register_timeout_ms = 30000;
   uint64_t reservation = 0;      ///< the reservation holding the bundle (0: none, embedded)
+  std::string profiler;          ///< "" or "nsys" (the seed's ray_workers_use_nsight)
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, spawn_request& x) {
   return f(caf::meta::type_name("cafex::spawn_request"), x.created_rank, x.bundle_index,
-           x.device_ids, x.log_level, x.register_timeout_ms, x.reservation);
+           x.device_ids, x.log_level, x.register_timeout_ms, x.reservation, x.profiler);
 }
 
 /// One worker's health as the driver sees it.

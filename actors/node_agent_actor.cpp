@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "runtime/error.hpp"
+#include "runtime/worker_profiler.hpp"
 #include "runtime/version.hpp"
 
 namespace cafex {
@@ -207,6 +208,19 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
       if (!st.opts.env_allow.empty()) {
         argv.push_back("--env-allow");
         argv.push_back(join_strings(st.opts.env_allow));
+      }
+      if (!req.profiler.empty()) {
+        // Only a known profiler, found on this node's PATH: no program travels.
+        auto prof = parse_worker_profiler(req.profiler);
+        if (!prof)
+          return prof.error();
+        const char* path = std::getenv("PATH");
+        auto wrapped = wrap_worker_argv(*prof, argv,
+                                        find_executable(profiler_program(*prof),
+                                                        path ? path : ""));
+        if (!wrapped)
+          return wrapped.error();
+        argv = std::move(*wrapped);
       }
       auto proc = child_process::spawn(argv);
       if (!proc)

@@ -25,6 +25,7 @@ struct cluster_options {
   placement_strategy strategy = placement_strategy::pack;
   int bundles = 0;                      ///< placement group size (0: world size)
   std::vector<int> bundle_indices;      ///< the seed's VLLM_RAY_BUNDLE_INDICES
+  std::string worker_profiler;          ///< "" or "nsys": agents wrap worker processes
   double gpus_per_worker = 1.0;         ///< share of one device per bundle, in (0, 1]
   std::string resource_name = "GPU";    ///< what a bundle asks for (custom accelerators)
   std::chrono::milliseconds connect_timeout{10000};    ///< per node agent

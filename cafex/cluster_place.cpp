@@ -198,6 +198,7 @@ caf::error cluster::spawn(int world_size, const std::string& log_level,
     req.bundle_index = b.index;
     req.device_ids = {b.gpu_id};
     req.log_level = log_level;
+    req.profiler = d.opts.worker_profiler;
     req.register_timeout_ms = time_left(deadline).count();
     req.reservation = n->reservation;
     nodes[rank] = b.node_id;

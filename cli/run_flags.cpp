@@ -4,6 +4,7 @@
 
 #include "runtime/cluster_spec.hpp"
 #include "runtime/error.hpp"
+#include "runtime/worker_profiler.hpp"
 #include "transport/channel.hpp"
 #ifdef CAFEX_HAVE_CUDA
 #include "runtime/cuda_memory.hpp"
@@ -51,6 +52,8 @@ arg_parser run_parser() {
     .flag({{"--step-timeout"}, "SECONDS", "deadline of one step", "300"})
     .flag({{"--channel"}, "TYPE", "intermediate tensors: auto, nccl, gloo or shm", "auto"})
     .flag({{"--async-scheduling"}, "", "allow 2 steps in flight instead of PP size", ""})
+    .flag({{"--worker-profiler"}, "nsys", "run workers under Nsight Systems (the seed's "
+           "ray_workers_use_nsight)", "none"})
     .flag({{"--log-level"}, "LEVEL", "trace, debug, info, warn, error or off", "warn"})
     .flag({{"--json"}, "", "print one JSON object at the end instead of lines", ""});
   return p;
@@ -164,6 +167,16 @@ executor_options executor_options_from(const parsed_args& a) {
     throw usage_error{"--channel: " + describe(channel.error())};
   o.channel = a.get("--channel", "auto");
   o.async_scheduling = a.has("--async-scheduling");
+  auto profiler = parse_worker_profiler(a.get("--worker-profiler", "none"));
+  if (!profiler)
+    throw usage_error{"--worker-profiler: " + describe(profiler.error())};
+  if (*profiler != worker_profiler::none) {
+    const char* path = std::getenv("PATH");
+    if (find_executable(profiler_program(*profiler), path ? path : "").empty())
+      throw usage_error{"--worker-profiler " + a.get("--worker-profiler")
+                        + ": nsys is not on PATH; install Nsight Systems or drop the flag"};
+    o.cluster.worker_profiler = to_string(*profiler);
+  }
   auto world = o.parallel.world_size();
   if (o.devices > 0 && o.devices < world)
     throw usage_error{"--devices " + std::to_string(o.devices) + " is fewer than tp x pp = "

@@ -2,6 +2,12 @@
 
 #include "runtime/error.hpp"
 #include "transport/gloo_collective.hpp"
+#ifdef CAFEX_HAVE_CUDA
+#include "runtime/cuda_check.hpp"
+#include "runtime/cuda_memory.hpp"
+#include "transport/nccl_collective.hpp"
+#include "transport/rendezvous_client.hpp"
+#endif
 
 namespace cafex {
 
@@ -25,6 +31,37 @@ private:
   std::unique_ptr<gloo_collective> group_;
   int peer_;
 };
+
+#ifdef CAFEX_HAVE_CUDA
+/// NCCL between the two stages' GPUs. The model hands over host tensors, so each side
+/// stages them through a device buffer it keeps for the next step.
+class nccl_channel final : public p2p_channel {
+public:
+  nccl_channel(std::unique_ptr<nccl_collective> g, bool upstream)
+    : group_(std::move(g)), peer_(upstream ? 1 : 0) {
+  }
+  caf::error send(const void* data, size_t bytes, uint64_t) override {
+    if (auto err = staging_.reserve(bytes))
+      return err;
+    if (auto err = CAFEX_CHECK(cudaMemcpy(staging_.data(), data, bytes, cudaMemcpyHostToDevice)))
+      return err;
+    return group_->send(staging_.data(), bytes, peer_);
+  }
+  caf::error recv(void* data, size_t bytes, uint64_t) override {
+    if (auto err = staging_.reserve(bytes))
+      return err;
+    if (auto err = group_->recv(staging_.data(), bytes, peer_))
+      return err;
+    return CAFEX_CHECK(cudaMemcpy(data, staging_.data(), bytes, cudaMemcpyDeviceToHost));
+  }
+  const char* kind() const override { return "nccl"; }
+
+private:
+  std::unique_ptr<nccl_collective> group_;
+  device_buffer staging_;
+  int peer_;
+};
+#endif
 
 } // namespace
 
@@ -75,9 +112,29 @@ caf::expected<std::unique_ptr<p2p_channel>> open_channel(const channel_options& 
         return g.error();
       return std::unique_ptr<p2p_channel>(new gloo_channel(std::move(*g), opts.upstream));
     }
-    case channel_type::nccl:
+    case channel_type::nccl: {
+#ifdef CAFEX_HAVE_CUDA
+      auto addr = parse_store_url(opts.store_url);
+      if (!addr)
+        return addr.error();
+      auto store = rendezvous_client::connect(*addr, opts.timeout);
+      if (!store)
+        return store.error();
+      nccl_options no;
+      no.group = "nccl/" + opts.group;
+      no.rank = opts.upstream ? 0 : 1;
+      no.size = 2;
+      no.timeout = opts.timeout;
+      no.op_timeout = opts.timeout;
+      auto g = make_nccl_collective(**store, no);
+      if (!g)
+        return g.error();
+      return std::unique_ptr<p2p_channel>(new nccl_channel(std::move(*g), opts.upstream));
+#else
       return make_error(errc::invalid_argument,
                         "channel type nccl needs GPU workers (--device cuda) and a CUDA build");
+#endif
+    }
     case channel_type::shm:
       return make_error(errc::invalid_argument,
                         "shm links are rings set up by the driver (driver_shm_path), not "

@@ -305,7 +305,7 @@ TEST_CASE("/health turns 503 within seconds when a worker is killed") {
 }
 
 TEST_CASE("SIGTERM under load: every accepted request completes or gets an error") {
-  service svc({"--max-batch", "8", "--drain-timeout", "0.5"});
+  service svc({"--max-batch", "8", "--drain-timeout", "2"});
   constexpr int clients = 24;
   constexpr int max_tokens = 40;
   std::vector<std::vector<int32_t>> prompts(clients), want(clients);

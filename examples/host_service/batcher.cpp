@@ -91,10 +91,10 @@ void batcher::pump() {
       step.new_requests.push_back(new_request{id, requests_.at(id).prompt});
     // Results come back new requests first, then cached ones (scheduler order).
     ids.insert(ids.begin(), fresh.begin(), fresh.end());
-    if (ids.empty() && to_free_.empty())
+    // Freeing alone is not worth a step (a request arriving meanwhile would wait for it):
+    // `finished` rides on the next step that runs requests.
+    if (ids.empty())
       return;
-    if (ids.empty() && in_flight_ > 0)
-      return;  // freeing alone can wait for the next real step
     step.finished = std::move(to_free_);
     to_free_.clear();
     step.step_id = next_step_++;

@@ -2,7 +2,7 @@
 // between steps. New requests enter a step as new_requests (whole prompt prefilled),
 // running ones as cached_requests with the token they sampled last, and requests that are
 // done, cancelled or failed are listed in the next step's `finished` so workers free
-// their KV cache. Up to `max_in_flight` steps run at once (PP size), each with requests
+// their KV cache (no step runs only to free: the next step with requests carries it). Up to `max_in_flight` steps run at once (PP size), each with requests
 // no other in-flight step holds.
 //
 // Threading: single-threaded by design. Every member, every sink call and every step

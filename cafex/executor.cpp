@@ -1,5 +1,6 @@
 #include "cafex/executor.hpp"
 
+#include <atomic>
 #include <mutex>
 #include <set>
 #include <unistd.h>
@@ -49,7 +50,7 @@ struct executor::impl {
   std::unique_ptr<rendezvous_server> store;
   rank_plan plan;
   std::mutex mtx;
-  bool stopped = false;
+  std::atomic<bool> stopped{false};
 
   explicit impl(executor_options o) : opts(std::move(o)), cfg(opts.liveness), sys(cfg) {}
 
@@ -371,8 +372,26 @@ void executor::submit(const scheduler_output& step, bool fail_fast,
     done(make_error(errc::not_ready, "execute_model after shutdown"));
     return;
   }
+  // The callback is owned by a message; if that message is dropped (the client quit in a
+  // shutdown racing this call), the last copy's destructor still answers the caller.
+  struct once {
+    std::function<void(caf::expected<model_runner_output>)> fn;
+    bool called = false;
+    ~once() {
+      if (!called && fn)
+        fn(make_error(errc::not_ready, "the executor shut down before the step ran"));
+    }
+  };
+  auto o = std::make_shared<once>();
+  o->fn = std::move(done);
+  step_callback cb = [o](caf::expected<model_runner_output> r) {
+    if (o->called)
+      return;
+    o->called = true;
+    o->fn(std::move(r));
+  };
   // One mailbox keeps the caller's submission order all the way to the driver.
-  caf::anon_send(impl_->client, execute_atom::value, step, fail_fast, step_callback{std::move(done)});
+  caf::anon_send(impl_->client, execute_atom::value, step, fail_fast, std::move(cb));
 }
 
 size_t executor::max_concurrent_batches() const {

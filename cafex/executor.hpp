@@ -1,6 +1,21 @@
 // cafex: the executor a host program embeds. It places one worker process per device,
 // ranks and configures the workers as vLLM's RayDistributedExecutor does, and runs model
 // steps through them. Thread-safe; every call has a deadline; errors are values.
+//
+// THE public header: `#include "cafex/executor.hpp"` is all a host needs to start an
+// executor, run steps (blocking, std::future or completion callback), call worker methods,
+// check health and shut down. Two optional companions:
+//   - "cafex/asio.hpp":   async_execute_model(), the completion-handler form that posts
+//                         results to a Boost.Asio io_context or strand;
+//   - "cafex/worker.hpp": worker_main() and method_table, for a host that builds its own
+//                         worker program with extra methods or models.
+// Installed with `cmake --install`; consumers use find_package(cafex) (target cafex::cafex)
+// or pkg-config (cafex.pc). See examples/embed/README.md.
+//
+// Threading: every member function may be called from any thread, concurrently. Blocking
+// calls (start, collective_rpc, execute_model, check_health, dataflow_stats, shutdown)
+// block only the calling thread, with a deadline; do not call them from a CAF actor or an
+// event-loop thread — use submit() / async_execute_model() / the *_async forms there.
 #pragma once
 
 #include <chrono>
@@ -84,8 +99,10 @@ public:
   std::future<caf::expected<model_runner_output>>
   execute_model_async(const scheduler_output& step, bool fail_fast = false);
 
-  /// execute_model with a completion handler, called once from a CAF thread with the
-  /// result (never block in it: post to your own event loop, e.g. boost::asio::post).
+  /// execute_model with a completion handler, called exactly once with the result: from a
+  /// CAF thread, or from the calling thread when the executor is already shut down (or
+  /// shuts down before the step is handed to the driver). Never block in it: post to
+  /// your own event loop (cafex/asio.hpp does this for Boost.Asio). Never blocks.
   void submit(const scheduler_output& step, bool fail_fast,
               std::function<void(caf::expected<model_runner_output>)> done);
 

@@ -18,10 +18,16 @@ arg_parser run_parser() {
                "Places one worker process per device, ranks and configures them like vLLM's "
                "RayDistributedExecutor, runs --steps steps of the reference model and shuts "
                "down. Without a cluster it starts an embedded node agent on this machine.");
+  add_executor_flags(p);
+  p.flag({{"--steps"}, "N", "model steps to run", "8"})
+    .flag({{"--batch"}, "N", "requests in the batch", "4"})
+    .flag({{"--json"}, "", "print one JSON object at the end instead of lines", ""});
+  return p;
+}
+
+arg_parser& add_executor_flags(arg_parser& p) {
   p.flag({{"--tensor-parallel-size", "--tp"}, "N", "tensor parallel size", "1"})
     .flag({{"--pipeline-parallel-size", "--pp"}, "N", "pipeline parallel size", "1"})
-    .flag({{"--steps"}, "N", "model steps to run", "8"})
-    .flag({{"--batch"}, "N", "requests in the batch", "4"})
     .flag({{"--seed"}, "N", "seed of weights and prompts", "0"})
     .flag({{"--device"}, "cpu|cuda|auto", "worker device", "auto"})
     .flag({{"--devices"}, "N", "logical devices of the embedded node", "tp x pp"})
@@ -54,8 +60,7 @@ arg_parser run_parser() {
     .flag({{"--async-scheduling"}, "", "allow 2 steps in flight instead of PP size", ""})
     .flag({{"--worker-profiler"}, "nsys", "run workers under Nsight Systems (the seed's "
            "ray_workers_use_nsight)", "none"})
-    .flag({{"--log-level"}, "LEVEL", "trace, debug, info, warn, error or off", "warn"})
-    .flag({{"--json"}, "", "print one JSON object at the end instead of lines", ""});
+    .flag({{"--log-level"}, "LEVEL", "trace, debug, info, warn, error or off", "warn"});
   return p;
 }
 

@@ -10,6 +10,10 @@ namespace cafex::cli {
 /// A parser with every executor flag plus --steps, --batch and --json.
 arg_parser run_parser();
 
+/// Adds every executor flag (cluster, model, timeouts; what executor_options_from reads)
+/// to `p`, for programs with their own parser (cafex-serve). Returns `p`.
+arg_parser& add_executor_flags(arg_parser& p);
+
 /// Options from parsed flags; throws usage_error with what to fix.
 executor_options executor_options_from(const parsed_args& args);
 

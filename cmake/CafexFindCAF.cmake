@@ -1,0 +1,23 @@
+# Finds CAF 0.17 (Debian's libcaf-dev ships no CMake package) and defines the imported
+# targets caf::core, caf::io and (when present) caf::openssl. Used by the build and by
+# the installed cafexConfig.cmake, so consumers find CAF exactly as cafex does.
+if(TARGET caf::core)
+  return()
+endif()
+find_package(Threads REQUIRED)
+find_path(CAF_INCLUDE_DIR caf/all.hpp)
+find_library(CAF_CORE_LIBRARY caf_core)
+find_library(CAF_IO_LIBRARY caf_io)
+find_library(CAF_OPENSSL_LIBRARY caf_openssl)
+if(NOT CAF_INCLUDE_DIR OR NOT CAF_CORE_LIBRARY OR NOT CAF_IO_LIBRARY)
+  message(FATAL_ERROR "CAF 0.17 not found: install libcaf-dev (cafex's scripts/bootstrap does)")
+endif()
+add_library(caf::core INTERFACE IMPORTED)
+target_include_directories(caf::core INTERFACE ${CAF_INCLUDE_DIR})
+target_link_libraries(caf::core INTERFACE ${CAF_CORE_LIBRARY} Threads::Threads)
+add_library(caf::io INTERFACE IMPORTED)
+target_link_libraries(caf::io INTERFACE ${CAF_IO_LIBRARY} caf::core)
+if(CAF_OPENSSL_LIBRARY)
+  add_library(caf::openssl INTERFACE IMPORTED)
+  target_link_libraries(caf::openssl INTERFACE ${CAF_OPENSSL_LIBRARY} caf::io)
+endif()

@@ -1,0 +1,34 @@
+# `cmake --install`: headers, static libraries, the cafex program, a CMake package
+# (find_package(cafex) -> cafex::cafex) and a pkg-config file (cafex.pc). Headers go to
+# <prefix>/include/cafex/{cafex,runtime,actors,transport}, so `#include "cafex/executor.hpp"`
+# works with -I<prefix>/include/cafex and nothing else lands in <prefix>/include.
+include(CMakePackageConfigHelpers)
+
+set_target_properties(cafex PROPERTIES EXPORT_NAME cafex)
+set_target_properties(cafex_actors PROPERTIES EXPORT_NAME actors)
+set_target_properties(cafex_transport PROPERTIES EXPORT_NAME transport)
+set_target_properties(cafex_runtime PROPERTIES EXPORT_NAME runtime)
+set_target_properties(cafex_cli PROPERTIES EXPORT_NAME program)
+
+install(TARGETS cafex cafex_actors cafex_transport cafex_runtime cafex_cli
+        EXPORT cafexTargets
+        ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+        RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+install(DIRECTORY cafex runtime actors transport
+        DESTINATION ${CAFEX_INSTALL_INCLUDEDIR}
+        FILES_MATCHING PATTERN "*.hpp")
+
+set(CAFEX_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/cafex)
+install(EXPORT cafexTargets NAMESPACE cafex:: DESTINATION ${CAFEX_CMAKE_DIR})
+configure_package_config_file(cmake/cafexConfig.cmake.in
+  ${CMAKE_CURRENT_BINARY_DIR}/cafexConfig.cmake INSTALL_DESTINATION ${CAFEX_CMAKE_DIR})
+write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/cafexConfigVersion.cmake
+  VERSION ${PROJECT_VERSION} COMPATIBILITY SameMinorVersion)
+install(FILES ${CMAKE_CURRENT_BINARY_DIR}/cafexConfig.cmake
+              ${CMAKE_CURRENT_BINARY_DIR}/cafexConfigVersion.cmake
+              cmake/CafexFindCAF.cmake
+        DESTINATION ${CAFEX_CMAKE_DIR})
+
+configure_file(cmake/cafex.pc.in ${CMAKE_CURRENT_BINARY_DIR}/cafex.pc @ONLY)
+install(FILES ${CMAKE_CURRENT_BINARY_DIR}/cafex.pc
+        DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

@@ -1,0 +1,148 @@
+#include "batcher.hpp"
+
+#include <algorithm>
+
+#include "runtime/error.hpp"
+
+namespace cafex::serve {
+
+batcher::batcher(batcher_options opts, step_submitter submit, batcher_observer obs)
+  : opts_(opts), submit_(std::move(submit)), obs_(std::move(obs)) {
+  opts_.max_batch = std::max<size_t>(opts_.max_batch, 1);
+  opts_.max_in_flight = std::max<size_t>(opts_.max_in_flight, 1);
+}
+
+caf::expected<std::string> batcher::add(std::vector<int32_t> prompt, int max_tokens,
+                                        request_sink sink) {
+  if (draining_)
+    return make_error(errc::not_ready, "the service is shutting down; retry elsewhere");
+  if (queue_.size() >= opts_.max_queued)
+    return make_error(errc::too_many_in_flight,
+                      std::to_string(queue_.size()) + " requests already wait; retry later");
+  auto id = "cmpl-" + std::to_string(next_id_++);
+  request r;
+  r.prompt = std::move(prompt);
+  r.max_tokens = max_tokens;
+  r.sink = std::move(sink);
+  requests_.emplace(id, std::move(r));
+  queue_.push_back(id);
+  pump();
+  return id;
+}
+
+void batcher::cancel(const std::string& id) {
+  auto it = requests_.find(id);
+  if (it == requests_.end())
+    return;
+  it->second.sink = {};  // the client is gone: nobody to tell
+  if (it->second.in_step)
+    return;  // leaves when its step returns
+  finish(it, caf::none);
+  check_idle();
+}
+
+void batcher::drain() {
+  draining_ = true;
+  check_idle();
+}
+
+void batcher::fail_all(const caf::error& err) {
+  while (!requests_.empty())
+    finish(requests_.begin(), err);
+  check_idle();
+}
+
+void batcher::finish(std::map<std::string, request>::iterator it, const caf::error& err) {
+  auto sink = std::move(it->second.sink);
+  if (it->second.cached)
+    to_free_.push_back(it->first);
+  auto q = std::find(queue_.begin(), queue_.end(), it->first);
+  if (q != queue_.end())
+    queue_.erase(q);
+  requests_.erase(it);
+  if (sink.on_done)
+    sink.on_done(err);
+}
+
+void batcher::check_idle() {
+  if (requests_.empty() && on_idle_)
+    on_idle_();
+}
+
+void batcher::pump() {
+  while (in_flight_ < opts_.max_in_flight) {
+    scheduler_output step;
+    std::vector<std::string> ids;
+    // Running requests first (they hold KV cache), then new ones in arrival order.
+    for (auto& [id, r] : requests_) {
+      if (ids.size() >= opts_.max_batch)
+        break;
+      if (r.cached && !r.in_step) {
+        step.cached_requests.push_back(cached_request{id, r.last});
+        ids.push_back(id);
+      }
+    }
+    std::vector<std::string> fresh;
+    while (!queue_.empty() && ids.size() + fresh.size() < opts_.max_batch) {
+      fresh.push_back(queue_.front());
+      queue_.pop_front();
+    }
+    for (auto& id : fresh)
+      step.new_requests.push_back(new_request{id, requests_.at(id).prompt});
+    // Results come back new requests first, then cached ones (scheduler order).
+    ids.insert(ids.begin(), fresh.begin(), fresh.end());
+    // Freeing alone is not worth a step (a request arriving meanwhile would wait for it):
+    // `finished` rides on the next step that runs requests.
+    if (ids.empty())
+      return;
+    step.finished = std::move(to_free_);
+    to_free_.clear();
+    step.step_id = next_step_++;
+    for (auto& id : ids)
+      requests_.at(id).in_step = true;
+    ++in_flight_;
+    auto t0 = std::chrono::steady_clock::now();
+    submit_(step, [this, ids, t0](caf::expected<model_runner_output> r) mutable {
+      on_result(std::move(ids), t0, std::move(r));
+    });
+  }
+}
+
+void batcher::on_result(std::vector<std::string> ids, std::chrono::steady_clock::time_point t0,
+                        caf::expected<model_runner_output> r) {
+  --in_flight_;
+  if (r && r->req_ids != ids)
+    r = make_error(errc::model_failed, "the step answered for other requests than it ran");
+  if (!r) {
+    if (obs_.step_failed)
+      obs_.step_failed(r.error());
+    for (auto& id : ids)
+      if (auto it = requests_.find(id); it != requests_.end())
+        finish(it, r.error());
+  } else {
+    if (obs_.step_ok)
+      obs_.step_ok(std::chrono::steady_clock::now() - t0, ids.size());
+    for (size_t i = 0; i < ids.size(); ++i) {
+      auto it = requests_.find(ids[i]);
+      if (it == requests_.end())
+        continue;  // failed by fail_all meanwhile
+      auto& req = it->second;
+      req.in_step = false;
+      req.cached = true;
+      req.last = r->sampled[i];
+      ++req.generated;
+      if (!req.sink.on_done) {
+        finish(it, caf::none);  // cancelled while in flight
+        continue;
+      }
+      if (req.sink.on_token)
+        req.sink.on_token(req.last);
+      if (req.generated >= req.max_tokens)
+        finish(it, caf::none);
+    }
+  }
+  pump();
+  check_idle();
+}
+
+} // namespace cafex::serve

@@ -1,0 +1,196 @@
+// cafex-serve: an HTTP completion service that embeds the cafex executor.
+//
+//   cafex-serve --listen 127.0.0.1:8000 --tp 2
+//   curl -s localhost:8000/v1/completions -d '{"prompt":[1,2,3],"max_tokens":8}'
+//
+// The program is also its own worker program (`cafex-serve worker ...`), the host-worker
+// pattern of cafex/worker.hpp. Threads: main runs the io_context (HTTP, batching, step
+// completions); a monitor thread polls health; CAF runs the executor. SIGTERM/SIGINT:
+// stop accepting, let accepted requests finish (or fail them at --drain-timeout), shut
+// the executor down, exit 0.
+#include <csignal>
+#include <cstdlib>
+#include <cstdio>
+#include <string>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <spdlog/spdlog.h>
+
+#include "batcher.hpp"
+#include "cafex/asio.hpp"
+#include "cafex/executor.hpp"
+#include "cafex/worker.hpp"
+#include "cli/args.hpp"
+#include "cli/run_flags.hpp"
+#include "http_server.hpp"
+#include "runtime/logging.hpp"
+
+using namespace cafex;
+namespace net = boost::asio;
+
+namespace {
+
+struct serve_options {
+  executor_options exec;
+  std::string address = "127.0.0.1";
+  uint16_t port = 8000;
+  serve::batcher_options batch;
+  serve::request_limits limits;
+  size_t max_body_bytes = 1 << 20;
+  std::chrono::milliseconds drain_timeout{30000};
+  std::chrono::milliseconds health_interval{200};
+};
+
+cli::arg_parser serve_parser() {
+  cli::arg_parser p("cafex-serve",
+                    "HTTP completion service on the cafex executor: POST /v1/completions "
+                    "({\"prompt\": [ids], \"max_tokens\": N, \"stream\": bool}), GET /health, "
+                    "GET /metrics. Takes the cluster flags of cafex run.");
+  p.flag({{"--listen"}, "ADDR:PORT", "where to serve HTTP (port 0: any free port)",
+          "127.0.0.1:8000"})
+    .flag({{"--max-batch"}, "N", "requests per step", "32"})
+    .flag({{"--max-queued"}, "N", "waiting requests before 503", "1024"})
+    .flag({{"--max-tokens-limit"}, "N", "largest max_tokens a request may ask", "1024"})
+    .flag({{"--max-body-bytes"}, "N", "largest request body", "1048576"})
+    .flag({{"--drain-timeout"}, "SECONDS", "on SIGTERM: time accepted requests get", "30"})
+    .flag({{"--health-interval-ms"}, "MS", "how often health is polled", "200"});
+  cli::add_executor_flags(p);
+  return p;
+}
+
+serve_options options_from(const cli::parsed_args& a) {
+  serve_options o;
+  o.exec = cli::executor_options_from(a);
+  // Like the cluster's HOST:PORT, but port 0 (any free port) is allowed here.
+  auto listen = a.get("--listen", "127.0.0.1:8000");
+  auto colon = listen.rfind(':');
+  char* end = nullptr;
+  long port = colon == std::string::npos ? -1 : std::strtol(listen.c_str() + colon + 1, &end, 10);
+  if (colon == std::string::npos || colon == 0 || colon + 1 == listen.size() || *end != '\0'
+      || port < 0 || port > 65535)
+    throw cli::usage_error{"--listen expects ADDR:PORT (e.g. 127.0.0.1:8000, port 0 for any), "
+                           "got '" + listen + "'"};
+  o.address = listen.substr(0, colon);
+  o.port = static_cast<uint16_t>(port);
+  o.batch.max_batch = a.get_int("--max-batch", 32, 1, 4096);
+  o.batch.max_queued = a.get_int("--max-queued", 1024, 0, 1 << 20);
+  o.batch.max_in_flight = o.exec.async_scheduling ? 2 : o.exec.parallel.pipeline_parallel_size;
+  o.limits.vocab_size = o.exec.model.vocab_size;
+  o.limits.max_seq_len = o.exec.model.max_seq_len;
+  o.limits.max_tokens_limit = a.get_int("--max-tokens-limit", 1024, 1, o.exec.model.max_seq_len - 1);
+  o.limits.default_max_tokens = std::min(16, o.limits.max_tokens_limit);
+  o.max_body_bytes = a.get_int("--max-body-bytes", 1 << 20, 64, 1L << 30);
+  o.drain_timeout = std::chrono::milliseconds(
+    static_cast<long>(a.get_double("--drain-timeout", 30, 0, 86400) * 1000));
+  o.health_interval = std::chrono::milliseconds(a.get_int("--health-interval-ms", 200, 10, 60000));
+  return o;
+}
+
+int run_service(const serve_options& o) {
+  auto ex = executor::start(o.exec);
+  if (!ex) {
+    std::fprintf(stderr, "error: start-up failed: %s\n", describe(ex.error()).c_str());
+    return 1;
+  }
+  // Declared first, destroyed last: pending handlers may own sessions (see http_server).
+  net::io_context ioc{1};
+  serve::service_metrics metrics;
+  serve::health_monitor health{**ex, o.health_interval};
+  serve::batcher_observer obs;
+  obs.step_ok = [&](std::chrono::nanoseconds t, size_t n) { metrics.step_ok(t, n); };
+  obs.step_failed = [&](const caf::error& e) {
+    auto c = code_of(e);
+    metrics.step_failed(c == errc::none ? "other" : to_string(c));
+  };
+  executor& exr = **ex;
+  serve::batcher batch{o.batch,
+                       [&](const scheduler_output& step, serve::step_done done) {
+                         async_execute_model(exr, step, ioc, std::move(done));
+                       },
+                       obs};
+  auto state = std::make_shared<serve::service_state>(batch, metrics, health);
+  state->limits = o.limits;
+  state->max_body_bytes = o.max_body_bytes;
+  serve::http_server server{ioc, state};
+  if (auto err = server.listen(o.address, o.port)) {
+    std::fprintf(stderr, "error: %s\n", describe(err).c_str());
+    health.stop();
+    (*ex)->shutdown();
+    return 2;
+  }
+  std::printf("cafex-serve listening on %s:%u (tp=%d pp=%d)\n", o.address.c_str(),
+              server.port(), o.exec.parallel.tensor_parallel_size,
+              o.exec.parallel.pipeline_parallel_size);
+  std::fflush(stdout);
+
+  // Shutdown: drain, then stop the loop once no request and no connection is left.
+  bool stopping = false;
+  net::steady_timer deadline{ioc};
+  auto maybe_stop = [&] {
+    if (stopping && batch.idle() && server.sessions() == 0)
+      ioc.stop();
+  };
+  batch.on_idle(maybe_stop);
+  state->on_session_end = [&] { net::post(ioc, maybe_stop); };
+  net::signal_set signals{ioc, SIGTERM, SIGINT};
+  signals.async_wait([&](boost::system::error_code ec, int sig) {
+    if (ec)
+      return;
+    spdlog::warn("signal {}: draining {} request(s), {} connection(s)", sig,
+                 batch.queued() + batch.running(), server.sessions());
+    stopping = true;
+    server.drain();
+    batch.drain();
+    deadline.expires_after(o.drain_timeout);
+    deadline.async_wait([&](boost::system::error_code ec) {
+      if (ec)
+        return;
+      batch.fail_all(make_error(errc::not_ready, "the service shut down before this request "
+                                                 "finished (drain deadline passed)"));
+      // Slow clients get a few seconds to take their error, then the loop stops.
+      deadline.expires_after(std::chrono::seconds(5));
+      deadline.async_wait([&](boost::system::error_code ec) {
+        if (!ec)
+          ioc.stop();
+      });
+    });
+    maybe_stop();
+  });
+  ioc.run();
+  state->on_session_end = nullptr;
+  batch.on_idle(nullptr);
+  health.stop();
+  (*ex)->shutdown();
+  std::printf("cafex-serve stopped: %llu request(s) accepted\n",
+              static_cast<unsigned long long>(batch.accepted()));
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "worker")
+    return worker_main(argc, argv, 2);  // this program is also its worker program
+  auto parser = serve_parser();
+  serve_options opts;
+  try {
+    auto args = parser.parse(argc, argv, 1);
+    if (parser.help_requested(args)) {
+      std::fputs(parser.help().c_str(), stdout);
+      return 0;
+    }
+    if (!args.positional.empty())
+      throw cli::usage_error{"unexpected argument '" + args.positional.front() + "'"};
+    opts = options_from(args);
+  } catch (const cli::usage_error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what.c_str());
+    return 2;
+  }
+  if (auto err = init_logging(opts.exec.log_level, "serve")) {
+    std::fprintf(stderr, "error: %s\n", describe(err).c_str());
+    return 2;
+  }
+  return run_service(opts);
+}

@@ -1,0 +1,48 @@
+// What the service counts, and its Prometheus text rendering (format 0.0.4): step latency
+// histogram, steps in flight, requests queued and running, workers by state, failures by
+// kind, HTTP responses by code. Touched only on the service's io thread.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "health_monitor.hpp"
+
+namespace cafex::serve {
+
+/// Gauges the batcher owns, read when rendering.
+struct batch_gauges {
+  size_t steps_in_flight = 0;
+  size_t queued = 0;
+  size_t running = 0;
+  uint64_t accepted = 0;
+};
+
+class service_metrics {
+public:
+  /// Upper bounds (seconds) of the step latency buckets; +Inf is implied.
+  static constexpr std::array<double, 14> buckets = {
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
+
+  void step_ok(std::chrono::nanoseconds latency, size_t requests);
+  void step_failed(const std::string& kind) { ++failures_[kind]; }
+  void response(int status) { ++responses_[status]; }
+  void tokens(uint64_t n) { tokens_ += n; }
+
+  std::string render(const batch_gauges& g, const health_snapshot& h) const;
+
+private:
+  std::array<uint64_t, buckets.size() + 1> counts_{};  ///< last one: +Inf
+  double sum_seconds_ = 0;
+  uint64_t steps_ = 0;
+  uint64_t step_requests_ = 0;
+  uint64_t tokens_ = 0;
+  std::map<std::string, uint64_t> failures_;
+  std::map<int, uint64_t> responses_;
+};
+
+} // namespace cafex::serve

@@ -1,0 +1,348 @@
+// cafex-serve end to end on loopback with the embedded default cluster (tp=2): exact
+// tokens for 32 concurrent clients, 400s for every bad request, /health and /metrics,
+// /health 503 after a worker dies, and a SIGTERM under load that loses no request.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <csignal>
+#include <regex>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "http_client.hpp"
+#include "processes.hpp"
+#include "runtime/reference_model.hpp"
+#include "runtime/workload.hpp"
+
+using namespace cafex;
+using namespace std::chrono_literals;
+using json = nlohmann::json;
+using serve::http_client;
+using serve::http_reply;
+
+namespace {
+
+/// A running cafex-serve; killed (with its workers reaped) if a test ends early.
+struct service {
+  pid_t pid = -1;
+  uint16_t port = 0;
+  std::string out_file;
+  int exit_status = -1;
+
+  explicit service(std::vector<std::string> extra) {
+    test::become_subreaper();
+    out_file = "/tmp/cafex-serve-test-" + std::to_string(getpid()) + ".out";
+    std::vector<std::string> argv = {test::binary_from_env("CAFEX_SERVE"), "--listen",
+                                     "127.0.0.1:0", "--tp", "2", "--log-level", "warn",
+                                     "--health-interval-ms", "100"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    pid = test::start_background(argv, out_file);
+    std::regex re("listening on 127\\.0\\.0\\.1:([0-9]+)");
+    bool up = test::wait_until([&] {
+      std::smatch m;
+      auto text = test::read_file(out_file);
+      if (std::regex_search(text, m, re))
+        port = static_cast<uint16_t>(std::stoi(m[1]));
+      return port != 0 || exited();
+    }, 90s);
+    REQUIRE_MESSAGE(up, "cafex-serve did not start within 90 s");
+    REQUIRE_MESSAGE(port != 0, "cafex-serve exited during start-up");
+  }
+
+  bool exited() {
+    if (exit_status >= 0)
+      return true;
+    int st = 0;
+    if (waitpid(pid, &st, WNOHANG) == pid) {
+      exit_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      return true;
+    }
+    return false;
+  }
+
+  /// SIGTERM, then the exit status within `timeout` (-1: still running).
+  int terminate(std::chrono::milliseconds timeout = 60s) {
+    kill(pid, SIGTERM);
+    test::wait_until([&] { return exited(); }, timeout);
+    return exit_status;
+  }
+
+  ~service() {
+    if (!exited()) {
+      kill(pid, SIGKILL);
+      test::wait_until([&] { return exited(); }, 10s);
+    }
+    // Workers notice their driver is gone; the subreaper (this process) reaps them.
+    test::wait_until([] {
+      test::reap_zombies();
+      return test::children_of(getpid()).empty();
+    }, 15s);
+    unlink(out_file.c_str());
+  }
+
+  http_client client(std::chrono::milliseconds timeout = 60s) const {
+    return http_client("127.0.0.1", port, timeout);
+  }
+};
+
+std::vector<int32_t> reference_tokens(const std::vector<int32_t>& prompt, int n) {
+  reference_model m;
+  solo_collective solo;
+  REQUIRE_FALSE(m.load(model_config{}, shard_info{}, solo));
+  std::vector<int32_t> out;
+  scheduler_output s;
+  s.new_requests.push_back({"r", prompt});
+  for (int i = 0; i < n; ++i) {
+    auto r = m.execute(s, nullptr);
+    REQUIRE(r);
+    out.push_back(r->output.sampled.at(0));
+    s = {};
+    s.cached_requests.push_back({"r", out.back()});
+  }
+  return out;
+}
+
+std::string body_for(const std::vector<int32_t>& prompt, int max_tokens, bool stream) {
+  return json{{"prompt", prompt}, {"max_tokens", max_tokens}, {"stream", stream}}.dump();
+}
+
+/// What one completion returned: every token it got and how it ended.
+struct outcome {
+  bool transport_ok = false;
+  std::string transport_error;
+  int status = 0;
+  std::vector<int32_t> tokens;
+  bool completed = false;  ///< a final answer with all tokens
+  bool errored = false;    ///< an error response or error event
+  std::string error;
+};
+
+outcome complete(http_client& c, const std::vector<int32_t>& prompt, int max_tokens, bool stream) {
+  outcome o;
+  auto r = c.request("POST", "/v1/completions", body_for(prompt, max_tokens, stream));
+  o.transport_ok = r.transport_ok;
+  o.transport_error = r.error;
+  o.status = r.status;
+  if (!r.transport_ok)
+    return o;
+  if (!stream || r.status != 200) {
+    auto j = json::parse(r.body, nullptr, false);
+    if (r.status == 200 && j.is_object()) {
+      o.tokens = j.at("tokens").get<std::vector<int32_t>>();
+      o.completed = true;
+    } else {
+      o.errored = j.is_object() && j.contains("error");
+      o.error = r.body;
+    }
+    return o;
+  }
+  std::vector<int32_t> final_tokens;
+  bool saw_done_marker = false;
+  for (auto& [event, data] : r.events) {
+    if (event == "error") {
+      o.errored = true;
+      o.error = data;
+    } else if (data == "[DONE]") {
+      saw_done_marker = true;
+    } else {
+      auto j = json::parse(data);
+      if (j.contains("done")) {
+        final_tokens = j.at("tokens").get<std::vector<int32_t>>();
+      } else {
+        CHECK(j.at("index").get<size_t>() == o.tokens.size());
+        o.tokens.push_back(j.at("token").get<int32_t>());
+      }
+    }
+  }
+  o.completed = saw_done_marker && final_tokens == o.tokens;
+  return o;
+}
+
+int status_of(const http_reply& r) { return r.transport_ok ? r.status : -1; }
+
+std::string metric_text(const service& s) {
+  auto c = s.client(10s);
+  auto r = c.request("GET", "/metrics");
+  REQUIRE(r.transport_ok);
+  REQUIRE(r.status == 200);
+  return r.body;
+}
+
+/// The value of the first sample whose "name{labels}" starts with `key`; -1 if absent.
+double metric(const std::string& text, const std::string& key) {
+  size_t pos = 0;
+  while ((pos = text.find(key, pos)) != std::string::npos) {
+    if (pos == 0 || text[pos - 1] == '\n') {
+      auto sp = text.find(' ', pos);
+      return std::stod(text.substr(sp + 1, text.find('\n', sp) - sp - 1));
+    }
+    ++pos;
+  }
+  return -1;
+}
+
+} // namespace
+
+TEST_CASE("32 concurrent clients get the reference tokens while bad requests get 400s") {
+  service svc({"--max-body-bytes", "65536"});
+  constexpr int clients = 32;
+  std::vector<std::vector<int32_t>> prompts(clients), want(clients);
+  for (int i = 0; i < clients; ++i) {
+    prompts[i] = demo_workload::prompt(11, i, 512);
+    want[i] = reference_tokens(prompts[i], 4 + i % 9);
+  }
+  std::vector<outcome> got(clients);
+  std::vector<std::thread> pool;
+  for (int i = 0; i < clients; ++i)
+    pool.emplace_back([&, i] {
+      auto c = svc.client();
+      got[i] = complete(c, prompts[i], static_cast<int>(want[i].size()), i % 2 == 1);
+    });
+  // Bad requests, sent while the 32 run: each a 400 that says what is wrong.
+  struct bad_case {
+    std::string body;
+    std::string says;
+  };
+  std::vector<bad_case> bad = {
+    {"{\"prompt\": [1, 2", "malformed JSON"},
+    {"[1, 2]", "must be a JSON object"},
+    {"{\"max_tokens\": 4}", "missing field 'prompt'"},
+    {"{\"prompt\": \"hello\"}", "'prompt' must be an array"},
+    {"{\"prompt\": [1, \"x\"]}", "prompt[1] must be an integer"},
+    {"{\"prompt\": []}", "'prompt' is empty"},
+    {"{\"prompt\": [512]}", "outside the vocabulary"},
+    {"{\"prompt\": [1], \"max_tokens\": 0}", "out of range"},
+    {"{\"prompt\": [1], \"max_tokens\": 100000}", "out of range"},
+    {"{\"prompt\": [1], \"max_tokens\": \"4\"}", "'max_tokens' must be an integer"},
+    {"{\"prompt\": [1], \"stream\": 1}", "'stream' must be true or false"},
+  };
+  {
+    auto c = svc.client(20s);
+    for (auto& b : bad) {
+      auto r = c.request("POST", "/v1/completions", b.body);
+      CHECK_MESSAGE(status_of(r) == 400, b.body << " -> " << r.status << " " << r.error);
+      CHECK_MESSAGE(r.body.find(b.says) != std::string::npos, b.body << " -> " << r.body);
+    }
+    std::string big(100000, ' ');
+    auto r = c.raw("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                   + std::to_string(big.size()) + "\r\n\r\n" + big);
+    CHECK_MESSAGE(status_of(r) == 400, r.error);
+    CHECK(r.body.find("exceeds 65536 bytes") != std::string::npos);
+    r = c.raw("NOT HTTP AT ALL\r\n\r\n");
+    CHECK_MESSAGE(status_of(r) == 400, r.error);
+    CHECK(r.body.find("malformed HTTP request") != std::string::npos);
+    CHECK(status_of(c.request("GET", "/v1/completions")) == 405);
+    CHECK(status_of(c.request("GET", "/nope")) == 404);
+  }
+  for (auto& t : pool)
+    t.join();
+  for (int i = 0; i < clients; ++i) {
+    INFO("client " << i << (i % 2 ? " (stream)" : "") << ": " << got[i].transport_error
+                   << got[i].error);
+    CHECK(got[i].status == 200);
+    CHECK(got[i].completed);
+    CHECK(got[i].tokens == want[i]);
+  }
+  // Still serving, healthy, and the metrics parse.
+  auto c = svc.client(10s);
+  auto again = complete(c, prompts[0], 3, false);
+  CHECK(again.tokens == std::vector<int32_t>(want[0].begin(), want[0].begin() + 3));
+  auto h = c.request("GET", "/health");
+  CHECK(status_of(h) == 200);
+  CHECK(json::parse(h.body).at("status") == "healthy");
+  auto text = metric_text(svc);
+  std::regex sample(R"(^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_]+="[^"]*"(,[a-zA-Z_]+="[^"]*")*\})? (-?[0-9.eE+-]+|\+Inf|NaN)$)");
+  size_t lines = 0;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] == '#')
+      continue;
+    ++lines;
+    CHECK_MESSAGE(std::regex_match(line, sample), line);
+  }
+  CHECK(lines > 20);
+  CHECK(metric(text, "cafex_step_latency_seconds_count") > 0);
+  CHECK(metric(text, "cafex_step_latency_seconds_bucket{le=\"+Inf\"}")
+        == metric(text, "cafex_step_latency_seconds_count"));
+  CHECK(metric(text, "cafex_workers{state=\"healthy\"}") == 2);
+  CHECK(metric(text, "cafex_workers{state=\"dead\"}") == 0);
+  CHECK(metric(text, "cafex_steps_in_flight") >= 0);
+  CHECK(metric(text, "cafex_step_failures_total{kind=\"worker_lost\"}") == 0);
+  CHECK(metric(text, "cafex_requests_accepted_total") == clients + 1);
+  CHECK(metric(text, "cafex_http_responses_total{code=\"400\"}") == bad.size() + 2);
+  CHECK(svc.terminate() == 0);
+}
+
+TEST_CASE("/health turns 503 within seconds when a worker is killed") {
+  // Back to 200 after a restart needs --on-worker-failure restart (the failure work), which
+  // is not built yet: the integrator adds that half of the check.
+  service svc({});
+  auto c = svc.client(10s);
+  REQUIRE(status_of(c.request("GET", "/health")) == 200);
+  auto workers = test::children_of(svc.pid);
+  REQUIRE(workers.size() == 2);
+  REQUIRE(kill(workers[0], SIGKILL) == 0);
+  http_reply h;
+  bool turned = test::wait_until([&] {
+    h = c.request("GET", "/health");
+    return status_of(h) == 503;
+  }, 5s);
+  CHECK_MESSAGE(turned, "/health still " << h.status << " " << h.body);
+  auto j = json::parse(h.body);
+  CHECK(j.at("status") == "degraded");
+  CHECK(j.at("reason").get<std::string>().find("dead") != std::string::npos);
+  // Completions fail with a clear error instead of hanging.
+  auto r = complete(c, {1, 2, 3}, 4, false);
+  CHECK(r.status == 503);
+  CHECK(r.error.find("gone") != std::string::npos);
+  auto text = metric_text(svc);
+  CHECK(metric(text, "cafex_workers{state=\"dead\"}") == 1);
+  CHECK(metric(text, "cafex_step_failures_total{kind=\"worker_lost\"}") >= 1);
+  CHECK(svc.terminate() == 0);
+}
+
+TEST_CASE("SIGTERM under load: every accepted request completes or gets an error") {
+  service svc({"--max-batch", "8", "--drain-timeout", "2"});
+  constexpr int clients = 24;
+  constexpr int max_tokens = 40;
+  std::vector<std::vector<int32_t>> prompts(clients), want(clients);
+  for (int i = 0; i < clients; ++i) {
+    prompts[i] = demo_workload::prompt(5, i, 512);
+    want[i] = reference_tokens(prompts[i], max_tokens);
+  }
+  std::vector<outcome> got(clients);
+  std::vector<std::thread> pool;
+  for (int i = 0; i < clients; ++i)
+    pool.emplace_back([&, i] {
+      auto c = svc.client();
+      got[i] = complete(c, prompts[i], max_tokens, i % 2 == 0);
+    });
+  // Every request accepted (so none may vanish), then the signal.
+  bool accepted = test::wait_until([&] {
+    return metric(metric_text(svc), "cafex_requests_accepted_total") >= clients;
+  }, 30s);
+  REQUIRE(accepted);
+  auto rc = svc.terminate();
+  for (auto& t : pool)
+    t.join();
+  CHECK(rc == 0);
+  int completed = 0, errored = 0;
+  for (int i = 0; i < clients; ++i) {
+    INFO("client " << i << ": status " << got[i].status << " " << got[i].transport_error
+                   << got[i].error);
+    CHECK(got[i].transport_ok);
+    CHECK((got[i].completed || got[i].errored));
+    // Whatever arrived is a prefix of the reference answer.
+    REQUIRE(got[i].tokens.size() <= want[i].size());
+    CHECK(std::equal(got[i].tokens.begin(), got[i].tokens.end(), want[i].begin()));
+    if (got[i].completed)
+      CHECK(got[i].tokens == want[i]);
+    completed += got[i].completed;
+    errored += got[i].errored;
+  }
+  MESSAGE(completed << " completed, " << errored << " failed with an error at shutdown");
+  CHECK(completed + errored == clients);
+}

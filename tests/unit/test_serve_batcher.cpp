@@ -1,0 +1,184 @@
+// cafex-serve's continuous batching against a fake executor that keeps each step's
+// callback, so the test decides when (and whether) every step completes.
+#include <doctest/doctest.h>
+
+#include <map>
+
+#include "batcher.hpp"
+#include "runtime/error.hpp"
+
+using namespace cafex;
+using namespace cafex::serve;
+
+namespace {
+
+struct fake_executor {
+  std::vector<scheduler_output> steps;
+  std::vector<step_done> pending;
+
+  step_submitter submitter() {
+    return [this](const scheduler_output& s, step_done d) {
+      steps.push_back(s);
+      pending.push_back(std::move(d));
+    };
+  }
+  /// Answers the oldest pending step: token = 100 + position in the step.
+  void complete_ok() {
+    REQUIRE(!pending.empty());
+    auto& s = steps[steps.size() - pending.size()];
+    model_runner_output out;
+    out.step_id = s.step_id;
+    for (auto& r : s.new_requests)
+      out.req_ids.push_back(r.req_id);
+    for (auto& r : s.cached_requests)
+      out.req_ids.push_back(r.req_id);
+    for (size_t i = 0; i < out.req_ids.size(); ++i)
+      out.sampled.push_back(static_cast<int32_t>(100 + i));
+    auto d = std::move(pending.front());
+    pending.erase(pending.begin());
+    d(out);
+  }
+  void complete_error(caf::error e) {
+    auto d = std::move(pending.front());
+    pending.erase(pending.begin());
+    d(std::move(e));
+  }
+};
+
+struct record {
+  std::vector<int32_t> tokens;
+  int done = 0;
+  caf::error err;
+};
+
+request_sink sink_for(record& r) {
+  return {[&r](int32_t t) { r.tokens.push_back(t); },
+          [&r](const caf::error& e) {
+            ++r.done;
+            r.err = e;
+          }};
+}
+
+} // namespace
+
+TEST_CASE("requests join and leave the batch between steps") {
+  fake_executor fx;
+  batcher b{{}, fx.submitter()};
+  record a, c;
+  auto ida = b.add({1, 2}, 2, sink_for(a));
+  REQUIRE(ida);
+  REQUIRE(fx.steps.size() == 1);
+  CHECK(fx.steps[0].new_requests.size() == 1);
+  // A second request waits: one step in flight at a time (PP size 1).
+  auto idc = b.add({3}, 3, sink_for(c));
+  REQUIRE(idc);
+  CHECK(fx.steps.size() == 1);
+  CHECK(b.queued() == 1);
+  fx.complete_ok();  // a gets its first token; the next step carries a (cached) and c (new)
+  REQUIRE(fx.steps.size() == 2);
+  CHECK(fx.steps[1].new_requests.at(0).req_id == *idc);
+  CHECK(fx.steps[1].cached_requests.at(0).req_id == *ida);
+  CHECK(fx.steps[1].cached_requests.at(0).token == 100);
+  fx.complete_ok();  // a is done after 2 tokens and leaves; c continues
+  CHECK(a.done == 1);
+  CHECK_FALSE(a.err);
+  CHECK(a.tokens.size() == 2);
+  REQUIRE(fx.steps.size() == 3);
+  CHECK(fx.steps[2].finished == std::vector<std::string>{*ida});
+  CHECK(fx.steps[2].cached_requests.size() == 1);
+  fx.complete_ok();
+  fx.complete_ok();
+  CHECK(c.done == 1);
+  CHECK(c.tokens.size() == 3);
+  CHECK(b.idle());
+  // No step just to free the last request's KV cache: the next request's step does it.
+  CHECK(fx.steps.size() == 4);
+  record d;
+  REQUIRE(b.add({4}, 1, sink_for(d)));
+  REQUIRE(fx.steps.size() == 5);
+  CHECK(fx.steps[4].finished == std::vector<std::string>{*idc});
+  CHECK(fx.steps[4].new_requests.size() == 1);
+}
+
+TEST_CASE("max_batch and max_in_flight bound each step; a full queue refuses") {
+  fake_executor fx;
+  batcher b{{2, 2, 3}, fx.submitter()};
+  std::vector<record> r(6);
+  for (int i = 0; i < 5; ++i)
+    REQUIRE(b.add({1}, 1, sink_for(r[i])));
+  // Steps start eagerly: the first two requests each got a step; three wait.
+  CHECK(fx.steps.size() == 2);
+  CHECK(b.steps_in_flight() == 2);
+  CHECK(b.queued() == 3);
+  auto refused = b.add({1}, 1, sink_for(r[5]));
+  REQUIRE_FALSE(refused);
+  CHECK(code_of(refused.error()) == errc::too_many_in_flight);
+  fx.complete_ok();  // frees a slot: the next step takes max_batch = 2 waiting requests
+  REQUIRE(fx.steps.size() == 3);
+  CHECK(fx.steps[2].num_requests() == 2);
+  CHECK(fx.steps[2].finished.size() == 1);
+  CHECK(b.queued() == 1);
+}
+
+TEST_CASE("a failed step fails exactly its requests; others go on") {
+  fake_executor fx;
+  batcher b{{}, fx.submitter()};
+  record a;
+  REQUIRE(b.add({1}, 4, sink_for(a)));
+  fx.complete_error(make_error(errc::worker_lost, "rank 1 is gone"));
+  CHECK(a.done == 1);
+  CHECK(code_of(a.err) == errc::worker_lost);
+  CHECK(b.idle());
+  record c;
+  REQUIRE(b.add({1}, 1, sink_for(c)));
+  fx.complete_ok();
+  CHECK(c.done == 1);
+  CHECK_FALSE(c.err);
+}
+
+TEST_CASE("drain refuses new requests, finishes accepted ones, then reports idle") {
+  fake_executor fx;
+  batcher b{{}, fx.submitter()};
+  int idle_calls = 0;
+  b.on_idle([&] { ++idle_calls; });
+  record a, q;
+  REQUIRE(b.add({1}, 2, sink_for(a)));
+  REQUIRE(b.add({1}, 1, sink_for(q)));
+  b.drain();
+  auto late = b.add({1}, 1, sink_for(q));
+  REQUIRE_FALSE(late);
+  CHECK(code_of(late.error()) == errc::not_ready);
+  fx.complete_ok();
+  fx.complete_ok();
+  CHECK(a.done == 1);
+  CHECK(q.done == 1);
+  CHECK(idle_calls >= 1);
+}
+
+TEST_CASE("fail_all answers every accepted request once; late results are ignored") {
+  fake_executor fx;
+  batcher b{{}, fx.submitter()};
+  record a, q;
+  REQUIRE(b.add({1}, 5, sink_for(a)));
+  REQUIRE(b.add({1}, 5, sink_for(q)));
+  b.fail_all(make_error(errc::not_ready, "shutting down"));
+  CHECK(a.done == 1);
+  CHECK(q.done == 1);
+  CHECK(b.idle());
+  fx.complete_ok();  // the step in flight comes back after all
+  CHECK(a.done == 1);
+  CHECK(a.tokens.empty());
+}
+
+TEST_CASE("a cancelled request leaves without calling its sink again") {
+  fake_executor fx;
+  batcher b{{}, fx.submitter()};
+  record a;
+  auto id = b.add({1}, 5, sink_for(a));
+  REQUIRE(id);
+  b.cancel(*id);
+  fx.complete_ok();
+  CHECK(a.tokens.empty());
+  CHECK(a.done == 0);
+  CHECK(b.idle());
+}

@@ -84,15 +84,15 @@ void on_link_down(state_ptr self, int rank, const std::string& reason) {
     return;
   }
   st.probing[rank] = true;
-  auto worker_id = st.workers[rank].id();
+  auto worker_id = st.workers[rank].address();
   self->request(agent, st.opts.liveness.cause_timeout, cause_atom::value, int32_t{rank},
-                uint64_t{worker_id})
+                worker_key(st.workers[rank]))
     .then(
       [self, worker_id, reason](std::string& answer) {
         // Ranks may have been reordered meanwhile: find the worker again.
         auto& st = self->state;
         for (size_t r = 0; r < st.workers.size(); ++r)
-          if (st.workers[r].id() == worker_id)
+          if (st.workers[r].address() == worker_id)
             on_worker_down(self, static_cast<int>(r), parse_agent_cause(answer), reason);
       },
       [self, worker_id, reason](caf::error&) {
@@ -100,7 +100,7 @@ void on_link_down(state_ptr self, int rank, const std::string& reason) {
         failure_cause c;
         c.what = failure_cause::kind::unreachable;
         for (size_t r = 0; r < st.workers.size(); ++r)
-          if (st.workers[r].id() == worker_id)
+          if (st.workers[r].address() == worker_id)
             on_worker_down(self, static_cast<int>(r), c, reason);
       });
 }

@@ -45,8 +45,8 @@ bool process_stopped(pid_t pid) {
          && (line[close + 2] == 'T' || line[close + 2] == 't');
 }
 
-void remember_end(node_agent_state& st, uint64_t worker_id, std::string cause) {
-  if (worker_id == 0)
+void remember_end(node_agent_state& st, const std::string& worker_id, std::string cause) {
+  if (worker_id.empty())
     return;
   if (st.ended.size() >= 1024)
     st.ended.erase(st.ended.begin());
@@ -295,7 +295,7 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
         return err;
       }
       i->second.registered = true;
-      i->second.worker_id = handle ? handle.id() : 0;
+      i->second.worker_id = worker_key(handle);
       if (direct_port != 0 && st.opts.on_worker_port)
         st.opts.on_worker_port(direct_port);
       i->second.rp.deliver(handle, direct_port);
@@ -309,7 +309,7 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
         return kill_children_of(self, caf::actor_addr{});
       return kill_children_of(self, caf::actor_cast<caf::actor_addr>(sender));
     },
-    [self](cause_atom, int32_t rank, uint64_t worker_id) -> caf::result<std::string> {
+    [self](cause_atom, int32_t rank, const std::string& worker_id) -> caf::result<std::string> {
       auto& st = self->state;
       node_agent_state::cause_query q;
       q.worker_id = worker_id;

@@ -43,7 +43,7 @@ struct node_agent_state {
     caf::typed_response_promise<worker_actor, uint16_t> rp;
     caf::actor_addr owner;
     bool registered = false;
-    uint64_t worker_id = 0;      ///< the registered worker actor's id
+    std::string worker_id;       ///< worker_key() of the registered worker
     std::chrono::steady_clock::time_point deadline;
   };
   node_agent_options opts;
@@ -57,12 +57,12 @@ struct node_agent_state {
   /// Pending "why did this worker end" questions: answered once the child is reaped, or
   /// with its process state at the deadline.
   struct cause_query {
-    uint64_t worker_id = 0;
+    std::string worker_id;
     caf::typed_response_promise<std::string> rp;
     std::chrono::steady_clock::time_point deadline;
   };
   std::vector<cause_query> cause_queries;
-  std::map<uint64_t, std::string> ended;  ///< worker id -> how it ended (bounded)
+  std::map<std::string, std::string> ended;  ///< worker id -> how it ended (bounded)
   static inline const char* name = "cafex.node_agent";
 };
 

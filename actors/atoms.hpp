@@ -31,5 +31,7 @@ using stepfail_atom = caf::atom_constant<caf::atom("stepfail")>; ///< a rank fai
 using deadline_atom = caf::atom_constant<caf::atom("deadline")>; ///< a step's deadline
 using teardown_atom = caf::atom_constant<caf::atom("teardown")>; ///< drop the dataflow
 using stats_atom = caf::atom_constant<caf::atom("stats")>;       ///< dataflow counters
+using cause_atom = caf::atom_constant<caf::atom("cause")>;       ///< why a worker ended
+using agents_atom = caf::atom_constant<caf::atom("agents")>;     ///< node agent per rank
 
 } // namespace cafex

@@ -4,6 +4,7 @@
 
 #include "actors/driver_dataflow.hpp"
 #include "runtime/error.hpp"
+#include "runtime/failure_cause.hpp"
 
 namespace cafex {
 
@@ -47,15 +48,20 @@ void finish_rpc(state_ptr self, uint64_t id, caf::error err) {
 }
 
 /// A worker is gone: fail everything that waits for it, now.
-void on_worker_down(state_ptr self, int rank, const std::string& why) {
+void on_worker_down(state_ptr self, int rank, const failure_cause& cause,
+                    const std::string& link_reason) {
   auto& st = self->state;
   if (!st.dead[rank].empty())
     return;
+  st.probing[rank] = false;
+  auto why = describe_cause(cause, st.opts.liveness.connection_timeout, st.node_ids[rank]);
+  if (cause.what == failure_cause::kind::unknown)
+    why += " (" + link_reason + ")";
   st.dead[rank] = why;
+  st.health[rank] = health_state_of(cause);
   spdlog::error("{} is gone: {}", who(st, rank), why);
-  auto lost = make_error(errc::worker_lost, who(st, rank) + " is gone (" + why
-                                              + "); shut the executor down and start it "
-                                                "again");
+  auto lost = make_error(errc::worker_lost, who(st, rank) + " is gone: " + why + "; "
+                                              + advice_for(cause));
   std::vector<uint64_t> ids;
   for (auto& [id, p] : st.rpcs)
     if (p->waiting.count(rank))
@@ -64,6 +70,39 @@ void on_worker_down(state_ptr self, int rank, const std::string& why) {
     finish_rpc(self, id, lost);
   // Every step involves every rank.
   fail_all_steps(self, lost);
+}
+
+/// A worker's link dropped: ask the agent that reaped it how it ended (a few ms for a
+/// killed process), then fail its calls with that cause. Bounded by cause_timeout.
+void on_link_down(state_ptr self, int rank, const std::string& reason) {
+  auto& st = self->state;
+  if (!st.dead[rank].empty() || st.probing[rank])
+    return;
+  auto agent = rank < static_cast<int>(st.agents.size()) ? st.agents[rank] : node_agent_actor{};
+  if (!agent) {
+    on_worker_down(self, rank, failure_cause{}, reason);
+    return;
+  }
+  st.probing[rank] = true;
+  auto worker_id = st.workers[rank].address();
+  self->request(agent, st.opts.liveness.cause_timeout, cause_atom::value, int32_t{rank},
+                worker_key(st.workers[rank]))
+    .then(
+      [self, worker_id, reason](std::string& answer) {
+        // Ranks may have been reordered meanwhile: find the worker again.
+        auto& st = self->state;
+        for (size_t r = 0; r < st.workers.size(); ++r)
+          if (st.workers[r].address() == worker_id)
+            on_worker_down(self, static_cast<int>(r), parse_agent_cause(answer), reason);
+      },
+      [self, worker_id, reason](caf::error&) {
+        auto& st = self->state;
+        failure_cause c;
+        c.what = failure_cause::kind::unreachable;
+        for (size_t r = 0; r < st.workers.size(); ++r)
+          if (st.workers[r].address() == worker_id)
+            on_worker_down(self, static_cast<int>(r), c, reason);
+      });
 }
 
 } // namespace
@@ -77,7 +116,7 @@ driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
     auto& st = self->state;
     for (size_t r = 0; r < st.workers.size(); ++r)
       if (st.workers[r].address() == dm.source)
-        on_worker_down(self, static_cast<int>(r), caf::to_string(dm.reason));
+        on_link_down(self, static_cast<int>(r), caf::to_string(dm.reason));
   });
   return {
     [self](workers_atom, std::vector<worker_actor>& ws, std::vector<std::string>& nodes,
@@ -89,6 +128,8 @@ driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
       st.workers = std::move(ws);
       st.node_ids = std::move(nodes);
       st.dead.assign(st.workers.size(), "");
+      st.health.assign(st.workers.size(), "healthy");
+      st.probing.assign(st.workers.size(), false);
       st.tp = tp;
       st.pp = pp;
       for (auto& w : st.workers)
@@ -97,13 +138,20 @@ driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
         st.kv = std::make_unique<kv_output_aggregator>(tp * pp);
       return true;
     },
+    [self](agents_atom, std::vector<node_agent_actor>& agents) -> caf::result<bool> {
+      if (agents.size() != self->state.workers.size())
+        return make_error(errc::invalid_argument, "driver got one agent per rank too few");
+      self->state.agents = std::move(agents);
+      return true;
+    },
     [self](rerank_atom, const std::vector<int32_t>& order) -> caf::result<bool> {
       auto& st = self->state;
       if (order.size() != st.workers.size())
         return make_error(errc::invalid_argument, "rerank order has the wrong size");
       std::vector<worker_actor> ws(order.size());
-      std::vector<std::string> nodes(order.size()), dead(order.size());
-      std::vector<bool> seen(order.size(), false);
+      std::vector<std::string> nodes(order.size()), dead(order.size()), health(order.size());
+      std::vector<node_agent_actor> agents(st.agents.empty() ? 0 : order.size());
+      std::vector<bool> seen(order.size(), false), probing(order.size(), false);
       for (size_t adjusted = 0; adjusted < order.size(); ++adjusted) {
         auto created = order[adjusted];
         if (created < 0 || created >= static_cast<int>(order.size()) || seen[created])
@@ -112,10 +160,17 @@ driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
         ws[adjusted] = st.workers[created];
         nodes[adjusted] = st.node_ids[created];
         dead[adjusted] = st.dead[created];
+        health[adjusted] = st.health[created];
+        probing[adjusted] = st.probing[created];
+        if (!agents.empty())
+          agents[adjusted] = st.agents[created];
       }
       st.workers = std::move(ws);
       st.node_ids = std::move(nodes);
       st.dead = std::move(dead);
+      st.health = std::move(health);
+      st.probing = std::move(probing);
+      st.agents = std::move(agents);
       return true;
     },
     [self](rpc_atom, const std::string& method, const std::string& args,
@@ -129,8 +184,11 @@ driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
                           "unique_reply_rank " + std::to_string(ro.unique_reply_rank)
                             + " is out of range for " + std::to_string(n) + " workers");
       for (int r = 0; r < n; ++r)
-        if (!st.dead[r].empty())
-          return make_error(errc::worker_lost, who(st, r) + " is gone (" + st.dead[r] + ")");
+        if (!st.dead[r].empty() || st.probing[r])
+          return make_error(errc::worker_lost,
+                            who(st, r) + " is gone: "
+                              + (st.probing[r] ? "its link dropped" : st.dead[r])
+                              + "; shut the executor down and start it again");
       auto timeout = ro.timeout_ms > 0 ? std::chrono::milliseconds(ro.timeout_ms)
                                        : st.opts.default_rpc_timeout;
       auto id = st.next_rpc++;
@@ -185,7 +243,8 @@ driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
       std::vector<worker_health> out;
       for (size_t r = 0; r < st.workers.size(); ++r)
         out.push_back(worker_health{static_cast<int32_t>(r), st.node_ids[r],
-                                    st.dead[r].empty() ? "healthy" : "dead", st.dead[r]});
+                                    st.probing[r] ? "unresponsive" : st.health[r],
+                                    st.probing[r] ? "link dropped" : st.dead[r]});
       return out;
     },
     [self](stop_atom) -> bool {

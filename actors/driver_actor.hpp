@@ -15,6 +15,7 @@
 
 #include "actors/driver_protocol.hpp"
 #include "actors/driver_shm.hpp"
+#include "actors/system_config.hpp"
 #include "runtime/kv_aggregator.hpp"
 #include "runtime/step_order.hpp"
 
@@ -27,6 +28,7 @@ struct driver_options {
   std::string channel = "gloo";        ///< resolved channel type of the dataflow
   std::string kv_connector;            ///< "" or "loopback"
   std::chrono::milliseconds channel_timeout{30000};
+  liveness_options liveness;           ///< for cause lookups and their messages
 };
 
 /// One collective_rpc waiting for answers.
@@ -56,6 +58,9 @@ struct driver_state {
   std::vector<worker_actor> workers;     ///< by rank (created rank before rerank)
   std::vector<std::string> node_ids;     ///< by rank
   std::vector<std::string> dead;         ///< by rank: why it is gone, empty if alive
+  std::vector<std::string> health;       ///< by rank: worker_health state
+  std::vector<node_agent_actor> agents;  ///< by rank: the agent that started it
+  std::vector<bool> probing;             ///< by rank: lost, asking its agent why
   int tp = 1;
   int pp = 1;
   uint64_t next_rpc = 1;

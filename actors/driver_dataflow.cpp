@@ -146,7 +146,7 @@ caf::result<model_runner_output> submit_step(driver_ptr self, scheduler_output s
   if (st.workers.empty())
     return make_error(errc::not_ready, "execute_model before the workers exist");
   for (size_t r = 0; r < st.dead.size(); ++r)
-    if (!st.dead[r].empty())
+    if (!st.dead[r].empty() || st.probing[r])
       return make_error(errc::worker_lost,
                         who(st, static_cast<int>(r)) + " is gone (" + st.dead[r] + ")");
   if (fail_fast && (!st.window.can_dispatch() || !st.queued.empty()))

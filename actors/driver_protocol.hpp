@@ -13,6 +13,7 @@
 #include "actors/atoms.hpp"
 #include "actors/dataflow_protocol.hpp"
 #include "actors/messages.hpp"
+#include "actors/node_agent_protocol.hpp"
 #include "actors/worker_protocol.hpp"
 #include "runtime/scheduler_output.hpp"
 
@@ -22,6 +23,8 @@ using driver_actor = step_sink_actor::extend<
   /// (workers, handles by created rank, their node ids, tp, pp): take the workers over.
   caf::replies_to<workers_atom, std::vector<worker_actor>, std::vector<std::string>,
                   int32_t, int32_t>::with<bool>,
+  /// (agents, node agent by created rank): who to ask how a lost worker ended.
+  caf::replies_to<agents_atom, std::vector<node_agent_actor>>::with<bool>,
   /// (rerank, order): order[adjusted rank] = created rank.
   caf::replies_to<rerank_atom, std::vector<int32_t>>::with<bool>,
   /// (dag, store url, node ips by rank, same-node shared memory): where the dataflow's

@@ -60,7 +60,9 @@ typename Inspector::result_type inspect(Inspector& f, spawn_request& x) {
 struct worker_health {
   int32_t rank = 0;
   std::string node_id;
-  std::string state;   ///< "healthy", "unresponsive", "dead"
+  /// "healthy"; "unresponsive" (no heartbeat, or its node unreachable); "dead" (the
+  /// process ended: detail names the signal or exit code); "restarting".
+  std::string state;
   std::string detail;
 };
 

@@ -1,10 +1,12 @@
 #include "actors/node_agent_actor.hpp"
 
+#include <fstream>
 #include <random>
 
 #include <spdlog/spdlog.h>
 
 #include "runtime/error.hpp"
+#include "runtime/failure_cause.hpp"
 #include "runtime/worker_profiler.hpp"
 #include "runtime/version.hpp"
 
@@ -22,10 +24,57 @@ std::string join_ints(const std::vector<int>& xs) {
 }
 
 void schedule_reap(state_ptr self) {
-  if (self->state.reaping || self->state.children.empty())
+  auto& st = self->state;
+  if (st.reaping || (st.children.empty() && st.cause_queries.empty()))
     return;
-  self->state.reaping = true;
-  self->delayed_send(self, self->state.opts.reap_interval, reap_atom::value);
+  st.reaping = true;
+  // A pending cause question polls fast: a killed worker's link drops a few ms before
+  // its process can be reaped.
+  auto interval = st.cause_queries.empty() ? st.opts.reap_interval
+                                           : std::chrono::milliseconds(5);
+  self->delayed_send(self, interval, reap_atom::value);
+}
+
+/// 'T' (stopped) or 't' (traced) in /proc/PID/stat.
+bool process_stopped(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(in, line))
+    return false;
+  auto close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size()
+         && (line[close + 2] == 'T' || line[close + 2] == 't');
+}
+
+void remember_end(node_agent_state& st, const std::string& worker_id, std::string cause) {
+  if (worker_id.empty())
+    return;
+  if (st.ended.size() >= 1024)
+    st.ended.erase(st.ended.begin());
+  st.ended[worker_id] = std::move(cause);
+}
+
+/// Answers the cause questions that can be answered now (or whose deadline passed).
+void answer_causes(state_ptr self) {
+  auto& st = self->state;
+  auto now = std::chrono::steady_clock::now();
+  for (auto i = st.cause_queries.begin(); i != st.cause_queries.end();) {
+    std::string answer;
+    if (auto e = st.ended.find(i->worker_id); e != st.ended.end()) {
+      answer = e->second;
+    } else if (now >= i->deadline) {
+      answer = "unknown";
+      for (auto& [id, c] : st.children)
+        if (c.worker_id == i->worker_id)
+          answer = process_stopped(c.proc.pid()) ? "stopped" : "running";
+    }
+    if (answer.empty()) {
+      ++i;
+      continue;
+    }
+    i->rp.deliver(answer);
+    i = st.cause_queries.erase(i);
+  }
 }
 
 /// Polls every child: reports deaths before registration, enforces the register
@@ -45,6 +94,7 @@ void reap(state_ptr self) {
       else
         spdlog::warn("worker rank {} (pid {}) ended: {}", rank, c.proc.pid(),
                      status->describe());
+      remember_end(st, c.worker_id, agent_cause_text(status->signaled, status->code));
       i = st.children.erase(i);
       continue;
     }
@@ -70,6 +120,7 @@ int32_t kill_children_of(state_ptr self, const caf::actor_addr& owner) {
       continue;
     }
     auto status = i->second.proc.terminate(st.opts.kill_grace);
+    remember_end(st, i->second.worker_id, agent_cause_text(status.signaled, status.code));
     spdlog::debug("stopped worker rank {}: {}", i->second.req.created_rank, status.describe());
     if (!i->second.registered)
       i->second.rp.deliver(make_error(errc::spawn_failed, "spawn cancelled: workers stopped"));
@@ -258,6 +309,7 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
         return err;
       }
       i->second.registered = true;
+      i->second.worker_id = worker_key(handle);
       if (direct_port != 0 && st.opts.on_worker_port)
         st.opts.on_worker_port(direct_port);
       i->second.rp.deliver(handle, direct_port);
@@ -271,9 +323,24 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
         return kill_children_of(self, caf::actor_addr{});
       return kill_children_of(self, caf::actor_cast<caf::actor_addr>(sender));
     },
+    [self](cause_atom, int32_t rank, const std::string& worker_id) -> caf::result<std::string> {
+      auto& st = self->state;
+      node_agent_state::cause_query q;
+      q.worker_id = worker_id;
+      q.rp = self->make_response_promise<std::string>();
+      q.deadline = std::chrono::steady_clock::now() + st.opts.cause_wait;
+      auto rp = q.rp;
+      st.cause_queries.push_back(std::move(q));
+      reap(self);
+      answer_causes(self);
+      schedule_reap(self);
+      spdlog::debug("asked why worker rank {} (actor {}) ended", rank, worker_id);
+      return rp;
+    },
     [self](reap_atom) {
       self->state.reaping = false;
       reap(self);
+      answer_causes(self);
       schedule_reap(self);
     },
   };

@@ -23,6 +23,8 @@ struct node_agent_options {
   std::string worker_program;   ///< executable run as `<program> worker ...`
   std::chrono::milliseconds reap_interval{50};
   std::chrono::milliseconds kill_grace{2000};
+  /// How long a cause question waits for a lost worker's process to be reaped.
+  std::chrono::milliseconds cause_wait{200};
   /// Workers publish themselves on this host for a direct driver connection (empty: they
   /// do not; the driver reaches them through the agent's node, as the embedded agent does).
   std::string worker_publish_host;
@@ -41,6 +43,7 @@ struct node_agent_state {
     caf::typed_response_promise<worker_actor, uint16_t> rp;
     caf::actor_addr owner;
     bool registered = false;
+    std::string worker_id;       ///< worker_key() of the registered worker
     std::chrono::steady_clock::time_point deadline;
   };
   node_agent_options opts;
@@ -51,6 +54,15 @@ struct node_agent_state {
   resource_ledger ledger;
   std::set<caf::node_id> checked_peers;  ///< remote nodes whose version matched
   bool reaping = false;
+  /// Pending "why did this worker end" questions: answered once the child is reaped, or
+  /// with its process state at the deadline.
+  struct cause_query {
+    std::string worker_id;
+    caf::typed_response_promise<std::string> rp;
+    std::chrono::steady_clock::time_point deadline;
+  };
+  std::vector<cause_query> cause_queries;
+  std::map<std::string, std::string> ended;  ///< worker id -> how it ended (bounded)
   static inline const char* name = "cafex.node_agent";
 };
 

@@ -36,8 +36,17 @@ using node_agent_actor = caf::typed_actor<
   /// Stops every worker this agent started for the sender (all of them when the sender
   /// lives in the agent's own process); answers how many.
   caf::replies_to<kill_atom>::with<int32_t>,
+  /// (cause, created rank, worker key "NODE#ID" from worker_key()): how that worker's process ended, once it
+  /// has: "signal:9", "exit:3"; or "stopped"/"running" when it still lives after a short
+  /// wait (its link timed out), "unknown" when this agent never started it.
+  caf::replies_to<cause_atom, int32_t, std::string>::with<std::string>,
   caf::reacts_to<reap_atom>,
   /// (listen, host, port): where worker processes reach this agent; local senders only.
   caf::reacts_to<listen_atom, std::string, uint16_t>>;
+
+/// Identifies a worker actor across processes (actor ids repeat in every process).
+inline std::string worker_key(const worker_actor& w) {
+  return w ? caf::to_string(w.node()) + "#" + std::to_string(w.id()) : std::string{};
+}
 
 } // namespace cafex

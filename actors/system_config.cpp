@@ -33,6 +33,7 @@ system_config::system_config(const liveness_options& live) {
   add_message_type<worker_actor>("cafex::worker_actor");
   add_message_type<std::vector<worker_actor>>("std::vector<cafex::worker_actor>");
   add_message_type<node_agent_actor>("cafex::node_agent_actor");
+  add_message_type<std::vector<node_agent_actor>>("std::vector<cafex::node_agent_actor>");
   add_message_type<dummy_driver_actor>("cafex::dummy_driver_actor");
   add_message_type<std::vector<int32_t>>("std::vector<int32_t>");
   add_error_category(error_category, [](uint8_t code, caf::atom_value, const caf::message& ctx) {

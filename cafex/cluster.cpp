@@ -286,6 +286,13 @@ const std::string& cluster::driver_ip() const {
   return impl_->driver_ip;
 }
 
+node_agent_actor cluster::agent_of(const std::string& node_id) const {
+  for (const auto& n : impl_->nodes)
+    if (n.info.node_id == node_id)
+      return n.agent;
+  return node_agent_actor{};
+}
+
 void cluster::shutdown() {
   auto& d = *impl_;
   if (d.stopped)

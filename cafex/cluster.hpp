@@ -72,6 +72,9 @@ public:
                    std::chrono::steady_clock::time_point deadline,
                    std::vector<worker_actor>& workers, std::vector<std::string>& nodes);
 
+  /// The agent of the node with this id (an invalid handle when unknown).
+  node_agent_actor agent_of(const std::string& node_id) const;
+
   /// Stops every worker, releases the reservations, closes the links. Idempotent.
   void shutdown();
 

@@ -149,6 +149,7 @@ caf::error executor::impl::start_up() {
   dopts.channel = to_string(resolve_channel_type(*channel, opts.device));
   dopts.kv_connector = opts.kv_connector;
   dopts.channel_timeout = opts.start_timeout;
+  dopts.liveness = opts.liveness;
   driver = sys.spawn(driver_impl, dopts);
   client = spawn_client(sys, driver, opts.step_timeout + std::chrono::seconds(5));
   if (auto err = place_and_spawn(deadline))
@@ -198,7 +199,14 @@ caf::error executor::impl::place_and_spawn(clock::time_point deadline) {
   auto ok = ask<bool>(driver, left(deadline), workers_atom::value, workers, node_ids,
                       int32_t{opts.parallel.tensor_parallel_size},
                       int32_t{opts.parallel.pipeline_parallel_size});
-  return ok ? caf::none : ok.error();
+  if (!ok)
+    return ok.error();
+  // The driver asks these agents how a lost worker ended (signal, exit code).
+  std::vector<node_agent_actor> agents;
+  for (const auto& id : node_ids)
+    agents.push_back(nodes->agent_of(id));
+  auto told = ask<bool>(driver, left(deadline), agents_atom::value, agents);
+  return told ? caf::none : told.error();
 }
 
 caf::error executor::impl::configure(clock::time_point deadline) {
@@ -412,6 +420,37 @@ caf::expected<nlohmann::json> executor::dataflow_stats() {
   if (!r)
     return r.error();
   return nlohmann::json::parse(*r);
+}
+
+executor_state executor::state() {
+  if (impl_->stopped)
+    return executor_state::stopped;
+  auto health = check_health();
+  if (!health)
+    return executor_state::failed;
+  return summarize_health(*health);
+}
+
+executor_state summarize_health(const std::vector<worker_health>& workers) {
+  bool degraded = false;
+  for (const auto& w : workers) {
+    if (w.state == "dead")
+      return executor_state::failed;
+    if (w.state != "healthy")
+      degraded = true;
+  }
+  return degraded ? executor_state::degraded : executor_state::ready;
+}
+
+const char* to_string(executor_state s) {
+  switch (s) {
+    case executor_state::starting: return "starting";
+    case executor_state::ready: return "ready";
+    case executor_state::degraded: return "degraded";
+    case executor_state::failed: return "failed";
+    case executor_state::stopped: return "stopped";
+  }
+  return "?";
 }
 
 caf::expected<std::vector<worker_health>> executor::check_health() {

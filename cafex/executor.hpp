@@ -65,6 +65,18 @@ struct executor_options {
   liveness_options liveness;
 };
 
+/// What a host sees of the executor as a whole.
+///   starting: start() runs;  ready: every worker healthy;
+///   degraded: some worker unresponsive or restarting (steps may fail);
+///   failed: some worker dead (steps fail with worker_lost; restart the executor);
+///   stopped: after shutdown().
+enum class executor_state { starting, ready, degraded, failed, stopped };
+
+const char* to_string(executor_state s);
+
+/// The executor state that a set of worker health reports amounts to.
+executor_state summarize_health(const std::vector<worker_health>& workers);
+
 /// A started executor. Create with start(); destroy or shutdown() to stop every worker.
 class executor {
 public:
@@ -115,6 +127,9 @@ public:
 
   /// Dataflow counters (in_flight, max_observed, dispatched, steps_ok, ...).
   caf::expected<nlohmann::json> dataflow_stats();
+
+  /// ready / degraded / failed / stopped, from check_health().
+  executor_state state();
 
   /// Per-worker health as the driver sees it.
   caf::expected<std::vector<worker_health>> check_health();

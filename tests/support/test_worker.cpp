@@ -42,6 +42,24 @@ private:
   reference_model inner_;
 };
 
+/// The reference model, except that load fails on TP rank 1: start-up must fail cleanly.
+class failing_load_model final : public model_runner {
+public:
+  caf::error load(const model_config& cfg, const shard_info& shard, collective& tp) override {
+    if (shard.tp_rank == 1)
+      return make_error(errc::model_failed, "rank 1 was told to fail load_model");
+    return inner_.load(cfg, shard, tp);
+  }
+  caf::expected<stage_result> execute(const scheduler_output& step,
+                                      const intermediate_tensors* input) override {
+    return inner_.execute(step, input);
+  }
+  size_t live_requests() const override { return inner_.live_requests(); }
+
+private:
+  reference_model inner_;
+};
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -50,6 +68,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   model_registry::instance().add("sleepy", [] { return std::make_unique<sleepy_model>(); });
+  model_registry::instance().add("failing_load",
+                                 [] { return std::make_unique<failing_load_model>(); });
   method_table extra;
   // {"ms": N, "rank": R}: sleeps N ms (only on rank R when given), answers the rank.
   extra.add("sleep_ms", [](worker_state& st, const json& a) -> caf::expected<json> {

@@ -1,0 +1,199 @@
+// Failure cases with real worker processes: each is detected within its bound, reported
+// to the caller with rank, node and cause, and leaves no process behind. Every wait has a
+// deadline; nothing sleeps as synchronisation.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <csignal>
+#include <fstream>
+#include <iterator>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cafex/executor.hpp"
+#include "processes.hpp"
+
+using namespace cafex;
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+
+namespace {
+
+pid_t worker_pid(int rank) {
+  const std::string flag = std::string("--rank") + '\0' + std::to_string(rank) + '\0';
+  for (auto pid : test::children_of(getpid())) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
+    std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (cmd.find(flag) != std::string::npos)
+      return pid;
+  }
+  return -1;
+}
+
+executor_options options(int tp, const std::string& model = "sleepy") {
+  executor_options o;
+  o.parallel.tensor_parallel_size = tp;
+  o.worker_program = test::binary_from_env("CAFEX_TEST_WORKER");
+  o.log_level = "off";
+  o.model.name = model;
+  return o;
+}
+
+scheduler_output sleepy_step(uint64_t id, int ms) {
+  scheduler_output s;
+  s.step_id = id;
+  s.new_requests.push_back(new_request{"sleep" + std::to_string(ms) + "-r" + std::to_string(id),
+                                       {1, 2, 3, 4}});
+  return s;
+}
+
+long ms_since(steady::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t0).count();
+}
+
+void no_children_left() {
+  CHECK(test::wait_until([] {
+    test::reap_zombies();
+    return test::children_of(getpid()).empty();
+  }, 15s));
+}
+
+bool has(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+} // namespace
+
+TEST_CASE("SIGKILL mid-step: the step fails fast naming rank, node and signal 9") {
+  test::become_subreaper();
+  auto ex = executor::start(options(2));
+  REQUIRE_MESSAGE(ex, describe(ex.error()));
+  auto node = (*ex)->plan().workers.at(1).node_id;
+  REQUIRE((*ex)->execute_model(sleepy_step(0, 0)));  // compiles the dataflow
+  pid_t victim = worker_pid(1);
+  REQUIRE(victim > 0);
+  auto pending = (*ex)->execute_model_async(sleepy_step(1, 20000));
+  REQUIRE(pending.wait_for(100ms) == std::future_status::timeout);
+  auto t0 = steady::now();
+  REQUIRE(kill(victim, SIGKILL) == 0);
+  // The step deadline is 300 s: only the failure path can answer within 2 s.
+  REQUIRE(pending.wait_for(2s) == std::future_status::ready);
+  auto took = ms_since(t0);
+  auto r = pending.get();
+  REQUIRE_FALSE(r);
+  CHECK(code_of(r.error()) == errc::worker_lost);
+  auto what = describe(r.error());
+  CHECK_MESSAGE(has(what, "rank 1"), what);
+  CHECK_MESSAGE(has(what, node), what);
+  CHECK_MESSAGE(has(what, "killed by signal 9"), what);
+  MESSAGE("SIGKILL detected and reported in " << took << " ms: " << what);
+  auto health = (*ex)->check_health();
+  REQUIRE(health);
+  CHECK(health->at(1).state == "dead");
+  CHECK(health->at(0).state == "healthy");
+  CHECK((*ex)->state() == executor_state::failed);
+  (*ex)->shutdown();
+  CHECK((*ex)->state() == executor_state::stopped);
+  no_children_left();
+}
+
+TEST_CASE("SIGSTOP: the worker is reported unresponsive within the heartbeat bounds") {
+  test::become_subreaper();
+  auto o = options(2);
+  auto ex = executor::start(o);
+  REQUIRE_MESSAGE(ex, describe(ex.error()));
+  CHECK((*ex)->state() == executor_state::ready);
+  pid_t victim = worker_pid(1);
+  REQUIRE(victim > 0);
+  auto pending = (*ex)->collective_rpc_async("sleep_ms", {{"ms", 50}}, 60s);
+  auto t0 = steady::now();
+  REQUIRE(kill(victim, SIGSTOP) == 0);
+  auto bound = o.liveness.connection_timeout + o.liveness.heartbeat_interval
+               + o.liveness.cause_timeout + 1s;
+  REQUIRE(pending.wait_for(bound) == std::future_status::ready);
+  auto took = ms_since(t0);
+  auto r = pending.get();
+  REQUIRE_FALSE(r);
+  auto what = describe(r.error());
+  CHECK(code_of(r.error()) == errc::worker_lost);
+  CHECK_MESSAGE(has(what, "unresponsive: no heartbeat"), what);
+  CHECK_MESSAGE(has(what, "stopped"), what);
+  MESSAGE("SIGSTOP detected in " << took << " ms (connection timeout "
+                                 << o.liveness.connection_timeout.count() << " ms): " << what);
+  auto health = (*ex)->check_health();
+  REQUIRE(health);
+  CHECK(health->at(1).state == "unresponsive");
+  CHECK((*ex)->state() == executor_state::degraded);
+  kill(victim, SIGCONT);
+  (*ex)->shutdown();
+  no_children_left();
+}
+
+TEST_CASE("a throwing method reaches the caller and the worker survives") {
+  test::become_subreaper();
+  auto ex = executor::start(options(2));
+  REQUIRE_MESSAGE(ex, describe(ex.error()));
+  auto t = (*ex)->collective_rpc("throw");
+  REQUIRE_FALSE(t);
+  CHECK(has(describe(t.error()), "thrown on purpose"));
+  auto f = (*ex)->collective_rpc("fail_on", 1);
+  REQUIRE_FALSE(f);
+  CHECK(code_of(f.error()) == errc::method_failed);
+  CHECK((*ex)->collective_rpc("noop"));
+  CHECK((*ex)->state() == executor_state::ready);
+  (*ex)->shutdown();
+  no_children_left();
+}
+
+TEST_CASE("load_model failing on rank 1 fails start-up cleanly, nothing left running") {
+  test::become_subreaper();
+  auto t0 = steady::now();
+  auto ex = executor::start(options(2, "failing_load"));
+  REQUIRE_FALSE(ex);
+  auto what = describe(ex.error());
+  CHECK_MESSAGE(has(what, "rank 1 was told to fail load_model"), what);
+  MESSAGE("start-up failed in " << ms_since(t0) << " ms: " << what);
+  no_children_left();
+}
+
+TEST_CASE("garbage and unknown messages on a node agent's port are refused; it serves on") {
+  test::become_subreaper();
+  auto ex = executor::start(options(1));
+  REQUIRE_MESSAGE(ex, describe(ex.error()));
+  // The embedded agent's port is the one the worker dials: find it in its command line.
+  pid_t w = worker_pid(0);
+  std::ifstream in("/proc/" + std::to_string(w) + "/cmdline");
+  std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto at = cmd.find(std::string("--agent") + '\0');
+  REQUIRE(at != std::string::npos);
+  auto addr = cmd.substr(at + 8, cmd.find('\0', at + 8) - at - 8);
+  auto port = static_cast<uint16_t>(std::stoi(addr.substr(addr.rfind(':') + 1)));
+  for (const std::string& junk :
+       {std::string("GET / HTTP/1.1\r\n\r\n"), std::string(4096, '\xff'),
+        std::string("\x00\x00\x00\x10garbage-garbage!", 20)}) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) == 0);
+    CHECK(::send(fd, junk.data(), junk.size(), MSG_NOSIGNAL) > 0);
+    ::shutdown(fd, SHUT_WR);
+    // The agent closes the connection (read returns 0 or an error) within the deadline.
+    timeval tv{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char buf[256];
+    auto t0 = steady::now();
+    while (::recv(fd, buf, sizeof(buf), 0) > 0 && ms_since(t0) < 5000) {
+    }
+    CHECK(ms_since(t0) < 5000);
+    ::close(fd);
+  }
+  // The agent and its worker still serve the driver.
+  CHECK((*ex)->collective_rpc("noop"));
+  CHECK((*ex)->execute_model(sleepy_step(0, 0)));
+  CHECK((*ex)->state() == executor_state::ready);
+  (*ex)->shutdown();
+  no_children_left();
+}

@@ -39,7 +39,7 @@
 
 namespace cafex {
 
-/// Everything start() needs. Defaults are the documented ones (README, "Configuration").
+/// Everything start() needs. Defaults are the documented ones (README, "C++ API").
 struct executor_options {
   parallel_config parallel;            ///< tensor x pipeline parallel sizes
   model_config model;                  ///< which model and its seed

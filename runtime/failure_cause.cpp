@@ -77,8 +77,8 @@ std::string advice_for(const failure_cause& c) {
       return "read the worker's log above for the reason, then shut the executor down and "
              "start it again";
     case failure_cause::kind::unresponsive:
-      return "the worker is hung or overloaded; inspect it (py-spy/gdb), or raise "
-             "--connection-timeout-ms, then restart the executor";
+      return "the worker is hung or overloaded; inspect it (gdb -p), or raise "
+             "executor_options::liveness.connection_timeout, then restart the executor";
     case failure_cause::kind::unreachable:
       return "check the network and the node agent on that node, then restart the executor";
     default:

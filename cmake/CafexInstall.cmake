@@ -29,6 +29,15 @@ install(FILES ${CMAKE_CURRENT_BINARY_DIR}/cafexConfig.cmake
               cmake/CafexFindCAF.cmake
         DESTINATION ${CAFEX_CMAKE_DIR})
 
+# With CUDA, the static libraries also need the CUDA runtime and NCCL.
+set(CAFEX_PC_CUDA_CFLAGS "")
+set(CAFEX_PC_CUDA_LIBS "")
+if(CAFEX_HAVE_CUDA)
+  get_filename_component(_cafex_nccl_dir ${NCCL_LIBRARY} DIRECTORY)
+  set(CAFEX_PC_CUDA_CFLAGS "-DCAFEX_HAVE_CUDA=1 -I${CUDAToolkit_INCLUDE_DIRS}")
+  set(CAFEX_PC_CUDA_LIBS
+      "-L${CUDAToolkit_LIBRARY_DIR} -lcudart_static -L${_cafex_nccl_dir} -lnccl -ldl -lrt")
+endif()
 configure_file(cmake/cafex.pc.in ${CMAKE_CURRENT_BINARY_DIR}/cafex.pc @ONLY)
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/cafex.pc
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

@@ -21,15 +21,6 @@ namespace cafex {
 
 namespace {
 
-std::string self_executable() {
-  char buf[4096];
-  auto n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0)
-    return "cafex";
-  buf[n] = '\0';
-  return buf;
-}
-
 using clock = std::chrono::steady_clock;
 
 std::chrono::milliseconds left(clock::time_point deadline) {

@@ -16,6 +16,7 @@
 #include "runtime/cuda_memory.hpp"
 #endif
 #include "cli/commands.hpp"
+#include "runtime/child_process.hpp"
 #include "runtime/error.hpp"
 #include "runtime/logging.hpp"
 #include "runtime/cluster_spec.hpp"
@@ -26,15 +27,6 @@
 namespace cafex::cli {
 
 namespace {
-
-std::string self_executable() {
-  char buf[4096];
-  auto n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0)
-    return "cafex";
-  buf[n] = '\0';
-  return buf;
-}
 
 bool is_loopback(const std::string& host) {
   return host.rfind("127.", 0) == 0 || host == "localhost";

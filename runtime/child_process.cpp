@@ -15,6 +15,15 @@ extern char** environ;
 
 namespace cafex {
 
+std::string self_executable() {
+  char buf[4096];
+  auto n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0)
+    return "cafex";
+  buf[n] = '\0';
+  return buf;
+}
+
 std::string exit_status::describe() const {
   if (!signaled)
     return "exit code " + std::to_string(code);

@@ -22,6 +22,10 @@ struct exit_status {
   std::string describe() const;  ///< "exit code 3" / "signal 9 (Killed)"
 };
 
+/// This program's own path (/proc/self/exe): the default worker program, since the
+/// `cafex` binary (or a host program calling worker_main) is its own worker.
+std::string self_executable();
+
 class child_process {
 public:
   child_process() = default;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cafex/executor.hpp"
+#include "executor_fixture.hpp"
 #include "processes.hpp"
 #include "runtime/workload.hpp"
 
@@ -15,20 +16,12 @@ using namespace std::chrono_literals;
 
 namespace {
 
-executor_options options(int tp, int pp) {
-  executor_options o;
-  o.parallel.tensor_parallel_size = tp;
-  o.parallel.pipeline_parallel_size = pp;
-  o.worker_program = test::binary_from_env("CAFEX_TEST_WORKER");
-  o.log_level = "warn";
-  o.start_timeout = 60s;
-  return o;
+executor_options options(int tp, int pp = 1) {
+  return test::test_options(tp, pp);
 }
 
 std::unique_ptr<executor> start(executor_options o) {
-  auto ex = executor::start(std::move(o));
-  REQUIRE_MESSAGE(ex, describe(ex.error()));
-  return std::move(*ex);
+  return test::start_or_fail(std::move(o));
 }
 
 struct run_result {

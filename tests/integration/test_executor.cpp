@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "cafex/executor.hpp"
+#include "executor_fixture.hpp"
 #include "processes.hpp"
 #include "runtime/workload.hpp"
 
@@ -14,19 +15,11 @@ using namespace std::chrono_literals;
 namespace {
 
 executor_options options(int tp, int pp = 1) {
-  executor_options o;
-  o.parallel.tensor_parallel_size = tp;
-  o.parallel.pipeline_parallel_size = pp;
-  o.worker_program = test::binary_from_env("CAFEX_TEST_WORKER");
-  o.log_level = "warn";
-  o.start_timeout = 60s;
-  return o;
+  return test::test_options(tp, pp);
 }
 
 std::unique_ptr<executor> start(executor_options o) {
-  auto ex = executor::start(std::move(o));
-  REQUIRE_MESSAGE(ex, describe(ex.error()));
-  return std::move(*ex);
+  return test::start_or_fail(std::move(o));
 }
 
 std::vector<std::vector<int32_t>> run_tokens(executor& ex, uint64_t seed, int batch, int steps) {

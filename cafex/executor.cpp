@@ -11,6 +11,7 @@
 
 #include "actors/driver_actor.hpp"
 #include "actors/node_agent_actor.hpp"
+#include "runtime/child_process.hpp"
 #include "cafex/client_actor.hpp"
 #include "runtime/env_policy.hpp"
 #include "runtime/version.hpp"

@@ -20,11 +20,19 @@ namespace cafex {
 
 namespace {
 
+/// "tp0" for stage 0's group at start, "tp0/g2" after the second rebuild.
+std::string group_name(const char* kind, const worker_state& st) {
+  auto name = kind + std::to_string(st.pp_rank());
+  if (st.comm_generation > 0)
+    name += "/g" + std::to_string(st.comm_generation);
+  return name;
+}
+
 caf::error open_cpu(worker_state& st) {
   // One BLAS thread per worker: several workers share this node's cores.
   openblas_set_num_threads(1);
   if (st.tp_size == 1) {
-    st.tp_group = std::make_unique<solo_collective>();
+    st.tp_group->rebind(std::make_unique<solo_collective>());
     return caf::none;
   }
   auto addr = parse_store_url(st.distributed_init_method);
@@ -32,7 +40,7 @@ caf::error open_cpu(worker_state& st) {
     return addr.error();
   gloo_options opts;
   opts.store = *addr;
-  opts.group = "tp" + std::to_string(st.pp_rank());
+  opts.group = group_name("tp", st);
   opts.rank = st.tp_rank();
   opts.size = st.tp_size;
   opts.bind_host = st.node_ip;
@@ -40,7 +48,7 @@ caf::error open_cpu(worker_state& st) {
   auto group = make_gloo_collective(opts);
   if (!group)
     return group.error();
-  st.tp_group = std::move(*group);
+  st.tp_group->rebind(std::move(*group));
   return caf::none;
 }
 
@@ -65,7 +73,7 @@ caf::error open_cuda(worker_state& st) {
     return with_context(fmt::format("{}: selecting GPU {}", who, st.local_rank), err);
   st.cuda_device = st.local_rank;
   if (st.tp_size == 1) {
-    st.tp_group = std::make_unique<solo_collective>();
+    st.tp_group->rebind(std::make_unique<solo_collective>());
     return caf::none;
   }
   auto addr = parse_store_url(st.distributed_init_method);
@@ -79,7 +87,7 @@ caf::error open_cuda(worker_state& st) {
                                     addr->to_string()),
                         store.error());
   nccl_options opts;
-  opts.group = "nccl/tp" + std::to_string(st.pp_rank());
+  opts.group = group_name("nccl/tp", st);
   opts.rank = st.tp_rank();
   opts.size = st.tp_size;
   opts.device = st.cuda_device;
@@ -87,7 +95,7 @@ caf::error open_cuda(worker_state& st) {
   auto group = make_nccl_collective(**store, opts);
   if (!group)
     return with_context(who, group.error());
-  st.tp_group = std::move(*group);
+  st.tp_group->rebind(std::move(*group));
   return caf::none;
 }
 #endif

@@ -114,6 +114,31 @@ caf::expected<json> load_model(worker_state& st, const json&) {
   return json(st.model.name);
 }
 
+/// The seed's reinitialize_distributed, and the second half of recovery: every rank
+/// rebuilds its TP communicator under a new generation ({"generation": g}); a rank that
+/// has no device yet (a replacement worker) opens it and loads the model; the others drop
+/// their KV caches, so that every rank starts from the same empty state and the host
+/// re-prefills its live requests.
+caf::expected<json> reinitialize_distributed(worker_state& st, const json& args) {
+  if (!st.initialized)
+    return make_error(errc::not_ready, "reinitialize_distributed before init_worker");
+  if (!args.is_object() || !args.contains("generation") || !args["generation"].is_number_integer()
+      || args["generation"].get<int>() <= st.comm_generation)
+    return make_error(errc::invalid_argument,
+                      "reinitialize_distributed expects {\"generation\": N} with N above "
+                      "this rank's current generation "
+                        + std::to_string(st.comm_generation));
+  st.comm_generation = args["generation"].get<int>();
+  if (auto err = open_device(st))
+    return err;
+  st.device_ready = true;
+  if (st.runner && st.runner->drop_requests())
+    return json{{"rank", st.rank}, {"generation", st.comm_generation}, {"reloaded", false}};
+  if (auto r = load_model(st, json()); !r)
+    return r.error();
+  return json{{"rank", st.rank}, {"generation", st.comm_generation}, {"reloaded", true}};
+}
+
 } // namespace
 
 method_table method_table::builtins() {
@@ -132,6 +157,7 @@ method_table method_table::builtins() {
   t.add("init_worker", init_worker);
   t.add("init_device", init_device);
   t.add("load_model", load_model);
+  t.add("reinitialize_distributed", reinitialize_distributed);
   t.add("check_health", [](worker_state& st, const json&) -> caf::expected<json> {
     return json{{"rank", st.rank}, {"ready", st.runner != nullptr}};
   });

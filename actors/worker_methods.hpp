@@ -15,6 +15,7 @@
 
 #include "runtime/collective.hpp"
 #include "runtime/model_runner.hpp"
+#include "runtime/rebindable_collective.hpp"
 
 namespace cafex {
 
@@ -42,7 +43,11 @@ struct worker_state {
   // Set by init_device / load_model.
   bool device_ready = false;
   int cuda_device = -1;            ///< the GPU init_device bound (device == "cuda")
-  std::unique_ptr<collective> tp_group;
+  /// Communicator generation: 0 at start, +1 for every reinitialize_distributed (group
+  /// names on the rendezvous store carry it, so a rebuilt group never meets old keys).
+  int comm_generation = 0;
+  /// Stable for the runner's lifetime; the communicator inside is rebuilt in place.
+  std::unique_ptr<rebindable_collective> tp_group = std::make_unique<rebindable_collective>();
   std::unique_ptr<model_runner> runner;
 
   int tp_rank() const { return rank % tp_size; }

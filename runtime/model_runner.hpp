@@ -71,6 +71,10 @@ public:
 
   /// Number of requests that hold KV cache on this shard.
   virtual size_t live_requests() const = 0;
+
+  /// Frees every request's KV cache (recovery re-prefills live requests). Returns false
+  /// when the runner cannot: the worker then reloads it, which drops them too.
+  virtual bool drop_requests() { return false; }
 };
 
 using model_factory = std::function<std::unique_ptr<model_runner>()>;

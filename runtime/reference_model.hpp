@@ -43,6 +43,11 @@ public:
 
   size_t live_requests() const override { return cache_.size(); }
 
+  bool drop_requests() override {
+    cache_.clear();
+    return true;
+  }
+
   /// The layers this shard runs (valid after load()).
   layer_range layers() const { return layers_; }
 

@@ -39,6 +39,17 @@
 
 namespace cafex {
 
+/// What the executor does when a worker is lost (its process died, or it stopped
+/// answering heartbeats) or a TP communicator breaks.
+///   fail:    pending and later steps fail with worker_lost; the executor stays failed.
+///   restart: pending steps fail with worker_lost (the host resubmits them); the driver
+///            respawns the lost worker (its node when alive, else a free bundle), re-runs
+///            its lifecycle, rebuilds every rank's communicators under a new generation
+///            (reinitialize_distributed) and drops every KV cache; state() is degraded
+///            meanwhile and ready again after. Live requests are then re-prefilled by the
+///            host (prompt plus the tokens generated so far).
+enum class failure_policy { fail, restart };
+
 /// Everything start() needs. Defaults are the documented ones (README, "C++ API").
 struct executor_options {
   parallel_config parallel;            ///< tensor x pipeline parallel sizes
@@ -63,6 +74,8 @@ struct executor_options {
   bool async_scheduling = false;       ///< max_concurrent_batches = 2 instead of PP size
   std::string kv_connector;            ///< "" (none) or "loopback" (every rank reports)
   liveness_options liveness;
+  failure_policy on_worker_failure = failure_policy::fail;
+  int max_restarts = 3;                ///< restart: recoveries allowed before giving up
 };
 
 /// What a host sees of the executor as a whole.

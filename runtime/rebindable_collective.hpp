@@ -23,11 +23,13 @@ public:
   /// (workers hold their runner mutex).
   void rebind(std::unique_ptr<collective> inner) {
     inner_ = inner ? std::move(inner) : std::make_unique<solo_collective>();
+    break_next_.store(false);
   }
 
-  /// The next `n` all-reduces fail with errc::transport_failed without exchanging
-  /// anything (the peers then fail too, by their own deadline or on the closed link).
-  void inject_failures(int n) { fail_next_.store(n); }
+  /// Fault injection: the next all-reduce fails and the communicator is closed, as when a
+  /// link of the group breaks (peers see the closed connection and fail too, at once).
+  /// Every later all-reduce fails until rebind(): reinitialize_distributed rebuilds it.
+  void inject_break() { break_next_.store(true); }
 
   /// Every all-reduce first sleeps `ms` (0: none), for the next `count` calls.
   void inject_delay(int ms, int count) {
@@ -35,14 +37,19 @@ public:
     delay_ms_.store(ms);
   }
 
-  int rank() const override { return inner_->rank(); }
-  int size() const override { return inner_->size(); }
+  int rank() const override { return inner_ ? inner_->rank() : rank_; }
+  int size() const override { return inner_ ? inner_->size() : size_; }
 
   caf::error all_reduce_sum(int64_t* data, size_t count) override {
-    if (take(fail_next_))
+    if (break_next_.exchange(false) && inner_) {
+      rank_ = inner_->rank();
+      size_ = inner_->size();
+      inner_.reset();
+    }
+    if (!inner_)
       return make_error(errc::transport_failed,
-                        "TP all-reduce on rank " + std::to_string(inner_->rank())
-                          + " failed on purpose (fault injection)");
+                        "the TP communicator of group rank " + std::to_string(rank_)
+                          + " is broken (fault injection); reinitialize_distributed rebuilds it");
     if (delay_ms_.load() > 0 && take(delay_count_))
       std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_.load()));
     return inner_->all_reduce_sum(data, count);
@@ -58,7 +65,9 @@ private:
   }
 
   std::unique_ptr<collective> inner_;
-  std::atomic<int> fail_next_{0};
+  std::atomic<bool> break_next_{false};
+  int rank_ = 0;
+  int size_ = 1;
   std::atomic<int> delay_ms_{0};
   std::atomic<int> delay_count_{0};
 };

@@ -68,6 +68,9 @@ int node_command(int argc, char** argv) {
     .flag({{"--tls-ca"}, "FILE", "CA that signed the drivers' certificates (PEM)", ""})
     .flag({{"--env-allow"}, "PREFIXES", "variables drivers may set on workers ('*': any)",
            default_env_allow})
+    .flag({{"--worker-program"}, "PATH",
+           "program this agent starts as `PATH worker ...` (a host's own worker build, "
+           "e.g. with extra models or methods)", "this cafex"})
     .flag({{"--log-level"}, "LEVEL", "trace, debug, info, warn, error or off", "info"});
   std::string host = "127.0.0.1";
   int port = 0;
@@ -78,6 +81,7 @@ int node_command(int argc, char** argv) {
   std::string resource;
   std::vector<std::string> env_allow;
   link_security sec;
+  std::string worker_program;
   try {
     auto a = p.parse(argc, argv, 2);
     if (p.help_requested(a)) {
@@ -123,6 +127,10 @@ int node_command(int argc, char** argv) {
       throw usage_error{"--host-ip must be an IPv4 address such as 10.0.0.2, got '" + host_ip
                         + "'"};
     level = a.get("--log-level", "info");
+    // Chosen on the node, never by a driver: an agent only starts programs its operator named.
+    worker_program = a.get("--worker-program", "");
+    if (!worker_program.empty() && access(worker_program.c_str(), X_OK) != 0)
+      throw usage_error{"--worker-program " + worker_program + " is not an executable file"};
     resource = a.get("--resource-name", "GPU");
     auto allow = a.get("--env-allow", default_env_allow);
     if (allow != "*")
@@ -172,7 +180,7 @@ int node_command(int argc, char** argv) {
   ao.info.device_kind = gpu_kind ? "cuda" : "cpu";
   ao.info.resource_name = resource;
   ao.info.version = version();
-  ao.worker_program = self_executable();
+  ao.worker_program = worker_program.empty() ? self_executable() : worker_program;
   ao.worker_publish_host = caf_host;
   ao.env_allow = env_allow;
   ao.require_reservation = true;

@@ -221,9 +221,13 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
     [self](spawn_atom,
            const spawn_request& req) -> caf::result<worker_actor, uint16_t> {
       auto& st = self->state;
+      // Read the sender first: make_response_promise() below moves it out of the current
+      // message (CAF 0.17), and without an owner a driver that goes away (link cut, crash)
+      // left its workers running on this node.
+      auto sender = self->current_sender();
       if (st.listen_port == 0)
         return make_error(errc::not_ready, "node agent is not published yet");
-      if (auto err = check_peer(self, self->current_sender()))
+      if (auto err = check_peer(self, sender))
         return err;
       if (st.opts.require_reservation
           && (req.device_ids.size() != 1
@@ -282,7 +286,6 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
       c.proc = std::move(*proc);
       c.req = req;
       c.rp = self->make_response_promise<worker_actor, uint16_t>();
-      auto sender = self->current_sender();
       if (sender) {
         c.owner = caf::actor_cast<caf::actor_addr>(sender);
         self->monitor(sender);

@@ -13,6 +13,19 @@ dummy_driver_actor::behavior_type
 dummy_driver_impl(dummy_driver_actor::stateful_pointer<dummy_driver_state> self,
                   std::chrono::milliseconds agent_timeout) {
   self->state.agent_timeout = agent_timeout;
+  // A lost agent (killed, or its node cut off) never answers: forget it, so that stopping
+  // the workers at shutdown does not wait agent_timeout for it. Its own workers die with
+  // it (PR_SET_PDEATHSIG) or are stopped by it when it loses this driver.
+  self->set_down_handler([self](caf::down_msg& dm) {
+    auto& on = self->state.spawned_on;
+    on.erase(std::remove_if(on.begin(), on.end(),
+                            [&](const node_agent_actor& a) { return a.address() == dm.source; }),
+             on.end());
+    auto& held = self->state.reservations;
+    held.erase(std::remove_if(held.begin(), held.end(),
+                              [&](const auto& r) { return r.agent.address() == dm.source; }),
+               held.end());
+  });
   return {
     [self](hold_atom, const node_agent_actor& agent,
            const std::vector<bundle_claim>& claims) -> caf::result<uint64_t> {
@@ -34,8 +47,10 @@ dummy_driver_impl(dummy_driver_actor::stateful_pointer<dummy_driver_state> self,
     [self](spawn_atom, const node_agent_actor& agent,
            const spawn_request& req) -> caf::result<worker_actor, uint16_t> {
       auto& on = self->state.spawned_on;
-      if (std::find(on.begin(), on.end(), agent) == on.end())
+      if (std::find(on.begin(), on.end(), agent) == on.end()) {
         on.push_back(agent);
+        self->monitor(agent);
+      }
       auto rp = self->make_response_promise<worker_actor, uint16_t>();
       // The agent enforces the register deadline; this bound only guards a lost agent.
       auto timeout = std::chrono::milliseconds(req.register_timeout_ms) + self->state.agent_timeout;

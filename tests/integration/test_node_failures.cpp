@@ -1,0 +1,269 @@
+// Losing a whole node: its agent SIGKILLed, or its link cut. Two network namespace hosts
+// each run `cafex node` (starting the test worker, for the sleepy model); this test
+// process joins the first host's namespace and drives a tp=2 executor spread over both.
+// Every wait has a deadline; nothing sleeps as synchronisation. Needs root (CI runs as
+// root); a machine where namespaces cannot be made FAILS these tests.
+#include <doctest/doctest.h>
+
+#include <chrono>
+#include <csignal>
+#include <fcntl.h>
+#include <fstream>
+#include <sched.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cafex/executor.hpp"
+#include "netns.hpp"
+#include "processes.hpp"
+
+using namespace cafex;
+using namespace std::chrono_literals;
+using steady = std::chrono::steady_clock;
+
+namespace {
+
+constexpr int hosts_n = 2;
+
+long ms_since(steady::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t0).count();
+}
+
+bool has(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+/// Moves the calling thread into a named network namespace, and back on destruction.
+/// Threads it creates meanwhile (the executor's CAF threads) stay in that namespace.
+class in_netns {
+public:
+  explicit in_netns(const std::string& name) {
+    home_ = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    int fd = open(("/run/netns/" + name).c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE_MESSAGE((home_ >= 0 && fd >= 0 && setns(fd, CLONE_NEWNET) == 0),
+                    "cannot enter network namespace " << name << " (needs root)");
+    close(fd);
+  }
+  ~in_netns() {
+    setns(home_, CLONE_NEWNET);
+    close(home_);
+  }
+  in_netns(const in_netns&) = delete;
+  in_netns& operator=(const in_netns&) = delete;
+
+private:
+  int home_ = -1;
+};
+
+/// Two namespace hosts, a token-protected `cafex node` in each that starts the test worker.
+struct node_hosts {
+  test::netns_hosts hosts{hosts_n};
+  std::string bin = test::binary_from_env("CAFEX_BIN");
+  std::string worker = test::binary_from_env("CAFEX_TEST_WORKER");
+  std::string dir;
+  std::string token;
+  std::vector<pid_t> agents;
+
+  node_hosts() {
+    char tmpl[] = "/tmp/cafex-nf-XXXXXX";
+    dir = mkdtemp(tmpl);
+    token = dir + "/token";
+    std::ofstream(token) << "0123456789abcdef0123456789abcdef\n";
+    for (int i = 0; i < hosts_n; ++i)
+      start_agent(i);
+  }
+
+  ~node_hosts() {
+    stop_agents();
+    hosts.cleanup();
+    test::run_command({"/bin/rm", "-rf", dir});
+  }
+
+  void start_agent(int host) {
+    auto out = dir + "/agent" + std::to_string(host) + ".out";
+    auto err = dir + "/agent" + std::to_string(host) + ".err";
+    auto pid = test::start_background(
+      hosts.exec_in(host, {bin, "node", "--listen", hosts.ip(host) + ":7100", "--devices", "1",
+                           "--token-file", token, "--worker-program", worker, "--log-level",
+                           "debug"}),
+      out, err);
+    hosts.track(pid);
+    REQUIRE_MESSAGE(test::wait_until([&] { return has(test::read_file(out), "listening"); }, 10s),
+                    "node agent on host " << host << " did not start: " << test::read_file(err));
+    agents.push_back(pid);
+  }
+
+  executor_options options() const {
+    executor_options o;
+    o.parallel.tensor_parallel_size = 2;
+    o.model.name = "sleepy";
+    o.log_level = "warn";
+    o.worker_program = worker;
+    for (int i = 0; i < hosts_n; ++i)
+      o.cluster.nodes.push_back(hosts.ip(i) + ":7100");
+    o.cluster.security.token = "0123456789abcdef0123456789abcdef";
+    return o;
+  }
+
+  /// `ip link set pN down|up` on the switch side of host i's cable.
+  void set_link(int host, bool up) {
+    auto r = test::run_command({"/usr/sbin/ip", "-n", "cfx" + std::to_string(getpid()) + "sw",
+                                "link", "set", "p" + std::to_string(host + 1),
+                                up ? "up" : "down"},
+                               10s);
+    REQUIRE_MESSAGE(r.exit_code == 0, "ip link set failed: " << r.err);
+  }
+
+  void stop_agents() {
+    for (auto pid : agents)
+      if (pid > 0 && kill(pid, SIGTERM) == 0)
+        waitpid(pid, nullptr, 0);
+    agents.clear();
+  }
+};
+
+/// What the test knows of one worker: its rank, host and process.
+struct worker_seen {
+  int rank = -1;
+  std::string node_id;
+  pid_t pid = -1;
+};
+
+/// The worker placed on `ip` (process_info answers pid, rank and node per rank).
+worker_seen worker_on(executor& ex, const std::string& ip) {
+  auto info = ex.collective_rpc("process_info");
+  REQUIRE_MESSAGE(info, describe(info.error()));
+  worker_seen w;
+  for (const auto& j : *info)
+    if (j.at("node_ip") == ip) {
+      w.rank = j.at("rank");
+      w.node_id = j.at("node_id");
+      w.pid = static_cast<pid_t>(j.at("pid").get<int64_t>());
+    }
+  REQUIRE_MESSAGE(w.rank >= 0, "no worker runs on " << ip);
+  return w;
+}
+
+scheduler_output sleepy_step(uint64_t id, int ms) {
+  scheduler_output s;
+  s.step_id = id;
+  s.new_requests.push_back(new_request{"sleep" + std::to_string(ms) + "-r" + std::to_string(id),
+                                       {1, 2, 3, 4}});
+  return s;
+}
+
+bool alive(pid_t pid) {
+  test::reap_zombies();  // this process is the subreaper: orphans end up as our zombies
+  return kill(pid, 0) == 0;
+}
+
+/// The failure of a lost node as the caller sees it: the pending step, health, state,
+/// and a later step that fails at once.
+void check_reported(executor& ex, std::future<caf::expected<model_runner_output>>& pending,
+                    const worker_seen& lost, steady::time_point t0,
+                    std::chrono::milliseconds bound, const char* what) {
+  REQUIRE_MESSAGE(pending.wait_for(bound) == std::future_status::ready,
+                  what << ": the pending step did not fail within " << bound.count() << " ms");
+  auto took = ms_since(t0);
+  auto r = pending.get();
+  REQUIRE_FALSE(r);
+  auto text = describe(r.error());
+  CHECK_MESSAGE((code_of(r.error()) == errc::worker_lost || code_of(r.error()) == errc::node_lost),
+                text);
+  CHECK_MESSAGE(has(text, "rank " + std::to_string(lost.rank)), text);
+  CHECK_MESSAGE(has(text, lost.node_id), text);
+  CHECK_MESSAGE((has(text, "unreachable") || has(text, "unresponsive")), text);
+  MESSAGE(what << ": the step failed " << took << " ms after the fault (bound "
+               << bound.count() << " ms): " << text);
+  auto health = ex.check_health();
+  REQUIRE(health);
+  auto st = health->at(static_cast<size_t>(lost.rank)).state;
+  CHECK_MESSAGE((st == "dead" || st == "unresponsive"), st);
+  CHECK(health->at(static_cast<size_t>(1 - lost.rank)).state == "healthy");
+  auto s = ex.state();
+  CHECK_MESSAGE((s == executor_state::failed || s == executor_state::degraded), to_string(s));
+  auto t1 = steady::now();
+  auto later = ex.execute_model_async(sleepy_step(100, 0));
+  REQUIRE(later.wait_for(2s) == std::future_status::ready);
+  auto again = later.get();
+  REQUIRE_FALSE(again);
+  CHECK(code_of(again.error()) == errc::worker_lost);
+  CHECK_MESSAGE(has(describe(again.error()), "rank " + std::to_string(lost.rank)),
+                describe(again.error()));
+  CHECK(ms_since(t1) < 1000);
+}
+
+/// After shutdown: no worker of either host is left (both agents still run).
+void no_workers_left(node_hosts& c) {
+  CHECK(test::wait_until([&] {
+    test::reap_zombies();
+    return test::processes_matching("--node-ip 10.213.1.").empty();
+  }, 15s));
+}
+
+} // namespace
+
+TEST_CASE("a node agent SIGKILLed mid-step: typed error naming rank, node and cause") {
+  test::become_subreaper();
+  node_hosts c;
+  in_netns driver_host(c.hosts.ns(0));
+  auto o = c.options();
+  auto started = executor::start(o);
+  REQUIRE_MESSAGE(started, describe(started.error()));
+  auto& ex = **started;
+  auto lost = worker_on(ex, c.hosts.ip(1));
+  REQUIRE(alive(lost.pid));
+  REQUIRE(ex.execute_model(sleepy_step(0, 0)));  // compiles the dataflow
+  auto pending = ex.execute_model_async(sleepy_step(1, 20000));
+  REQUIRE(pending.wait_for(200ms) == std::future_status::timeout);
+  auto t0 = steady::now();
+  REQUIRE(kill(c.agents[1], SIGKILL) == 0);
+  // The worst case is a drop noticed by heartbeats, then the unanswered cause question.
+  auto bound = o.liveness.connection_timeout + o.liveness.heartbeat_interval
+               + o.liveness.cause_timeout;
+  check_reported(ex, pending, lost, t0, bound, "agent SIGKILL");
+  waitpid(c.agents[1], nullptr, 0);
+  c.agents[1] = -1;
+  // The killed agent's worker dies with it (PR_SET_PDEATHSIG), not at shutdown.
+  CHECK_MESSAGE(test::wait_until([&] { return !alive(lost.pid); }, 5s),
+                "worker pid " << lost.pid << " outlived its agent");
+  auto t1 = steady::now();
+  ex.shutdown();
+  MESSAGE("shutdown with one node lost took " << ms_since(t1) << " ms");
+  CHECK(ex.state() == executor_state::stopped);
+  no_workers_left(c);
+}
+
+TEST_CASE("one node's link cut mid-step: reported unreachable within the heartbeat bounds") {
+  test::become_subreaper();
+  node_hosts c;
+  in_netns driver_host(c.hosts.ns(0));
+  auto o = c.options();
+  o.liveness.heartbeat_interval = 200ms;
+  o.liveness.connection_timeout = 1000ms;
+  o.liveness.cause_timeout = 300ms;
+  auto started = executor::start(o);
+  REQUIRE_MESSAGE(started, describe(started.error()));
+  auto& ex = **started;
+  auto lost = worker_on(ex, c.hosts.ip(1));
+  REQUIRE(ex.execute_model(sleepy_step(0, 0)));
+  auto pending = ex.execute_model_async(sleepy_step(1, 20000));
+  REQUIRE(pending.wait_for(200ms) == std::future_status::timeout);
+  auto t0 = steady::now();
+  c.set_link(1, false);
+  // Silence is noticed after connection_timeout (checked every heartbeat); the agent
+  // behind the cut cannot say more, so its question waits cause_timeout; 500 ms margin.
+  auto bound = o.liveness.connection_timeout + o.liveness.heartbeat_interval
+               + o.liveness.cause_timeout + 500ms;
+  check_reported(ex, pending, lost, t0, bound, "link cut");
+  // Behind the cut, the agent loses the driver after its own connection timeout (2 s by
+  // default) and stops that driver's worker: nothing waits for the link to come back.
+  CHECK_MESSAGE(test::wait_until([&] { return !alive(lost.pid); }, 10s),
+                "worker pid " << lost.pid << " outlived its driver's link; agent log:\n"
+                  << test::read_file(c.dir + "/agent1.err"));
+  c.set_link(1, true);
+  auto t1 = steady::now();
+  ex.shutdown();
+  MESSAGE("shutdown with one node cut off took " << ms_since(t1) << " ms");
+  no_workers_left(c);
+}

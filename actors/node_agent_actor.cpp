@@ -55,6 +55,13 @@ void remember_end(node_agent_state& st, const std::string& worker_id, std::strin
   st.ended[worker_id] = std::move(cause);
 }
 
+bool stopped_now(const node_agent_state& st, const std::string& worker_id) {
+  for (const auto& [id, c] : st.children)
+    if (c.worker_id == worker_id)
+      return process_stopped(c.proc.pid());
+  return false;
+}
+
 /// Answers the cause questions that can be answered now (or whose deadline passed).
 void answer_causes(state_ptr self) {
   auto& st = self->state;
@@ -63,6 +70,10 @@ void answer_causes(state_ptr self) {
     std::string answer;
     if (auto e = st.ended.find(i->worker_id); e != st.ended.end()) {
       answer = e->second;
+    } else if (stopped_now(st, i->worker_id)) {
+      // A stopped process will not end by itself: say so now rather than after cause_wait
+      // (a SIGSTOPped worker was reported about 200 ms later than its link timeout).
+      answer = "stopped";
     } else if (now >= i->deadline) {
       answer = "unknown";
       for (auto& [id, c] : st.children)

@@ -163,7 +163,7 @@ void check_reported(executor& ex, std::future<caf::expected<model_runner_output>
                     const worker_seen& lost, steady::time_point t0,
                     std::chrono::milliseconds bound, const char* what) {
   REQUIRE_MESSAGE(pending.wait_for(bound) == std::future_status::ready,
-                  what << ": the pending step did not fail within " << bound.count() << " ms");
+                  std::string(what) << ": the pending step did not fail within " << bound.count() << " ms");
   auto took = ms_since(t0);
   auto r = pending.get();
   REQUIRE_FALSE(r);
@@ -173,7 +173,7 @@ void check_reported(executor& ex, std::future<caf::expected<model_runner_output>
   CHECK_MESSAGE(has(text, "rank " + std::to_string(lost.rank)), text);
   CHECK_MESSAGE(has(text, lost.node_id), text);
   CHECK_MESSAGE((has(text, "unreachable") || has(text, "unresponsive")), text);
-  MESSAGE(what << ": the step failed " << took << " ms after the fault (bound "
+  MESSAGE(std::string(what) << ": the step failed " << took << " ms after the fault (bound "
                << bound.count() << " ms): " << text);
   auto health = ex.check_health();
   REQUIRE(health);

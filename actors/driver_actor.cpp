@@ -81,6 +81,12 @@ void on_worker_down(state_ptr self, int rank, const failure_cause& cause,
   }
 }
 
+failure_cause unreachable() {
+  failure_cause c;
+  c.what = failure_cause::kind::unreachable;
+  return c;
+}
+
 /// A worker's link dropped: ask the agent that reaped it how it ended (a few ms for a
 /// killed process), then fail its calls with that cause. Bounded by cause_timeout.
 void on_link_down(state_ptr self, int rank, const std::string& reason) {
@@ -90,6 +96,11 @@ void on_link_down(state_ptr self, int rank, const std::string& reason) {
   auto agent = rank < static_cast<int>(st.agents.size()) ? st.agents[rank] : node_agent_actor{};
   if (!agent) {
     on_worker_down(self, rank, failure_cause{}, reason);
+    return;
+  }
+  if (st.lost_agents.count(agent.address()) > 0) {
+    // Its agent is gone too (killed, or the node cut off): nobody can say more.
+    on_worker_down(self, rank, unreachable(), reason);
     return;
   }
   st.probing[rank] = true;
@@ -106,12 +117,20 @@ void on_link_down(state_ptr self, int rank, const std::string& reason) {
       },
       [self, worker_id, reason](caf::error&) {
         auto& st = self->state;
-        failure_cause c;
-        c.what = failure_cause::kind::unreachable;
         for (size_t r = 0; r < st.workers.size(); ++r)
           if (st.workers[r].address() == worker_id)
-            on_worker_down(self, static_cast<int>(r), c, reason);
+            on_worker_down(self, static_cast<int>(r), unreachable(), reason);
       });
+}
+
+/// A node agent's link dropped: ranks waiting for its answer get "unreachable" now
+/// instead of after cause_timeout, and later losses on that node skip the question.
+void on_agent_down(state_ptr self, const caf::actor_addr& agent, const std::string& reason) {
+  auto& st = self->state;
+  st.lost_agents.insert(agent);
+  for (size_t r = 0; r < st.agents.size() && r < st.workers.size(); ++r)
+    if (st.agents[r].address() == agent && st.probing[r])
+      on_worker_down(self, static_cast<int>(r), unreachable(), reason);
 }
 
 } // namespace
@@ -149,6 +168,11 @@ driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
     for (size_t r = 0; r < st.workers.size(); ++r)
       if (st.workers[r].address() == dm.source)
         on_link_down(self, static_cast<int>(r), caf::to_string(dm.reason));
+    for (const auto& a : st.agents)
+      if (a.address() == dm.source) {
+        on_agent_down(self, dm.source, caf::to_string(dm.reason));
+        break;
+      }
   });
   return {
     [self](workers_atom, std::vector<worker_actor>& ws, std::vector<std::string>& nodes,
@@ -173,6 +197,8 @@ driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
     [self](agents_atom, std::vector<node_agent_actor>& agents) -> caf::result<bool> {
       if (agents.size() != self->state.workers.size())
         return make_error(errc::invalid_argument, "driver got one agent per rank too few");
+      for (const auto& a : agents)
+        self->monitor(a);  // a lost agent is never asked how its workers ended
       self->state.agents = std::move(agents);
       return true;
     },
@@ -312,6 +338,8 @@ driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
                                                                  : node_agent_actor{};
       if (!agent)
         return std::string("no agent");
+      if (st.lost_agents.count(agent.address()) > 0)
+        return std::string("unreachable: its node agent is lost");
       auto rp = self->make_response_promise<std::string>();
       self->request(agent, st.opts.liveness.cause_timeout + std::chrono::seconds(5),
                     kill_atom::value, worker_key(st.workers[rank]))
@@ -328,8 +356,10 @@ driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
       self->demonitor(st.workers[rank].address());
       st.workers[rank] = std::move(w);
       st.node_ids[rank] = std::move(node);
-      if (rank < static_cast<int32_t>(st.agents.size()))
+      if (rank < static_cast<int32_t>(st.agents.size())) {
         st.agents[rank] = std::move(agent);
+        self->monitor(st.agents[rank]);
+      }
       st.dead[rank].clear();
       st.probing[rank] = false;
       st.health[rank] = "restarting";

@@ -67,6 +67,7 @@ struct driver_state {
   std::vector<std::string> health;       ///< by rank: worker_health state
   std::vector<node_agent_actor> agents;  ///< by rank: the agent that started it
   std::vector<bool> probing;             ///< by rank: lost, asking its agent why
+  std::set<caf::actor_addr> lost_agents; ///< agents whose link dropped: never asked again
   bool recovering = false;               ///< restart policy: between a loss and recovered
   std::string recovery_reason;           ///< what is being recovered from
   int tp = 1;

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <chrono>
+#include <memory>
+#include <set>
 #include <vector>
 
 #include <caf/all.hpp>
@@ -19,6 +21,13 @@ struct dummy_driver_state {
   };
   std::vector<held> reservations;
   std::vector<node_agent_actor> spawned_on;  ///< agents that run our workers
+  /// A kill in progress: the agents that still owe an answer (a lost one owes none).
+  struct kill_wait {
+    std::set<caf::actor_addr> owed;
+    int32_t total = 0;
+    caf::typed_response_promise<int32_t> rp;
+  };
+  std::shared_ptr<kill_wait> killing;
   std::chrono::milliseconds agent_timeout{10000};
   static inline const char* name = "cafex.dummy_driver";
 };

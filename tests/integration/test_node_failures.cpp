@@ -218,9 +218,9 @@ TEST_CASE("a node agent SIGKILLed mid-step: typed error naming rank, node and ca
   REQUIRE(pending.wait_for(200ms) == std::future_status::timeout);
   auto t0 = steady::now();
   REQUIRE(kill(c.agents[1], SIGKILL) == 0);
-  // The worst case is a drop noticed by heartbeats, then the unanswered cause question.
-  auto bound = o.liveness.connection_timeout + o.liveness.heartbeat_interval
-               + o.liveness.cause_timeout;
+  // The agent's links drop at once, and the driver never waits for a lost agent's answer
+  // (that wait alone is cause_timeout): well under cause_timeout.
+  auto bound = o.liveness.cause_timeout;
   check_reported(ex, pending, lost, t0, bound, "agent SIGKILL");
   waitpid(c.agents[1], nullptr, 0);
   c.agents[1] = -1;
@@ -252,9 +252,8 @@ TEST_CASE("one node's link cut mid-step: reported unreachable within the heartbe
   auto t0 = steady::now();
   c.set_link(1, false);
   // Silence is noticed after connection_timeout (checked every heartbeat); the agent
-  // behind the cut cannot say more, so its question waits cause_timeout; 500 ms margin.
-  auto bound = o.liveness.connection_timeout + o.liveness.heartbeat_interval
-               + o.liveness.cause_timeout + 500ms;
+  // behind the cut is lost too, so nobody waits for its answer; 500 ms margin.
+  auto bound = o.liveness.connection_timeout + o.liveness.heartbeat_interval + 500ms;
   check_reported(ex, pending, lost, t0, bound, "link cut");
   // Behind the cut, the agent loses the driver after its own connection timeout (2 s by
   // default) and stops that driver's worker: nothing waits for the link to come back.

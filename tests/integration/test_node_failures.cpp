@@ -163,7 +163,8 @@ void check_reported(executor& ex, std::future<caf::expected<model_runner_output>
                     const worker_seen& lost, steady::time_point t0,
                     std::chrono::milliseconds bound, const char* what) {
   REQUIRE_MESSAGE(pending.wait_for(bound) == std::future_status::ready,
-                  std::string(what) << ": the pending step did not fail within " << bound.count() << " ms");
+                  std::string(what) << ": the pending step did not fail within "
+                                    << bound.count() << " ms");
   auto took = ms_since(t0);
   auto r = pending.get();
   REQUIRE_FALSE(r);
@@ -174,7 +175,7 @@ void check_reported(executor& ex, std::future<caf::expected<model_runner_output>
   CHECK_MESSAGE(has(text, lost.node_id), text);
   CHECK_MESSAGE((has(text, "unreachable") || has(text, "unresponsive")), text);
   MESSAGE(std::string(what) << ": the step failed " << took << " ms after the fault (bound "
-               << bound.count() << " ms): " << text);
+                            << bound.count() << " ms): " << text);
   auto health = ex.check_health();
   REQUIRE(health);
   auto st = health->at(static_cast<size_t>(lost.rank)).state;
@@ -193,8 +194,8 @@ void check_reported(executor& ex, std::future<caf::expected<model_runner_output>
   CHECK(ms_since(t1) < 1000);
 }
 
-/// After shutdown: no worker of either host is left (both agents still run).
-void no_workers_left(node_hosts& c) {
+/// After shutdown: no worker of either host is left (the agents still running keep none).
+void no_workers_left() {
   CHECK(test::wait_until([&] {
     test::reap_zombies();
     return test::processes_matching("--node-ip 10.213.1.").empty();
@@ -231,7 +232,7 @@ TEST_CASE("a node agent SIGKILLed mid-step: typed error naming rank, node and ca
   ex.shutdown();
   MESSAGE("shutdown with one node lost took " << ms_since(t1) << " ms");
   CHECK(ex.state() == executor_state::stopped);
-  no_workers_left(c);
+  no_workers_left();
 }
 
 TEST_CASE("one node's link cut mid-step: reported unreachable within the heartbeat bounds") {
@@ -265,5 +266,5 @@ TEST_CASE("one node's link cut mid-step: reported unreachable within the heartbe
   auto t1 = steady::now();
   ex.shutdown();
   MESSAGE("shutdown with one node cut off took " << ms_since(t1) << " ms");
-  no_workers_left(c);
+  no_workers_left();
 }

@@ -23,8 +23,6 @@ using steady = std::chrono::steady_clock;
 
 namespace {
 
-constexpr int hosts_n = 2;
-
 long ms_since(steady::time_point t0) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t0).count();
 }
@@ -55,21 +53,23 @@ private:
   int home_ = -1;
 };
 
-/// Two namespace hosts, a token-protected `cafex node` in each that starts the test worker.
+/// Namespace hosts (two by default), a token-protected `cafex node` with one device in
+/// each that starts the test worker.
 struct node_hosts {
-  test::netns_hosts hosts{hosts_n};
+  int n;
+  test::netns_hosts hosts{n};
   std::string bin = test::binary_from_env("CAFEX_BIN");
   std::string worker = test::binary_from_env("CAFEX_TEST_WORKER");
   std::string dir;
   std::string token;
   std::vector<pid_t> agents;
 
-  node_hosts() {
+  explicit node_hosts(int count = 2) : n(count) {
     char tmpl[] = "/tmp/cafex-nf-XXXXXX";
     dir = mkdtemp(tmpl);
     token = dir + "/token";
     std::ofstream(token) << "0123456789abcdef0123456789abcdef\n";
-    for (int i = 0; i < hosts_n; ++i)
+    for (int i = 0; i < n; ++i)
       start_agent(i);
   }
 
@@ -99,7 +99,7 @@ struct node_hosts {
     o.model.name = "sleepy";
     o.log_level = "warn";
     o.worker_program = worker;
-    for (int i = 0; i < hosts_n; ++i)
+    for (int i = 0; i < n; ++i)
       o.cluster.nodes.push_back(hosts.ip(i) + ":7100");
     o.cluster.security.token = "0123456789abcdef0123456789abcdef";
     return o;
@@ -266,5 +266,49 @@ TEST_CASE("one node's link cut mid-step: reported unreachable within the heartbe
   auto t1 = steady::now();
   ex.shutdown();
   MESSAGE("shutdown with one node cut off took " << ms_since(t1) << " ms");
+  no_workers_left();
+}
+
+TEST_CASE("restart policy: a rank whose node agent is SIGKILLed moves to a free node") {
+  test::become_subreaper();
+  node_hosts c(3);
+  in_netns driver_host(c.hosts.ns(0));
+  auto o = c.options();
+  o.on_worker_failure = failure_policy::restart;
+  // Recovery first asks the lost node's agent for its info, bounded by connect_timeout.
+  o.cluster.connect_timeout = 3s;
+  auto started = executor::start(o);
+  REQUIRE_MESSAGE(started, describe(started.error()));
+  auto& ex = **started;
+  // tp=2 on three one-device hosts: the driver's host, one other, and a spare.
+  auto info = ex.collective_rpc("process_info");
+  REQUIRE(info);
+  int victim_host = 1;
+  for (const auto& j : *info)
+    if (j.at("node_ip") == c.hosts.ip(2))
+      victim_host = 2;
+  int spare_host = 3 - victim_host;
+  auto lost = worker_on(ex, c.hosts.ip(victim_host));
+  REQUIRE(ex.execute_model(sleepy_step(0, 0)));
+  auto pending = ex.execute_model_async(sleepy_step(1, 100));
+  auto t0 = steady::now();
+  REQUIRE(kill(c.agents[static_cast<size_t>(victim_host)], SIGKILL) == 0);
+  REQUIRE(pending.wait_for(o.liveness.cause_timeout) == std::future_status::ready);
+  auto r = pending.get();
+  REQUIRE_FALSE(r);
+  CHECK(code_of(r.error()) == errc::worker_lost);
+  auto bound = o.cluster.connect_timeout + 10s;
+  CHECK_MESSAGE(test::wait_until([&] { return ex.state() == executor_state::ready; }, bound),
+                "not ready again within " << bound.count() << " ms: " << to_string(ex.state()));
+  auto ready_ms = ms_since(t0);
+  auto moved = worker_on(ex, c.hosts.ip(spare_host));
+  CHECK(moved.rank == lost.rank);
+  auto good = ex.execute_model(sleepy_step(2, 0));
+  CHECK_MESSAGE(good, (good ? "" : describe(good.error())));
+  MESSAGE("agent SIGKILL -> rank " << lost.rank << " moved to host " << spare_host
+                                   << " and ready again in " << ready_ms << " ms");
+  waitpid(c.agents[static_cast<size_t>(victim_host)], nullptr, 0);
+  c.agents[static_cast<size_t>(victim_host)] = -1;
+  ex.shutdown();
   no_workers_left();
 }

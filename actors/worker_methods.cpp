@@ -1,5 +1,6 @@
 #include "actors/worker_methods.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include <spdlog/spdlog.h>
@@ -129,6 +130,9 @@ caf::expected<json> reinitialize_distributed(worker_state& st, const json& args)
                       "this rank's current generation "
                         + std::to_string(st.comm_generation));
   st.comm_generation = args["generation"].get<int>();
+  // The rendezvous of the rebuilt group is bounded by the caller's deadline.
+  if (args.contains("timeout_ms") && args["timeout_ms"].is_number_integer())
+    st.init_timeout_ms = std::max<int64_t>(1, args["timeout_ms"].get<int64_t>());
   if (auto err = open_device(st))
     return err;
   st.device_ready = true;

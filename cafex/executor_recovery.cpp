@@ -56,8 +56,13 @@ void executor::impl::recovery_loop() {
     else
       err = recover_once(why);
     {
-      // Another loss while recovering: recover again before steps may run.
-      std::lock_guard<std::mutex> guard{recovery_mtx};
+      // Another loss while recovering: recover again before steps may run. A worker that
+      // vanished under a communicator-only recovery is reported by its monitor a few ms
+      // later: wait (bounded) for that report rather than giving up.
+      std::unique_lock<std::mutex> guard{recovery_mtx};
+      if (err && code_of(err) == errc::worker_lost && recoveries <= opts.max_restarts)
+        recovery_cv.wait_for(guard, opts.liveness.cause_timeout + std::chrono::seconds(1),
+                             [&] { return recovery_stop || !recovery_requests.empty(); });
       if (recovery_stop)
         return;
       if (!recovery_requests.empty() && (!err || recoveries <= opts.max_restarts))
@@ -132,7 +137,18 @@ caf::error executor::impl::recover_once(const std::string& why) {
     if (auto r = rpc("init_worker", kwargs.dump(), left(deadline), -1, replaced, true); !r)
       return r.error();
   }
-  nlohmann::json args = {{"generation", ++comm_generation}};
+  if (replaced.empty()) {
+    // A communicator broke but no worker is known lost: make sure every worker answers
+    // before asking all of them to rendezvous (a rank that died a moment ago would leave
+    // the others waiting in the rendezvous until its timeout).
+    if (auto r = rpc("noop", "null", std::min(left(deadline), opts.liveness.connection_timeout),
+                     -1, {}, true);
+        !r)
+      return make_error(errc::worker_lost, "a worker did not answer before the rebuild: "
+                                             + describe(r.error()));
+  }
+  nlohmann::json args = {{"generation", ++comm_generation},
+                         {"timeout_ms", left(deadline).count()}};
   if (auto r = rpc("reinitialize_distributed", args.dump(), left(deadline), -1, {}, true); !r)
     return r.error();
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - t0).count();

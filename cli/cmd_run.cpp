@@ -2,6 +2,7 @@
 // the reference model, print one line per step and a summary, shut down.
 #include <chrono>
 #include <cstdio>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -17,6 +18,30 @@
 namespace cafex::cli {
 
 namespace {
+
+/// Errors after which the restart policy recovers (the step may be resubmitted).
+bool recoverable(const caf::error& err) {
+  auto c = code_of(err);
+  return c == errc::worker_lost || c == errc::transport_failed || c == errc::not_ready;
+}
+
+/// Waits (bounded) until the executor is ready again; false when it failed for good.
+bool wait_ready(executor& ex, std::chrono::milliseconds timeout) {
+  auto until = std::chrono::steady_clock::now() + timeout;
+  auto pause = std::chrono::milliseconds(2);
+  while (std::chrono::steady_clock::now() < until) {
+    auto st = ex.state();
+    if (st == executor_state::ready)
+      return true;
+    if (st == executor_state::failed || st == executor_state::stopped)
+      return false;
+    // Polling the driver's health with back-off: recovery takes tens of ms.
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
 
 /// What each worker process itself reports: rank, node, pid and its device variable.
 nlohmann::json worker_report(executor& ex) {
@@ -68,11 +93,24 @@ int run_command(int argc, char** argv) {
   demo_workload work(opts.model.seed, batch, opts.model.vocab_size);
   nlohmann::json tokens = nlohmann::json::array();
   std::vector<double> lat_us;
+  int recoveries = 0;
   for (int s = 0; s < steps; ++s) {
     auto step = work.next_step();
     auto t = std::chrono::steady_clock::now();
     auto out = (*ex)->execute_model(step);
     auto us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t).count();
+    if (!out && opts.on_worker_failure == failure_policy::restart
+        && recoveries < opts.max_restarts + 1 && recoverable(out.error())) {
+      // The executor recovers on its own; this host waits for it, then re-prefills.
+      std::fprintf(stderr, "warning: step %d failed (%s); waiting for recovery\n", s,
+                   describe(out.error()).c_str());
+      ++recoveries;
+      if (wait_ready(**ex, opts.start_timeout)) {
+        work.recompute();
+        --s;
+        continue;
+      }
+    }
     if (!out) {
       std::fprintf(stderr, "error: step %d failed: %s\n", s, describe(out.error()).c_str());
       (*ex)->shutdown();

@@ -35,6 +35,15 @@ scheduler_output demo_workload::next_step() {
     }
     return s;
   }
+  if (recompute_) {
+    recompute_ = false;
+    for (size_t i = 0; i < ids_.size(); ++i) {
+      auto p = prompt(seed_, static_cast<int>(i), vocab_);
+      p.insert(p.end(), generated_[i].begin(), generated_[i].end());
+      s.new_requests.push_back(new_request{ids_[i], std::move(p)});
+    }
+    return s;
+  }
   for (size_t i = 0; i < ids_.size(); ++i)
     s.cached_requests.push_back(cached_request{ids_[i], last_[i]});
   return s;
@@ -42,6 +51,9 @@ scheduler_output demo_workload::next_step() {
 
 void demo_workload::observe(const model_runner_output& out) {
   last_ = out.sampled;
+  generated_.resize(last_.size());
+  for (size_t i = 0; i < last_.size(); ++i)
+    generated_[i].push_back(last_[i]);
 }
 
 } // namespace cafex

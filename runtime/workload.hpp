@@ -20,6 +20,11 @@ public:
   /// Feeds back what the model sampled for the step just run.
   void observe(const model_runner_output& out);
 
+  /// After a recovery dropped every KV cache: the next step prefills each request again
+  /// with its prompt plus the tokens it generated so far (recompute), and decoding then
+  /// goes on where it stopped.
+  void recompute() { recompute_ = true; }
+
   /// A prompt of the workload (deterministic in seed and index).
   static std::vector<int32_t> prompt(uint64_t seed, int index, int vocab_size);
 
@@ -30,6 +35,8 @@ private:
   uint64_t step_ = 0;
   std::vector<std::string> ids_;
   std::vector<int32_t> last_;
+  std::vector<std::vector<int32_t>> generated_;  ///< per request
+  bool recompute_ = false;
 };
 
 } // namespace cafex

@@ -1,6 +1,7 @@
 // Placement across the connected node agents: free resources from each agent, the pure
 // place_bundles, reservations held by the dummy driver (with back-off while resources
 // are missing), and one worker per selected bundle on its node's agent.
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <thread>
@@ -352,9 +353,11 @@ cluster::respawn(int created_rank, int rpc_rank, const std::string& log_level,
   const auto b = d.bundles[pos];
   auto* n = d.find(b.node_id);
   // Is its node still there? (A cut link would otherwise hold the spawn until its deadline.)
-  if (n != nullptr
-      && !d.ask<node_info>(n->agent, std::min(d.opts.connect_timeout, time_left(deadline)),
-                           info_atom::value))
+  // A live agent answers in milliseconds; a lost one's request fails at once, or (link cut)
+  // after this short bound rather than the whole connect timeout.
+  const auto probe = std::min({d.opts.connect_timeout, std::chrono::milliseconds(2000),
+                               time_left(deadline)});
+  if (n != nullptr && !d.ask<node_info>(n->agent, probe, info_atom::value))
     n = nullptr;
   if (n != nullptr) {
     auto out = d.spawn_on(*n, b, n->reservation, rpc_rank, log_level, deadline);

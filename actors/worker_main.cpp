@@ -178,7 +178,7 @@ int worker_main(int argc, char** argv, int first, const method_table& extra) {
   if (fault_injection_enabled(std::getenv(fault_injection_env))) {
     methods.merge(fault_methods());
     register_fault_models();
-    spdlog::warn("fault injection is on ({}=1): fault.* methods and test models registered",
+    spdlog::info("fault injection is on ({}=1): fault.* methods and test models registered",
                  fault_injection_env);
   }
   methods.merge(extra);

@@ -20,7 +20,11 @@ std::string quoted_error(const std::string& kind, const std::string& text) {
 /// The kind, text and time checks of an observed error; empty when they hold.
 std::string error_mismatch(const scenario_expectation& e, const std::string& kind,
                            const std::string& text) {
-  if (kind != e.error)
+  bool match = false;
+  std::string alternatives = e.error + "|";
+  for (size_t pos = 0, bar; (bar = alternatives.find('|', pos)) != std::string::npos; pos = bar + 1)
+    match = match || alternatives.substr(pos, bar - pos) == kind;
+  if (!match)
     return "expected error kind " + e.error + ", got " + quoted_error(kind, text);
   if (!has(text, e.contains))
     return "the error does not contain \"" + e.contains + "\": " + quoted_error(kind, text);

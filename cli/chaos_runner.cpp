@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <map>
@@ -269,6 +270,8 @@ chaos_run chaos_runner::run_once(bool with_faults) {
   std::deque<flight> in_flight;
   bool recovering_allowed = s_.expect.what == outc::recovered;
   bool stopping = false, need_recovery = false;
+  int recoveries = 0;
+  constexpr int max_recoveries = 3;  // a run that keeps failing after recovery stops
   int submissions = 0;
   auto step_wait = o.step_timeout + milliseconds(10000);  // the runner's own bound
   auto run_deadline = t0 + milliseconds(120000) + step_wait * 2;
@@ -354,10 +357,17 @@ chaos_run chaos_runner::run_once(bool with_faults) {
     auto code = code_of(r.error());
     bool lost = code == errc::worker_lost || code == errc::transport_failed
                 || code == errc::not_ready || code == errc::node_lost;
-    if (recovering_allowed && lost)
+    if (recovering_allowed && lost && recoveries < max_recoveries) {
+      if (!need_recovery)
+        ++recoveries;
       need_recovery = true;  // drain the rest, wait for ready, re-prefill, redo
-    else
+    } else if (recovering_allowed && lost) {
+      rs.out.note = "steps kept failing after " + std::to_string(max_recoveries)
+                    + " recoveries: " + describe(r.error());
       stopping = true;
+    } else {
+      stopping = true;
+    }
   }
   if (clock_type::now() >= run_deadline && rs.out.note.empty())
     rs.out.note = "the run did not finish within its deadline";

@@ -27,8 +27,8 @@ arg_parser chaos_parser() {
                "matches, 1 it differs, 2 bad scenario or flags. Workers run with "
                "CAFEX_FAULT_INJECTION=1. Format: examples/failure_injection/README.md.");
   p.flag({{"--worker-program"}, "PATH", "worker program (`PATH worker ...`)", "this cafex"})
-    .flag({{"--json"}, "", "print one JSON report instead of lines", "")
-    .flag({{"--verbose"}, "", "progress on stderr; worker logs at warn", "");
+    .flag({{"--json"}, "", "print one JSON report instead of lines", ""})
+    .flag({{"--verbose"}, "", "progress on stderr; worker logs at warn", ""});
   return p;
 }
 

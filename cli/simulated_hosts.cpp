@@ -39,7 +39,7 @@ std::string shell_quote(const std::string& s) {
 
 } // namespace
 
-simulated_hosts::simulated_hosts(int n) : hosts_(n + 1) {
+simulated_hosts::simulated_hosts(int n) : hosts_(n) {
 }
 
 caf::expected<std::unique_ptr<simulated_hosts>>
@@ -73,7 +73,7 @@ simulated_hosts::~simulated_hosts() {
   if (!dir_.empty()) {
     for (const char* f : {"/token"})
       std::remove((dir_ + f).c_str());
-    for (size_t i = 0; i < addrs_.size() + 1; ++i) {
+    for (size_t i = 0; i < addrs_.size(); ++i) {
       std::remove((dir_ + "/agent" + std::to_string(i) + ".out").c_str());
       std::remove((dir_ + "/agent" + std::to_string(i) + ".err").c_str());
     }
@@ -84,9 +84,9 @@ simulated_hosts::~simulated_hosts() {
 caf::error simulated_hosts::start_agent(int node, int devices, const std::string& program) {
   auto out = dir_ + "/agent" + std::to_string(node) + ".out";
   auto err = dir_ + "/agent" + std::to_string(node) + ".err";
-  auto listen = hosts_.ip(node + 1) + ":7100";
+  auto listen = hosts_.ip(node) + ":7100";
   std::string cmd = "exec";
-  for (const auto& a : hosts_.exec_in(node + 1, {program, "node", "--listen", listen,
+  for (const auto& a : hosts_.exec_in(node, {program, "node", "--listen", listen,
                                                  "--devices", std::to_string(devices),
                                                  "--token-file", dir_ + "/token",
                                                  "--log-level", "warn"}))
@@ -129,7 +129,7 @@ caf::error simulated_hosts::cut_link(int node) {
   if (auto err = check(node))
     return err;
   try {
-    hosts_.set_link(node + 1, false);
+    hosts_.set_link(node, false);
   } catch (const std::exception& e) {
     return make_error(errc::transport_failed, e.what());
   }
@@ -140,7 +140,7 @@ caf::error simulated_hosts::restore_link(int node) {
   if (auto err = check(node))
     return err;
   try {
-    hosts_.set_link(node + 1, true);
+    hosts_.set_link(node, true);
   } catch (const std::exception& e) {
     return make_error(errc::transport_failed, e.what());
   }

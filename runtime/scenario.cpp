@@ -208,6 +208,27 @@ caf::error parse_expect(reader& r, const json& e, scenario& s) {
   if (needs_kind && s.expect.error.empty())
     return r.bad("expect.error", "is required when the outcome is \"" + outcome
                                    + "\" (an error kind such as worker_lost)");
+  if (needs_kind) {
+    // One kind, or alternatives "a|b" for races the scenario cannot decide (a peer's
+    // collective may fail before the driver hears that the worker died).
+    std::string kinds;
+    for (int c = 1; c <= static_cast<int>(errc::too_many_in_flight); ++c)
+      kinds += (kinds.empty() ? "" : ", ") + std::string(to_string(static_cast<errc>(c)));
+    size_t pos = 0;
+    while (pos <= s.expect.error.size()) {
+      auto bar = s.expect.error.find('|', pos);
+      auto kind = s.expect.error.substr(pos, bar == std::string::npos ? bar : bar - pos);
+      bool known = false;
+      for (int c = 1; c <= static_cast<int>(errc::too_many_in_flight); ++c)
+        known = known || kind == to_string(static_cast<errc>(c));
+      if (!known)
+        return r.bad("expect.error", "names an unknown error kind \"" + kind + "\" (kinds: "
+                                       + kinds + "; alternatives: \"a|b\")");
+      if (bar == std::string::npos)
+        break;
+      pos = bar + 1;
+    }
+  }
   if (!needs_kind && !s.expect.error.empty())
     return r.bad("expect.error", "only applies to the error and start_error outcomes");
   if (s.expect.what == outc::recovered && !s.restart)

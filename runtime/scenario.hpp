@@ -51,7 +51,7 @@ struct scenario_expectation {
                   ///< re-prefilled run finishes with the tokens of a no-fault run
   } what = outcome::success;
   bool same_tokens = true;           ///< success: compare tokens with a no-fault run
-  std::string error;                 ///< error / start_error: the errc name
+  std::string error;                 ///< error / start_error: the errc name, or "a|b"
   std::string contains;              ///< error / start_error: text the error must contain
   int64_t within_ms = 5000;          ///< error: fault to caller; recovered: fault to ready
   bool later_steps_succeed = false;  ///< error: every step still succeeds (fail_method)

@@ -35,7 +35,7 @@ TEST_CASE("a full scenario parses") {
   REQUIRE(s->faults.size() == 1);
   CHECK(s->faults[0].what == scenario_fault::action::kill);
   CHECK(s->faults[0].rank == 1);
-  CHECK_FALSE(s->expect.success);
+  CHECK(s->expect.what == scenario_expectation::outcome::error);
   CHECK(s->expect.error == "worker_lost");
   CHECK(s->expect.within_ms == 2000);
 }
@@ -43,7 +43,7 @@ TEST_CASE("a full scenario parses") {
 TEST_CASE("a success scenario needs little") {
   auto s = parse_scenario(R"({"cluster": {"tp": 1}, "expect": {"outcome": "success"}})", "t");
   REQUIRE(s);
-  CHECK(s->expect.success);
+  CHECK(s->expect.what == scenario_expectation::outcome::success);
   CHECK(s->expect.same_tokens);
 }
 
@@ -167,6 +167,14 @@ TEST_CASE("bad values of the new fields name the file and the field") {
   CHECK(has(error_of(R"({"cluster": {}, "expect": {"outcome": "error", "error": "timeout",
                          "later_steps_succeed": 1}})"),
             "expect.later_steps_succeed must be true or false"));
+  CHECK(has(error_of(R"({"cluster": {}, "expect": {"outcome": "error", "error": "worker_lots"}})"),
+            "expect.error names an unknown error kind \"worker_lots\" (kinds: invalid_argument"));
+  CHECK(has(error_of(R"({"cluster": {}, "expect": {"outcome": "error", "error": "worker_lost|"}})"),
+            "unknown error kind \"\""));
+  auto alt = parse_scenario(R"({"cluster": {}, "expect": {"outcome": "error",
+                                "error": "worker_lost|transport_failed"}})", "t");
+  REQUIRE_MESSAGE(alt, describe(alt.error()));
+  CHECK(alt->expect.error == "worker_lost|transport_failed");
   CHECK(has(error_of(R"({"cluster": {}, "steps": 0, "expect": {"outcome": "success"}})"),
             "t.json: steps must be in [1, 1000]"));
 }

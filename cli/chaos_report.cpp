@@ -35,6 +35,7 @@ nlohmann::json run_json(const chaos_run& r) {
   nlohmann::json j = {{"started", r.started},
                       {"steps_ok", r.steps_ok},
                       {"wall_ms", r.wall_ms},
+                      {"shutdown_ms", r.shutdown_ms},
                       {"faults_applied", r.faults_applied},
                       {"tokens", r.tokens}};
   if (!r.started)
@@ -156,7 +157,8 @@ std::string chaos_report::to_text() const {
   o << "steps:    " << faulty.steps_ok << " ok";
   if (compared_tokens)
     o << "; tokens " << (same_tokens ? "equal" : "differ from") << " the no-fault run";
-  o << "; run " << static_cast<int64_t>(faulty.wall_ms) << " ms\n";
+  o << "; run " << static_cast<int64_t>(faulty.wall_ms) << " ms (shutdown "
+    << static_cast<int64_t>(faulty.shutdown_ms) << " ms)\n";
   return o.str();
 }
 

@@ -376,7 +376,10 @@ chaos_run chaos_runner::run_once(bool with_faults) {
   for (auto pid : rs.stopped)
     ::kill(static_cast<pid_t>(pid), SIGCONT);  // a stopped worker cannot be shut down
   // Futures still pending complete with errors when the executor shuts down.
+  auto t_down = clock_type::now();
   rs.ex->shutdown();
+  rs.out.shutdown_ms = static_cast<double>(ms_between(t_down, clock_type::now()));
+  rs.log("shutdown took " + std::to_string(static_cast<int64_t>(rs.out.shutdown_ms)) + " ms");
   rs.out.wall_ms = static_cast<double>(ms_between(t0, clock_type::now()));
   return rs.out;
 }

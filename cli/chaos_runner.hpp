@@ -46,6 +46,7 @@ struct chaos_run {
   std::string note;                          ///< why the run stopped early, if it did
   std::vector<std::string> faults_applied;   ///< "step 2: kill rank 1 (pid 123)"
   double wall_ms = 0;
+  double shutdown_ms = 0;                    ///< executor::shutdown() alone
 };
 
 struct chaos_report {

@@ -33,5 +33,7 @@ using teardown_atom = caf::atom_constant<caf::atom("teardown")>; ///< drop the d
 using stats_atom = caf::atom_constant<caf::atom("stats")>;       ///< dataflow counters
 using cause_atom = caf::atom_constant<caf::atom("cause")>;       ///< why a worker ended
 using agents_atom = caf::atom_constant<caf::atom("agents")>;     ///< node agent per rank
+using replace_atom = caf::atom_constant<caf::atom("replace")>;   ///< a respawned worker
+using recovered_atom = caf::atom_constant<caf::atom("recovered")>; ///< recovery ended
 
 } // namespace cafex

@@ -60,8 +60,13 @@ void on_worker_down(state_ptr self, int rank, const failure_cause& cause,
   st.dead[rank] = why;
   st.health[rank] = health_state_of(cause);
   spdlog::error("{} is gone: {}", who(st, rank), why);
-  auto lost = make_error(errc::worker_lost, who(st, rank) + " is gone: " + why + "; "
-                                              + advice_for(cause));
+  const bool restart = static_cast<bool>(st.opts.on_recover);
+  auto lost = make_error(errc::worker_lost,
+                         who(st, rank) + " is gone: " + why + "; "
+                           + (restart ? "the executor replaces it (--on-worker-failure "
+                                        "restart): resubmit this step's requests, re-prefilled, "
+                                        "once state() is ready again"
+                                      : advice_for(cause)));
   std::vector<uint64_t> ids;
   for (auto& [id, p] : st.rpcs)
     if (p->waiting.count(rank))
@@ -70,6 +75,10 @@ void on_worker_down(state_ptr self, int rank, const failure_cause& cause,
     finish_rpc(self, id, lost);
   // Every step involves every rank.
   fail_all_steps(self, lost);
+  if (restart) {
+    st.health[rank] = "restarting";
+    begin_recovery(self, rank, who(st, rank) + " is gone: " + why);
+  }
 }
 
 /// A worker's link dropped: ask the agent that reaped it how it ended (a few ms for a
@@ -106,6 +115,29 @@ void on_link_down(state_ptr self, int rank, const std::string& reason) {
 }
 
 } // namespace
+
+void begin_recovery(driver_ptr self, int rank, const std::string& reason) {
+  auto& st = self->state;
+  if (!st.opts.on_recover)
+    return;
+  if (!st.recovering)
+    st.recovery_reason = reason;
+  st.recovering = true;
+  // This generation's dataflow is gone: nothing pending survives it, and every live worker
+  // drops its channels (a stage blocked on the lost rank fails and lets go of its runner).
+  fail_all_steps(self, make_error(errc::worker_lost, reason + "; the executor is recovering: "
+                                                     "resubmit once state() is ready again"));
+  ++st.generation;
+  st.dag = driver_state::dag_state::none;
+  st.done.reset(st.window.next_seq());
+  st.shm.reset();
+  for (size_t r = 0; r < st.workers.size(); ++r)
+    if (st.dead[r].empty())
+      self->request(st.workers[r], std::chrono::seconds(10), teardown_atom::value)
+        .then([](bool) {}, [](caf::error&) {});
+  spdlog::warn("recovering: {}", reason);
+  st.opts.on_recover(rank, reason);
+}
 
 driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
   self->state.opts = opts;
@@ -179,34 +211,52 @@ driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
       int n = static_cast<int>(st.workers.size());
       if (n == 0)
         return make_error(errc::not_ready, "collective_rpc before the workers exist");
-      if (ro.unique_reply_rank >= n)
+      if (ro.unique_reply_rank >= n
+          || (ro.unique_reply_rank >= 0 && !ro.ranks.empty()))
         return make_error(errc::invalid_argument,
                           "unique_reply_rank " + std::to_string(ro.unique_reply_rank)
                             + " is out of range for " + std::to_string(n) + " workers");
-      for (int r = 0; r < n; ++r)
+      if (st.recovering && !ro.recovery)
+        return make_error(errc::not_ready, "the executor is recovering (" + st.recovery_reason
+                                             + "); call again once state() is ready");
+      std::vector<int> targets;
+      for (auto r : ro.ranks) {
+        if (r < 0 || r >= n)
+          return make_error(errc::invalid_argument, "rank " + std::to_string(r)
+                                                      + " is out of range for "
+                                                      + std::to_string(n) + " workers");
+        targets.push_back(r);
+      }
+      if (targets.empty())
+        for (int r = 0; r < n; ++r)
+          targets.push_back(r);
+      for (int r : targets)
         if (!st.dead[r].empty() || st.probing[r])
           return make_error(errc::worker_lost,
                             who(st, r) + " is gone: "
                               + (st.probing[r] ? "its link dropped" : st.dead[r])
-                              + "; shut the executor down and start it again");
+                              + (st.opts.on_recover
+                                   ? "; the executor is replacing it"
+                                   : "; shut the executor down and start it again"));
       auto timeout = ro.timeout_ms > 0 ? std::chrono::milliseconds(ro.timeout_ms)
                                        : st.opts.default_rpc_timeout;
       auto id = st.next_rpc++;
       auto p = std::make_shared<pending_rpc>();
       p->what = "method '" + method + "'";
-      p->results.resize(n);
+      p->results.resize(targets.size());
       p->unique_reply_rank = ro.unique_reply_rank;
       p->rp = self->make_response_promise<std::vector<std::string>>();
-      for (int r = 0; r < n; ++r)
+      for (int r : targets)
         p->waiting.insert(r);
       st.rpcs.emplace(id, p);
-      for (int r = 0; r < n; ++r) {
+      for (size_t slot = 0; slot < targets.size(); ++slot) {
+        int r = targets[slot];
         self->request(st.workers[r], timeout, call_atom::value, method, args)
           .then(
-            [self, id, p, r](std::string& result) {
+            [self, id, p, r, slot](std::string& result) {
               if (p->done)
                 return;
-              p->results[r] = std::move(result);
+              p->results[slot] = std::move(result);
               p->waiting.erase(r);
               if (p->waiting.empty())
                 finish_rpc(self, id, caf::none);
@@ -241,11 +291,70 @@ driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
     [self](health_atom) -> std::vector<worker_health> {
       auto& st = self->state;
       std::vector<worker_health> out;
-      for (size_t r = 0; r < st.workers.size(); ++r)
-        out.push_back(worker_health{static_cast<int32_t>(r), st.node_ids[r],
-                                    st.probing[r] ? "unresponsive" : st.health[r],
-                                    st.probing[r] ? "link dropped" : st.dead[r]});
+      for (size_t r = 0; r < st.workers.size(); ++r) {
+        worker_health h{static_cast<int32_t>(r), st.node_ids[r],
+                        st.probing[r] ? "unresponsive" : st.health[r],
+                        st.probing[r] ? "link dropped" : st.dead[r]};
+        // While recovering, the ranks that lived rebuild their communicators too.
+        if (st.recovering && h.state == "healthy") {
+          h.state = "restarting";
+          h.detail = "rebuilding communicators: " + st.recovery_reason;
+        }
+        out.push_back(std::move(h));
+      }
       return out;
+    },
+    [self](kill_atom, int32_t rank) -> caf::result<std::string> {
+      auto& st = self->state;
+      if (rank < 0 || rank >= static_cast<int32_t>(st.workers.size()))
+        return make_error(errc::invalid_argument, "kill: no rank " + std::to_string(rank));
+      auto agent = rank < static_cast<int32_t>(st.agents.size()) ? st.agents[rank]
+                                                                 : node_agent_actor{};
+      if (!agent)
+        return std::string("no agent");
+      auto rp = self->make_response_promise<std::string>();
+      self->request(agent, st.opts.liveness.cause_timeout + std::chrono::seconds(5),
+                    kill_atom::value, worker_key(st.workers[rank]))
+        .then([rp](std::string& how) mutable { rp.deliver(std::move(how)); },
+              // Its node is unreachable: nothing to kill from here.
+              [rp](caf::error& e) mutable { rp.deliver("unreachable: " + caf::to_string(e)); });
+      return rp;
+    },
+    [self](replace_atom, int32_t rank, worker_actor& w, std::string& node,
+           node_agent_actor& agent) -> caf::result<bool> {
+      auto& st = self->state;
+      if (rank < 0 || rank >= static_cast<int32_t>(st.workers.size()) || !w)
+        return make_error(errc::invalid_argument, "replace: no rank " + std::to_string(rank));
+      self->demonitor(st.workers[rank].address());
+      st.workers[rank] = std::move(w);
+      st.node_ids[rank] = std::move(node);
+      if (rank < static_cast<int32_t>(st.agents.size()))
+        st.agents[rank] = std::move(agent);
+      st.dead[rank].clear();
+      st.probing[rank] = false;
+      st.health[rank] = "restarting";
+      self->monitor(st.workers[rank]);
+      spdlog::info("{} replaced", who(st, rank));
+      return true;
+    },
+    [self](recovered_atom, bool ok, const std::string& why) -> bool {
+      auto& st = self->state;
+      st.recovering = false;
+      for (size_t r = 0; r < st.workers.size(); ++r) {
+        if (ok && st.dead[r].empty() && !st.probing[r]) {
+          st.health[r] = "healthy";
+        } else if (!ok && st.health[r] == "restarting") {
+          st.health[r] = "dead";
+          if (st.dead[r].empty())
+            st.dead[r] = "recovery failed: " + why;
+        }
+      }
+      if (ok)
+        spdlog::info("recovered from: {}", st.recovery_reason);
+      else
+        spdlog::error("recovery from '{}' failed: {}", st.recovery_reason, why);
+      st.recovery_reason.clear();
+      return true;
     },
     [self](stop_atom) -> bool {
       auto& st = self->state;

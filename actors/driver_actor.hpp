@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -29,6 +30,11 @@ struct driver_options {
   std::string kv_connector;            ///< "" or "loopback"
   std::chrono::milliseconds channel_timeout{30000};
   liveness_options liveness;           ///< for cause lookups and their messages
+  /// Restart policy: called (from the driver's thread; must not block) when a worker is
+  /// lost (rank >= 0) or a TP communicator broke (rank -1), once the driver has failed
+  /// what was pending and torn the dataflow down. The host then respawns, re-runs the
+  /// lifecycle and answers recovered_atom. Empty: the fail policy.
+  std::function<void(int32_t rank, std::string why)> on_recover;
 };
 
 /// One collective_rpc waiting for answers.
@@ -61,6 +67,8 @@ struct driver_state {
   std::vector<std::string> health;       ///< by rank: worker_health state
   std::vector<node_agent_actor> agents;  ///< by rank: the agent that started it
   std::vector<bool> probing;             ///< by rank: lost, asking its agent why
+  bool recovering = false;               ///< restart policy: between a loss and recovered
+  std::string recovery_reason;           ///< what is being recovered from
   int tp = 1;
   int pp = 1;
   uint64_t next_rpc = 1;
@@ -85,6 +93,10 @@ struct driver_state {
 using driver_ptr = driver_actor::stateful_pointer<driver_state>;
 
 driver_actor::behavior_type driver_impl(driver_ptr self, driver_options opts);
+
+/// Restart policy: fails what is pending, tears the dataflow down and asks the host to
+/// recover (options.on_recover). rank -1: a communicator broke, no worker was lost.
+void begin_recovery(driver_ptr self, int rank, const std::string& reason);
 
 /// "rank 3 on node ab12".
 std::string who(const driver_state& st, int rank);

@@ -145,6 +145,9 @@ caf::result<model_runner_output> submit_step(driver_ptr self, scheduler_output s
   auto& st = self->state;
   if (st.workers.empty())
     return make_error(errc::not_ready, "execute_model before the workers exist");
+  if (st.recovering)
+    return make_error(errc::not_ready, "the executor is recovering (" + st.recovery_reason
+                                         + "); resubmit once state() is ready again");
   for (size_t r = 0; r < st.dead.size(); ++r)
     if (!st.dead[r].empty() || st.probing[r])
       return make_error(errc::worker_lost,
@@ -194,7 +197,14 @@ void on_step_progress(driver_ptr self, uint64_t seq, int rank) {
 }
 
 void on_step_failed(driver_ptr self, uint64_t seq, int rank, caf::error& err) {
+  auto& st = self->state;
+  // A broken TP communicator or channel fails every later step too: under the restart
+  // policy it is rebuilt (no worker is lost). A lost worker is handled by its down_msg.
+  bool broken = code_of(err) == errc::transport_failed && st.in_flight.count(seq) > 0;
+  auto reason = describe(err);
   finish(self, seq, std::move(err));
+  if (broken && st.opts.on_recover && !st.recovering)
+    begin_recovery(self, -1, "a transport failed at rank " + std::to_string(rank) + ": " + reason);
 }
 
 void on_step_deadline(driver_ptr self, uint64_t seq) {

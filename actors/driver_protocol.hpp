@@ -42,6 +42,15 @@ using driver_actor = step_sink_actor::extend<
   /// Dataflow counters as JSON text.
   caf::replies_to<stats_atom>::with<std::string>,
   caf::replies_to<health_atom>::with<std::vector<worker_health>>,
+  /// Recovery: (kill, rank) SIGKILLs that rank's worker process through its node agent
+  /// (a stopped or cut-off worker being replaced); answers how it ended.
+  caf::replies_to<kill_atom, int32_t>::with<std::string>,
+  /// Recovery: (replace, rank, new worker, its node id, its agent) installs a respawned
+  /// worker at `rank`.
+  caf::replies_to<replace_atom, int32_t, worker_actor, std::string, node_agent_actor>::with<bool>,
+  /// Recovery ended: (recovered, ok, why). ok: every rank is healthy again; else the lost
+  /// ranks stay dead (why says what failed).
+  caf::replies_to<recovered_atom, bool, std::string>::with<bool>,
   /// Stops every worker and quits.
   caf::replies_to<stop_atom>::with<bool>>;
 

@@ -76,11 +76,15 @@ typename Inspector::result_type inspect(Inspector& f, worker_health& x) {
 struct rpc_options {
   int64_t timeout_ms = 0;          ///< 0: the executor's default RPC timeout
   int32_t unique_reply_rank = -1;  ///< >= 0: only that rank's result is returned
+  std::vector<int32_t> ranks;      ///< only these ranks (empty: every rank); results in
+                                   ///< this order
+  bool recovery = false;           ///< issued by recovery: runs while the executor recovers
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, rpc_options& x) {
-  return f(caf::meta::type_name("cafex::rpc_options"), x.timeout_ms, x.unique_reply_rank);
+  return f(caf::meta::type_name("cafex::rpc_options"), x.timeout_ms, x.unique_reply_rank,
+           x.ranks, x.recovery);
 }
 
 } // namespace cafex

@@ -1,5 +1,6 @@
 #include "actors/node_agent_actor.hpp"
 
+#include <csignal>
 #include <fstream>
 #include <random>
 
@@ -322,6 +323,35 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
       if (sender && sender->node() == self->node())
         return kill_children_of(self, caf::actor_addr{});
       return kill_children_of(self, caf::actor_cast<caf::actor_addr>(sender));
+    },
+    [self](kill_atom, const std::string& worker_id) -> caf::result<std::string> {
+      auto& st = self->state;
+      auto sender = self->current_sender();
+      if (auto err = check_peer(self, sender))
+        return err;
+      if (auto e = st.ended.find(worker_id); e != st.ended.end())
+        return e->second;
+      for (auto i = st.children.begin(); i != st.children.end(); ++i) {
+        auto& c = i->second;
+        if (c.worker_id != worker_id)
+          continue;
+        // Only the driver that started it (or this process) may kill it.
+        bool local = sender && sender->node() == self->node();
+        if (!local && (!sender || c.owner.node() != sender->node()))
+          return make_error(errc::unauthorized, "worker " + worker_id + " on node "
+                                                  + st.opts.info.node_id
+                                                  + " belongs to another driver");
+        // SIGKILL first: a stopped process would not act on SIGTERM.
+        c.proc.signal(SIGKILL);
+        auto status = c.proc.terminate(st.opts.kill_grace);
+        auto cause = agent_cause_text(status.signaled, status.code);
+        remember_end(st, c.worker_id, cause);
+        spdlog::warn("killed worker rank {} (being replaced): {}", c.req.created_rank,
+                     status.describe());
+        st.children.erase(i);
+        return cause;
+      }
+      return std::string("gone");
     },
     [self](cause_atom, int32_t rank, const std::string& worker_id) -> caf::result<std::string> {
       auto& st = self->state;

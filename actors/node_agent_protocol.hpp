@@ -36,6 +36,9 @@ using node_agent_actor = caf::typed_actor<
   /// Stops every worker this agent started for the sender (all of them when the sender
   /// lives in the agent's own process); answers how many.
   caf::replies_to<kill_atom>::with<int32_t>,
+  /// (kill, worker key): SIGKILLs that one worker (a stopped or partitioned one that is
+  /// being replaced) and answers how it ended once reaped ("gone" if it already was).
+  caf::replies_to<kill_atom, std::string>::with<std::string>,
   /// (cause, created rank, worker key "NODE#ID" from worker_key()): how that worker's process ended, once it
   /// has: "signal:9", "exit:3"; or "stopped"/"running" when it still lives after a short
   /// wait (its link timed out), "unknown" when this agent never started it.

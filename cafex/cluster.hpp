@@ -72,6 +72,19 @@ public:
                    std::chrono::steady_clock::time_point deadline,
                    std::vector<worker_actor>& workers, std::vector<std::string>& nodes);
 
+  /// A worker started again for a lost rank.
+  struct respawned {
+    worker_actor worker;
+    std::string node_id;
+    node_agent_actor agent;
+  };
+
+  /// Restart policy: starts a new worker on the bundle that created rank `created_rank`
+  /// held (its reservation is still held), answering to method calls as `rpc_rank`.
+  /// Fails with node_lost when that node's agent is gone.
+  caf::expected<respawned> respawn(int created_rank, int rpc_rank, const std::string& log_level,
+                                   std::chrono::steady_clock::time_point deadline);
+
   /// The agent of the node with this id (an invalid handle when unknown).
   node_agent_actor agent_of(const std::string& node_id) const;
 

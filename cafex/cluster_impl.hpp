@@ -70,6 +70,9 @@ struct cluster::impl {
   caf::expected<std::vector<bundle>> try_place(int want, int& slots);
   caf::error hold(const std::vector<bundle>& placed, cluster_clock::time_point deadline);
   void release_all();
+  /// Connects straight to a remote worker (see cluster::spawn).
+  caf::error direct_route(const worker_actor& w, const std::string& node_id, uint16_t port,
+                          int rank, cluster_clock::time_point deadline);
 };
 
 

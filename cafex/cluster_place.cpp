@@ -223,22 +223,77 @@ caf::error cluster::spawn(int world_size, const std::string& log_level,
   // A direct connection to each remote worker: without it CAF routes every driver ->
   // worker message through the agent's process (one more hop, and a worker death is
   // only seen through the agent). The handle stays the same actor.
-  if (!d.opts.direct_worker_routes)
-    return caf::none;
-  for (int rank = 0; rank < world_size; ++rank) {
-    auto* n = d.find(nodes[rank]);
-    if (n->local || ports[rank] == 0)
-      continue;
-    auto what = "worker for rank " + std::to_string(rank) + " on node " + n->info.node_id;
-    auto ptr = d.caf_connect(n->host, d.opts.security.enabled() ? n->port : ports[rank],
-                             ports[rank], what, std::min(d.opts.connect_timeout, time_left(deadline)));
-    if (!ptr)
-      return ptr.error();
-    auto direct = caf::actor_cast<worker_actor>(std::move(*ptr));
-    if (direct.address() != workers[rank].address())
-      return make_error(errc::spawn_failed, what + ": its direct port answers with another actor");
-  }
+  for (int rank = 0; rank < world_size; ++rank)
+    if (auto err = d.direct_route(workers[rank], nodes[rank], ports[rank], rank, deadline))
+      return err;
   return caf::none;
+}
+
+} // namespace cafex
+
+namespace cafex {
+
+caf::error cluster::impl::direct_route(const worker_actor& w, const std::string& node_id,
+                                       uint16_t port, int rank,
+                                       cluster_clock::time_point deadline) {
+  auto* n = find(node_id);
+  if (!opts.direct_worker_routes || n == nullptr || n->local || port == 0)
+    return caf::none;
+  auto what = "worker for rank " + std::to_string(rank) + " on node " + n->info.node_id;
+  auto ptr = caf_connect(n->host, opts.security.enabled() ? n->port : port, port, what,
+                         std::min(opts.connect_timeout, time_left(deadline)));
+  if (!ptr)
+    return ptr.error();
+  auto direct = caf::actor_cast<worker_actor>(std::move(*ptr));
+  if (direct.address() != w.address())
+    return make_error(errc::spawn_failed, what + ": its direct port answers with another actor");
+  return caf::none;
+}
+
+caf::expected<cluster::respawned>
+cluster::respawn(int created_rank, int rpc_rank, const std::string& log_level,
+                 std::chrono::steady_clock::time_point deadline) {
+  auto& d = *impl_;
+  if (created_rank < 0 || created_rank >= static_cast<int>(d.indices.size()))
+    return make_error(errc::invalid_argument, "respawn: no created rank "
+                                                + std::to_string(created_rank));
+  const auto& b = d.bundles[d.indices[created_rank]];
+  auto* n = d.find(b.node_id);
+  if (n == nullptr)
+    return make_error(errc::node_lost, "respawn: node " + b.node_id + " is unknown");
+  spawn_request req;
+  req.created_rank = rpc_rank;
+  req.bundle_index = b.index;
+  req.device_ids = {b.gpu_id};
+  req.log_level = log_level;
+  req.profiler = d.opts.worker_profiler;
+  req.register_timeout_ms = time_left(deadline).count();
+  req.reservation = n->reservation;
+  caf::scoped_actor self{d.sys};
+  caf::expected<respawned> out{caf::error{}};
+  uint16_t port = 0;
+  self->request(d.dummy, time_left(deadline) + std::chrono::seconds(2), spawn_atom::value,
+                n->agent, req)
+    .receive(
+      [&](worker_actor& w, uint16_t p) {
+        out = respawned{std::move(w), b.node_id, n->agent};
+        port = p;
+      },
+      [&](caf::error& e) {
+        auto where = "restarting rank " + std::to_string(rpc_rank) + " on node " + b.node_id;
+        if (e == caf::sec::request_timeout)
+          out = make_error(errc::timeout, where + ": the worker did not start in time");
+        else if (code_of(e) != errc::none)
+          out = make_error(code_of(e), where + ": " + describe(e));
+        else
+          out = make_error(errc::node_lost, where + ": its node agent is unreachable ("
+                                              + d.sys.render(e) + ")");
+      });
+  if (!out)
+    return out;
+  if (auto err = d.direct_route(out->worker, b.node_id, port, rpc_rank, deadline))
+    return err;
+  return out;
 }
 
 } // namespace cafex

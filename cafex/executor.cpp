@@ -1,4 +1,5 @@
 #include "cafex/executor.hpp"
+#include "cafex/executor_impl.hpp"
 
 #include <atomic>
 #include <mutex>
@@ -19,93 +20,6 @@
 #include "transport/rendezvous_server.hpp"
 
 namespace cafex {
-
-namespace {
-
-using clock = std::chrono::steady_clock;
-
-std::chrono::milliseconds left(clock::time_point deadline) {
-  auto d = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
-  return std::max(d, std::chrono::milliseconds(1));
-}
-
-} // namespace
-
-struct executor::impl {
-  executor_options opts;
-  system_config cfg;
-  caf::actor_system sys;
-  node_agent_actor agent;  ///< the embedded agent (none with remote nodes)
-  std::unique_ptr<cluster> nodes;
-  driver_actor driver;
-  caf::actor client;
-  std::unique_ptr<rendezvous_server> store;
-  rank_plan plan;
-  std::mutex mtx;
-  std::atomic<bool> stopped{false};
-
-  explicit impl(executor_options o) : opts(std::move(o)), cfg(opts.liveness), sys(cfg) {}
-
-  ~impl() { shutdown(); }
-
-  /// Blocking request with a deadline from the caller's thread.
-  template <class R, class Handle, class... Ts>
-  caf::expected<R> ask(const Handle& dest, std::chrono::milliseconds timeout, Ts&&... xs) {
-    caf::scoped_actor self{sys};
-    caf::expected<R> out{caf::error{}};
-    self->request(dest, timeout, std::forward<Ts>(xs)...)
-      .receive([&](R& r) { out = std::move(r); },
-               [&](caf::error& e) {
-                 if (e == caf::sec::request_timeout)
-                   out = make_error(errc::timeout, "no answer within "
-                                                     + std::to_string(timeout.count())
-                                                     + " ms");
-                 else
-                   out = std::move(e);
-               });
-    return out;
-  }
-
-  caf::expected<std::vector<std::string>> rpc(const std::string& method, const std::string& args,
-                                              std::chrono::milliseconds timeout,
-                                              int unique_reply_rank = -1) {
-    rpc_options ro;
-    ro.timeout_ms = timeout.count();
-    ro.unique_reply_rank = unique_reply_rank;
-    // The driver enforces `timeout` per worker; this bound only guards the driver itself.
-    return ask<std::vector<std::string>>(driver, timeout + std::chrono::seconds(5),
-                                         rpc_atom::value, method, args, ro);
-  }
-
-  caf::error start_up();
-  size_t max_concurrent() const {
-    return opts.async_scheduling ? 2 : static_cast<size_t>(opts.parallel.pipeline_parallel_size);
-  }
-  caf::error start_embedded_agent();
-  caf::error place_and_spawn(clock::time_point deadline);
-  caf::error configure(clock::time_point deadline);
-
-  void shutdown() {
-    std::lock_guard<std::mutex> guard{mtx};
-    if (stopped)
-      return;
-    stopped = true;
-    caf::scoped_actor self{sys};
-    if (driver) {
-      self->request(driver, std::chrono::seconds(5), stop_atom::value)
-        .receive([](bool) {}, [](caf::error&) {});
-    }
-    // Stops the workers (waiting until they are reaped) and frees the placement group.
-    if (nodes)
-      nodes->shutdown();
-    if (agent) {
-      sys.middleman().unpublish(agent);
-      self->send_exit(agent, caf::exit_reason::user_shutdown);
-    }
-    if (store)
-      store->stop();
-  }
-};
 
 caf::error executor::impl::start_up() {
   auto deadline = clock::now() + opts.start_timeout;
@@ -142,6 +56,12 @@ caf::error executor::impl::start_up() {
   dopts.kv_connector = opts.kv_connector;
   dopts.channel_timeout = opts.start_timeout;
   dopts.liveness = opts.liveness;
+  if (opts.on_worker_failure == failure_policy::restart) {
+    dopts.on_recover = [this](int32_t rank, std::string why) {
+      request_recovery(rank, std::move(why));
+    };
+    recovery_thread = std::thread([this] { recovery_loop(); });
+  }
   driver = sys.spawn(driver_impl, dopts);
   client = spawn_client(sys, driver, opts.step_timeout + std::chrono::seconds(5));
   if (auto err = place_and_spawn(deadline))
@@ -253,8 +173,9 @@ caf::error executor::impl::configure(clock::time_point deadline) {
     return r.error();
   if (auto r = ask<bool>(driver, left(deadline), rerank_atom::value, order); !r)
     return r.error();
-  nlohmann::json envs = nlohmann::json::array();
-  nlohmann::json kwargs = nlohmann::json::array();
+  created_of = order;
+  envs = nlohmann::json::array();
+  kwargs = nlohmann::json::array();
   nlohmann::json model = {{"name", opts.model.name},
                           {"seed", opts.model.seed},
                           {"vocab_size", opts.model.vocab_size},
@@ -412,6 +333,28 @@ caf::expected<nlohmann::json> executor::dataflow_stats() {
   if (!r)
     return r.error();
   return nlohmann::json::parse(*r);
+}
+
+caf::error executor::reinitialize_distributed(bool shutdown_current_rank) {
+  auto& d = *impl_;
+  if (d.stopped)
+    return make_error(errc::not_ready, "reinitialize_distributed after shutdown");
+  // Pending steps fail (the dataflow is rebuilt with the new communicators).
+  if (auto err = teardown_dataflow())
+    return err;
+  int gen = 0;
+  {
+    std::lock_guard<std::mutex> guard{d.recovery_mtx};
+    gen = ++d.comm_generation;
+  }
+  nlohmann::json args = {{"generation", gen}};
+  auto r = d.rpc("reinitialize_distributed", args.dump(), d.opts.start_timeout);
+  if (!r)
+    return r.error();
+  // The seed's SHUTDOWN_CURRENT_RANK: this executor leaves the (scaled-down) deployment.
+  if (shutdown_current_rank)
+    shutdown();
+  return caf::none;
 }
 
 executor_state executor::state() {

@@ -141,6 +141,13 @@ public:
   /// Dataflow counters (in_flight, max_observed, dispatched, steps_ok, ...).
   caf::expected<nlohmann::json> dataflow_stats();
 
+  /// The seed's reinitialize_distributed: every rank rebuilds its communicators under a
+  /// new generation and drops its KV caches (pending steps fail; the next step compiles
+  /// the dataflow again; hosts re-prefill live requests). With `shutdown_current_rank`
+  /// (the seed's SHUTDOWN_CURRENT_RANK, when a deployment scales down and this replica
+  /// leaves) the executor then shuts down.
+  caf::error reinitialize_distributed(bool shutdown_current_rank = false);
+
   /// ready / degraded / failed / stopped, from check_health().
   executor_state state();
 

@@ -58,6 +58,9 @@ arg_parser& add_executor_flags(arg_parser& p) {
     .flag({{"--step-timeout"}, "SECONDS", "deadline of one step", "300"})
     .flag({{"--channel"}, "TYPE", "intermediate tensors: auto, nccl, gloo or shm", "auto"})
     .flag({{"--async-scheduling"}, "", "allow 2 steps in flight instead of PP size", ""})
+    .flag({{"--on-worker-failure"}, "fail|restart",
+           "lost worker: fail the executor, or replace it and rebuild communicators", "fail"})
+    .flag({{"--max-restarts"}, "N", "restart: recoveries allowed before giving up", "3"})
     .flag({{"--worker-profiler"}, "nsys", "run workers under Nsight Systems (the seed's "
            "ray_workers_use_nsight)", "none"})
     .flag({{"--log-level"}, "LEVEL", "trace, debug, info, warn, error or off", "warn"});
@@ -172,6 +175,12 @@ executor_options executor_options_from(const parsed_args& a) {
     throw usage_error{"--channel: " + describe(channel.error())};
   o.channel = a.get("--channel", "auto");
   o.async_scheduling = a.has("--async-scheduling");
+  auto policy = a.get("--on-worker-failure", "fail");
+  if (policy == "restart")
+    o.on_worker_failure = failure_policy::restart;
+  else if (policy != "fail")
+    throw usage_error{"--on-worker-failure must be fail or restart, got '" + policy + "'"};
+  o.max_restarts = static_cast<int>(a.get_int("--max-restarts", 3, 0, 1000));
   auto profiler = parse_worker_profiler(a.get("--worker-profiler", "none"));
   if (!profiler)
     throw usage_error{"--worker-profiler: " + describe(profiler.error())};

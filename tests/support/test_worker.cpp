@@ -35,5 +35,12 @@ int main(int argc, char** argv) {
   extra.add("throw", [](worker_state&, const json&) -> caf::expected<json> {
     throw std::runtime_error("thrown on purpose");
   });
+  // {"rank": R}: breaks rank R's TP communicator (its next all-reduce fails, the link
+  // closes); reinitialize_distributed rebuilds it.
+  extra.add("break_tp", [](worker_state& st, const json& a) -> caf::expected<json> {
+    if (a.value("rank", -1) == st.rpc_rank)
+      st.tp_group->inject_break();
+    return json(st.rpc_rank);
+  });
   return worker_main(argc, argv, 2, extra);
 }

@@ -1,0 +1,128 @@
+// Private: the state behind cafex::executor, shared by executor.cpp (start-up, calls,
+// shutdown) and executor_recovery.cpp (the restart policy).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <caf/all.hpp>
+#include <caf/io/all.hpp>
+
+#include "actors/driver_actor.hpp"
+#include "actors/node_agent_actor.hpp"
+#include "cafex/executor.hpp"
+#include "runtime/error.hpp"
+#include "transport/rendezvous_server.hpp"
+
+namespace cafex {
+
+using clock = std::chrono::steady_clock;
+
+inline std::chrono::milliseconds left(clock::time_point deadline) {
+  auto d = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
+  return std::max(d, std::chrono::milliseconds(1));
+}
+
+struct executor::impl {
+  executor_options opts;
+  system_config cfg;
+  caf::actor_system sys;
+  node_agent_actor agent;  ///< the embedded agent (none with remote nodes)
+  std::unique_ptr<cluster> nodes;
+  driver_actor driver;
+  caf::actor client;
+  std::unique_ptr<rendezvous_server> store;
+  rank_plan plan;
+  std::mutex mtx;
+  std::atomic<bool> stopped{false};
+
+  explicit impl(executor_options o) : opts(std::move(o)), cfg(opts.liveness), sys(cfg) {}
+
+  ~impl() { shutdown(); }
+
+  /// Blocking request with a deadline from the caller's thread.
+  template <class R, class Handle, class... Ts>
+  caf::expected<R> ask(const Handle& dest, std::chrono::milliseconds timeout, Ts&&... xs) {
+    caf::scoped_actor self{sys};
+    caf::expected<R> out{caf::error{}};
+    self->request(dest, timeout, std::forward<Ts>(xs)...)
+      .receive([&](R& r) { out = std::move(r); },
+               [&](caf::error& e) {
+                 if (e == caf::sec::request_timeout)
+                   out = make_error(errc::timeout, "no answer within "
+                                                     + std::to_string(timeout.count())
+                                                     + " ms");
+                 else
+                   out = std::move(e);
+               });
+    return out;
+  }
+
+  caf::expected<std::vector<std::string>> rpc(const std::string& method, const std::string& args,
+                                              std::chrono::milliseconds timeout,
+                                              int unique_reply_rank = -1,
+                                              std::vector<int32_t> ranks = {},
+                                              bool recovery = false) {
+    rpc_options ro;
+    ro.timeout_ms = timeout.count();
+    ro.unique_reply_rank = unique_reply_rank;
+    ro.ranks = std::move(ranks);
+    ro.recovery = recovery;
+    // The driver enforces `timeout` per worker; this bound only guards the driver itself.
+    return ask<std::vector<std::string>>(driver, timeout + std::chrono::seconds(5),
+                                         rpc_atom::value, method, args, ro);
+  }
+
+  caf::error start_up();
+  size_t max_concurrent() const {
+    return opts.async_scheduling ? 2 : static_cast<size_t>(opts.parallel.pipeline_parallel_size);
+  }
+  caf::error start_embedded_agent();
+  caf::error place_and_spawn(clock::time_point deadline);
+  caf::error configure(clock::time_point deadline);
+
+  // The restart policy (executor_recovery.cpp).
+  std::vector<int32_t> created_of;   ///< by rank: the created rank (its bundle)
+  nlohmann::json envs;               ///< by rank: update_environment_variables entries
+  nlohmann::json kwargs;             ///< by rank: init_worker entries
+  int comm_generation = 0;
+  int recoveries = 0;
+  std::mutex recovery_mtx;
+  std::condition_variable recovery_cv;
+  std::vector<std::pair<int32_t, std::string>> recovery_requests;
+  bool recovery_stop = false;
+  std::thread recovery_thread;
+
+  /// Called by the driver (must not block): queues the loss for the recovery thread.
+  void request_recovery(int32_t rank, std::string why);
+  void recovery_loop();
+  caf::error recover_once(const std::string& why);
+  void stop_recovery();
+
+  void shutdown() {
+    std::lock_guard<std::mutex> guard{mtx};
+    if (stopped)
+      return;
+    stopped = true;
+    stop_recovery();
+    caf::scoped_actor self{sys};
+    if (driver) {
+      self->request(driver, std::chrono::seconds(5), stop_atom::value)
+        .receive([](bool) {}, [](caf::error&) {});
+    }
+    // Stops the workers (waiting until they are reaped) and frees the placement group.
+    if (nodes)
+      nodes->shutdown();
+    if (agent) {
+      sys.middleman().unpublish(agent);
+      self->send_exit(agent, caf::exit_reason::user_shutdown);
+    }
+    if (store)
+      store->stop();
+  }
+};
+
+} // namespace cafex

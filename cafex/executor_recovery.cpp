@@ -1,0 +1,135 @@
+// The restart policy (--on-worker-failure restart): the driver reports a lost worker or a
+// broken communicator; this thread replaces lost workers on their bundles, re-runs their
+// lifecycle, rebuilds every rank's communicators under a new generation and tells the
+// driver that steps may run again. Every step is bounded by the start-up timeout.
+#include <spdlog/spdlog.h>
+
+#include "cafex/executor_impl.hpp"
+
+namespace cafex {
+
+namespace {
+
+/// Recovery's own note on healthy ranks (driver_actor.cpp): not a lost rank.
+bool lost(const worker_health& h) {
+  return !h.detail.empty() && h.detail.rfind("rebuilding communicators", 0) != 0;
+}
+
+} // namespace
+
+void executor::impl::request_recovery(int32_t rank, std::string why) {
+  {
+    std::lock_guard<std::mutex> guard{recovery_mtx};
+    if (recovery_stop)
+      return;
+    recovery_requests.emplace_back(rank, std::move(why));
+  }
+  recovery_cv.notify_one();
+}
+
+void executor::impl::stop_recovery() {
+  {
+    std::lock_guard<std::mutex> guard{recovery_mtx};
+    recovery_stop = true;
+  }
+  recovery_cv.notify_all();
+  if (recovery_thread.joinable())
+    recovery_thread.join();
+}
+
+void executor::impl::recovery_loop() {
+  for (;;) {
+    std::string why;
+    {
+      std::unique_lock<std::mutex> lock{recovery_mtx};
+      recovery_cv.wait(lock, [&] { return recovery_stop || !recovery_requests.empty(); });
+      if (recovery_stop)
+        return;
+      why = recovery_requests.front().second;
+      recovery_requests.clear();
+    }
+    caf::error err;
+    if (++recoveries > opts.max_restarts)
+      err = make_error(errc::worker_lost, "gave up after " + std::to_string(opts.max_restarts)
+                                            + " recoveries (max_restarts); restart the "
+                                              "executor");
+    else
+      err = recover_once(why);
+    {
+      // Another loss while recovering: recover again before steps may run.
+      std::lock_guard<std::mutex> guard{recovery_mtx};
+      if (recovery_stop)
+        return;
+      if (!recovery_requests.empty() && (!err || recoveries <= opts.max_restarts))
+        continue;
+    }
+    if (err)
+      spdlog::error("recovery failed: {}", describe(err));
+    ask<bool>(driver, std::chrono::seconds(10), recovered_atom::value, !err,
+              err ? describe(err) : std::string());
+  }
+}
+
+caf::error executor::impl::recover_once(const std::string& why) {
+  const auto t0 = clock::now();
+  const auto deadline = t0 + opts.start_timeout;
+  spdlog::warn("recovery {}: {}", recoveries, why);
+  // Which ranks are lost: wait (bounded) until the driver knows how each lost link ended.
+  std::vector<worker_health> health;
+  const auto settle = clock::now() + opts.liveness.cause_timeout + std::chrono::seconds(1);
+  for (;;) {
+    auto h = ask<std::vector<worker_health>>(driver, left(deadline), health_atom::value);
+    if (!h)
+      return h.error();
+    health = std::move(*h);
+    bool probing = false;
+    for (const auto& w : health)
+      probing = probing || w.detail == "link dropped";
+    if (!probing || clock::now() >= settle)
+      break;
+    std::unique_lock<std::mutex> lock{recovery_mtx};
+    if (recovery_cv.wait_for(lock, std::chrono::milliseconds(5), [&] { return recovery_stop; }))
+      return make_error(errc::not_ready, "the executor is shutting down");
+  }
+  std::vector<int32_t> replaced;
+  for (const auto& w : health) {
+    if (!lost(w))
+      continue;
+    auto rank = w.rank;
+    // A stopped or cut-off process still holds its device and its sockets: end it first,
+    // so that the ranks blocked on it fail at once and let go.
+    auto how = ask<std::string>(driver, left(deadline), kill_atom::value, rank);
+    spdlog::info("rank {}: old worker {}", rank, how ? *how : describe(how.error()));
+    auto created = rank < static_cast<int32_t>(created_of.size()) ? created_of[rank] : rank;
+    auto fresh = nodes->respawn(created, rank, opts.log_level, deadline);
+    if (!fresh)
+      return fresh.error();
+    if (auto ok = ask<bool>(driver, left(deadline), replace_atom::value, rank, fresh->worker,
+                            fresh->node_id, fresh->agent);
+        !ok)
+      return ok.error();
+    replaced.push_back(rank);
+  }
+  if (!replaced.empty()) {
+    // The seed's lifecycle for the new workers only: environment, then init_worker with
+    // the rank they replace. init_device and load_model happen in
+    // reinitialize_distributed below, together with the communicators of every rank.
+    for (auto rank : replaced)
+      kwargs[rank]["init_timeout_ms"] = left(deadline).count();
+    if (auto r = rpc("update_environment_variables", envs.dump(), left(deadline), -1, replaced,
+                     true);
+        !r)
+      return r.error();
+    if (auto r = rpc("init_worker", kwargs.dump(), left(deadline), -1, replaced, true); !r)
+      return r.error();
+  }
+  nlohmann::json args = {{"generation", ++comm_generation}};
+  if (auto r = rpc("reinitialize_distributed", args.dump(), left(deadline), -1, {}, true); !r)
+    return r.error();
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - t0).count();
+  spdlog::info("recovered in {} ms: {} rank(s) replaced, communicators at generation {}", ms,
+               replaced.size(), comm_generation);
+  return caf::none;
+}
+
+} // namespace cafex

@@ -56,7 +56,7 @@ void install_handlers() {
     return;
   done = true;
   std::atexit(cleanup_all);
-  for (int sig : {SIGINT, SIGTERM, SIGABRT, SIGSEGV, SIGHUP})
+  for (int sig : {SIGINT, SIGTERM, SIGABRT, SIGSEGV, SIGHUP, SIGPIPE})
     signal(sig, on_signal);
 }
 

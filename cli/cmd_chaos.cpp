@@ -13,6 +13,7 @@
 #include "runtime/child_process.hpp"
 #include "runtime/error.hpp"
 #include "runtime/logging.hpp"
+#include "transport/link_security.hpp"
 
 namespace cafex::cli {
 
@@ -27,6 +28,7 @@ arg_parser chaos_parser() {
                "matches, 1 it differs, 2 bad scenario or flags. Workers run with "
                "CAFEX_FAULT_INJECTION=1. Format: examples/failure_injection/README.md.");
   p.flag({{"--worker-program"}, "PATH", "worker program (`PATH worker ...`)", "this cafex"})
+    .flag({{"--token-file"}, "FILE", "cluster token of the agents in cluster.nodes", ""})
     .flag({{"--json"}, "", "print one JSON report instead of lines", ""})
     .flag({{"--verbose"}, "", "progress on stderr; worker logs at warn", ""});
   return p;
@@ -61,6 +63,12 @@ int chaos_command(int argc, char** argv) {
     path = args.positional.front();
     opts.worker_program = args.get("--worker-program");
     opts.verbose = args.has("--verbose");
+    if (args.has("--token-file")) {
+      auto tok = read_token_file(args.get("--token-file"));
+      if (!tok)
+        throw usage_error{"--token-file: " + describe(tok.error())};
+      opts.cluster.security.token = *tok;
+    }
     as_json = args.has("--json");
   } catch (const usage_error& e) {
     std::fprintf(stderr, "error: %s\n", e.what.c_str());
@@ -71,10 +79,15 @@ int chaos_command(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", describe(s.error()).c_str());
     return 2;
   }
-  if (!s->nodes.empty() && s->model != "reference")
-    std::fprintf(stderr, "warning: cluster.nodes: the agents' workers need "
-                         "CAFEX_FAULT_INJECTION=1 in the agent's environment "
+  if (!s->nodes.empty())
+    std::fprintf(stderr, "note: cluster.nodes: the fault methods and test models exist only "
+                         "where the agent runs with CAFEX_FAULT_INJECTION=1 "
                          "(CAFEX_FAULT_INJECTION=1 cafex node ...)\n");
+  if (s->hosts > 0 && opts.cluster.security.enabled()) {
+    std::fprintf(stderr, "error: %s: --token-file applies to cluster.nodes; simulated hosts "
+                         "make their own token\n", path.c_str());
+    return 2;
+  }
   // Workers inherit it from their node agent; the embedded agent and the simulated
   // hosts' agents inherit it from this process.
   setenv(fault_injection_env, "1", 1);
@@ -91,6 +104,10 @@ int chaos_command(int argc, char** argv) {
     opts.hosts = hosts.get();
   } else if (!s->nodes.empty()) {
     opts.cluster.nodes = s->nodes;
+  } else if (opts.cluster.security.enabled()) {
+    std::fprintf(stderr, "error: %s: --token-file applies to cluster.nodes, and the scenario "
+                         "has none (it runs an embedded node agent)\n", path.c_str());
+    return 2;
   }
   if (auto err = init_logging(opts.verbose ? "warn" : "off", "driver")) {
     std::fprintf(stderr, "error: %s\n", describe(err).c_str());

@@ -1,19 +1,13 @@
 #include "cli/chaos_runner.hpp"
 
 #include <chrono>
-#include <cerrno>
-#include <csignal>
 #include <cstdio>
-#include <cstring>
 #include <deque>
-#include <map>
 #include <optional>
-#include <set>
 #include <thread>
 
-#include <spdlog/spdlog.h>
-
 #include "cafex/executor.hpp"
+#include "cli/fault_injector.hpp"
 #include "runtime/workload.hpp"
 
 namespace cafex {
@@ -22,7 +16,6 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 using std::chrono::milliseconds;
-using act = scenario_fault::action;
 using outc = scenario_expectation::outcome;
 
 int64_t ms_between(clock_type::time_point a, clock_type::time_point b) {
@@ -50,142 +43,46 @@ struct chaos_runner::run_state {
   bool with_faults;
   chaos_run out;
   std::unique_ptr<executor> ex;
-  std::map<int, int64_t> pids;      ///< rank -> worker pid
-  std::set<int64_t> stopped;        ///< SIGCONT before shutdown
-  std::vector<bool> applied;
-  std::optional<clock_type::time_point> last_fault, first_submit;
+  std::unique_ptr<fault_injector> faults;
+  std::vector<scenario_fault> none;  ///< the baseline's faults
 
-  void log(const std::string& what) {
+  void log(const std::string& what) const {
     if (opts.verbose)
       std::fprintf(stderr, "chaos: %s\n", what.c_str());
   }
 
-  void refresh_pids() {
-    auto info = ex->collective_rpc("process_info", nullptr, milliseconds(10000));
-    if (!info) {
-      log("process_info: " + describe(info.error()));
-      return;
-    }
-    for (const auto& w : *info)
-      if (w.is_object() && w.contains("rank") && w.contains("pid"))
-        pids[w["rank"].get<int>()] = w["pid"].get<int64_t>();
-  }
-
-  void observe_error(const caf::error& err, const char* where) {
-    auto kind = std::string(to_string(code_of(err)));
-    log(std::string(where) + " failed: " + describe(err));
+  void observe_error(const caf::error& err, const std::string& where) {
+    log(where + " failed: " + describe(err));
     if (out.saw_error) {
       ++out.later_errors;
       return;
     }
     out.saw_error = true;
-    out.error_kind = kind;
+    out.error_kind = to_string(code_of(err));
     out.error_text = describe(err);
-    if (last_fault)
-      out.fault_to_error_ms = ms_between(*last_fault, clock_type::now());
+    if (auto t = faults->last_fault())
+      out.fault_to_error_ms = ms_between(*t, clock_type::now());
   }
 
-  /// A worker method call of the fault module on every rank (fails on the target rank).
-  void fault_call(const std::string& method, nlohmann::json args) {
-    auto r = ex->collective_rpc(method, std::move(args), milliseconds(15000));
-    if (!r)
-      observe_error(r.error(), method.c_str());
-  }
-
-  void signal_rank(int rank, int sig, std::string& what) {
-    auto it = pids.find(rank);
-    if (it == pids.end()) {
-      what += " (no pid known for the rank: not sent)";
-      return;
-    }
-    what += " (pid " + std::to_string(it->second) + ")";
-    if (sig == SIGSTOP)
-      stopped.insert(it->second);
-    if (sig == SIGCONT)
-      stopped.erase(it->second);
-    if (::kill(static_cast<pid_t>(it->second), sig) != 0)
-      what += " failed: " + std::string(std::strerror(errno));
-  }
-
-  void apply(const scenario_fault& f, const std::string& when) {
-    std::string what = when + ": " + to_string(f.what);
-    if (f.on_node())
-      what += " node " + std::to_string(f.node);
-    else
-      what += " rank " + std::to_string(f.rank);
-    if (f.what != act::cont && f.what != act::restore_link)
-      last_fault = clock_type::now();
-    switch (f.what) {
-      case act::kill:
-        what += " signal " + std::to_string(f.signal);
-        signal_rank(f.rank, f.signal, what);
-        break;
-      case act::stop: signal_rank(f.rank, SIGSTOP, what); break;
-      case act::cont: signal_rank(f.rank, SIGCONT, what); break;
-      case act::fail_method:
-        fault_call(f.method == "throw" ? "fault.throw" : "fault.fail", {{"rank", f.rank}});
-        break;
-      case act::delay:
-        what += " " + std::to_string(f.ms) + " ms x " + std::to_string(f.steps) + " step(s)";
-        fault_call("fault.delay", {{"rank", f.rank}, {"ms", f.ms}, {"steps", f.steps}});
-        break;
-      case act::break_collective:
-        fault_call("fault.break_collective", {{"rank", f.rank}});
-        break;
-      case act::cut_link:
-      case act::restore_link:
-      case act::kill_agent: {
-        caf::error err;
-        if (opts.hosts == nullptr)
-          err = make_error(errc::invalid_config, "no simulated hosts");
-        else if (f.what == act::cut_link)
-          err = opts.hosts->cut_link(f.node);
-        else if (f.what == act::restore_link)
-          err = opts.hosts->restore_link(f.node);
-        else
-          err = opts.hosts->kill_agent(f.node);
-        if (err)
-          what += " failed: " + describe(err);
-        break;
-      }
-    }
-    log(what);
-    out.faults_applied.push_back(what);
-  }
-
-  /// Faults due before submission number `n` (at_step) or by now (at_ms).
-  void apply_due(int n) {
-    if (!with_faults)
-      return;
-    for (size_t i = 0; i < s.faults.size(); ++i) {
-      const auto& f = s.faults[i];
-      if (applied[i])
-        continue;
-      bool due = f.at_ms < 0 ? (n >= 0 && f.at_step == n)
-                             : (first_submit && ms_between(*first_submit, clock_type::now())
-                                                  >= f.at_ms);
-      if (!due)
-        continue;
-      applied[i] = true;
-      apply(f, f.at_ms < 0 ? "step " + std::to_string(n) : "at " + std::to_string(f.at_ms) + " ms");
-    }
+  int64_t since_fault() const {
+    auto t = faults->last_fault();
+    return t ? ms_between(*t, clock_type::now()) : 0;
   }
 
   /// Waits until state() is ready again; records the time from the fault.
   bool await_ready(clock_type::time_point deadline) {
     executor_state st = ex->state();
     while (st != executor_state::ready && clock_type::now() < deadline) {
-      apply_due(-1);
+      faults->apply_due(-1);
       std::this_thread::sleep_for(milliseconds(20));  // polling a state, bounded by deadline
       st = ex->state();
     }
     if (st != executor_state::ready) {
       out.note = std::string("state() was ") + to_string(st) + ", not ready, "
-                 + std::to_string(last_fault ? ms_between(*last_fault, clock_type::now()) : 0)
-                 + " ms after the fault";
+                 + std::to_string(since_fault()) + " ms after the fault";
       return false;
     }
-    out.recovery_ms = last_fault ? ms_between(*last_fault, clock_type::now()) : 0;
+    out.recovery_ms = since_fault();
     log("ready again " + std::to_string(out.recovery_ms) + " ms after the fault");
     return true;
   }
@@ -215,8 +112,7 @@ chaos_report chaos_runner::run() {
 
 chaos_run chaos_runner::run_once(bool with_faults) {
   auto t0 = clock_type::now();
-  run_state rs{s_, opts_, with_faults, {}, nullptr, {}, {}, std::vector<bool>(s_.faults.size()),
-               {}, {}};
+  run_state rs{s_, opts_, with_faults, {}, nullptr, nullptr, {}};
   executor_options o;
   o.parallel.tensor_parallel_size = s_.tp;
   o.parallel.pipeline_parallel_size = s_.pp;
@@ -245,7 +141,11 @@ chaos_run chaos_runner::run_once(bool with_faults) {
   }
   rs.ex = std::move(*ex);
   rs.out.started = true;
-  rs.refresh_pids();
+  rs.faults = std::make_unique<fault_injector>(
+    with_faults ? s_.faults : rs.none, *rs.ex, opts_.hosts,
+    [&rs](const caf::error& err, const std::string& where) { rs.observe_error(err, where); },
+    [&rs](const std::string& line) { rs.log(line); });
+  rs.faults->refresh_pids();
 
   // The workload: max_concurrent_batches batches of `requests` requests each.
   auto groups = std::max<size_t>(1, rs.ex->max_concurrent_batches());
@@ -277,7 +177,7 @@ chaos_run chaos_runner::run_once(bool with_faults) {
   auto run_deadline = t0 + milliseconds(120000) + step_wait * 2;
   uint64_t step_id = 0;
   while (clock_type::now() < run_deadline) {
-    rs.apply_due(-1);
+    rs.faults->apply_due(-1);
     // Submit while a batch is free and steps remain.
     if (!stopping && !need_recovery && in_flight.size() < groups) {
       std::optional<size_t> pick;
@@ -287,7 +187,7 @@ chaos_run chaos_runner::run_once(bool with_faults) {
           pick = g;
       }
       if (pick) {
-        rs.apply_due(submissions);
+        rs.faults->apply_due(submissions);
         auto& b = batches[*pick];
         scheduler_output step;
         step.step_id = step_id++;
@@ -301,8 +201,7 @@ chaos_run chaos_runner::run_once(bool with_faults) {
           }
         }
         b.in_flight = true;
-        if (!rs.first_submit)
-          rs.first_submit = clock_type::now();
+        rs.faults->first_submission();
         in_flight.push_back({*pick, rs.ex->execute_model_async(step), clock_type::now()});
         ++submissions;
         continue;
@@ -311,11 +210,11 @@ chaos_run chaos_runner::run_once(bool with_faults) {
     if (in_flight.empty()) {
       if (need_recovery) {
         need_recovery = false;
-        auto deadline = (rs.last_fault ? *rs.last_fault : clock_type::now())
+        auto deadline = rs.faults->last_fault().value_or(clock_type::now())
                         + milliseconds(s_.expect.within_ms) + milliseconds(3000);
         if (!rs.await_ready(deadline))
           break;
-        rs.refresh_pids();
+        rs.faults->refresh_pids();
         for (auto& b : batches)
           b.prefilled = false;  // every KV cache was dropped: re-prefill
         continue;
@@ -373,8 +272,8 @@ chaos_run chaos_runner::run_once(bool with_faults) {
     rs.out.note = "the run did not finish within its deadline";
   for (auto& b : batches)
     rs.out.tokens.insert(rs.out.tokens.end(), b.generated.begin(), b.generated.end());
-  for (auto pid : rs.stopped)
-    ::kill(static_cast<pid_t>(pid), SIGCONT);  // a stopped worker cannot be shut down
+  rs.out.faults_applied = rs.faults->applied();
+  rs.faults->release();  // SIGCONT: a stopped worker cannot be shut down
   // Futures still pending complete with errors when the executor shuts down.
   auto t_down = clock_type::now();
   rs.ex->shutdown();

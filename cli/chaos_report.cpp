@@ -96,7 +96,10 @@ void judge(const scenario& s, chaos_report& rep) {
       auto why = error_mismatch(e, r.error_kind, r.error_text);
       if (!why.empty())
         return fail(why);
-      if (r.fault_to_error_ms < 0 || r.fault_to_error_ms > e.within_ms)
+      if (r.fault_to_error_ms < 0)
+        return fail("the error reached the caller before any fault was applied: "
+                    + quoted_error(r.error_kind, r.error_text));
+      if (r.fault_to_error_ms > e.within_ms)
         return fail("the error reached the caller " + std::to_string(r.fault_to_error_ms)
                     + " ms after the fault, over the bound of " + std::to_string(e.within_ms)
                     + " ms");

@@ -64,6 +64,9 @@ TEST_CASE("error: kind, text and time bound must all hold") {
   auto late = judged(s, failed_with("worker_lost", "killed by signal 9", 1001));
   CHECK_FALSE(late.pass);
   CHECK(has(late.reason, "1001 ms after the fault, over the bound of 1000 ms"));
+  auto early = judged(s, failed_with("worker_lost", "killed by signal 9", -1));
+  CHECK_FALSE(early.pass);
+  CHECK(has(early.reason, "before any fault was applied"));
   auto none = judged(s, started(4));
   CHECK_FALSE(none.pass);
   CHECK(has(none.reason, "none reached the caller"));

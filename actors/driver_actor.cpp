@@ -320,12 +320,20 @@ driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
               [rp](caf::error& e) mutable { rp.deliver("unreachable: " + caf::to_string(e)); });
       return rp;
     },
-    [self](replace_atom, int32_t rank, worker_actor& w, std::string& node,
+    [self](replace_atom, int32_t rank, worker_actor& w, std::string& node, std::string& ip,
            node_agent_actor& agent) -> caf::result<bool> {
       auto& st = self->state;
       if (rank < 0 || rank >= static_cast<int32_t>(st.workers.size()) || !w)
         return make_error(errc::invalid_argument, "replace: no rank " + std::to_string(rank));
       self->demonitor(st.workers[rank].address());
+      if (node != st.node_ids[rank] && st.use_shm) {
+        // Moved to another machine: the shared-memory path no longer reaches every rank.
+        spdlog::warn("{} moved to node {}: the dataflow leaves shared memory for {}",
+                     who(st, rank), node, st.opts.channel);
+        st.use_shm = false;
+      }
+      if (rank < static_cast<int32_t>(st.node_ips.size()))
+        st.node_ips[rank] = ip;
       st.workers[rank] = std::move(w);
       st.node_ids[rank] = std::move(node);
       if (rank < static_cast<int32_t>(st.agents.size()))

@@ -45,9 +45,10 @@ using driver_actor = step_sink_actor::extend<
   /// Recovery: (kill, rank) SIGKILLs that rank's worker process through its node agent
   /// (a stopped or cut-off worker being replaced); answers how it ended.
   caf::replies_to<kill_atom, int32_t>::with<std::string>,
-  /// Recovery: (replace, rank, new worker, its node id, its agent) installs a respawned
-  /// worker at `rank`.
-  caf::replies_to<replace_atom, int32_t, worker_actor, std::string, node_agent_actor>::with<bool>,
+  /// Recovery: (replace, rank, new worker, its node id, its node's IP, its agent) installs
+  /// a respawned worker at `rank`.
+  caf::replies_to<replace_atom, int32_t, worker_actor, std::string, std::string,
+                  node_agent_actor>::with<bool>,
   /// Recovery ended: (recovered, ok, why). ok: every rank is healthy again; else the lost
   /// ranks stay dead (why says what failed).
   caf::replies_to<recovered_atom, bool, std::string>::with<bool>,

@@ -76,12 +76,17 @@ public:
   struct respawned {
     worker_actor worker;
     std::string node_id;
+    std::string ip;
+    int gpu_id = 0;
     node_agent_actor agent;
+    bool moved = false;  ///< on a new bundle of another node (its node was lost)
   };
 
   /// Restart policy: starts a new worker on the bundle that created rank `created_rank`
   /// held (its reservation is still held), answering to method calls as `rpc_rank`.
-  /// Fails with node_lost when that node's agent is gone.
+  /// When that node's agent is gone, reserves a free bundle on another node (one device,
+  /// as the placement group's bundles) and starts it there; placement_failed when no
+  /// live node has a free device.
   caf::expected<respawned> respawn(int created_rank, int rpc_rank, const std::string& log_level,
                                    std::chrono::steady_clock::time_point deadline);
 

@@ -70,6 +70,14 @@ struct cluster::impl {
   caf::expected<std::vector<bundle>> try_place(int want, int& slots);
   caf::error hold(const std::vector<bundle>& placed, cluster_clock::time_point deadline);
   void release_all();
+  /// Starts one worker for `rpc_rank` on bundle `b` of node `n` (recovery).
+  caf::expected<cluster::respawned> spawn_on(node& n, const bundle& b, uint64_t reservation,
+                                             int rpc_rank, const std::string& log_level,
+                                             cluster_clock::time_point deadline);
+  /// Reserves a free device on a live node other than `lost_node` and starts it there.
+  caf::expected<cluster::respawned> respawn_elsewhere(const std::string& lost_node, int rpc_rank,
+                                                      const std::string& log_level,
+                                                      cluster_clock::time_point deadline);
   /// Connects straight to a remote worker (see cluster::spawn).
   caf::error direct_route(const worker_actor& w, const std::string& node_id, uint16_t port,
                           int rank, cluster_clock::time_point deadline);

@@ -251,48 +251,121 @@ caf::error cluster::impl::direct_route(const worker_actor& w, const std::string&
 }
 
 caf::expected<cluster::respawned>
-cluster::respawn(int created_rank, int rpc_rank, const std::string& log_level,
-                 std::chrono::steady_clock::time_point deadline) {
-  auto& d = *impl_;
-  if (created_rank < 0 || created_rank >= static_cast<int>(d.indices.size()))
-    return make_error(errc::invalid_argument, "respawn: no created rank "
-                                                + std::to_string(created_rank));
-  const auto& b = d.bundles[d.indices[created_rank]];
-  auto* n = d.find(b.node_id);
-  if (n == nullptr)
-    return make_error(errc::node_lost, "respawn: node " + b.node_id + " is unknown");
+cluster::impl::spawn_on(node& n, const bundle& b, uint64_t reservation, int rpc_rank,
+                        const std::string& log_level, cluster_clock::time_point deadline) {
   spawn_request req;
   req.created_rank = rpc_rank;
   req.bundle_index = b.index;
   req.device_ids = {b.gpu_id};
   req.log_level = log_level;
-  req.profiler = d.opts.worker_profiler;
+  req.profiler = opts.worker_profiler;
   req.register_timeout_ms = time_left(deadline).count();
-  req.reservation = n->reservation;
-  caf::scoped_actor self{d.sys};
+  req.reservation = reservation;
+  caf::scoped_actor self{sys};
   caf::expected<respawned> out{caf::error{}};
   uint16_t port = 0;
-  self->request(d.dummy, time_left(deadline) + std::chrono::seconds(2), spawn_atom::value,
-                n->agent, req)
+  auto where = "restarting rank " + std::to_string(rpc_rank) + " on node " + n.info.node_id;
+  self->request(dummy, time_left(deadline) + std::chrono::seconds(2), spawn_atom::value,
+                n.agent, req)
     .receive(
       [&](worker_actor& w, uint16_t p) {
-        out = respawned{std::move(w), b.node_id, n->agent};
+        out = respawned{std::move(w), n.info.node_id, n.info.ip, b.gpu_id, n.agent, false};
         port = p;
       },
       [&](caf::error& e) {
-        auto where = "restarting rank " + std::to_string(rpc_rank) + " on node " + b.node_id;
         if (e == caf::sec::request_timeout)
           out = make_error(errc::timeout, where + ": the worker did not start in time");
         else if (code_of(e) != errc::none)
           out = make_error(code_of(e), where + ": " + describe(e));
         else
           out = make_error(errc::node_lost, where + ": its node agent is unreachable ("
-                                              + d.sys.render(e) + ")");
+                                              + sys.render(e) + ")");
       });
   if (!out)
     return out;
-  if (auto err = d.direct_route(out->worker, b.node_id, port, rpc_rank, deadline))
+  if (auto err = direct_route(out->worker, n.info.node_id, port, rpc_rank, deadline))
     return err;
+  return out;
+}
+
+caf::expected<cluster::respawned>
+cluster::impl::respawn_elsewhere(const std::string& lost_node, int rpc_rank,
+                                 const std::string& log_level,
+                                 cluster_clock::time_point deadline) {
+  const auto need = units_of(opts.gpus_per_worker);
+  int next_index = 0;
+  for (const auto& b : bundles)
+    next_index = std::max(next_index, b.index + 1);
+  std::string tried;
+  // The driver's node first (as placement does), then the others in order.
+  std::vector<node*> order;
+  for (auto& n : nodes)
+    if (n.info.node_id != lost_node && n.info.resource_name == opts.resource_name)
+      order.push_back(&n);
+  std::stable_sort(order.begin(), order.end(), [&](node* a, node* b) {
+    return a->info.ip == driver_ip && b->info.ip != driver_ip;
+  });
+  for (auto* n : order) {
+    auto info = ask<node_info>(n->agent, std::min(opts.connect_timeout, time_left(deadline)),
+                               info_atom::value);
+    if (!info) {
+      tried += " " + n->info.node_id + " (unreachable)";
+      continue;
+    }
+    n->info = std::move(*info);
+    for (size_t i = 0; i < n->info.device_ids.size(); ++i) {
+      auto free = i < n->info.free_units.size() ? n->info.free_units[i] : 10000;
+      if (free < need)
+        continue;
+      bundle b{next_index, n->info.node_id, n->info.ip, n->info.device_ids[i]};
+      auto id = ask<uint64_t>(dummy, std::min(opts.connect_timeout, time_left(deadline)),
+                              hold_atom::value, n->agent,
+                              std::vector<bundle_claim>{bundle_claim{b.index, b.gpu_id, need}});
+      if (!id)
+        continue;  // taken meanwhile: try the next device
+      auto out = spawn_on(*n, b, *id, rpc_rank, log_level, deadline);
+      if (!out)
+        return out;
+      out->moved = true;
+      bundles.push_back(b);
+      spdlog::warn("rank {} moved from lost node {} to node {} (bundle {}, device {})",
+                   rpc_rank, lost_node, n->info.node_id, b.index, b.gpu_id);
+      return out;
+    }
+    tried += " " + n->info.node_id + " (no free " + opts.resource_name + ")";
+  }
+  return make_error(errc::placement_failed,
+                    "rank " + std::to_string(rpc_rank) + " lost its node " + lost_node
+                      + " and no other node has a free " + opts.resource_name
+                      + " for it:" + (tried.empty() ? std::string(" no other node") : tried)
+                      + "; add a node or free a device, then restart the executor");
+}
+
+caf::expected<cluster::respawned>
+cluster::respawn(int created_rank, int rpc_rank, const std::string& log_level,
+                 std::chrono::steady_clock::time_point deadline) {
+  auto& d = *impl_;
+  if (created_rank < 0 || created_rank >= static_cast<int>(d.indices.size()))
+    return make_error(errc::invalid_argument, "respawn: no created rank "
+                                                + std::to_string(created_rank));
+  auto pos = static_cast<size_t>(d.indices[created_rank]);
+  const auto b = d.bundles[pos];
+  auto* n = d.find(b.node_id);
+  // Is its node still there? (A cut link would otherwise hold the spawn until its deadline.)
+  if (n != nullptr
+      && !d.ask<node_info>(n->agent, std::min(d.opts.connect_timeout, time_left(deadline)),
+                           info_atom::value))
+    n = nullptr;
+  if (n != nullptr) {
+    auto out = d.spawn_on(*n, b, n->reservation, rpc_rank, log_level, deadline);
+    if (out || code_of(out.error()) != errc::node_lost)
+      return out;
+    spdlog::warn("node {} is lost ({}); looking for a free bundle elsewhere", b.node_id,
+                 describe(out.error()));
+  }
+  auto out = d.respawn_elsewhere(b.node_id, rpc_rank, log_level, deadline);
+  if (out)
+    d.indices[created_rank] = static_cast<int>(d.bundles.size() - 1);
   return out;
 }
 

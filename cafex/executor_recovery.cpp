@@ -104,8 +104,17 @@ caf::error executor::impl::recover_once(const std::string& why) {
     auto fresh = nodes->respawn(created, rank, opts.log_level, deadline);
     if (!fresh)
       return fresh.error();
+    if (fresh->moved) {
+      // Its node is gone: it runs elsewhere, with that node's devices and local rank.
+      auto moved = plan_moved_rank(plan, rank, fresh->node_id, fresh->ip, fresh->gpu_id);
+      if (!moved)
+        return moved.error();
+      plan.workers[rank] = *moved;
+      envs[rank] = moved->env;
+      kwargs[rank]["local_rank"] = moved->local_rank;
+    }
     if (auto ok = ask<bool>(driver, left(deadline), replace_atom::value, rank, fresh->worker,
-                            fresh->node_id, fresh->agent);
+                            fresh->node_id, fresh->ip, fresh->agent);
         !ok)
       return ok.error();
     replaced.push_back(rank);

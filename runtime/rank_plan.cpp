@@ -181,4 +181,36 @@ caf::expected<rank_plan> plan_ranks(const std::vector<worker_report>& reports,
   return plan;
 }
 
+caf::expected<planned_worker> plan_moved_rank(const rank_plan& plan, int rank,
+                                              const std::string& node_id, const std::string& ip,
+                                              int gpu_id, const std::string& device_env_var) {
+  if (rank < 0 || rank >= static_cast<int>(plan.workers.size()))
+    return make_error(errc::invalid_argument, "plan_moved_rank: no rank " + std::to_string(rank));
+  if (plan.init_host == "127.0.0.1" && plan.workers[rank].node_id != node_id)
+    return make_error(errc::invalid_config,
+                      "rank " + std::to_string(rank) + " cannot move to node " + node_id
+                        + ": the rendezvous store listens on loopback (every worker was on "
+                          "one node)");
+  planned_worker w = plan.workers[rank];
+  std::vector<int> gpus{gpu_id};
+  int local = 0;
+  for (const auto& other : plan.workers) {
+    if (other.rank == rank || other.node_id != node_id)
+      continue;
+    gpus.insert(gpus.end(), other.gpu_ids.begin(), other.gpu_ids.end());
+    ++local;
+  }
+  std::sort(gpus.begin(), gpus.end());
+  gpus.erase(std::unique(gpus.begin(), gpus.end()), gpus.end());
+  std::string devices;
+  for (int g : gpus)
+    devices += (devices.empty() ? "" : ",") + std::to_string(g);
+  w.node_id = node_id;
+  w.ip = ip;
+  w.gpu_ids = {gpu_id};
+  w.local_rank = local;
+  w.env[device_env_var] = devices;
+  return w;
+}
+
 } // namespace cafex

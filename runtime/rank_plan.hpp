@@ -71,6 +71,17 @@ struct rank_plan {
 ///    is_driver_worker = rank % tp == 0; pp_tp_ranks[p][t] = p * tp + t.
 /// errc::invalid_argument when the reports do not number cfg.world_size(), are not
 /// indexed by created rank, or init_port is not in 1..65535.
+/// Recovery on another node: `rank` keeps its rank, but now runs on `node_id` / `ip` with
+/// `gpu_id`. Its device variable lists the GPUs of that node's ranks plus its own (sorted,
+/// once each), its local rank comes after the ranks already there; the other variables
+/// are kept. The init method is unchanged (a moved rank needs a store reachable across
+/// nodes: errc::invalid_config when the plan's store is on loopback).
+caf::expected<planned_worker> plan_moved_rank(const rank_plan& plan, int rank,
+                                              const std::string& node_id, const std::string& ip,
+                                              int gpu_id,
+                                              const std::string& device_env_var
+                                              = "CUDA_VISIBLE_DEVICES");
+
 caf::expected<rank_plan> plan_ranks(const std::vector<worker_report>& by_created_rank,
                                     const std::string& driver_ip,
                                     const parallel_config& cfg, const env_map& env_to_copy,

@@ -41,6 +41,52 @@ void batcher::cancel(const std::string& id) {
   check_idle();
 }
 
+void batcher::resume() {
+  paused_ = false;
+  pump();
+}
+
+bool batcher::recompute(const caf::error& err) {
+  auto c = code_of(err);
+  if (!opts_.recompute_on_failure
+      || (c != errc::worker_lost && c != errc::transport_failed && c != errc::not_ready))
+    return false;
+  bool was_paused = paused_;
+  paused_ = true;
+  // Every KV cache is dropped in the recovery: running requests prefill again, first,
+  // in their id order; the ones still waiting keep their place after them.
+  std::vector<std::string> again;
+  for (auto it = requests_.begin(); it != requests_.end();) {
+    auto& r = it->second;
+    if (!r.cached && !r.in_step) {
+      ++it;
+      continue;
+    }
+    r.cached = false;
+    r.in_step = false;
+    if (++r.recomputes > opts_.max_recomputes) {
+      auto next = std::next(it);
+      finish(it, err);
+      it = next;
+      continue;
+    }
+    if (!r.sink.on_done) {  // cancelled meanwhile: nothing to recompute
+      auto next = std::next(it);
+      finish(it, caf::none);
+      it = next;
+      continue;
+    }
+    again.push_back(it->first);
+    ++it;
+  }
+  queue_.insert(queue_.begin(), again.begin(), again.end());
+  to_free_.clear();  // the caches they named are gone
+  if (!was_paused && obs_.paused)
+    obs_.paused();
+  check_idle();
+  return true;
+}
+
 void batcher::drain() {
   draining_ = true;
   check_idle();
@@ -70,7 +116,7 @@ void batcher::check_idle() {
 }
 
 void batcher::pump() {
-  while (in_flight_ < opts_.max_in_flight) {
+  while (!paused_ && in_flight_ < opts_.max_in_flight) {
     scheduler_output step;
     std::vector<std::string> ids;
     // Running requests first (they hold KV cache), then new ones in arrival order.
@@ -87,8 +133,12 @@ void batcher::pump() {
       fresh.push_back(queue_.front());
       queue_.pop_front();
     }
-    for (auto& id : fresh)
-      step.new_requests.push_back(new_request{id, requests_.at(id).prompt});
+    for (auto& id : fresh) {
+      const auto& r = requests_.at(id);
+      auto prompt = r.prompt;
+      prompt.insert(prompt.end(), r.output.begin(), r.output.end());
+      step.new_requests.push_back(new_request{id, std::move(prompt)});
+    }
     // Results come back new requests first, then cached ones (scheduler order).
     ids.insert(ids.begin(), fresh.begin(), fresh.end());
     // Freeing alone is not worth a step (a request arriving meanwhile would wait for it):
@@ -116,6 +166,8 @@ void batcher::on_result(std::vector<std::string> ids, std::chrono::steady_clock:
   if (!r) {
     if (obs_.step_failed)
       obs_.step_failed(r.error());
+    if (recompute(r.error()))
+      return;
     for (auto& id : ids)
       if (auto it = requests_.find(id); it != requests_.end())
         finish(it, r.error());
@@ -130,6 +182,8 @@ void batcher::on_result(std::vector<std::string> ids, std::chrono::steady_clock:
       req.in_step = false;
       req.cached = true;
       req.last = r->sampled[i];
+      if (opts_.recompute_on_failure)
+        req.output.push_back(req.last);
       ++req.generated;
       if (!req.sink.on_done) {
         finish(it, caf::none);  // cancelled while in flight

@@ -29,6 +29,13 @@ struct batcher_options {
   size_t max_batch = 32;      ///< requests per step
   size_t max_in_flight = 1;   ///< steps at once (the executor's max_concurrent_batches)
   size_t max_queued = 1024;   ///< waiting requests before add() refuses
+  /// With the executor's restart policy: a step that fails because a worker was lost or
+  /// a communicator broke (worker_lost, transport_failed, not_ready while recovering)
+  /// does not fail its requests. Every running request loses its KV cache in the
+  /// recovery, so the batcher pauses, and once resume() is called re-prefills each one
+  /// with its prompt plus the tokens it already streamed; clients only see a delay.
+  bool recompute_on_failure = false;
+  int max_recomputes = 3;     ///< per request; past it the request fails with the error
 };
 
 /// Where one request's results go. Called on the batcher's thread.
@@ -46,6 +53,9 @@ using step_submitter = std::function<void(const scheduler_output&, step_done)>;
 struct batcher_observer {
   std::function<void(std::chrono::nanoseconds latency, size_t requests)> step_ok;
   std::function<void(const caf::error&)> step_failed;
+  /// recompute_on_failure: the batcher paused; call resume() once the executor is ready
+  /// again (or fail_all() if it never is).
+  std::function<void()> paused;
 };
 
 class batcher {
@@ -61,6 +71,10 @@ public:
 
   /// Refuses new requests; accepted ones run to completion.
   void drain();
+
+  /// After a pause (see batcher_options::recompute_on_failure): steps run again.
+  void resume();
+  bool paused() const { return paused_; }
 
   /// Fails every accepted request with `err` now (drain deadline passed).
   void fail_all(const caf::error& err);
@@ -80,6 +94,8 @@ private:
     int max_tokens = 0;
     int generated = 0;
     int32_t last = 0;
+    std::vector<int32_t> output;  ///< tokens streamed so far (re-prefilled after recovery)
+    int recomputes = 0;
     bool cached = false;     ///< workers hold its KV cache
     bool in_step = false;    ///< part of a step in flight
     request_sink sink;
@@ -90,6 +106,8 @@ private:
                  caf::expected<model_runner_output> r);
   void finish(std::map<std::string, request>::iterator it, const caf::error& err);
   void check_idle();
+  /// recompute_on_failure: requeues every request for a re-prefill and pauses.
+  bool recompute(const caf::error& err);
 
   batcher_options opts_;
   step_submitter submit_;
@@ -101,6 +119,7 @@ private:
   uint64_t next_id_ = 0;
   uint64_t next_step_ = 0;
   bool draining_ = false;
+  bool paused_ = false;
   std::function<void()> on_idle_;
 };
 

@@ -56,13 +56,46 @@ void health_monitor::stop() {
     thread_.join();
 }
 
+void health_monitor::when_ready(std::function<void(bool, std::string)> fn,
+                                std::chrono::milliseconds timeout) {
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    waiter_ = std::move(fn);
+    waiter_deadline_ = std::chrono::steady_clock::now() + timeout;
+    poll_now_ = true;
+  }
+  cv_.notify_all();
+}
+
 void health_monitor::loop() {
   std::unique_lock<std::mutex> lock{mtx_};
-  while (!cv_.wait_for(lock, interval_, [this] { return stop_; })) {
+  for (;;) {
+    // While someone waits for recovery, poll faster than the health interval.
+    auto wait = waiter_ ? std::min(interval_, std::chrono::milliseconds(20)) : interval_;
+    cv_.wait_for(lock, wait, [this] { return stop_ || poll_now_; });
+    if (stop_)
+      return;
+    poll_now_ = false;
     lock.unlock();
     auto snap = judge_health(ex_.check_health());
     lock.lock();
     latest_ = std::move(snap);
+    if (!waiter_)
+      continue;
+    bool dead = false;
+    for (const auto& w : latest_.workers)
+      dead = dead || w.state == "dead";
+    bool ok = latest_.healthy();
+    if (!ok && !dead && std::chrono::steady_clock::now() < waiter_deadline_)
+      continue;
+    auto fn = std::move(waiter_);
+    waiter_ = nullptr;
+    auto why = ok ? std::string()
+                  : dead ? latest_.reason
+                         : "the executor did not recover in time: " + latest_.reason;
+    lock.unlock();
+    fn(ok, why);
+    lock.lock();
   }
 }
 

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -38,6 +39,11 @@ public:
   health_snapshot latest() const;
   void stop();
 
+  /// Calls `fn(true, "")` from the monitor's thread once every worker is healthy again,
+  /// or `fn(false, why)` when a worker is dead for good (the executor gave up) or
+  /// `timeout` passes. One waiter at a time (a newer one replaces it). Never blocks.
+  void when_ready(std::function<void(bool, std::string)> fn, std::chrono::milliseconds timeout);
+
 private:
   void loop();
 
@@ -47,6 +53,9 @@ private:
   std::condition_variable cv_;
   bool stop_ = false;
   health_snapshot latest_;
+  std::function<void(bool, std::string)> waiter_;
+  std::chrono::steady_clock::time_point waiter_deadline_{};
+  bool poll_now_ = false;
   std::thread thread_;
 };
 

@@ -77,6 +77,8 @@ serve_options options_from(const cli::parsed_args& a) {
   o.batch.max_batch = a.get_int("--max-batch", 32, 1, 4096);
   o.batch.max_queued = a.get_int("--max-queued", 1024, 0, 1 << 20);
   o.batch.max_in_flight = o.exec.async_scheduling ? 2 : o.exec.parallel.pipeline_parallel_size;
+  // With --on-worker-failure restart, requests survive a lost worker: re-prefilled.
+  o.batch.recompute_on_failure = o.exec.on_worker_failure == failure_policy::restart;
   o.limits.vocab_size = o.exec.model.vocab_size;
   o.limits.max_seq_len = o.exec.model.max_seq_len;
   o.limits.max_tokens_limit = a.get_int("--max-tokens-limit", 1024, 1, o.exec.model.max_seq_len - 1);
@@ -104,12 +106,27 @@ int run_service(const serve_options& o) {
     auto c = code_of(e);
     metrics.step_failed(c == errc::none ? "other" : to_string(c));
   };
+  serve::batcher* paused_batch = nullptr;  // set below; the batcher calls `paused` later
+  obs.paused = [&] {
+    // Off the event loop: the health monitor says when the executor is ready again.
+    health.when_ready(
+      [&](bool ok, std::string why) {
+        net::post(ioc, [&, ok, why] {
+          if (ok)
+            paused_batch->resume();
+          else
+            paused_batch->fail_all(make_error(errc::worker_lost, why));
+        });
+      },
+      o.exec.start_timeout + std::chrono::seconds(30));
+  };
   executor& exr = **ex;
   serve::batcher batch{o.batch,
                        [&](const scheduler_output& step, serve::step_done done) {
                          async_execute_model(exr, step, ioc, std::move(done));
                        },
                        obs};
+  paused_batch = &batch;
   auto state = std::make_shared<serve::service_state>(batch, metrics, health);
   state->limits = o.limits;
   state->max_body_bytes = o.max_body_bytes;

@@ -63,7 +63,8 @@ std::string service_metrics::render(const batch_gauges& g, const health_snapshot
   for (const auto& [state, n] : states)
     out += "cafex_workers{state=\"" + state + "\"} " + std::to_string(n) + "\n";
   head(out, "cafex_step_failures_total", "counter", "Failed steps by error kind");
-  std::map<std::string, uint64_t> failures = {{"worker_lost", 0}, {"timeout", 0}};
+  std::map<std::string, uint64_t> failures = {
+    {"worker_lost", 0}, {"timeout", 0}, {"transport_failed", 0}};
   for (const auto& [kind, n] : failures_)
     failures[kind] = n;
   for (const auto& [kind, n] : failures)

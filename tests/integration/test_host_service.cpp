@@ -277,8 +277,6 @@ TEST_CASE("32 concurrent clients get the reference tokens while bad requests get
 }
 
 TEST_CASE("/health turns 503 within seconds when a worker is killed") {
-  // Back to 200 after a restart needs --on-worker-failure restart (the failure work), which
-  // is not built yet: the integrator adds that half of the check.
   service svc({});
   auto c = svc.client(10s);
   REQUIRE(status_of(c.request("GET", "/health")) == 200);
@@ -301,6 +299,53 @@ TEST_CASE("/health turns 503 within seconds when a worker is killed") {
   auto text = metric_text(svc);
   CHECK(metric(text, "cafex_workers{state=\"dead\"}") == 1);
   CHECK(metric(text, "cafex_step_failures_total{kind=\"worker_lost\"}") >= 1);
+  CHECK(svc.terminate() == 0);
+}
+
+TEST_CASE("with --on-worker-failure restart: /health back to 200, streams survive the kill") {
+  service svc({"--on-worker-failure", "restart"});
+  auto c = svc.client(10s);
+  REQUIRE(status_of(c.request("GET", "/health")) == 200);
+  // Two long streams, so that the kill lands while they run.
+  constexpr int clients = 2;
+  constexpr int max_tokens = 600;
+  std::vector<std::vector<int32_t>> prompts(clients);
+  std::vector<outcome> got(clients);
+  std::vector<std::thread> pool;
+  for (int i = 0; i < clients; ++i) {
+    prompts[i] = demo_workload::prompt(5, i, 512);
+    pool.emplace_back([&, i] {
+      auto cc = svc.client(120s);
+      got[i] = complete(cc, prompts[i], max_tokens, true);
+    });
+  }
+  REQUIRE(test::wait_until([&] {
+    return metric(metric_text(svc), "cafex_step_latency_seconds_count") >= 50;
+  }, 30s));
+  auto workers = test::children_of(svc.pid);
+  REQUIRE(workers.size() == 2);
+  REQUIRE(kill(workers[1], SIGKILL) == 0);
+  http_reply h;
+  bool back = test::wait_until([&] {
+    h = c.request("GET", "/health");
+    return status_of(h) == 200 && test::children_of(svc.pid).size() == 2;
+  }, 20s);
+  CHECK_MESSAGE(back, "/health still " << h.status << " " << h.body);
+  for (auto& t : pool)
+    t.join();
+  auto text = metric_text(svc);
+  // The survivor's collective may fail first (transport_failed), or the driver may see
+  // the death first (worker_lost): either way one failed step, then recovery.
+  CHECK(metric(text, "cafex_step_failures_total{kind=\"worker_lost\"}")
+          + metric(text, "cafex_step_failures_total{kind=\"transport_failed\"}")
+        >= 1);
+  // The streams saw a pause, not an error: the batcher re-prefilled them after recovery,
+  // and the tokens are exactly the reference model's.
+  for (int i = 0; i < clients; ++i) {
+    CAPTURE(i);
+    CHECK_MESSAGE(got[i].completed, got[i].error);
+    CHECK(got[i].tokens == reference_tokens(prompts[i], max_tokens));
+  }
   CHECK(svc.terminate() == 0);
 }
 

@@ -232,3 +232,29 @@ TEST_CASE("bundle index and ip travel with the worker") {
   CHECK(p->workers[1].ip == B);
   CHECK(p->workers[1].node_id == "b");
 }
+
+TEST_CASE("a rank moved to another node in recovery keeps its rank and gets that node's devices") {
+  auto p = plan({{A, "na", {"0"}}, {A, "na", {"1"}}, {B, "nb", {"0"}}, {B, "nb", {"1"}}}, A, 2, 2,
+                {{"VLLM_X", "1"}});
+  // Node nb is lost; rank 3 moves to node nc (new bundle on its GPU 5).
+  auto m = plan_moved_rank(p, 3, "nc", C, 5);
+  REQUIRE_MESSAGE(m, describe(m.error()));
+  CHECK(m->rank == 3);
+  CHECK(m->node_id == "nc");
+  CHECK(m->ip == C);
+  CHECK(m->gpu_ids == std::vector<int>{5});
+  CHECK(m->local_rank == 0);
+  CHECK(m->env.at("CUDA_VISIBLE_DEVICES") == "5");
+  CHECK(m->env.at("VLLM_X") == "1");
+  // Onto node na, beside ranks 0 and 1: listed after them, the node's GPUs plus its own.
+  auto n = plan_moved_rank(p, 3, "na", A, 2);
+  REQUIRE(n);
+  CHECK(n->local_rank == 2);
+  CHECK(n->env.at("CUDA_VISIBLE_DEVICES") == "0,1,2");
+  CHECK_FALSE(plan_moved_rank(p, 9, "nc", C, 0));
+  // Every worker on one node: the store is on loopback, so no rank can leave it.
+  auto one = plan({{A, "na", {"0"}}, {A, "na", {"1"}}}, A, 2, 1);
+  auto bad = plan_moved_rank(one, 1, "nb", B, 0);
+  REQUIRE_FALSE(bad);
+  CHECK(code_of(bad.error()) == errc::invalid_config);
+}

@@ -11,6 +11,7 @@
 
 #include "actors/system_config.hpp"
 #include "actors/worker_actor.hpp"
+#include "actors/worker_faults.hpp"
 #include "runtime/error.hpp"
 #include "runtime/logging.hpp"
 #include "runtime/version.hpp"
@@ -172,6 +173,14 @@ int worker_main(int argc, char** argv, int first, const method_table& extra) {
     return 1;
   }
   auto methods = method_table::builtins();
+  // Failure injection (`cafex chaos`) only when asked for: the one place the worker reads
+  // this variable, inherited from its node agent.
+  if (fault_injection_enabled(std::getenv(fault_injection_env))) {
+    methods.merge(fault_methods());
+    register_fault_models();
+    spdlog::info("fault injection is on ({}=1): fault.* methods and test models registered",
+                 fault_injection_env);
+  }
   methods.merge(extra);
   bound_environment(methods, args.env_allow);
   // What this process itself sees, for multi-node checks (cafex run --report-workers).

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/collective.hpp"
+#include "runtime/fault_hooks.hpp"
 #include "runtime/model_runner.hpp"
 #include "runtime/rebindable_collective.hpp"
 
@@ -49,6 +50,9 @@ struct worker_state {
   /// Stable for the runner's lifetime; the communicator inside is rebuilt in place.
   std::unique_ptr<rebindable_collective> tp_group = std::make_unique<rebindable_collective>();
   std::unique_ptr<model_runner> runner;
+  /// Fault injection on the step path (armed only by the fault.* methods, which exist
+  /// when CAFEX_FAULT_INJECTION=1). Shared: the state is moved, the stage keeps a handle.
+  std::shared_ptr<fault_hooks> faults = std::make_shared<fault_hooks>();
 
   int tp_rank() const { return rank % tp_size; }
   int pp_rank() const { return rank / tp_size; }

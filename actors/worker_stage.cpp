@@ -24,9 +24,12 @@ caf::expected<std::unique_ptr<worker_stage>> worker_stage::open(const worker_sta
   co.bind_host = cfg.bind_host;
   co.timeout = std::chrono::milliseconds(cfg.timeout_ms);
   std::unique_ptr<p2p_channel> from_prev, to_next;
-  if (!cfg.shm_prefix.empty()) // the hot loop moves the bytes through shared memory
-    return std::make_unique<worker_stage>(std::move(cfg), st.rank, st.tp_rank(), nullptr,
-                                          nullptr);
+  if (!cfg.shm_prefix.empty()) { // the hot loop moves the bytes through shared memory
+    auto stage = std::make_unique<worker_stage>(std::move(cfg), st.rank, st.tp_rank(), nullptr,
+                                                nullptr);
+    stage->set_fault_hooks(st.faults);
+    return stage;
+  }
   // Downstream first: stage k waits for stage k-1 before connecting to stage k+1, so
   // the links come up along the pipeline without a cycle.
   if (cfg.stage > 0) {
@@ -45,8 +48,10 @@ caf::expected<std::unique_ptr<worker_stage>> worker_stage::open(const worker_sta
       return ch.error();
     to_next = std::move(*ch);
   }
-  return std::make_unique<worker_stage>(std::move(cfg), st.rank, st.tp_rank(),
-                                        std::move(from_prev), std::move(to_next));
+  auto stage = std::make_unique<worker_stage>(std::move(cfg), st.rank, st.tp_rank(),
+                                              std::move(from_prev), std::move(to_next));
+  stage->set_fault_hooks(st.faults);
+  return stage;
 }
 
 worker_stage::worker_stage(dag_config cfg, int rank, int tp_rank,
@@ -80,6 +85,8 @@ caf::expected<intermediate_tensors> worker_stage::receive(uint64_t seq, const te
 caf::expected<worker_stage::outcome> worker_stage::run(model_runner& runner, uint64_t seq,
                                                        const scheduler_output& step,
                                                        const intermediate_tensors* input) {
+  if (faults_)
+    faults_->before_step();  // fault.delay: this rank's results reach its peers late
   auto r = runner.execute(step, input);
   if (!r)
     return r.error();

@@ -30,6 +30,9 @@ public:
   worker_stage(dag_config cfg, int rank, int tp_rank, std::unique_ptr<p2p_channel> from_prev,
                std::unique_ptr<p2p_channel> to_next);
 
+  /// Fault injection: `run` consults these before every step.
+  void set_fault_hooks(std::shared_ptr<fault_hooks> hooks) { faults_ = std::move(hooks); }
+
   const dag_config& config() const { return cfg_; }
   bool first() const { return cfg_.stage == 0; }
   bool last() const { return cfg_.stage == cfg_.num_stages - 1; }
@@ -62,6 +65,7 @@ private:
   std::unique_ptr<p2p_channel> from_prev_;
   std::unique_ptr<p2p_channel> to_next_;
   std::deque<std::vector<std::string>> kv_delay_;
+  std::shared_ptr<fault_hooks> faults_;  ///< the worker's; null on the test seam
 };
 
 } // namespace cafex

@@ -5,4 +5,5 @@ int plan_command(int argc, char** argv);
 int run_command(int argc, char** argv);
 int node_command(int argc, char** argv);
 int worker_command(int argc, char** argv);
+int chaos_command(int argc, char** argv);
 } // namespace cafex::cli

@@ -1,4 +1,4 @@
-// cafex: run, node, plan, and the internal worker subcommand.
+// cafex: run, node, plan, chaos, and the internal worker subcommand.
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -13,6 +13,7 @@ void print_usage(FILE* out) {
              "  run      place workers, run the model for --steps steps, shut down\n"
              "  node     publish a node agent that spawns workers on this machine\n"
              "  plan     dry run: print what would run where, start nothing\n"
+             "  chaos    run a failure-injection scenario and check its outcome\n"
              "  worker   (internal) a worker process, started by a node agent\n\n"
              "'cafex <command> --help' lists a command's flags.\n",
              out);
@@ -40,9 +41,11 @@ int main(int argc, char** argv) {
     return cafex::cli::run_command(argc, argv);
   if (cmd == "node")
     return cafex::cli::node_command(argc, argv);
+  if (cmd == "chaos")
+    return cafex::cli::chaos_command(argc, argv);
   if (cmd == "worker")
     return cafex::cli::worker_command(argc, argv);
-  std::fprintf(stderr, "error: unknown command '%s'; commands are run, node, plan, worker "
+  std::fprintf(stderr, "error: unknown command '%s'; commands are run, node, plan, chaos, worker "
                        "(see 'cafex --help')\n", cmd.c_str());
   return 2;
 }

@@ -11,33 +11,68 @@
 
 namespace cafex {
 
-/// One fault, injected just before step `at_step` is submitted.
+/// One fault, injected just before step `at_step` is submitted, or `at_ms` after the
+/// first step was submitted.
 struct scenario_fault {
-  enum class action { kill, stop, cont, fail_method, delay } what = action::kill;
-  int at_step = 0;
-  int rank = 0;
-  int signal = 9;            ///< kill: the signal to send
-  int ms = 0;                ///< delay: how long the rank sleeps in a method
-  std::string method;        ///< fail_method: "throw" or "fail_on" (test worker methods)
+  enum class action {
+    kill,              ///< send `signal` to the rank's process
+    stop,              ///< SIGSTOP the rank's process
+    cont,              ///< SIGCONT it ("continue")
+    fail_method,       ///< a fault.fail / fault.throw call that fails on the rank
+    delay,             ///< the rank's next `steps` steps each wait `ms`
+    break_collective,  ///< the rank's TP communicator breaks
+    cut_link,          ///< simulated host `node` loses its network link
+    restore_link,      ///< ... and gets it back
+    kill_agent,        ///< SIGKILL simulated host `node`'s `cafex node` agent
+  } what = action::kill;
+  int at_step = 0;      ///< when at_ms < 0: before this step (0..steps-1) is submitted
+  int64_t at_ms = -1;   ///< >= 0: this long after the first step was submitted
+  int rank = 0;         ///< the rank hit (rank actions)
+  int node = 0;         ///< the simulated host hit (cut_link, restore_link, kill_agent)
+  int signal = 9;       ///< kill: the signal to send
+  int ms = 0;           ///< delay: how long each delayed step waits
+  int steps = 1;        ///< delay: how many steps are delayed
+  std::string method = "fail";  ///< fail_method: "fail" or "throw"
+
+  /// True for the actions that act on a simulated host rather than a rank.
+  bool on_node() const {
+    return what == action::cut_link || what == action::restore_link
+           || what == action::kill_agent;
+  }
 };
 
 /// What must happen.
 struct scenario_expectation {
-  bool success = true;       ///< true: every step succeeds
-  bool same_tokens = true;   ///< success: tokens equal a run without faults
-  std::string error;         ///< error outcome: the errc name, e.g. "worker_lost"
-  std::string contains;      ///< error outcome: text the error must contain
-  int64_t within_ms = 5000;  ///< error outcome: from the fault to the failure
+  enum class outcome {
+    success,      ///< every step succeeds (tokens equal a no-fault run when same_tokens)
+    error,        ///< the caller sees error kind `error` within within_ms of the fault
+    start_error,  ///< start-up itself fails with kind `error`
+    recovered,    ///< steps in flight fail, state() is ready again within within_ms, the
+                  ///< re-prefilled run finishes with the tokens of a no-fault run
+  } what = outcome::success;
+  bool same_tokens = true;           ///< success: compare tokens with a no-fault run
+  std::string error;                 ///< error / start_error: the errc name, or "a|b"
+  std::string contains;              ///< error / start_error: text the error must contain
+  int64_t within_ms = 5000;          ///< error: fault to caller; recovered: fault to ready
+  bool later_steps_succeed = false;  ///< error: every step still succeeds (fail_method)
 };
 
 struct scenario {
   std::string name;
+  // cluster
   int tp = 1;
   int pp = 1;
-  std::string model = "sleepy";  ///< the test worker's models: sleepy, reference, failing_load
-  std::vector<std::string> nodes;  ///< empty: embedded
+  std::string model = "sleepy";     ///< sleepy, reference, failing_load (fault-injection models)
+  std::vector<std::string> nodes;   ///< HOST:PORT of running agents; empty: embedded
+  int hosts = 0;                    ///< > 0: that many simulated hosts (network namespaces)
+  bool restart = false;             ///< on_worker_failure: "restart" (true) or "fail"
+  int64_t heartbeat_ms = 0;         ///< 0: the liveness default
+  int64_t connection_timeout_ms = 0;  ///< 0: the liveness default
+  int64_t step_timeout_ms = 0;      ///< 0: the runner's default (30 s)
+  // workload
   int steps = 4;
-  int step_sleep_ms = 0;         ///< sleepy model: each step sleeps this long on every stage
+  int requests = 2;                 ///< requests per batch
+  int step_sleep_ms = 0;            ///< sleepy model: each step sleeps this long on every stage
   std::vector<scenario_fault> faults;
   scenario_expectation expect;
 };
@@ -49,5 +84,6 @@ caf::expected<scenario> parse_scenario(const std::string& text, const std::strin
 caf::expected<scenario> load_scenario(const std::string& path);
 
 const char* to_string(scenario_fault::action a);
+const char* to_string(scenario_expectation::outcome o);
 
 } // namespace cafex

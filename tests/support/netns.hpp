@@ -1,40 +1,9 @@
-// Test hosts made of Linux network namespaces: a "switch" namespace holding a bridge,
-// and one namespace per host wired to it by a veth pair, with 10.213.1.<i>/24 on eth0.
-// Nothing is created in the caller's namespace, so no existing interface is touched.
-// Names carry a per-run prefix (cfx<pid>). Everything is removed by the destructor, by
-// atexit and by a signal handler (SIGINT/SIGTERM/SIGABRT/SIGSEGV), which also kills the
-// processes registered with track(). Needs root (CI runs as root).
+// Test hosts made of network namespaces: the implementation moved to cli/netns_hosts
+// (`cafex chaos` uses it too); tests keep their spelling.
 #pragma once
 
-#include <string>
-#include <sys/types.h>
-#include <vector>
+#include "cli/netns_hosts.hpp"
 
 namespace cafex::test {
-
-class netns_hosts {
-public:
-  /// Creates `n` hosts; throws std::runtime_error with the failing command's output.
-  explicit netns_hosts(int n);
-  ~netns_hosts();
-  netns_hosts(const netns_hosts&) = delete;
-  netns_hosts& operator=(const netns_hosts&) = delete;
-
-  const std::string& ns(int i) const { return names_[static_cast<size_t>(i)]; }
-  std::string ip(int i) const { return "10.213.1." + std::to_string(i + 1); }
-
-  /// argv prefixed with `ip netns exec <ns(i)>`.
-  std::vector<std::string> exec_in(int i, std::vector<std::string> argv) const;
-
-  /// Kills `pid` (SIGTERM, then SIGKILL) on cleanup, even from a signal handler.
-  void track(pid_t pid);
-
-  /// Kills tracked processes and deletes the namespaces. Idempotent.
-  void cleanup();
-
-private:
-  std::vector<std::string> names_;
-  std::string switch_;
-};
-
+using netns_hosts = ::cafex::netns_hosts;
 } // namespace cafex::test

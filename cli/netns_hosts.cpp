@@ -1,15 +1,17 @@
-#include "netns.hpp"
+#include "cli/netns_hosts.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <csignal>
 #include <cstring>
+#include <fcntl.h>
+#include <sched.h>
 #include <stdexcept>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 
-#include "processes.hpp"
-
-namespace cafex::test {
+namespace cafex {
 
 namespace {
 
@@ -54,7 +56,7 @@ void install_handlers() {
     return;
   done = true;
   std::atexit(cleanup_all);
-  for (int sig : {SIGINT, SIGTERM, SIGABRT, SIGSEGV, SIGHUP})
+  for (int sig : {SIGINT, SIGTERM, SIGABRT, SIGSEGV, SIGHUP, SIGPIPE})
     signal(sig, on_signal);
 }
 
@@ -66,15 +68,72 @@ void add_ns(const std::string& name) {
   ns_count.store(i + 1);
 }
 
+struct command_result {
+  int exit_code = -1;
+  std::string err;
+};
+
+/// Runs argv (an `ip` command: short-lived) capturing stderr; SIGKILL after `timeout`.
+command_result run_captured(const std::vector<std::string>& argv,
+                            std::chrono::milliseconds timeout) {
+  command_result r;
+  int fds[2];
+  if (pipe(fds) != 0)
+    return r;
+  std::vector<char*> cargv;
+  for (const auto& a : argv)
+    cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(fds[1], 2);
+    int null = open("/dev/null", O_WRONLY);
+    if (null >= 0)
+      dup2(null, 1);
+    close(fds[0]);
+    execv(cargv[0], cargv.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  if (pid < 0) {
+    close(fds[0]);
+    return r;
+  }
+  fcntl(fds[0], F_SETFL, O_NONBLOCK);
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  int status = 0;
+  bool done = false;
+  char buf[512];
+  while (!done) {
+    ssize_t n;
+    while ((n = read(fds[0], buf, sizeof(buf))) > 0)
+      r.err.append(buf, static_cast<size_t>(n));
+    done = waitpid(pid, &status, WNOHANG) == pid;
+    if (!done && std::chrono::steady_clock::now() > deadline) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      break;
+    }
+    if (!done)  // polling a child that runs a few ms, bounded by the deadline
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  ssize_t n;
+  while ((n = read(fds[0], buf, sizeof(buf))) > 0)
+    r.err.append(buf, static_cast<size_t>(n));
+  close(fds[0]);
+  r.exit_code = done && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
 void sh(const std::vector<std::string>& argv) {
-  auto r = run_command(argv, std::chrono::seconds(20));
+  auto r = run_captured(argv, std::chrono::seconds(20));
   if (r.exit_code != 0) {
     std::string cmd;
     for (const auto& a : argv)
       cmd += a + " ";
-    throw std::runtime_error("cannot build test hosts: `" + cmd + "` failed (exit "
+    throw std::runtime_error("cannot build simulated hosts: `" + cmd + "` failed (exit "
                              + std::to_string(r.exit_code) + "): " + r.err
-                             + " -- multi-node tests need root and iproute2 (ip netns)");
+                             + " -- network namespaces need root and iproute2 (ip netns)");
   }
 }
 
@@ -115,6 +174,27 @@ std::vector<std::string> netns_hosts::exec_in(int i, std::vector<std::string> ar
   return out;
 }
 
+void netns_hosts::set_link(int i, bool up) const {
+  sh({ip_path, "-n", switch_, "link", "set", "p" + std::to_string(i + 1), up ? "up" : "down"});
+}
+
+void netns_hosts::enter(int i) const {
+  auto path = "/var/run/netns/" + ns(i);
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
+  int rc = setns(fd, CLONE_NEWNET);
+  int e = errno;
+  close(fd);
+  if (rc != 0)
+    throw std::runtime_error("cannot enter network namespace " + ns(i) + ": "
+                             + std::strerror(e));
+}
+
+bool can_create_netns() {
+  return geteuid() == 0;
+}
+
 void netns_hosts::track(pid_t pid) {
   int i = pid_count.load();
   if (i < max_items) {
@@ -127,4 +207,4 @@ void netns_hosts::cleanup() {
   cleanup_all();
 }
 
-} // namespace cafex::test
+} // namespace cafex

@@ -1,0 +1,32 @@
+// Failure injection for `cafex chaos` and tests: worker methods that break, slow or fail
+// one rank on purpose, and the test models `sleepy` and `failing_load`. Off by default:
+// worker_main registers them only when the worker's environment has
+// CAFEX_FAULT_INJECTION=1 (workers inherit it from their node agent); a test worker
+// program registers the models itself.
+#pragma once
+
+#include "actors/worker_methods.hpp"
+
+namespace cafex {
+
+/// The variable that turns fault injection on in a worker ("1").
+inline constexpr const char* fault_injection_env = "CAFEX_FAULT_INJECTION";
+
+/// True when `value` (the variable's content, may be null) turns fault injection on.
+bool fault_injection_enabled(const char* value);
+
+/// fault.break_collective {"rank": R}: rank R's next all-reduce fails and its TP
+///     communicator stays broken until reinitialize_distributed (peers fail too).
+/// fault.delay {"rank": R, "ms": M, "steps": N}: rank R's next N steps each wait M ms
+///     before running, and its next N all-reduces each wait M ms.
+/// fault.fail {"rank": R}: fails with method_failed on rank R; other ranks answer.
+/// fault.throw {"rank": R}: throws on rank R (the worker survives: method_failed).
+/// Every method answers its rank on the ranks it does not hit.
+method_table fault_methods();
+
+/// Registers the test models: `sleepy` (the reference model; a step holding a request
+/// named "sleepN-..." sleeps N ms on every stage) and `failing_load` (load fails on TP
+/// rank 1). Idempotent.
+void register_fault_models();
+
+} // namespace cafex

@@ -16,21 +16,11 @@
 #include "processes.hpp"
 
 using namespace cafex;
+using test::worker_pid;
 using namespace std::chrono_literals;
 using steady = std::chrono::steady_clock;
 
 namespace {
-
-pid_t worker_pid(int rank) {
-  const std::string flag = std::string("--rank") + '\0' + std::to_string(rank) + '\0';
-  for (auto pid : test::children_of(getpid())) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
-    std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (cmd.find(flag) != std::string::npos)
-      return pid;
-  }
-  return -1;
-}
 
 executor_options options(int tp, int pp = 1) {
   executor_options o;

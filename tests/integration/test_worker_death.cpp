@@ -12,23 +12,8 @@
 #include "processes.hpp"
 
 using namespace cafex;
+using test::worker_pid;
 using namespace std::chrono_literals;
-
-namespace {
-
-// The child worker process started with `--rank <rank>` (created rank).
-pid_t worker_pid(int rank) {
-  const std::string flag = std::string("--rank") + '\0' + std::to_string(rank) + '\0';
-  for (auto pid : test::children_of(getpid())) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
-    std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (cmd.find(flag) != std::string::npos)
-      return pid;
-  }
-  return -1;
-}
-
-} // namespace
 
 TEST_CASE("a worker killed mid-call fails the pending call at once, naming rank and node") {
   test::become_subreaper();

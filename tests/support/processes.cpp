@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <fstream>
+#include <iterator>
 #include <poll.h>
 #include <sstream>
 #include <stdexcept>
@@ -115,6 +116,17 @@ static std::vector<pid_t> all_pids() {
   }
   closedir(d);
   return out;
+}
+
+pid_t worker_pid(int rank) {
+  const std::string flag = std::string("--rank") + '\0' + std::to_string(rank) + '\0';
+  for (auto pid : children_of(getpid())) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/cmdline");
+    std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (cmd.find(flag) != std::string::npos)
+      return pid;
+  }
+  return -1;
 }
 
 std::vector<pid_t> children_of(pid_t parent) {

@@ -32,6 +32,9 @@ std::string read_file(const std::string& path);
 /// Pids whose parent is `parent` (from /proc).
 std::vector<pid_t> children_of(pid_t parent);
 
+/// The child of this process started as a worker with `--rank <rank>`; -1 if none.
+pid_t worker_pid(int rank);
+
 /// Pids of every living process whose command line contains `needle`.
 std::vector<pid_t> processes_matching(const std::string& needle);
 

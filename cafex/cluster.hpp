@@ -87,8 +87,11 @@ public:
   /// When that node's agent is gone, reserves a free bundle on another node (one device,
   /// as the placement group's bundles) and starts it there; placement_failed when no
   /// live node has a free device.
+  /// `node_suspect`: the driver already saw that node's agent unreachable; its liveness
+  /// probe then gets 200 ms instead of 2 s.
   caf::expected<respawned> respawn(int created_rank, int rpc_rank, const std::string& log_level,
-                                   std::chrono::steady_clock::time_point deadline);
+                                   std::chrono::steady_clock::time_point deadline,
+                                   bool node_suspect = false);
 
   /// The agent of the node with this id (an invalid handle when unknown).
   node_agent_actor agent_of(const std::string& node_id) const;

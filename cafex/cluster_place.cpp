@@ -344,7 +344,7 @@ cluster::impl::respawn_elsewhere(const std::string& lost_node, int rpc_rank,
 
 caf::expected<cluster::respawned>
 cluster::respawn(int created_rank, int rpc_rank, const std::string& log_level,
-                 std::chrono::steady_clock::time_point deadline) {
+                 std::chrono::steady_clock::time_point deadline, bool node_suspect) {
   auto& d = *impl_;
   if (created_rank < 0 || created_rank >= static_cast<int>(d.indices.size()))
     return make_error(errc::invalid_argument, "respawn: no created rank "
@@ -355,7 +355,8 @@ cluster::respawn(int created_rank, int rpc_rank, const std::string& log_level,
   // Is its node still there? (A cut link would otherwise hold the spawn until its deadline.)
   // A live agent answers in milliseconds; a lost one's request fails at once, or (link cut)
   // after this short bound rather than the whole connect timeout.
-  const auto probe = std::min({d.opts.connect_timeout, std::chrono::milliseconds(2000),
+  const auto probe = std::min({d.opts.connect_timeout,
+                               std::chrono::milliseconds(node_suspect ? 200 : 2000),
                                time_left(deadline)});
   if (n != nullptr && !d.ask<node_info>(n->agent, probe, info_atom::value))
     n = nullptr;

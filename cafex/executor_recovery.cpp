@@ -106,7 +106,9 @@ caf::error executor::impl::recover_once(const std::string& why) {
     auto how = ask<std::string>(driver, left(deadline), kill_atom::value, rank);
     spdlog::info("rank {}: old worker {}", rank, how ? *how : describe(how.error()));
     auto created = rank < static_cast<int32_t>(created_of.size()) ? created_of[rank] : rank;
-    auto fresh = nodes->respawn(created, rank, opts.log_level, deadline);
+    // "unreachable": the driver lost the node's agent too (or never heard how it ended).
+    bool suspect = w.detail.find("unreachable") != std::string::npos;
+    auto fresh = nodes->respawn(created, rank, opts.log_level, deadline, suspect);
     if (!fresh)
       return fresh.error();
     if (fresh->moved) {

@@ -275,7 +275,8 @@ TEST_CASE("restart policy: a rank whose node agent is SIGKILLed moves to a free 
   in_netns driver_host(c.hosts.ns(0));
   auto o = c.options();
   o.on_worker_failure = failure_policy::restart;
-  // Recovery first asks the lost node's agent for its info, bounded by connect_timeout.
+  // Recovery first probes the lost node's agent (200 ms when the driver already saw it
+  // unreachable, else up to 2 s), bounded by connect_timeout.
   o.cluster.connect_timeout = 3s;
   auto started = executor::start(o);
   REQUIRE_MESSAGE(started, describe(started.error()));

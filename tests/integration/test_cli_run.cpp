@@ -4,6 +4,7 @@
 #include <csignal>
 #include <sys/wait.h>
 #include <fstream>
+#include <sstream>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -123,5 +124,52 @@ TEST_CASE("cafex node refuses bad device flags with one error line") {
     CHECK(r.exit_code == 2);
     CHECK(r.out.empty());
     CHECK(r.err.rfind("error: ", 0) == 0);
+  }
+}
+
+TEST_CASE("cafex run --on-worker-failure restart survives a killed worker with the same tokens") {
+  test::become_subreaper();
+  auto bin = test::binary_from_env("CAFEX_BIN");
+  const std::vector<std::string> common{"--tp", "2", "--steps", "400", "--batch", "2",
+                                        "--seed", "4"};
+  auto want = run_json(common);
+  auto out = "/tmp/cafex-run-restart-" + std::to_string(getpid()) + ".out";
+  std::vector<std::string> argv{bin, "run", "--log-level", "warn", "--on-worker-failure",
+                                "restart"};
+  argv.insert(argv.end(), common.begin(), common.end());
+  auto err = out + ".err";
+  pid_t run = test::start_background(argv, out, err);
+  // Kill rank 1 once steps are flowing (a per-step line is printed).
+  REQUIRE(test::wait_until([&] { return test::read_file(out).find("step 20:") != std::string::npos; },
+                           60s));
+  pid_t victim = -1;
+  for (auto pid : test::children_of(run)) {
+    auto cmd = test::read_file("/proc/" + std::to_string(pid) + "/cmdline");
+    if (cmd.find(std::string("--rank") + '\0' + "1" + '\0') != std::string::npos)
+      victim = pid;
+  }
+  REQUIRE(victim > 0);
+  REQUIRE(kill(victim, SIGKILL) == 0);
+  int status = -1;
+  REQUIRE(test::wait_until([&] { return waitpid(run, &status, WNOHANG) == run; }, 60s));
+  auto text = test::read_file(out);
+  auto log = test::read_file(err);
+  unlink(out.c_str());
+  unlink(err.c_str());
+  // The kill landed while steps ran: one step failed and the run waited for recovery.
+  CHECK_MESSAGE(log.find("waiting for recovery") != std::string::npos, log);
+  CHECK_MESSAGE((WIFEXITED(status) && WEXITSTATUS(status) == 0), text.substr(text.size() > 2000 ? text.size() - 2000 : 0));
+  // Every step's tokens, in order, equal the run without the failure.
+  std::vector<nlohmann::json> got;
+  std::istringstream lines(text);
+  for (std::string line; std::getline(lines, line);) {
+    auto at = line.find("tokens ");
+    if (line.rfind("step ", 0) == 0 && at != std::string::npos)
+      got.push_back(nlohmann::json::parse(line.substr(at + 7, line.find(']', at) - at - 6)));
+  }
+  REQUIRE(got.size() == want["tokens"].size());
+  for (size_t k = 0; k < got.size(); ++k) {
+    CAPTURE(k);
+    CHECK(got[k] == want["tokens"][k]);
   }
 }

@@ -323,7 +323,7 @@ driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
                         st.probing[r] ? "link dropped" : st.dead[r]};
         // While recovering, the ranks that lived rebuild their communicators too.
         if (st.recovering && h.state == "healthy") {
-          h.state = "restarting";
+          h.state = "rebuilding";
           h.detail = "rebuilding communicators: " + st.recovery_reason;
         }
         out.push_back(std::move(h));

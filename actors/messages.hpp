@@ -61,7 +61,8 @@ struct worker_health {
   int32_t rank = 0;
   std::string node_id;
   /// "healthy"; "unresponsive" (no heartbeat, or its node unreachable); "dead" (the
-  /// process ended: detail names the signal or exit code); "restarting".
+  /// process ended: detail names the signal or exit code); "restarting" (lost, being
+  /// replaced); "rebuilding" (alive, rebuilding its communicators during a recovery).
   std::string state;
   std::string detail;
 };

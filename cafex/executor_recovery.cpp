@@ -10,9 +10,9 @@ namespace cafex {
 
 namespace {
 
-/// Recovery's own note on healthy ranks (driver_actor.cpp): not a lost rank.
+/// A rank to replace: anything but a live one (healthy, or rebuilding its communicators).
 bool lost(const worker_health& h) {
-  return !h.detail.empty() && h.detail.rfind("rebuilding communicators", 0) != 0;
+  return h.state != "healthy" && h.state != "rebuilding";
 }
 
 } // namespace

@@ -57,7 +57,8 @@ std::string service_metrics::render(const batch_gauges& g, const health_snapshot
   head(out, "cafex_tokens_generated_total", "counter", "Tokens sampled and sent");
   out += "cafex_tokens_generated_total " + std::to_string(tokens_) + "\n";
   head(out, "cafex_workers", "gauge", "Workers by state, as the driver sees them");
-  std::map<std::string, int> states = {{"healthy", 0}, {"unresponsive", 0}, {"dead", 0}};
+  std::map<std::string, int> states = {{"healthy", 0}, {"unresponsive", 0}, {"dead", 0},
+                                       {"restarting", 0}, {"rebuilding", 0}};
   for (const auto& w : h.workers)
     ++states[w.state];
   for (const auto& [state, n] : states)

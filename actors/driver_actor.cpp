@@ -370,7 +370,8 @@ driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
       }
       st.dead[rank].clear();
       st.probing[rank] = false;
-      st.health[rank] = "restarting";
+      // Alive again: reported "rebuilding" until the recovery ends (health handler).
+      st.health[rank] = "healthy";
       self->monitor(st.workers[rank]);
       spdlog::info("{} replaced", who(st, rank));
       return true;
@@ -381,7 +382,8 @@ driver_actor::behavior_type driver_impl(state_ptr self, driver_options opts) {
       for (size_t r = 0; r < st.workers.size(); ++r) {
         if (ok && st.dead[r].empty() && !st.probing[r]) {
           st.health[r] = "healthy";
-        } else if (!ok && st.health[r] == "restarting") {
+        } else if (!ok) {
+          // Given up: the communicators are not rebuilt, so no rank can run steps.
           st.health[r] = "dead";
           if (st.dead[r].empty())
             st.dead[r] = "recovery failed: " + why;

@@ -12,7 +12,7 @@
 #include <caf/typed_actor.hpp>
 
 #include "actors/atoms.hpp"
-#include "runtime/scheduler_output.hpp"
+#include "runtime/dataflow/scheduler_output.hpp"
 
 namespace cafex {
 

@@ -17,8 +17,8 @@
 #include "actors/driver_protocol.hpp"
 #include "actors/driver_shm.hpp"
 #include "actors/system_config.hpp"
-#include "runtime/kv_aggregator.hpp"
-#include "runtime/step_order.hpp"
+#include "runtime/dataflow/kv_aggregator.hpp"
+#include "runtime/dataflow/step_order.hpp"
 
 namespace cafex {
 

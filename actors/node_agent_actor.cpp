@@ -8,7 +8,7 @@
 
 #include "runtime/error.hpp"
 #include "runtime/failure_cause.hpp"
-#include "runtime/worker_profiler.hpp"
+#include "runtime/os/worker_profiler.hpp"
 #include "runtime/version.hpp"
 
 namespace cafex {

@@ -13,8 +13,8 @@
 #include <caf/all.hpp>
 
 #include "actors/node_agent_protocol.hpp"
-#include "actors/node_resources.hpp"
-#include "runtime/child_process.hpp"
+#include "runtime/plan/resource_ledger.hpp"
+#include "runtime/os/child_process.hpp"
 
 namespace cafex {
 

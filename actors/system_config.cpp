@@ -8,7 +8,7 @@
 #include "actors/node_agent_protocol.hpp"
 #include "actors/worker_protocol.hpp"
 #include "runtime/error.hpp"
-#include "runtime/scheduler_output.hpp"
+#include "runtime/dataflow/scheduler_output.hpp"
 
 namespace cafex {
 

@@ -10,8 +10,8 @@
 #include "transport/rendezvous_store.hpp"
 
 #ifdef CAFEX_HAVE_CUDA
-#include "runtime/cuda_check.hpp"
-#include "runtime/cuda_memory.hpp"
+#include "runtime/models/cuda/cuda_check.hpp"
+#include "runtime/models/cuda/cuda_memory.hpp"
 #include "transport/nccl_collective.hpp"
 #include "transport/rendezvous_client.hpp"
 #endif

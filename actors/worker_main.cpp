@@ -11,7 +11,7 @@
 
 #include "actors/system_config.hpp"
 #include "actors/worker_actor.hpp"
-#include "actors/worker_faults.hpp"
+#include "chaos/worker_faults.hpp"
 #include "runtime/error.hpp"
 #include "runtime/logging.hpp"
 #include "runtime/version.hpp"

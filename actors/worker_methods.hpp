@@ -13,10 +13,10 @@
 #include <caf/expected.hpp>
 #include <nlohmann/json.hpp>
 
-#include "runtime/collective.hpp"
-#include "runtime/fault_hooks.hpp"
-#include "runtime/model_runner.hpp"
-#include "runtime/rebindable_collective.hpp"
+#include "runtime/models/collective.hpp"
+#include "chaos/fault_hooks.hpp"
+#include "runtime/models/model_runner.hpp"
+#include "runtime/models/rebindable_collective.hpp"
 
 namespace cafex {
 

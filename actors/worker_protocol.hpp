@@ -9,7 +9,7 @@
 
 #include "actors/atoms.hpp"
 #include "actors/dataflow_protocol.hpp"
-#include "runtime/scheduler_output.hpp"
+#include "runtime/dataflow/scheduler_output.hpp"
 #include "transport/tensor_desc.hpp"
 
 namespace cafex {

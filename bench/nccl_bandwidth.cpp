@@ -21,8 +21,8 @@
 
 #include <nccl.h>
 
-#include "runtime/cuda_check.hpp"
-#include "runtime/cuda_memory.hpp"
+#include "runtime/models/cuda/cuda_check.hpp"
+#include "runtime/models/cuda/cuda_memory.hpp"
 #include "runtime/error.hpp"
 #include "transport/nccl_collective.hpp"
 #include "transport/rendezvous_client.hpp"

@@ -14,7 +14,7 @@
 
 #include "http_client.hpp"
 #include "runtime/stats.hpp"
-#include "runtime/workload.hpp"
+#include "runtime/models/workload.hpp"
 
 using cafex::serve::http_client;
 

@@ -12,9 +12,9 @@
 
 #include "actors/driver_actor.hpp"
 #include "actors/node_agent_actor.hpp"
-#include "runtime/child_process.hpp"
-#include "cafex/client_actor.hpp"
-#include "runtime/env_policy.hpp"
+#include "runtime/os/child_process.hpp"
+#include "actors/client_actor.hpp"
+#include "runtime/plan/env_policy.hpp"
 #include "runtime/version.hpp"
 #include "transport/channel.hpp"
 #include "transport/rendezvous_server.hpp"

@@ -30,12 +30,12 @@
 
 #include "actors/messages.hpp"
 #include "actors/system_config.hpp"
-#include "cafex/cluster.hpp"
+#include "actors/cluster/cluster.hpp"
 #include "runtime/error.hpp"
-#include "runtime/model_runner.hpp"
-#include "runtime/placement.hpp"
-#include "runtime/rank_plan.hpp"
-#include "runtime/scheduler_output.hpp"
+#include "runtime/models/model_runner.hpp"
+#include "runtime/plan/placement.hpp"
+#include "runtime/plan/rank_plan.hpp"
+#include "runtime/dataflow/scheduler_output.hpp"
 
 namespace cafex {
 

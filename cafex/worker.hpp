@@ -21,4 +21,4 @@
 
 #include "actors/worker_main.hpp"     // worker_main
 #include "actors/worker_methods.hpp"  // method_table, worker_state, worker_method, json
-#include "runtime/model_runner.hpp"   // model_runner, model_registry, model_config
+#include "runtime/models/model_runner.hpp"   // model_runner, model_registry, model_config

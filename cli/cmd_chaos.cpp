@@ -1,16 +1,16 @@
-// cafex chaos SCENARIO: runs one failure-injection scenario (runtime/scenario.hpp,
+// cafex chaos SCENARIO: runs one failure-injection scenario (chaos/scenario.hpp,
 // examples/failure_injection/README.md) and exits 0 when the outcome matches, 1 when it
 // differs, 2 for a bad scenario file or flags.
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 
-#include "actors/worker_faults.hpp"
+#include "chaos/worker_faults.hpp"
 #include "cli/args.hpp"
-#include "cli/chaos_runner.hpp"
+#include "chaos/runner.hpp"
 #include "cli/commands.hpp"
-#include "cli/simulated_hosts.hpp"
-#include "runtime/child_process.hpp"
+#include "chaos/simulated_hosts.hpp"
+#include "runtime/os/child_process.hpp"
 #include "runtime/error.hpp"
 #include "runtime/logging.hpp"
 #include "transport/link_security.hpp"

@@ -13,13 +13,13 @@
 #include "actors/system_config.hpp"
 #include "cli/args.hpp"
 #ifdef CAFEX_HAVE_CUDA
-#include "runtime/cuda_memory.hpp"
+#include "runtime/models/cuda/cuda_memory.hpp"
 #endif
 #include "cli/commands.hpp"
-#include "runtime/child_process.hpp"
+#include "runtime/os/child_process.hpp"
 #include "runtime/error.hpp"
 #include "runtime/logging.hpp"
-#include "runtime/cluster_spec.hpp"
+#include "runtime/plan/cluster_spec.hpp"
 #include "runtime/version.hpp"
 #include "transport/front_door.hpp"
 #include "transport/link_security.hpp"

@@ -17,11 +17,11 @@
 #include "cli/args.hpp"
 #include "cli/commands.hpp"
 #include "cli/open_port.hpp"
-#include "runtime/cluster_spec.hpp"
-#include "runtime/env_policy.hpp"
+#include "runtime/plan/cluster_spec.hpp"
+#include "runtime/plan/env_policy.hpp"
 #include "runtime/error.hpp"
-#include "runtime/placement.hpp"
-#include "runtime/rank_plan.hpp"
+#include "runtime/plan/placement.hpp"
+#include "runtime/plan/rank_plan.hpp"
 
 namespace cafex::cli {
 

@@ -13,7 +13,7 @@
 #include "cli/run_flags.hpp"
 #include "runtime/logging.hpp"
 #include "runtime/stats.hpp"
-#include "runtime/workload.hpp"
+#include "runtime/models/workload.hpp"
 
 namespace cafex::cli {
 

@@ -2,12 +2,12 @@
 
 #include <unistd.h>
 
-#include "runtime/cluster_spec.hpp"
+#include "runtime/plan/cluster_spec.hpp"
 #include "runtime/error.hpp"
-#include "runtime/worker_profiler.hpp"
+#include "runtime/os/worker_profiler.hpp"
 #include "transport/channel.hpp"
 #ifdef CAFEX_HAVE_CUDA
-#include "runtime/cuda_memory.hpp"
+#include "runtime/models/cuda/cuda_memory.hpp"
 #endif
 #include "transport/link_security.hpp"
 

@@ -34,7 +34,7 @@ message(STATUS "cafex: CUDA/NCCL code ${CAFEX_HAVE_CUDA}")
 
 # With CUDA: the CUDA language (sm_90 unless CMAKE_CUDA_ARCHITECTURES says otherwise),
 # cudart linked statically, NCCL dynamically (the GPU machine has its own libnccl.so.2).
-# cuBLAS is not linked: runtime/cuda_blas.cpp opens libcublas.so at run time, so binaries
+# cuBLAS is not linked: runtime/models/cuda/cuda_blas.cpp opens libcublas.so at run time, so binaries
 # start on machines without it and a missing cuBLAS is an error value, not a loader abort.
 # Everything CUDA comes through the `cafex::cuda` target, which also defines
 # CAFEX_HAVE_CUDA=1 for the code.

@@ -14,7 +14,7 @@ install(TARGETS cafex cafex_actors cafex_transport cafex_runtime cafex_cli
         EXPORT cafexTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-install(DIRECTORY cafex runtime actors transport
+install(DIRECTORY cafex runtime actors transport chaos
         DESTINATION ${CAFEX_INSTALL_INCLUDEDIR}
         FILES_MATCHING PATTERN "*.hpp")
 

@@ -3,8 +3,8 @@
 #include "runtime/error.hpp"
 #include "transport/gloo_collective.hpp"
 #ifdef CAFEX_HAVE_CUDA
-#include "runtime/cuda_check.hpp"
-#include "runtime/cuda_memory.hpp"
+#include "runtime/models/cuda/cuda_check.hpp"
+#include "runtime/models/cuda/cuda_memory.hpp"
 #include "transport/nccl_collective.hpp"
 #include "transport/rendezvous_client.hpp"
 #endif

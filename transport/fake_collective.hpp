@@ -11,7 +11,7 @@
 #include <mutex>
 #include <vector>
 
-#include "runtime/collective.hpp"
+#include "runtime/models/collective.hpp"
 
 namespace cafex {
 

@@ -14,7 +14,7 @@
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 
-#include "runtime/collective.hpp"
+#include "runtime/models/collective.hpp"
 #include "transport/rendezvous_store.hpp"
 
 namespace gloo {

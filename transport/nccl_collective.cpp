@@ -7,7 +7,7 @@
 
 #include <fmt/format.h>
 
-#include "runtime/cuda_check.hpp"
+#include "runtime/models/cuda/cuda_check.hpp"
 #include "runtime/error.hpp"
 
 namespace cafex {

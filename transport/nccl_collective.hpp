@@ -23,9 +23,9 @@
 #include <caf/expected.hpp>
 #include <nccl.h>
 
-#include "runtime/collective.hpp"
-#include "runtime/cuda_collective.hpp"
-#include "runtime/cuda_memory.hpp"
+#include "runtime/models/collective.hpp"
+#include "runtime/models/cuda/cuda_collective.hpp"
+#include "runtime/models/cuda/cuda_memory.hpp"
 #include "transport/rendezvous_store.hpp"
 
 namespace cafex {

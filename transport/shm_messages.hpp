@@ -11,8 +11,8 @@
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 
-#include "runtime/model_runner.hpp"
-#include "runtime/scheduler_output.hpp"
+#include "runtime/models/model_runner.hpp"
+#include "runtime/dataflow/scheduler_output.hpp"
 #include "transport/shm_ring.hpp"
 
 namespace cafex {

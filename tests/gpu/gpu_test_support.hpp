@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/cuda_memory.hpp"
+#include "runtime/models/cuda/cuda_memory.hpp"
 
 /// Returns from the test case (with a MESSAGE, not a failure) when fewer than `n` GPUs
 /// are visible: CI machines have the toolkit but no GPU.

@@ -11,10 +11,10 @@
 #include <optional>
 
 #include "gpu_test_support.hpp"
-#include "runtime/cuda_check.hpp"
-#include "runtime/cuda_reference_model.hpp"
+#include "runtime/models/cuda/cuda_check.hpp"
+#include "runtime/models/cuda/cuda_reference_model.hpp"
 #include "runtime/error.hpp"
-#include "runtime/reference_model.hpp"
+#include "runtime/models/reference_model.hpp"
 #include "transport/fake_collective.hpp"
 #include "transport/nccl_collective.hpp"
 #include "transport/rendezvous_client.hpp"

@@ -9,7 +9,7 @@
 #include "cafex/executor.hpp"
 #include "executor_fixture.hpp"
 #include "processes.hpp"
-#include "runtime/workload.hpp"
+#include "runtime/models/workload.hpp"
 
 using namespace cafex;
 using namespace std::chrono_literals;

@@ -13,8 +13,8 @@
 #include "cafex/executor.hpp"
 #include "cafex/worker.hpp"
 #include "processes.hpp"
-#include "runtime/reference_model.hpp"
-#include "runtime/workload.hpp"
+#include "runtime/models/reference_model.hpp"
+#include "runtime/models/workload.hpp"
 
 using namespace cafex;
 using namespace std::chrono_literals;

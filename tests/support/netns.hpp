@@ -2,7 +2,7 @@
 // (`cafex chaos` uses it too); tests keep their spelling.
 #pragma once
 
-#include "cli/netns_hosts.hpp"
+#include "chaos/netns_hosts.hpp"
 
 namespace cafex::test {
 using netns_hosts = ::cafex::netns_hosts;

@@ -7,7 +7,7 @@
 #include <string>
 #include <thread>
 
-#include "actors/worker_faults.hpp"
+#include "chaos/worker_faults.hpp"
 #include "actors/worker_main.hpp"
 #include "runtime/error.hpp"
 

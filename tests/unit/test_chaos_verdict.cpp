@@ -1,8 +1,8 @@
-// The verdict of `cafex chaos` (cli/chaos_report.cpp) on made-up runs: each outcome
+// The verdict of `cafex chaos` (chaos/report.cpp) on made-up runs: each outcome
 // passes only when everything it checks holds, and says why when it fails.
 #include <doctest/doctest.h>
 
-#include "cli/chaos_runner.hpp"
+#include "chaos/runner.hpp"
 #include "runtime/error.hpp"
 
 using namespace cafex;

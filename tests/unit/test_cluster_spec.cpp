@@ -5,7 +5,7 @@
 #include <fstream>
 #include <unistd.h>
 
-#include "runtime/cluster_spec.hpp"
+#include "runtime/plan/cluster_spec.hpp"
 #include "runtime/error.hpp"
 
 using namespace cafex;

@@ -3,7 +3,7 @@
 
 #include <cstdlib>
 
-#include "runtime/env_policy.hpp"
+#include "runtime/plan/env_policy.hpp"
 
 using namespace cafex;
 

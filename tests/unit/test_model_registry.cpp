@@ -1,8 +1,8 @@
 // Which runner a worker loads for a model name on its device.
 #include <doctest/doctest.h>
 
-#include "runtime/model_runner.hpp"
-#include "runtime/reference_model.hpp"
+#include "runtime/models/model_runner.hpp"
+#include "runtime/models/reference_model.hpp"
 
 using namespace cafex;
 

@@ -2,7 +2,7 @@
 #include <doctest/doctest.h>
 
 #include "runtime/error.hpp"
-#include "runtime/placement.hpp"
+#include "runtime/plan/placement.hpp"
 
 using namespace cafex;
 

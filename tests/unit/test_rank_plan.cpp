@@ -2,7 +2,7 @@
 #include <doctest/doctest.h>
 
 #include "runtime/error.hpp"
-#include "runtime/rank_plan.hpp"
+#include "runtime/plan/rank_plan.hpp"
 
 using namespace cafex;
 

@@ -7,7 +7,7 @@
 #include <thread>
 
 #include "runtime/error.hpp"
-#include "runtime/reference_model.hpp"
+#include "runtime/models/reference_model.hpp"
 #include "transport/fake_collective.hpp"
 
 using namespace cafex;

@@ -3,7 +3,7 @@
 #include <doctest/doctest.h>
 
 #include "runtime/error.hpp"
-#include "runtime/scenario.hpp"
+#include "chaos/scenario.hpp"
 
 using namespace cafex;
 

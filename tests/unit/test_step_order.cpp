@@ -1,7 +1,7 @@
 #include <doctest/doctest.h>
 
-#include "runtime/kv_aggregator.hpp"
-#include "runtime/step_order.hpp"
+#include "runtime/dataflow/kv_aggregator.hpp"
+#include "runtime/dataflow/step_order.hpp"
 
 using namespace cafex;
 

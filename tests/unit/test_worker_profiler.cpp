@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "runtime/error.hpp"
-#include "runtime/worker_profiler.hpp"
+#include "runtime/os/worker_profiler.hpp"
 
 using namespace cafex;
 

@@ -4,7 +4,7 @@
 
 #include "actors/worker_stage.hpp"
 #include "runtime/error.hpp"
-#include "runtime/reference_model.hpp"
+#include "runtime/models/reference_model.hpp"
 #include "transport/fake_channel.hpp"
 
 using namespace cafex;

@@ -1,7 +1,7 @@
 // cafex run's built-in workload, including the re-prefill after a recovery.
 #include <doctest/doctest.h>
 
-#include "runtime/workload.hpp"
+#include "runtime/models/workload.hpp"
 
 using namespace cafex;
 

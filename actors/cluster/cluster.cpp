@@ -1,0 +1,311 @@
+#include "actors/cluster/cluster.hpp"
+
+#include <algorithm>
+#include <arpa/inet.h>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <netdb.h>
+#include <set>
+#include <sys/socket.h>
+#include <thread>
+#include <unistd.h>
+
+#include <caf/io/all.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "actors/dummy_driver_actor.hpp"
+#include "actors/cluster/cluster_impl.hpp"
+#include "runtime/error.hpp"
+#include "runtime/version.hpp"
+#include "transport/dialer.hpp"
+
+namespace cafex {
+
+namespace {
+
+} // namespace
+
+caf::error parse_host_port(const std::string& text, const std::string& what, std::string& host,
+                           uint16_t& port) {
+  auto colon = text.rfind(':');
+  auto bad = [&] {
+    return make_error(errc::invalid_argument, what + " expects HOST:PORT (e.g. 10.0.0.2:7100), got '"
+                                                + text + "'");
+  };
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
+    return bad();
+  host = text.substr(0, colon);
+  char* end = nullptr;
+  long p = std::strtol(text.c_str() + colon + 1, &end, 10);
+  if (*end != '\0' || p < 1 || p > 65535)
+    return bad();
+  port = static_cast<uint16_t>(p);
+  return caf::none;
+}
+
+caf::error load_cluster_config(const std::string& path, cluster_options& into) {
+  std::ifstream in(path);
+  if (!in)
+    return make_error(errc::invalid_config, "cannot read cluster config " + path);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    return make_error(errc::invalid_config, "cluster config " + path + " is not JSON: "
+                                              + e.what());
+  }
+  auto bad = [&](const std::string& why) {
+    return make_error(errc::invalid_config, "cluster config " + path + ": " + why);
+  };
+  if (!j.is_object() || !j.contains("nodes") || !j["nodes"].is_array() || j["nodes"].empty())
+    return bad("needs \"nodes\": a non-empty list of \"HOST:PORT\" node agent addresses");
+  std::vector<std::string> nodes;
+  for (const auto& n : j["nodes"]) {
+    std::string addr;
+    if (n.is_string())
+      addr = n.get<std::string>();
+    else if (n.is_object() && n.contains("address") && n["address"].is_string())
+      addr = n["address"].get<std::string>();
+    else
+      return bad("each node must be \"HOST:PORT\" or {\"address\": \"HOST:PORT\"}, got "
+                 + n.dump());
+    std::string h;
+    uint16_t p = 0;
+    if (auto err = parse_host_port(addr, "a node address", h, p))
+      return bad(describe(err));
+    nodes.push_back(addr);
+  }
+  if (into.nodes.empty())
+    into.nodes = nodes;
+  auto str = [&](const char* key, std::string& out) -> caf::error {
+    if (!j.contains(key))
+      return caf::none;
+    if (!j[key].is_string())
+      return bad(std::string("\"") + key + "\" must be a string");
+    if (out.empty())
+      out = j[key].get<std::string>();
+    return caf::none;
+  };
+  std::string token_file;
+  for (auto [key, out] : {std::pair<const char*, std::string*>{"driver_ip", &into.host_ip},
+                          {"token_file", &token_file},
+                          {"tls_cert", &into.security.tls_cert},
+                          {"tls_key", &into.security.tls_key},
+                          {"tls_ca", &into.security.tls_ca}})
+    if (auto err = str(key, *out))
+      return err;
+  if (!token_file.empty() && into.security.token.empty()) {
+    auto tok = read_token_file(token_file);
+    if (!tok)
+      return tok.error();
+    into.security.token = *tok;
+  }
+  return caf::none;
+}
+
+caf::expected<std::string> local_ip_facing(const std::string& peer_ip) {
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_DGRAM;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(peer_ip.c_str(), "9", &hints, &res) != 0 || res == nullptr)
+    return make_error(errc::invalid_argument, "cannot resolve " + peer_ip
+                                                + " to find the driver's address; pass --host-ip");
+  int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in local{};
+  socklen_t len = sizeof(local);
+  bool ok = fd >= 0 && ::connect(fd, res->ai_addr, res->ai_addrlen) == 0
+            && ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0;
+  freeaddrinfo(res);
+  if (fd >= 0)
+    ::close(fd);
+  if (!ok)
+    return make_error(errc::invalid_argument, "no route to " + peer_ip
+                                                + " to find the driver's address; pass --host-ip");
+  char buf[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &local.sin_addr, buf, sizeof(buf));
+  return std::string(buf);
+}
+
+
+caf::expected<caf::strong_actor_ptr>
+cluster::impl::caf_connect(const std::string& host, uint16_t port, uint16_t target,
+                           const std::string& what, std::chrono::milliseconds timeout) {
+  std::string h = host;
+  uint16_t p = port;
+  if (opts.security.enabled()) {
+    auto r = dial->route(host, port, target);
+    if (!r)
+      return r.error();
+    h = "127.0.0.1";
+    p = *r;
+  } else if (target != 0) {
+    p = target;
+  }
+  // Through the middleman actor rather than middleman::remote_actor, so that the
+  // request has a deadline even against a peer that accepts and then says nothing.
+  auto mm = sys.middleman().actor_handle();
+  caf::scoped_actor self{sys};
+  caf::expected<caf::strong_actor_ptr> out{caf::error{}};
+  self->request(mm, timeout, caf::connect_atom::value, h, p)
+    .receive(
+      [&](caf::node_id&, caf::strong_actor_ptr& ptr, std::set<std::string>&) {
+        if (ptr)
+          out = std::move(ptr);
+        else
+          out = make_error(errc::node_lost, what + " publishes nothing at that port");
+      },
+      [&](caf::error& e) {
+        out = make_error(errc::node_lost,
+                         what + ": " + (e == caf::sec::request_timeout
+                                          ? "no CAF handshake within "
+                                              + std::to_string(timeout.count()) + " ms"
+                                          : sys.render(e))
+                           + (opts.security.enabled()
+                                ? ""
+                                : "; if the agent requires a token or TLS, pass --token-file "
+                                  "or --tls-* as it does"));
+      });
+  return out;
+}
+
+caf::error cluster::impl::connect_one(const std::string& address,
+                                      cluster_clock::time_point deadline) {
+  node n;
+  n.address = address;
+  if (auto err = parse_host_port(address, "--nodes", n.host, n.port))
+    return err;
+  auto budget = std::min(opts.connect_timeout, time_left(deadline));
+  if (auto err = dial->probe(n.host, n.port, 0, budget))
+    return err;
+  auto what = "node agent at " + address;
+  auto ptr = caf_connect(n.host, n.port, 0, what, budget);
+  if (!ptr)
+    return ptr.error();
+  n.agent = caf::actor_cast<node_agent_actor>(std::move(*ptr));
+  // Both sides check: the agent refuses a driver of another version, and we refuse it.
+  auto ver = ask<std::string>(n.agent, budget, version_atom::value, std::string(version()));
+  if (!ver)
+    return code_of(ver.error()) == errc::version_mismatch
+             ? ver.error()
+             : make_error(errc::node_lost, what + " did not tell its version: "
+                                             + describe(ver.error())
+                                             + "; is it a cafex node agent?");
+  if (*ver != version())
+    return make_error(errc::version_mismatch, what + " runs cafex " + *ver
+                                                + " but this driver runs cafex " + version()
+                                                + "; run one cafex version on every node");
+  auto info = ask<node_info>(n.agent, budget, info_atom::value);
+  if (!info)
+    return make_error(errc::node_lost, what + " did not describe itself: "
+                                         + describe(info.error()));
+  n.info = std::move(*info);
+  spdlog::info("node {} at {}: ip {}, {} {} device(s)", n.info.node_id, address, n.info.ip,
+               n.info.device_ids.size(), n.info.resource_name);
+  nodes.push_back(std::move(n));
+  return caf::none;
+}
+
+caf::error cluster::impl::check_nodes() {
+  std::map<std::string, const node*> by_id, by_ip;
+  for (const auto& n : nodes) {
+    auto [i, fresh] = by_id.emplace(n.info.node_id, &n);
+    if (!fresh)
+      return make_error(errc::invalid_config, "node agent " + n.info.node_id + " is listed twice ("
+                                                + i->second->address + " and " + n.address
+                                                + "); list each agent once");
+    auto [j, fresh_ip] = by_ip.emplace(n.info.ip, &n);
+    if (!fresh_ip)
+      return make_error(errc::invalid_config,
+                        "Every node should have a unique IP address: nodes "
+                          + j->second->info.node_id + " and " + n.info.node_id
+                          + " both report IP " + n.info.ip
+                          + "; give each agent its own address (cafex node --host-ip)");
+  }
+  if (driver_ip.empty()) {
+    auto ip = local_ip_facing(nodes.front().info.ip);
+    if (!ip)
+      return ip.error();
+    driver_ip = *ip;
+  }
+  if (by_ip.count(driver_ip) == 0) {
+    std::string list;
+    for (const auto& n : nodes)
+      list += (list.empty() ? "" : ", ") + n.info.node_id.substr(0, 8) + "@" + n.info.ip;
+    return make_error(errc::placement_failed,
+                      "the driver's IP " + driver_ip + " is not the IP of any node agent ("
+                        + list + "), but the driver's node must hold a bundle; start "
+                          "`cafex node` on this host too, or pass the right --host-ip");
+  }
+  return caf::none;
+}
+
+caf::error cluster::connect(std::chrono::steady_clock::time_point deadline) {
+  auto& d = *impl_;
+  if (d.opts.nodes.empty())
+    return make_error(errc::invalid_argument, "no node agents given; pass --nodes HOST:PORT,...");
+  if (auto err = check_tls_files(d.opts.security))
+    return err;
+  auto dial = dialer::start(d.opts.security);
+  if (!dial)
+    return dial.error();
+  d.dial = std::move(*dial);
+  d.driver_ip = d.opts.host_ip;
+  for (const auto& address : d.opts.nodes)
+    if (auto err = d.connect_one(address, deadline))
+      return err;
+  return d.check_nodes();
+}
+
+caf::error cluster::add_local(node_agent_actor agent, std::string driver_ip) {
+  auto& d = *impl_;
+  impl::node n;
+  n.agent = std::move(agent);
+  n.local = true;
+  auto info = d.ask<node_info>(n.agent, std::chrono::seconds(10), info_atom::value);
+  if (!info)
+    return info.error();
+  n.info = std::move(*info);
+  d.nodes.push_back(std::move(n));
+  d.driver_ip = std::move(driver_ip);
+  return caf::none;
+}
+
+cluster::cluster(caf::actor_system& sys, cluster_options opts)
+  : impl_(std::make_unique<impl>(sys, std::move(opts))) {
+  impl_->dummy = sys.spawn(dummy_driver_impl, impl_->opts.connect_timeout);
+}
+
+cluster::~cluster() {
+  shutdown();
+}
+
+const std::string& cluster::driver_ip() const {
+  return impl_->driver_ip;
+}
+
+node_agent_actor cluster::agent_of(const std::string& node_id) const {
+  for (const auto& n : impl_->nodes)
+    if (n.info.node_id == node_id)
+      return n.agent;
+  return node_agent_actor{};
+}
+
+void cluster::shutdown() {
+  auto& d = *impl_;
+  if (d.stopped)
+    return;
+  d.stopped = true;
+  caf::scoped_actor self{d.sys};
+  // Waits (bounded by each agent's kill grace) until every worker process is reaped.
+  self->request(d.dummy, std::chrono::seconds(15), kill_atom::value)
+    .receive([](int32_t) {}, [](caf::error&) {});
+  d.release_all();
+  self->send_exit(d.dummy, caf::exit_reason::user_shutdown);
+  if (d.dial)
+    d.dial->stop();
+}
+
+} // namespace cafex

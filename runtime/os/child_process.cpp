@@ -1,0 +1,168 @@
+#include "runtime/os/child_process.hpp"
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+#include "runtime/error.hpp"
+
+extern char** environ;
+
+namespace cafex {
+
+std::string self_executable() {
+  char buf[4096];
+  auto n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0)
+    return "cafex";
+  buf[n] = '\0';
+  return buf;
+}
+
+std::string exit_status::describe() const {
+  if (!signaled)
+    return "exit code " + std::to_string(code);
+  return "signal " + std::to_string(code) + " (" + strsignal(code) + ")";
+}
+
+child_process::child_process(child_process&& other) noexcept
+  : pid_(other.pid_), status_(other.status_) {
+  other.pid_ = -1;
+}
+
+child_process& child_process::operator=(child_process&& other) noexcept {
+  if (this != &other) {
+    if (running())
+      terminate();
+    pid_ = other.pid_;
+    status_ = other.status_;
+    other.pid_ = -1;
+  }
+  return *this;
+}
+
+child_process::~child_process() {
+  if (running())
+    terminate();
+}
+
+caf::expected<child_process> child_process::spawn(
+  const std::vector<std::string>& argv, const std::map<std::string, std::string>& extra_env) {
+  if (argv.empty())
+    return make_error(errc::invalid_argument, "cannot spawn a process without a program");
+  // Everything the child touches is built before fork: only async-signal-safe calls
+  // may run between fork and exec in a multi-threaded parent.
+  std::vector<std::string> env_store;
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string kv = *e;
+    auto name = kv.substr(0, kv.find('='));
+    if (extra_env.count(name) == 0)
+      env_store.push_back(std::move(kv));
+  }
+  for (const auto& [k, v] : extra_env)
+    env_store.push_back(k + "=" + v);
+  std::vector<char*> cargv;
+  for (const auto& a : argv)
+    cargv.push_back(const_cast<char*>(a.c_str()));
+  cargv.push_back(nullptr);
+  std::vector<char*> cenv;
+  for (const auto& e : env_store)
+    cenv.push_back(const_cast<char*>(e.c_str()));
+  cenv.push_back(nullptr);
+  // A pipe with O_CLOEXEC tells the parent whether exec succeeded.
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0)
+    return make_error(errc::spawn_failed, std::string("pipe2 failed: ") + strerror(errno));
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) {
+    int err = errno;
+    close(fds[0]);
+    close(fds[1]);
+    return make_error(errc::spawn_failed, std::string("fork failed: ") + strerror(err));
+  }
+  if (pid == 0) {
+    close(fds[0]);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+      _exit(127);
+    // Unblock every signal: CAF or the host may have masked some in this thread.
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    execve(cargv[0], cargv.data(), cenv.data());
+    int err = errno;
+    ssize_t ignored = write(fds[1], &err, sizeof(err));
+    (void) ignored;
+    _exit(127);
+  }
+  close(fds[1]);
+  int exec_errno = 0;
+  ssize_t n;
+  do {
+    n = read(fds[0], &exec_errno, sizeof(exec_errno));
+  } while (n < 0 && errno == EINTR);
+  close(fds[0]);
+  child_process child;
+  child.pid_ = pid;
+  if (n > 0) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    child.pid_ = -1;
+    return make_error(errc::spawn_failed, "cannot execute '" + argv[0]
+                                            + "': " + strerror(exec_errno)
+                                            + "; check the worker program path");
+  }
+  return child;
+}
+
+std::optional<exit_status> child_process::try_wait() {
+  if (status_ || pid_ <= 0)
+    return status_;
+  int status = 0;
+  pid_t r = waitpid(pid_, &status, WNOHANG);
+  if (r == pid_) {
+    exit_status st;
+    if (WIFSIGNALED(status)) {
+      st.signaled = true;
+      st.code = WTERMSIG(status);
+    } else {
+      st.code = WEXITSTATUS(status);
+    }
+    status_ = st;
+  } else if (r < 0 && errno == ECHILD) {
+    status_ = exit_status{false, -1};
+  }
+  return status_;
+}
+
+void child_process::signal(int sig) {
+  if (running())
+    ::kill(pid_, sig);
+}
+
+exit_status child_process::terminate(std::chrono::milliseconds grace) {
+  if (auto st = try_wait())
+    return *st;
+  ::kill(pid_, SIGTERM);
+  ::kill(pid_, SIGCONT); // a stopped child must run to handle SIGTERM
+  auto deadline = std::chrono::steady_clock::now() + grace;
+  // Polling waitpid is the portable way to wait with a deadline for one child.
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (auto st = try_wait())
+      return *st;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  ::kill(pid_, SIGKILL);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  status_ = exit_status{true, SIGKILL};
+  return *status_;
+}
+
+} // namespace cafex

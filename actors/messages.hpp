@@ -8,6 +8,8 @@
 
 #include <caf/meta/type_name.hpp>
 
+#include "runtime/plan/resource_ledger.hpp"  // bundle_claim
+
 namespace cafex {
 
 /// What a node agent tells about itself.
@@ -25,18 +27,6 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, node_info& x) {
   return f(caf::meta::type_name("cafex::node_info"), x.node_id, x.ip, x.device_ids,
            x.device_kind, x.version, x.resource_name, x.free_units);
-}
-
-/// One bundle of a placement group as a node agent reserves it: a share of one device.
-struct bundle_claim {
-  int32_t bundle_index = 0;
-  int32_t device_id = 0;
-  int64_t units = 10000;  ///< 10000 = one whole device (fixed point, as Ray does)
-};
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, bundle_claim& x) {
-  return f(caf::meta::type_name("cafex::bundle_claim"), x.bundle_index, x.device_id, x.units);
 }
 
 /// A driver asks a node agent to start one worker process for one bundle.

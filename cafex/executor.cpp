@@ -369,9 +369,9 @@ executor_state executor::state() {
 executor_state summarize_health(const std::vector<worker_health>& workers) {
   bool degraded = false;
   for (const auto& w : workers) {
-    if (w.state == "dead")
+    if (w.state == health_state::dead)
       return executor_state::failed;
-    if (w.state != "healthy")
+    if (w.state != health_state::healthy)
       degraded = true;
   }
   return degraded ? executor_state::degraded : executor_state::ready;

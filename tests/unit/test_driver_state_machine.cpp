@@ -395,34 +395,3 @@ TEST_CASE("a rerank moves every per-rank field together") {
   CHECK(apply_rerank(st, {0, 1}));
   CHECK(st.ranks[0].node_id == "c");
 }
-
-TEST_CASE("health travels as a struct: state and cause survive CAF serialization") {
-  test_config cfg;
-  caf::actor_system sys{cfg};
-  worker_health in;
-  in.rank = 3;
-  in.node_id = "ab12";
-  in.state = health_state::restarting;
-  in.cause = still_running(true);
-  in.cause.link_unreachable = true;
-  in.detail = "unresponsive";
-  std::vector<char> buf;
-  caf::binary_serializer sink{sys, buf};
-  REQUIRE_FALSE(sink(in));
-  worker_health out;
-  caf::binary_deserializer source{sys, buf};
-  REQUIRE_FALSE(source(out));
-  CHECK(out.rank == 3);
-  CHECK(out.node_id == "ab12");
-  CHECK(out.state == health_state::restarting);
-  CHECK(out.cause.what == failure_cause::kind::unresponsive);
-  CHECK(out.cause.stopped);
-  CHECK(out.cause.link_unreachable);
-  CHECK(out.detail == "unresponsive");
-  // The names users read (cafex-serve's /health and /metrics).
-  CHECK(std::string(to_string(health_state::healthy)) == "healthy");
-  CHECK(std::string(to_string(health_state::unresponsive)) == "unresponsive");
-  CHECK(std::string(to_string(health_state::dead)) == "dead");
-  CHECK(std::string(to_string(health_state::restarting)) == "restarting");
-  CHECK(std::string(to_string(health_state::rebuilding)) == "rebuilding");
-}

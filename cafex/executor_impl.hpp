@@ -90,7 +90,8 @@ struct executor::impl {
   caf::error rerank_workers(clock::time_point deadline);
   caf::error update_environment(clock::time_point deadline);
   caf::error init_workers(clock::time_point deadline);
-  caf::error init_device_and_load_model(clock::time_point deadline);
+  caf::error init_devices(clock::time_point deadline);
+  caf::error load_models(clock::time_point deadline);
   caf::error configure_dataflow(clock::time_point deadline);
 
   // The restart policy (executor_recovery.cpp).

@@ -1,6 +1,6 @@
 // The seed's start-up lifecycle once the workers exist, one function per phase and in the
 // seed's order: node and GPU ids, the rank plan (environment policy, rendezvous store),
-// rerank, environment, init_worker, init_device and load_model, then the dataflow.
+// rerank, environment, init_worker, init_device, load_model, then the dataflow.
 #include <set>
 
 #include <spdlog/spdlog.h>
@@ -23,7 +23,9 @@ caf::error executor::impl::configure(clock::time_point deadline) {
     return err;
   if (auto err = init_workers(deadline))
     return err;
-  if (auto err = init_device_and_load_model(deadline))
+  if (auto err = init_devices(deadline))
+    return err;
+  if (auto err = load_models(deadline))
     return err;
   return configure_dataflow(deadline);
 }
@@ -126,9 +128,12 @@ caf::error executor::impl::init_workers(clock::time_point deadline) {
   return r ? caf::none : r.error();
 }
 
-caf::error executor::impl::init_device_and_load_model(clock::time_point deadline) {
-  if (auto r = rpc("init_device", "null", left(deadline)); !r)
-    return r.error();
+caf::error executor::impl::init_devices(clock::time_point deadline) {
+  auto r = rpc("init_device", "null", left(deadline));
+  return r ? caf::none : r.error();
+}
+
+caf::error executor::impl::load_models(clock::time_point deadline) {
   auto r = rpc("load_model", "null", left(deadline));
   return r ? caf::none : r.error();
 }

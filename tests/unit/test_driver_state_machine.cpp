@@ -277,6 +277,19 @@ TEST_CASE("a lost link reads unresponsive until its agent answers, then unreacha
   CHECK(node_suspect(h[1].cause));
 }
 
+TEST_CASE("an agent that knows nothing leaves the rank dead, its node not suspect") {
+  fixture f{2, false};
+  f.agent_does->answer = failure_cause{}; // unknown: the agent has no record of it
+  f.lose(1);
+  auto h = f.health();
+  CHECK(h[1].state == health_state::dead);
+  CHECK(h[1].cause.what == failure_cause::kind::unknown);
+  // The link ended by an exit, not remote_link_unreachable: the node is not suspect.
+  CHECK_FALSE(h[1].cause.link_unreachable);
+  CHECK_FALSE(node_suspect(h[1].cause));
+  CHECK_MESSAGE(has(h[1].detail, "connection lost"), h[1].detail);
+}
+
 TEST_CASE("restart policy: a rank lost during a recovery joins it; both come back") {
   fixture f{2, true};
   auto held = f.submit(1);

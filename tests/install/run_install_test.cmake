@@ -20,7 +20,7 @@ endfunction()
 
 step("cmake --install" ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${prefix})
 foreach(f include/cafex/cafex/executor.hpp include/cafex/cafex/asio.hpp
-          include/cafex/cafex/worker.hpp include/cafex/runtime/scheduler_output.hpp
+          include/cafex/cafex/worker.hpp include/cafex/runtime/dataflow/scheduler_output.hpp
           lib/libcafex.a lib/libcafex_runtime.a bin/cafex
           lib/cmake/cafex/cafexConfig.cmake lib/pkgconfig/cafex.pc)
   if(NOT EXISTS ${prefix}/${f})

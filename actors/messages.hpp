@@ -8,6 +8,7 @@
 
 #include <caf/meta/type_name.hpp>
 
+#include "runtime/health.hpp"                // worker_health travels in the driver protocol
 #include "runtime/plan/resource_ledger.hpp"  // bundle_claim
 
 namespace cafex {
@@ -44,23 +45,6 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, spawn_request& x) {
   return f(caf::meta::type_name("cafex::spawn_request"), x.created_rank, x.bundle_index,
            x.device_ids, x.log_level, x.register_timeout_ms, x.reservation, x.profiler);
-}
-
-/// One worker's health as the driver sees it.
-struct worker_health {
-  int32_t rank = 0;
-  std::string node_id;
-  /// "healthy"; "unresponsive" (no heartbeat, or its node unreachable); "dead" (the
-  /// process ended: detail names the signal or exit code); "restarting" (lost, being
-  /// replaced); "rebuilding" (alive, rebuilding its communicators during a recovery).
-  std::string state;
-  std::string detail;
-};
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, worker_health& x) {
-  return f(caf::meta::type_name("cafex::worker_health"), x.rank, x.node_id, x.state,
-           x.detail);
 }
 
 /// Options of one collective_rpc.

@@ -82,7 +82,17 @@ struct executor::impl {
   }
   caf::error start_embedded_agent();
   caf::error place_and_spawn(clock::time_point deadline);
+  /// The seed's lifecycle after the workers exist, one phase per function, in its order
+  /// (executor_lifecycle.cpp).
   caf::error configure(clock::time_point deadline);
+  caf::expected<std::vector<worker_report>> collect_reports(clock::time_point deadline);
+  caf::error plan_workers(const std::vector<worker_report>& reports);
+  caf::error rerank_workers(clock::time_point deadline);
+  caf::error update_environment(clock::time_point deadline);
+  caf::error init_workers(clock::time_point deadline);
+  caf::error init_devices(clock::time_point deadline);
+  caf::error load_models(clock::time_point deadline);
+  caf::error configure_dataflow(clock::time_point deadline);
 
   // The restart policy (executor_recovery.cpp).
   std::vector<int32_t> created_of;   ///< by rank: the created rank (its bundle)

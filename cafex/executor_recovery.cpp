@@ -8,15 +8,6 @@
 
 namespace cafex {
 
-namespace {
-
-/// A rank to replace: anything but a live one (healthy, or rebuilding its communicators).
-bool lost(const worker_health& h) {
-  return h.state != "healthy" && h.state != "rebuilding";
-}
-
-} // namespace
-
 void executor::impl::request_recovery(int32_t rank, std::string why) {
   {
     std::lock_guard<std::mutex> guard{recovery_mtx};
@@ -89,7 +80,7 @@ caf::error executor::impl::recover_once(const std::string& why) {
     health = std::move(*h);
     bool probing = false;
     for (const auto& w : health)
-      probing = probing || w.detail == "link dropped";
+      probing = probing || w.cause.what == failure_cause::kind::link_dropped;
     if (!probing || clock::now() >= settle)
       break;
     std::unique_lock<std::mutex> lock{recovery_mtx};
@@ -98,7 +89,8 @@ caf::error executor::impl::recover_once(const std::string& why) {
   }
   std::vector<int32_t> replaced;
   for (const auto& w : health) {
-    if (!lost(w))
+    // A rank to replace: anything but a live one (healthy, or rebuilding its communicators).
+    if (is_alive(w.state))
       continue;
     auto rank = w.rank;
     // A stopped or cut-off process still holds its device and its sockets: end it first,
@@ -106,8 +98,8 @@ caf::error executor::impl::recover_once(const std::string& why) {
     auto how = ask<std::string>(driver, left(deadline), kill_atom::value, rank);
     spdlog::info("rank {}: old worker {}", rank, how ? *how : describe(how.error()));
     auto created = rank < static_cast<int32_t>(created_of.size()) ? created_of[rank] : rank;
-    // "unreachable": the driver lost the node's agent too (or never heard how it ended).
-    bool suspect = w.detail.find("unreachable") != std::string::npos;
+    // The driver lost the node's agent too (or the link said the node is unreachable).
+    bool suspect = node_suspect(w.cause);
     auto fresh = nodes->respawn(created, rank, opts.log_level, deadline, suspect);
     if (!fresh)
       return fresh.error();

@@ -14,6 +14,7 @@
 #include "actors/node_agent_actor.hpp"
 #include "runtime/os/child_process.hpp"
 #include "actors/client_actor.hpp"
+#include "runtime/logging.hpp"
 #include "runtime/plan/env_policy.hpp"
 #include "runtime/version.hpp"
 #include "transport/channel.hpp"
@@ -51,7 +52,7 @@ caf::error executor::impl::start_up() {
   driver_options dopts;
   dopts.default_rpc_timeout = opts.rpc_timeout;
   dopts.step_timeout = opts.step_timeout;
-  dopts.max_concurrent_batches = max_concurrent();
+  dopts.max_concurrent_batches = cafex::max_concurrent_batches(opts);
   dopts.channel = to_string(resolve_channel_type(*channel, opts.device));
   dopts.kv_connector = opts.kv_connector;
   dopts.channel_timeout = opts.start_timeout;
@@ -63,7 +64,7 @@ caf::error executor::impl::start_up() {
     recovery_thread = std::thread([this] { recovery_loop(); });
   }
   driver = sys.spawn(driver_impl, dopts);
-  client = spawn_client(sys, driver, opts.step_timeout + std::chrono::seconds(5));
+  client = spawn_client(sys, driver, opts.step_timeout + defaults::driver_slack);
   if (auto err = place_and_spawn(deadline))
     return err;
   return configure(deadline);
@@ -108,7 +109,7 @@ caf::error executor::impl::place_and_spawn(clock::time_point deadline) {
   std::vector<std::string> node_ids;
   if (auto err = nodes->spawn(world, opts.log_level, deadline, workers, node_ids))
     return err;
-  auto ok = ask<bool>(driver, left(deadline), workers_atom::value, workers, node_ids,
+  auto ok = ask<bool>(driver, time_left(deadline), workers_atom::value, workers, node_ids,
                       int32_t{opts.parallel.tensor_parallel_size},
                       int32_t{opts.parallel.pipeline_parallel_size});
   if (!ok)
@@ -117,17 +118,17 @@ caf::error executor::impl::place_and_spawn(clock::time_point deadline) {
   std::vector<node_agent_actor> agents;
   for (const auto& id : node_ids)
     agents.push_back(nodes->agent_of(id));
-  auto told = ask<bool>(driver, left(deadline), agents_atom::value, agents);
+  auto told = ask<bool>(driver, time_left(deadline), agents_atom::value, agents);
   return told ? caf::none : told.error();
 }
 
 caf::error executor::impl::configure(clock::time_point deadline) {
   auto world = opts.parallel.world_size();
   // Node and device ids as each worker sees them, in created-rank order.
-  auto ips = rpc("get_node_ip", "null", left(deadline));
+  auto ips = rpc("get_node_ip", "null", time_left(deadline));
   if (!ips)
     return ips.error();
-  auto ids = rpc("get_node_and_gpu_ids", "null", left(deadline));
+  auto ids = rpc("get_node_and_gpu_ids", "null", time_left(deadline));
   if (!ids)
     return ids.error();
   std::vector<worker_report> reports;
@@ -169,23 +170,14 @@ caf::error executor::impl::configure(clock::time_point deadline) {
     rerank[std::to_string(created)] = adjusted;
     order[adjusted] = created;
   }
-  if (auto r = rpc("adjust_rank", rerank.dump(), left(deadline)); !r)
+  if (auto r = rpc("adjust_rank", rerank.dump(), time_left(deadline)); !r)
     return r.error();
-  if (auto r = ask<bool>(driver, left(deadline), rerank_atom::value, order); !r)
+  if (auto r = ask<bool>(driver, time_left(deadline), rerank_atom::value, order); !r)
     return r.error();
   created_of = order;
   envs = nlohmann::json::array();
   kwargs = nlohmann::json::array();
-  nlohmann::json model = {{"name", opts.model.name},
-                          {"seed", opts.model.seed},
-                          {"vocab_size", opts.model.vocab_size},
-                          {"hidden_size", opts.model.hidden_size},
-                          {"num_heads", opts.model.num_heads},
-                          {"num_layers", opts.model.num_layers},
-                          {"ffn_size", opts.model.ffn_size},
-                          {"ffn_blocks", opts.model.ffn_blocks},
-                          {"max_seq_len", opts.model.max_seq_len},
-                          {"return_hidden", opts.model.return_hidden}};
+  nlohmann::json model = opts.model;  // runtime/models/model_config.hpp
   for (const auto& w : plan.workers) {
     envs.push_back(w.env);
     kwargs.push_back({{"rank", w.rank},
@@ -195,16 +187,16 @@ caf::error executor::impl::configure(clock::time_point deadline) {
                       {"tensor_parallel_size", opts.parallel.tensor_parallel_size},
                       {"pipeline_parallel_size", opts.parallel.pipeline_parallel_size},
                       {"device", opts.device},
-                      {"init_timeout_ms", left(deadline).count()},
+                      {"init_timeout_ms", time_left(deadline).count()},
                       {"model", model}});
   }
-  if (auto r = rpc("update_environment_variables", envs.dump(), left(deadline)); !r)
+  if (auto r = rpc("update_environment_variables", envs.dump(), time_left(deadline)); !r)
     return r.error();
-  if (auto r = rpc("init_worker", kwargs.dump(), left(deadline)); !r)
+  if (auto r = rpc("init_worker", kwargs.dump(), time_left(deadline)); !r)
     return r.error();
-  if (auto r = rpc("init_device", "null", left(deadline)); !r)
+  if (auto r = rpc("init_device", "null", time_left(deadline)); !r)
     return r.error();
-  if (auto r = rpc("load_model", "null", left(deadline)); !r)
+  if (auto r = rpc("load_model", "null", time_left(deadline)); !r)
     return r.error();
   std::vector<std::string> rank_ips;
   for (const auto& w : plan.workers)
@@ -221,7 +213,7 @@ caf::error executor::impl::configure(clock::time_point deadline) {
     return make_error(errc::invalid_argument,
                       "--channel shm needs every worker on the driver's machine; use gloo or "
                       "auto across nodes");
-  if (auto r = ask<bool>(driver, left(deadline), dag_atom::value,
+  if (auto r = ask<bool>(driver, time_left(deadline), dag_atom::value,
                          plan.distributed_init_method, rank_ips, use_shm);
       !r)
     return r.error();
@@ -236,6 +228,10 @@ executor::executor(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 executor::~executor() = default;
 
 caf::expected<std::unique_ptr<executor>> executor::start(executor_options options) {
+  // Before anything logs: the level (also a check of it, before any worker gets it), and
+  // stderr or the host's sink. A cafex program that named its role (serve) keeps it.
+  if (auto err = init_logging(options.log_level, logging_role(), options.log_sink))
+    return err;
   auto p = std::make_unique<impl>(std::move(options));
   if (auto err = p->start_up()) {
     p->shutdown();
@@ -251,7 +247,9 @@ executor::collective_rpc(const std::string& method, const nlohmann::json& args,
     return make_error(errc::not_ready, "collective_rpc after shutdown");
   if (timeout.count() <= 0)
     timeout = impl_->opts.rpc_timeout;
-  auto r = impl_->rpc(method, args.dump(), timeout, unique_reply_rank);
+  rpc_options ro;
+  ro.unique_reply_rank = unique_reply_rank;
+  auto r = impl_->rpc(method, args.dump(), timeout, std::move(ro));
   if (!r)
     return r.error();
   std::vector<nlohmann::json> out;
@@ -316,20 +314,24 @@ void executor::submit(const scheduler_output& step, bool fail_fast,
 }
 
 size_t executor::max_concurrent_batches() const {
-  return impl_->max_concurrent();
+  return cafex::max_concurrent_batches(impl_->opts);
+}
+
+size_t max_concurrent_batches(const executor_options& opts) {
+  return opts.async_scheduling ? 2 : static_cast<size_t>(opts.parallel.pipeline_parallel_size);
 }
 
 caf::error executor::teardown_dataflow() {
   if (impl_->stopped)
     return make_error(errc::not_ready, "teardown after shutdown");
-  auto r = impl_->ask<bool>(impl_->driver, std::chrono::seconds(15), teardown_atom::value);
+  auto r = impl_->ask<bool>(impl_->driver, defaults::teardown_timeout, teardown_atom::value);
   return r ? caf::none : r.error();
 }
 
 caf::expected<nlohmann::json> executor::dataflow_stats() {
   if (impl_->stopped)
     return make_error(errc::not_ready, "dataflow_stats after shutdown");
-  auto r = impl_->ask<std::string>(impl_->driver, std::chrono::seconds(10), stats_atom::value);
+  auto r = impl_->ask<std::string>(impl_->driver, defaults::driver_query_timeout, stats_atom::value);
   if (!r)
     return r.error();
   return nlohmann::json::parse(*r);
@@ -391,7 +393,7 @@ const char* to_string(executor_state s) {
 caf::expected<std::vector<worker_health>> executor::check_health() {
   if (impl_->stopped)
     return make_error(errc::not_ready, "check_health after shutdown");
-  return impl_->ask<std::vector<worker_health>>(impl_->driver, std::chrono::seconds(10),
+  return impl_->ask<std::vector<worker_health>>(impl_->driver, defaults::driver_query_timeout,
                                                 health_atom::value);
 }
 

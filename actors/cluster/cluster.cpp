@@ -19,6 +19,7 @@
 #include "actors/cluster/cluster_impl.hpp"
 #include "runtime/defaults.hpp"
 #include "runtime/error.hpp"
+#include "runtime/plan/rank_plan.hpp"
 #include "runtime/version.hpp"
 #include "transport/dialer.hpp"
 
@@ -210,21 +211,22 @@ caf::error cluster::impl::connect_one(const std::string& address,
 }
 
 caf::error cluster::impl::check_nodes() {
-  std::map<std::string, const node*> by_id, by_ip;
+  std::map<std::string, const node*> by_id;
+  std::map<std::string, const node*> by_ip;
+  std::vector<std::string> node_ids;
+  std::set<std::string> ips;
   for (const auto& n : nodes) {
     auto [i, fresh] = by_id.emplace(n.info.node_id, &n);
     if (!fresh)
       return make_error(errc::invalid_config, "node agent " + n.info.node_id + " is listed twice ("
                                                 + i->second->address + " and " + n.address
                                                 + "); list each agent once");
-    auto [j, fresh_ip] = by_ip.emplace(n.info.ip, &n);
-    if (!fresh_ip)
-      return make_error(errc::invalid_config,
-                        "Every node should have a unique IP address: nodes "
-                          + j->second->info.node_id + " and " + n.info.node_id
-                          + " both report IP " + n.info.ip
-                          + "; give each agent its own address (cafex node --host-ip)");
+    by_ip.emplace(n.info.ip, &n);
+    node_ids.push_back(n.info.node_id);
+    ips.insert(n.info.ip);
   }
+  if (auto err = check_unique_ips(node_ids, ips))
+    return err;
   if (driver_ip.empty()) {
     auto ip = local_ip_facing(nodes.front().info.ip);
     if (!ip)

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "runtime/defaults.hpp"
 #include "runtime/error.hpp"
 
 namespace cafex {
@@ -78,7 +79,7 @@ void compile(driver_ptr self) {
   auto world = st.tp * st.pp;
   auto remaining = std::make_shared<int>(world);
   auto failed = std::make_shared<bool>(false);
-  auto deadline = st.opts.channel_timeout + std::chrono::seconds(5);
+  auto deadline = st.opts.channel_timeout + defaults::compile_slack;
   st.shm.reset();
   if (st.use_shm) {
     auto path = driver_shm_path::create(shm_prefix_for(gen), st.tp, st.pp,
@@ -256,7 +257,7 @@ caf::result<bool> teardown_dataflow(driver_ptr self) {
     return rp;
   }
   for (auto& slot : st.ranks)
-    self->request(slot.worker, std::chrono::seconds(10), teardown_atom::value)
+    self->request(slot.worker, defaults::worker_teardown_timeout, teardown_atom::value)
       .then(
         [rp, remaining](bool) mutable {
           if (--*remaining == 0)

@@ -124,7 +124,7 @@ void begin_recovery(driver_ptr self, int rank, const std::string& reason) {
   st.shm.reset();
   for (const auto& slot : st.ranks)
     if (!slot.gone)
-      self->request(slot.worker, defaults::teardown_timeout, teardown_atom::value)
+      self->request(slot.worker, defaults::worker_teardown_timeout, teardown_atom::value)
         .then([](bool) {}, [](caf::error&) {});
   spdlog::warn("recovering: {}", reason);
   st.opts.on_recover(rank, reason);

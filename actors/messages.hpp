@@ -8,6 +8,7 @@
 
 #include <caf/meta/type_name.hpp>
 
+#include "runtime/defaults.hpp"
 #include "runtime/health.hpp"                // worker_health travels in the driver protocol
 #include "runtime/plan/resource_ledger.hpp"  // bundle_claim
 
@@ -36,7 +37,7 @@ struct spawn_request {
   int32_t bundle_index = 0;
   std::vector<int> device_ids;   ///< the bundle's GPU(s) on that node
   std::string log_level = "info";
-  int64_t register_timeout_ms = 30000;
+  int64_t register_timeout_ms = defaults::worker_register_timeout.count();
   uint64_t reservation = 0;      ///< the reservation holding the bundle (0: none, embedded)
   std::string profiler;          ///< "" or "nsys" (the seed's ray_workers_use_nsight)
 };

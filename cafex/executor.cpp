@@ -14,6 +14,7 @@
 #include "actors/node_agent_actor.hpp"
 #include "runtime/os/child_process.hpp"
 #include "actors/client_actor.hpp"
+#include "runtime/logging.hpp"
 #include "runtime/version.hpp"
 #include "transport/channel.hpp"
 #include "transport/rendezvous_server.hpp"
@@ -50,7 +51,7 @@ caf::error executor::impl::start_up() {
   driver_options dopts;
   dopts.default_rpc_timeout = opts.rpc_timeout;
   dopts.step_timeout = opts.step_timeout;
-  dopts.max_concurrent_batches = max_concurrent();
+  dopts.max_concurrent_batches = cafex::max_concurrent_batches(opts);
   dopts.channel = to_string(resolve_channel_type(*channel, opts.device));
   dopts.kv_connector = opts.kv_connector;
   dopts.channel_timeout = opts.start_timeout;
@@ -62,7 +63,7 @@ caf::error executor::impl::start_up() {
     recovery_thread = std::thread([this] { recovery_loop(); });
   }
   driver = sys.spawn(driver_impl, dopts);
-  client = spawn_client(sys, driver, opts.step_timeout + std::chrono::seconds(5));
+  client = spawn_client(sys, driver, opts.step_timeout + defaults::driver_slack);
   if (auto err = place_and_spawn(deadline))
     return err;
   return configure(deadline);
@@ -107,7 +108,7 @@ caf::error executor::impl::place_and_spawn(clock::time_point deadline) {
   std::vector<std::string> node_ids;
   if (auto err = nodes->spawn(world, opts.log_level, deadline, workers, node_ids))
     return err;
-  auto ok = ask<bool>(driver, left(deadline), workers_atom::value, workers, node_ids,
+  auto ok = ask<bool>(driver, time_left(deadline), workers_atom::value, workers, node_ids,
                       int32_t{opts.parallel.tensor_parallel_size},
                       int32_t{opts.parallel.pipeline_parallel_size});
   if (!ok)
@@ -116,7 +117,7 @@ caf::error executor::impl::place_and_spawn(clock::time_point deadline) {
   std::vector<node_agent_actor> agents;
   for (const auto& id : node_ids)
     agents.push_back(nodes->agent_of(id));
-  auto told = ask<bool>(driver, left(deadline), agents_atom::value, agents);
+  auto told = ask<bool>(driver, time_left(deadline), agents_atom::value, agents);
   return told ? caf::none : told.error();
 }
 
@@ -125,6 +126,10 @@ executor::executor(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 executor::~executor() = default;
 
 caf::expected<std::unique_ptr<executor>> executor::start(executor_options options) {
+  // Before anything logs: the level (also a check of it, before any worker gets it), and
+  // stderr or the host's sink. A cafex program that named its role (serve) keeps it.
+  if (auto err = init_logging(options.log_level, logging_role(), options.log_sink))
+    return err;
   auto p = std::make_unique<impl>(std::move(options));
   if (auto err = p->start_up()) {
     p->shutdown();
@@ -140,7 +145,9 @@ executor::collective_rpc(const std::string& method, const nlohmann::json& args,
     return make_error(errc::not_ready, "collective_rpc after shutdown");
   if (timeout.count() <= 0)
     timeout = impl_->opts.rpc_timeout;
-  auto r = impl_->rpc(method, args.dump(), timeout, unique_reply_rank);
+  rpc_options ro;
+  ro.unique_reply_rank = unique_reply_rank;
+  auto r = impl_->rpc(method, args.dump(), timeout, std::move(ro));
   if (!r)
     return r.error();
   std::vector<nlohmann::json> out;
@@ -205,20 +212,24 @@ void executor::submit(const scheduler_output& step, bool fail_fast,
 }
 
 size_t executor::max_concurrent_batches() const {
-  return impl_->max_concurrent();
+  return cafex::max_concurrent_batches(impl_->opts);
+}
+
+size_t max_concurrent_batches(const executor_options& opts) {
+  return opts.async_scheduling ? 2 : static_cast<size_t>(opts.parallel.pipeline_parallel_size);
 }
 
 caf::error executor::teardown_dataflow() {
   if (impl_->stopped)
     return make_error(errc::not_ready, "teardown after shutdown");
-  auto r = impl_->ask<bool>(impl_->driver, std::chrono::seconds(15), teardown_atom::value);
+  auto r = impl_->ask<bool>(impl_->driver, defaults::teardown_timeout, teardown_atom::value);
   return r ? caf::none : r.error();
 }
 
 caf::expected<nlohmann::json> executor::dataflow_stats() {
   if (impl_->stopped)
     return make_error(errc::not_ready, "dataflow_stats after shutdown");
-  auto r = impl_->ask<std::string>(impl_->driver, std::chrono::seconds(10), stats_atom::value);
+  auto r = impl_->ask<std::string>(impl_->driver, defaults::driver_query_timeout, stats_atom::value);
   if (!r)
     return r.error();
   return nlohmann::json::parse(*r);
@@ -280,7 +291,7 @@ const char* to_string(executor_state s) {
 caf::expected<std::vector<worker_health>> executor::check_health() {
   if (impl_->stopped)
     return make_error(errc::not_ready, "check_health after shutdown");
-  return impl_->ask<std::vector<worker_health>>(impl_->driver, std::chrono::seconds(10),
+  return impl_->ask<std::vector<worker_health>>(impl_->driver, defaults::driver_query_timeout,
                                                 health_atom::value);
 }
 

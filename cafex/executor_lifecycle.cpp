@@ -33,10 +33,10 @@ caf::error executor::impl::configure(clock::time_point deadline) {
 caf::expected<std::vector<worker_report>>
 executor::impl::collect_reports(clock::time_point deadline) {
   // Node and device ids as each worker sees them, in created-rank order.
-  auto ips = rpc("get_node_ip", "null", left(deadline));
+  auto ips = rpc("get_node_ip", "null", time_left(deadline));
   if (!ips)
     return ips.error();
-  auto ids = rpc("get_node_and_gpu_ids", "null", left(deadline));
+  auto ids = rpc("get_node_and_gpu_ids", "null", time_left(deadline));
   if (!ids)
     return ids.error();
   std::vector<worker_report> reports;
@@ -86,9 +86,9 @@ caf::error executor::impl::rerank_workers(clock::time_point deadline) {
     rerank[std::to_string(created)] = adjusted;
     order[adjusted] = created;
   }
-  if (auto r = rpc("adjust_rank", rerank.dump(), left(deadline)); !r)
+  if (auto r = rpc("adjust_rank", rerank.dump(), time_left(deadline)); !r)
     return r.error();
-  if (auto r = ask<bool>(driver, left(deadline), rerank_atom::value, order); !r)
+  if (auto r = ask<bool>(driver, time_left(deadline), rerank_atom::value, order); !r)
     return r.error();
   created_of = order;
   return caf::none;
@@ -98,22 +98,13 @@ caf::error executor::impl::update_environment(clock::time_point deadline) {
   envs = nlohmann::json::array();
   for (const auto& w : plan.workers)
     envs.push_back(w.env);
-  auto r = rpc("update_environment_variables", envs.dump(), left(deadline));
+  auto r = rpc("update_environment_variables", envs.dump(), time_left(deadline));
   return r ? caf::none : r.error();
 }
 
 caf::error executor::impl::init_workers(clock::time_point deadline) {
   kwargs = nlohmann::json::array();
-  nlohmann::json model = {{"name", opts.model.name},
-                          {"seed", opts.model.seed},
-                          {"vocab_size", opts.model.vocab_size},
-                          {"hidden_size", opts.model.hidden_size},
-                          {"num_heads", opts.model.num_heads},
-                          {"num_layers", opts.model.num_layers},
-                          {"ffn_size", opts.model.ffn_size},
-                          {"ffn_blocks", opts.model.ffn_blocks},
-                          {"max_seq_len", opts.model.max_seq_len},
-                          {"return_hidden", opts.model.return_hidden}};
+  nlohmann::json model = opts.model;  // runtime/models/model_config.hpp
   for (const auto& w : plan.workers)
     kwargs.push_back({{"rank", w.rank},
                       {"local_rank", w.local_rank},
@@ -122,19 +113,19 @@ caf::error executor::impl::init_workers(clock::time_point deadline) {
                       {"tensor_parallel_size", opts.parallel.tensor_parallel_size},
                       {"pipeline_parallel_size", opts.parallel.pipeline_parallel_size},
                       {"device", opts.device},
-                      {"init_timeout_ms", left(deadline).count()},
+                      {"init_timeout_ms", time_left(deadline).count()},
                       {"model", model}});
-  auto r = rpc("init_worker", kwargs.dump(), left(deadline));
+  auto r = rpc("init_worker", kwargs.dump(), time_left(deadline));
   return r ? caf::none : r.error();
 }
 
 caf::error executor::impl::init_devices(clock::time_point deadline) {
-  auto r = rpc("init_device", "null", left(deadline));
+  auto r = rpc("init_device", "null", time_left(deadline));
   return r ? caf::none : r.error();
 }
 
 caf::error executor::impl::load_models(clock::time_point deadline) {
-  auto r = rpc("load_model", "null", left(deadline));
+  auto r = rpc("load_model", "null", time_left(deadline));
   return r ? caf::none : r.error();
 }
 
@@ -156,7 +147,7 @@ caf::error executor::impl::configure_dataflow(clock::time_point deadline) {
     return make_error(errc::invalid_argument,
                       "--channel shm needs every worker on the driver's machine; use gloo or "
                       "auto across nodes");
-  if (auto r = ask<bool>(driver, left(deadline), dag_atom::value,
+  if (auto r = ask<bool>(driver, time_left(deadline), dag_atom::value,
                          plan.distributed_init_method, rank_ips, use_shm);
       !r)
     return r.error();

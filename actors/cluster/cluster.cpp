@@ -17,6 +17,7 @@
 
 #include "actors/dummy_driver_actor.hpp"
 #include "actors/cluster/cluster_impl.hpp"
+#include "runtime/defaults.hpp"
 #include "runtime/error.hpp"
 #include "runtime/plan/rank_plan.hpp"
 #include "runtime/version.hpp"
@@ -266,7 +267,7 @@ caf::error cluster::add_local(node_agent_actor agent, std::string driver_ip) {
   impl::node n;
   n.agent = std::move(agent);
   n.local = true;
-  auto info = d.ask<node_info>(n.agent, std::chrono::seconds(10), info_atom::value);
+  auto info = d.ask<node_info>(n.agent, defaults::local_agent_timeout, info_atom::value);
   if (!info)
     return info.error();
   n.info = std::move(*info);
@@ -302,7 +303,7 @@ void cluster::shutdown() {
   d.stopped = true;
   caf::scoped_actor self{d.sys};
   // Waits (bounded by each agent's kill grace) until every worker process is reaped.
-  self->request(d.dummy, std::chrono::seconds(15), kill_atom::value)
+  self->request(d.dummy, defaults::kill_workers_timeout, kill_atom::value)
     .receive([](int32_t) {}, [](caf::error&) {});
   d.release_all();
   self->send_exit(d.dummy, caf::exit_reason::user_shutdown);

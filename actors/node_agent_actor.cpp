@@ -1,5 +1,7 @@
 #include "actors/node_agent_actor.hpp"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <csignal>
 #include <fstream>
 #include <optional>
@@ -18,12 +20,6 @@ namespace {
 
 using state_ptr = node_agent_actor::stateful_pointer<node_agent_state>;
 
-std::string join_ints(const std::vector<int>& xs) {
-  std::string out;
-  for (auto x : xs)
-    out += (out.empty() ? "" : ",") + std::to_string(x);
-  return out;
-}
 
 void schedule_reap(state_ptr self) {
   auto& st = self->state;
@@ -164,13 +160,6 @@ std::string make_node_id() {
   return buf;
 }
 
-static std::string join_strings(const std::vector<std::string>& xs) {
-  std::string out;
-  for (const auto& x : xs)
-    out += (out.empty() ? "" : ",") + x;
-  return out;
-}
-
 node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_options opts) {
   self->state.opts = std::move(opts);
   self->state.ledger = resource_ledger(self->state.opts.info.device_ids);
@@ -266,7 +255,7 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
                                     "--node-ip",
                                     st.opts.info.ip,
                                     "--devices",
-                                    join_ints(req.device_ids),
+                                    fmt::format("{}", fmt::join(req.device_ids, ",")),
                                     "--log-level",
                                     req.log_level};
       if (!st.opts.worker_publish_host.empty()) {
@@ -275,7 +264,7 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
       }
       if (!st.opts.env_allow.empty()) {
         argv.push_back("--env-allow");
-        argv.push_back(join_strings(st.opts.env_allow));
+        argv.push_back(fmt::format("{}", fmt::join(st.opts.env_allow, ",")));
       }
       if (!req.profiler.empty()) {
         // Only a known profiler, found on this node's PATH: no program travels.

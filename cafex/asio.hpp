@@ -29,12 +29,12 @@ namespace cafex {
 template <class AsioExecutor, class Handler,
           class = std::enable_if_t<!std::is_convertible_v<AsioExecutor&, boost::asio::io_context&>>>
 void async_execute_model(executor& ex, const scheduler_output& step, const AsioExecutor& where,
-                         Handler&& handler, bool fail_fast = false) {
+                         Handler&& handler, when_full full = when_full::wait) {
   using result = caf::expected<model_runner_output>;
   // std::function needs a copyable callable; the handler may be move-only.
   auto h = std::make_shared<std::decay_t<Handler>>(std::forward<Handler>(handler));
   auto guard = boost::asio::make_work_guard(where);
-  ex.submit(step, fail_fast, [h, guard](result r) mutable {
+  ex.submit(step, full, [h, guard](result r) mutable {
     auto exec = guard.get_executor();
     boost::asio::post(exec, [h, r = std::move(r)]() mutable { (*h)(std::move(r)); });
     guard.reset();
@@ -45,8 +45,8 @@ void async_execute_model(executor& ex, const scheduler_output& step, const AsioE
 template <class Handler>
 void async_execute_model(executor& ex, const scheduler_output& step,
                          boost::asio::io_context& ioc, Handler&& handler,
-                         bool fail_fast = false) {
-  async_execute_model(ex, step, ioc.get_executor(), std::forward<Handler>(handler), fail_fast);
+                         when_full full = when_full::wait) {
+  async_execute_model(ex, step, ioc.get_executor(), std::forward<Handler>(handler), full);
 }
 
 } // namespace cafex

@@ -169,7 +169,7 @@ caf::expected<model_runner_output> executor::execute_model(const scheduler_outpu
 }
 
 std::future<caf::expected<model_runner_output>>
-executor::execute_model_async(const scheduler_output& step, bool fail_fast) {
+executor::execute_model_async(const scheduler_output& step, when_full full) {
   using result = caf::expected<model_runner_output>;
   auto prom = std::make_shared<std::promise<result>>();
   auto fut = prom->get_future();
@@ -177,13 +177,13 @@ executor::execute_model_async(const scheduler_output& step, bool fail_fast) {
     prom->set_value(make_error(errc::not_ready, "execute_model after shutdown"));
     return fut;
   }
-  submit(step, fail_fast, [prom](caf::expected<model_runner_output> r) {
+  submit(step, full, [prom](caf::expected<model_runner_output> r) {
     prom->set_value(std::move(r));
   });
   return fut;
 }
 
-void executor::submit(const scheduler_output& step, bool fail_fast,
+void executor::submit(const scheduler_output& step, when_full full,
                       std::function<void(caf::expected<model_runner_output>)> done) {
   if (impl_->stopped) {
     done(make_error(errc::not_ready, "execute_model after shutdown"));
@@ -208,7 +208,8 @@ void executor::submit(const scheduler_output& step, bool fail_fast,
     o->fn(std::move(r));
   };
   // One mailbox keeps the caller's submission order all the way to the driver.
-  caf::anon_send(impl_->client, execute_atom::value, step, fail_fast, std::move(cb));
+  caf::anon_send(impl_->client, execute_atom::value, step, full == when_full::fail,
+                 std::move(cb));
 }
 
 size_t executor::max_concurrent_batches() const {

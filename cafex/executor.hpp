@@ -102,6 +102,12 @@ enum class executor_state { starting, ready, degraded, failed, stopped };
 
 const char* to_string(executor_state s);
 
+/// What a step submitted past max_concurrent_batches does.
+enum class when_full {
+  wait, ///< waits for a free pipeline slot (the seed's behaviour)
+  fail, ///< fails at once with errc::too_many_in_flight (a host that sheds load)
+};
+
 /// The executor state that a set of worker health reports amounts to.
 executor_state summarize_health(const std::vector<worker_health>& workers);
 
@@ -135,15 +141,15 @@ public:
 
   /// execute_model with non_block: up to max_concurrent_batches() steps run at once and
   /// their futures complete in submission order. Past the limit the step waits for a
-  /// slot, or fails at once with errc::too_many_in_flight when `fail_fast`.
+  /// slot (when_full::wait), or fails at once with errc::too_many_in_flight (when_full::fail).
   std::future<caf::expected<model_runner_output>>
-  execute_model_async(const scheduler_output& step, bool fail_fast = false);
+  execute_model_async(const scheduler_output& step, when_full full = when_full::wait);
 
   /// execute_model with a completion handler, called exactly once with the result: from a
   /// CAF thread, or from the calling thread when the executor is already shut down (or
   /// shuts down before the step is handed to the driver). Never block in it: post to
   /// your own event loop (cafex/asio.hpp does this for Boost.Asio). Never blocks.
-  void submit(const scheduler_output& step, bool fail_fast,
+  void submit(const scheduler_output& step, when_full full,
               std::function<void(caf::expected<model_runner_output>)> done);
 
   /// PP size, or 2 with async scheduling (the seed's max_concurrent_batches).

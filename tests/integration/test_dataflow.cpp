@@ -149,7 +149,7 @@ TEST_CASE("past the limit a step waits, or fails fast when asked") {
   auto ex = start(o);
   CHECK(ex->max_concurrent_batches() == 1);
   auto f0 = ex->execute_model_async(new_step(0, "sleep500-a"));
-  auto fast = ex->execute_model_async(new_step(1, "b"), true).get();
+  auto fast = ex->execute_model_async(new_step(1, "b"), when_full::fail).get();
   REQUIRE_FALSE(fast);
   CHECK(code_of(fast.error()) == errc::too_many_in_flight);
   auto waits = ex->execute_model_async(new_step(2, "c"));

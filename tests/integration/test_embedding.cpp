@@ -75,7 +75,7 @@ TEST_CASE("8 threads submit steps and rpcs at once; every answer is right") {
           r = ex->execute_model_async(s).get();
         } else {
           std::promise<caf::expected<model_runner_output>> p;
-          ex->submit(s, false, [&p](caf::expected<model_runner_output> x) { p.set_value(std::move(x)); });
+          ex->submit(s, cafex::when_full::wait, [&p](caf::expected<model_runner_output> x) { p.set_value(std::move(x)); });
           r = p.get_future().get();
         }
         if (!r || r->sampled.size() != 1) {
@@ -150,7 +150,7 @@ TEST_CASE("submit racing shutdown: every callback runs exactly once") {
     for (int i = 0; i < n; ++i) {
       scheduler_output s;
       s.step_id = i;  // empty steps: cheap, still a full round trip
-      ex->submit(s, false, [&](caf::expected<model_runner_output>) { ++called; });
+      ex->submit(s, cafex::when_full::wait, [&](caf::expected<model_runner_output>) { ++called; });
     }
   });
   ex->shutdown();

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "runtime/error.hpp"
+#include "runtime/os/errno_text.hpp"
 
 namespace cafex {
 
@@ -34,7 +35,7 @@ void futex_wake(std::atomic<uint32_t>* word) {
 }
 
 caf::error sys_error(const std::string& what, const std::string& name) {
-  return make_error(errc::transport_failed, what + " '" + name + "': " + strerror(errno));
+  return make_error(errc::transport_failed, what + " '" + name + "': " + errno_text(errno));
 }
 
 std::chrono::microseconds left(clock::time_point deadline) {

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "runtime/error.hpp"
+#include "runtime/os/errno_text.hpp"
 
 extern char** environ;
 
@@ -77,14 +78,14 @@ caf::expected<child_process> child_process::spawn(
   // A pipe with O_CLOEXEC tells the parent whether exec succeeded.
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0)
-    return make_error(errc::spawn_failed, std::string("pipe2 failed: ") + strerror(errno));
+    return make_error(errc::spawn_failed, std::string("pipe2 failed: ") + errno_text(errno));
   pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) {
     int err = errno;
     close(fds[0]);
     close(fds[1]);
-    return make_error(errc::spawn_failed, std::string("fork failed: ") + strerror(err));
+    return make_error(errc::spawn_failed, std::string("fork failed: ") + errno_text(err));
   }
   if (pid == 0) {
     close(fds[0]);
@@ -115,7 +116,7 @@ caf::expected<child_process> child_process::spawn(
     waitpid(pid, &status, 0);
     child.pid_ = -1;
     return make_error(errc::spawn_failed, "cannot execute '" + argv[0]
-                                            + "': " + strerror(exec_errno)
+                                            + "': " + errno_text(exec_errno)
                                             + "; check the worker program path");
   }
   return child;

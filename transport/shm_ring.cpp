@@ -190,6 +190,8 @@ size_t shm_ring::capacity() const {
 }
 
 void shm_ring::copy_in(uint64_t pos, const void* data, size_t n) {
+  if (n == 0)
+    return; // an empty part may come with a null pointer, which memcpy must not get
   auto cap = hdr_->capacity;
   auto off = pos % cap;
   auto first = std::min<size_t>(n, cap - off);
@@ -199,6 +201,8 @@ void shm_ring::copy_in(uint64_t pos, const void* data, size_t n) {
 }
 
 void shm_ring::copy_out(uint64_t pos, void* data, size_t n) const {
+  if (n == 0)
+    return; // an empty message reads into an empty vector's null data()
   auto cap = hdr_->capacity;
   auto off = pos % cap;
   auto first = std::min<size_t>(n, cap - off);

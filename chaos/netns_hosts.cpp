@@ -82,6 +82,7 @@ command_result run_captured(const std::vector<std::string>& argv,
   if (pipe(fds) != 0)
     return r;
   std::vector<char*> cargv;
+  cargv.reserve(argv.size() + 1);
   for (const auto& a : argv)
     cargv.push_back(const_cast<char*>(a.c_str()));
   cargv.push_back(nullptr);

@@ -28,7 +28,9 @@ std::string self_executable() {
 std::string exit_status::describe() const {
   if (!signaled)
     return "exit code " + std::to_string(code);
-  return "signal " + std::to_string(code) + " (" + strsignal(code) + ")";
+  // sigdescr_np: strsignal's text without its shared buffer (MT-safe, glibc 2.32).
+  const char* text = sigdescr_np(code);
+  return "signal " + std::to_string(code) + " (" + (text ? text : "unknown signal") + ")";
 }
 
 child_process::child_process(child_process&& other) noexcept
@@ -68,10 +70,12 @@ caf::expected<child_process> child_process::spawn(
   for (const auto& [k, v] : extra_env)
     env_store.push_back(k + "=" + v);
   std::vector<char*> cargv;
+  cargv.reserve(argv.size() + 1);
   for (const auto& a : argv)
     cargv.push_back(const_cast<char*>(a.c_str()));
   cargv.push_back(nullptr);
   std::vector<char*> cenv;
+  cenv.reserve(env_store.size() + 1);
   for (const auto& e : env_store)
     cenv.push_back(const_cast<char*>(e.c_str()));
   cenv.push_back(nullptr);
@@ -95,7 +99,8 @@ caf::expected<child_process> child_process::spawn(
     // Unblock every signal: CAF or the host may have masked some in this thread.
     sigset_t none;
     sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
+    // The forked child has one thread, and sigprocmask is async-signal-safe.
+    sigprocmask(SIG_SETMASK, &none, nullptr); // NOLINT(concurrency-mt-unsafe)
     execve(cargv[0], cargv.data(), cenv.data());
     int err = errno;
     ssize_t ignored = write(fds[1], &err, sizeof(err));

@@ -13,6 +13,7 @@
 
 #include "actors/atoms.hpp"
 #include "runtime/dataflow/scheduler_output.hpp"
+#include "runtime/defaults.hpp"
 
 namespace cafex {
 
@@ -30,7 +31,7 @@ struct dag_config {
   std::string channel = "gloo"; ///< resolved channel type for intermediate tensors
   std::string store_url;        ///< rendezvous store (distributed_init_method)
   std::string bind_host;        ///< this worker's address for channel sockets
-  int64_t timeout_ms = 30000;   ///< channel set-up and transfer deadline
+  int64_t timeout_ms = defaults::channel_timeout.count();  ///< channel set-up and transfer deadline
   bool report_all = false;      ///< KV connector: every rank reports its output
   std::string kv_connector;     ///< "" or "loopback" (reports finished requests)
   /// Non-empty: the same-node shared-memory hot path; rings are named with this prefix

@@ -19,16 +19,18 @@
 #include "actors/system_config.hpp"
 #include "runtime/dataflow/kv_aggregator.hpp"
 #include "runtime/dataflow/step_order.hpp"
+#include "runtime/defaults.hpp"
+#include "runtime/health.hpp"
 
 namespace cafex {
 
 struct driver_options {
-  std::chrono::milliseconds default_rpc_timeout{60000};
-  std::chrono::milliseconds step_timeout{300000};
+  std::chrono::milliseconds default_rpc_timeout = defaults::rpc_timeout;
+  std::chrono::milliseconds step_timeout = defaults::step_timeout;
   size_t max_concurrent_batches = 1;   ///< PP size, or 2 with async scheduling
   std::string channel = "gloo";        ///< resolved channel type of the dataflow
   std::string kv_connector;            ///< "" or "loopback"
-  std::chrono::milliseconds channel_timeout{30000};
+  std::chrono::milliseconds channel_timeout = defaults::channel_timeout;
   liveness_options liveness;           ///< for cause lookups and their messages
   /// Restart policy: called (from the driver's thread; must not block) when a worker is
   /// lost (rank >= 0) or a TP communicator broke (rank -1), once the driver has failed
@@ -59,14 +61,23 @@ struct pending_step {
   bool finished = false;
 };
 
+/// One rank as the driver holds it. Everything the driver knows per rank lives here, so
+/// a rerank permutes the slots as a whole.
+struct rank_slot {
+  worker_actor worker;
+  std::string node_id;
+  node_agent_actor agent;   ///< the agent that started it (none: nobody to ask)
+  std::string node_ip;      ///< where its channel binds (empty: not told yet, loopback)
+  health_state state = health_state::healthy;  ///< while probing it reads unresponsive
+  failure_cause cause{failure_cause::kind::none};  ///< why it is gone (none: alive)
+  std::string why;          ///< for humans: why it is gone, empty while alive
+  bool gone = false;        ///< lost (or given up): it takes no calls and no steps
+  bool probing = false;     ///< its link dropped: asking its agent how it ended
+};
+
 struct driver_state {
   driver_options opts;
-  std::vector<worker_actor> workers;     ///< by rank (created rank before rerank)
-  std::vector<std::string> node_ids;     ///< by rank
-  std::vector<std::string> dead;         ///< by rank: why it is gone, empty if alive
-  std::vector<std::string> health;       ///< by rank: worker_health state
-  std::vector<node_agent_actor> agents;  ///< by rank: the agent that started it
-  std::vector<bool> probing;             ///< by rank: lost, asking its agent why
+  std::vector<rank_slot> ranks;          ///< by rank (created rank before rerank)
   std::set<caf::actor_addr> lost_agents; ///< agents whose link dropped: never asked again
   bool recovering = false;               ///< restart policy: between a loss and recovered
   std::string recovery_reason;           ///< what is being recovered from
@@ -76,7 +87,6 @@ struct driver_state {
   std::map<uint64_t, std::shared_ptr<pending_rpc>> rpcs;
   // The dataflow.
   std::string store_url;
-  std::vector<std::string> node_ips;     ///< by rank
   bool use_shm = false;                  ///< same-node shared-memory hot path
   std::unique_ptr<driver_shm_path> shm;  ///< this generation's rings, when use_shm
   enum class dag_state { none, compiling, ready } dag = dag_state::none;
@@ -101,5 +111,19 @@ void begin_recovery(driver_ptr self, int rank, const std::string& reason);
 
 /// "rank 3 on node ab12".
 std::string who(const driver_state& st, int rank);
+
+/// (workers, handles, node ids, tp, pp): one healthy slot per rank, in created order.
+caf::error take_workers(driver_state& st, std::vector<worker_actor> ws,
+                        std::vector<std::string> nodes, int tp, int pp);
+
+/// (rerank, order): order[adjusted rank] = created rank; one permutation of the slots.
+caf::error apply_rerank(driver_state& st, const std::vector<int32_t>& order);
+
+/// (health): every rank's state; a rank whose link just dropped reads unresponsive, and
+/// live ranks read rebuilding while a recovery runs.
+std::vector<worker_health> health_report(const driver_state& st);
+
+/// The rank of the worker at `addr`, or -1 (ranks move on a rerank: look it up again).
+int rank_of(const driver_state& st, const caf::actor_addr& addr);
 
 } // namespace cafex

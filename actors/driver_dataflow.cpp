@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "runtime/defaults.hpp"
 #include "runtime/error.hpp"
 
 namespace cafex {
@@ -67,7 +68,7 @@ void try_dispatch(driver_ptr self) {
       continue;
     }
     for (int r = 0; r < st.tp; ++r)
-      self->send(st.workers[r], execute_atom::value, seq, p->step);
+      self->send(st.ranks[r].worker, execute_atom::value, seq, p->step);
   }
 }
 
@@ -78,7 +79,7 @@ void compile(driver_ptr self) {
   auto world = st.tp * st.pp;
   auto remaining = std::make_shared<int>(world);
   auto failed = std::make_shared<bool>(false);
-  auto deadline = st.opts.channel_timeout + std::chrono::seconds(5);
+  auto deadline = st.opts.channel_timeout + defaults::compile_slack;
   st.shm.reset();
   if (st.use_shm) {
     auto path = driver_shm_path::create(shm_prefix_for(gen), st.tp, st.pp,
@@ -101,7 +102,7 @@ void compile(driver_ptr self) {
     cfg.num_stages = st.pp;
     cfg.channel = st.opts.channel;
     cfg.store_url = st.store_url;
-    cfg.bind_host = r < static_cast<int>(st.node_ips.size()) ? st.node_ips[r] : "127.0.0.1";
+    cfg.bind_host = st.ranks[r].node_ip.empty() ? "127.0.0.1" : st.ranks[r].node_ip;
     cfg.timeout_ms = st.opts.channel_timeout.count();
     cfg.report_all = !st.opts.kv_connector.empty();
     cfg.kv_connector = st.opts.kv_connector;
@@ -109,9 +110,9 @@ void compile(driver_ptr self) {
     if (st.shm)
       cfg.shm_prefix = st.shm->prefix();
     if (cfg.stage < st.pp - 1)
-      cfg.next = caf::actor_cast<caf::strong_actor_ptr>(st.workers[r + st.tp]);
+      cfg.next = caf::actor_cast<caf::strong_actor_ptr>(st.ranks[r + st.tp].worker);
     cfg.sink = caf::actor_cast<caf::strong_actor_ptr>(self);
-    self->request(st.workers[r], deadline, dag_atom::value, cfg)
+    self->request(st.ranks[r].worker, deadline, dag_atom::value, cfg)
       .then(
         [self, gen, remaining, failed](bool) {
           auto& st = self->state;
@@ -143,15 +144,15 @@ void compile(driver_ptr self) {
 caf::result<model_runner_output> submit_step(driver_ptr self, scheduler_output step,
                                              bool fail_fast) {
   auto& st = self->state;
-  if (st.workers.empty())
+  if (st.ranks.empty())
     return make_error(errc::not_ready, "execute_model before the workers exist");
   if (st.recovering)
     return make_error(errc::not_ready, "the executor is recovering (" + st.recovery_reason
                                          + "); resubmit once state() is ready again");
-  for (size_t r = 0; r < st.dead.size(); ++r)
-    if (!st.dead[r].empty() || st.probing[r])
+  for (size_t r = 0; r < st.ranks.size(); ++r)
+    if (st.ranks[r].gone || st.ranks[r].probing)
       return make_error(errc::worker_lost,
-                        who(st, static_cast<int>(r)) + " is gone (" + st.dead[r] + ")");
+                        who(st, static_cast<int>(r)) + " is gone (" + st.ranks[r].why + ")");
   if (fail_fast && (!st.window.can_dispatch() || !st.queued.empty()))
     return make_error(errc::too_many_in_flight,
                       std::to_string(st.window.in_flight()) + " step(s) in flight, the limit "
@@ -250,13 +251,13 @@ caf::result<bool> teardown_dataflow(driver_ptr self) {
   st.done.reset(st.window.next_seq());
   st.shm.reset();
   auto rp = self->make_response_promise<bool>();
-  auto remaining = std::make_shared<size_t>(st.workers.size());
+  auto remaining = std::make_shared<size_t>(st.ranks.size());
   if (*remaining == 0) {
     rp.deliver(true);
     return rp;
   }
-  for (auto& w : st.workers)
-    self->request(w, std::chrono::seconds(10), teardown_atom::value)
+  for (auto& slot : st.ranks)
+    self->request(slot.worker, defaults::worker_teardown_timeout, teardown_atom::value)
       .then(
         [rp, remaining](bool) mutable {
           if (--*remaining == 0)

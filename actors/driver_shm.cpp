@@ -5,6 +5,7 @@
 #include <caf/all.hpp>
 #include <spdlog/spdlog.h>
 
+#include "runtime/defaults.hpp"
 #include "runtime/error.hpp"
 #include "transport/shm_messages.hpp"
 
@@ -63,7 +64,7 @@ driver_shm_path::~driver_shm_path() {
 caf::error driver_shm_path::dispatch(uint64_t seq, const scheduler_output& step) {
   auto bytes = encode_scheduler_output(step);
   for (auto& ring : commands_)
-    if (auto err = write_command(*ring, seq, bytes, std::chrono::milliseconds(1000)))
+    if (auto err = write_command(*ring, seq, bytes, defaults::shm_command_timeout))
       return err;
   return caf::none;
 }
@@ -95,7 +96,7 @@ void driver_shm_path::read_loop() {
       }
     }
     if (!any)
-      bell_->wait(seen, std::chrono::milliseconds(200));
+      bell_->wait(seen, defaults::shm_driver_wake);
   }
 }
 

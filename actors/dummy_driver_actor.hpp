@@ -11,6 +11,7 @@
 #include <caf/all.hpp>
 
 #include "actors/dummy_driver_protocol.hpp"
+#include "runtime/defaults.hpp"
 
 namespace cafex {
 
@@ -28,7 +29,7 @@ struct dummy_driver_state {
     caf::typed_response_promise<int32_t> rp;
   };
   std::shared_ptr<kill_wait> killing;
-  std::chrono::milliseconds agent_timeout{10000};
+  std::chrono::milliseconds agent_timeout = defaults::agent_timeout;
   static inline const char* name = "cafex.dummy_driver";
 };
 

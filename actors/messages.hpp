@@ -8,6 +8,10 @@
 
 #include <caf/meta/type_name.hpp>
 
+#include "runtime/defaults.hpp"
+#include "runtime/health.hpp"                // worker_health travels in the driver protocol
+#include "runtime/plan/resource_ledger.hpp"  // bundle_claim
+
 namespace cafex {
 
 /// What a node agent tells about itself.
@@ -27,25 +31,13 @@ typename Inspector::result_type inspect(Inspector& f, node_info& x) {
            x.device_kind, x.version, x.resource_name, x.free_units);
 }
 
-/// One bundle of a placement group as a node agent reserves it: a share of one device.
-struct bundle_claim {
-  int32_t bundle_index = 0;
-  int32_t device_id = 0;
-  int64_t units = 10000;  ///< 10000 = one whole device (fixed point, as Ray does)
-};
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, bundle_claim& x) {
-  return f(caf::meta::type_name("cafex::bundle_claim"), x.bundle_index, x.device_id, x.units);
-}
-
 /// A driver asks a node agent to start one worker process for one bundle.
 struct spawn_request {
   int32_t created_rank = 0;
   int32_t bundle_index = 0;
   std::vector<int> device_ids;   ///< the bundle's GPU(s) on that node
   std::string log_level = "info";
-  int64_t register_timeout_ms = 30000;
+  int64_t register_timeout_ms = defaults::worker_register_timeout.count();
   uint64_t reservation = 0;      ///< the reservation holding the bundle (0: none, embedded)
   std::string profiler;          ///< "" or "nsys" (the seed's ray_workers_use_nsight)
 };
@@ -54,23 +46,6 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, spawn_request& x) {
   return f(caf::meta::type_name("cafex::spawn_request"), x.created_rank, x.bundle_index,
            x.device_ids, x.log_level, x.register_timeout_ms, x.reservation, x.profiler);
-}
-
-/// One worker's health as the driver sees it.
-struct worker_health {
-  int32_t rank = 0;
-  std::string node_id;
-  /// "healthy"; "unresponsive" (no heartbeat, or its node unreachable); "dead" (the
-  /// process ended: detail names the signal or exit code); "restarting" (lost, being
-  /// replaced); "rebuilding" (alive, rebuilding its communicators during a recovery).
-  std::string state;
-  std::string detail;
-};
-
-template <class Inspector>
-typename Inspector::result_type inspect(Inspector& f, worker_health& x) {
-  return f(caf::meta::type_name("cafex::worker_health"), x.rank, x.node_id, x.state,
-           x.detail);
 }
 
 /// Options of one collective_rpc.

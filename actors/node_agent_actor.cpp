@@ -2,6 +2,7 @@
 
 #include <csignal>
 #include <fstream>
+#include <optional>
 #include <random>
 
 #include <spdlog/spdlog.h>
@@ -32,7 +33,7 @@ void schedule_reap(state_ptr self) {
   // A pending cause question polls fast: a killed worker's link drops a few ms before
   // its process can be reaped.
   auto interval = st.cause_queries.empty() ? st.opts.reap_interval
-                                           : std::chrono::milliseconds(5);
+                                           : defaults::cause_poll_interval;
   self->delayed_send(self, interval, reap_atom::value);
 }
 
@@ -47,7 +48,7 @@ bool process_stopped(pid_t pid) {
          && (line[close + 2] == 'T' || line[close + 2] == 't');
 }
 
-void remember_end(node_agent_state& st, const std::string& worker_id, std::string cause) {
+void remember_end(node_agent_state& st, const std::string& worker_id, failure_cause cause) {
   if (worker_id.empty())
     return;
   if (st.ended.size() >= 1024)
@@ -67,24 +68,24 @@ void answer_causes(state_ptr self) {
   auto& st = self->state;
   auto now = std::chrono::steady_clock::now();
   for (auto i = st.cause_queries.begin(); i != st.cause_queries.end();) {
-    std::string answer;
+    std::optional<failure_cause> answer;
     if (auto e = st.ended.find(i->worker_id); e != st.ended.end()) {
       answer = e->second;
     } else if (stopped_now(st, i->worker_id)) {
       // A stopped process will not end by itself: say so now rather than after cause_wait
       // (a SIGSTOPped worker was reported about 200 ms later than its link timeout).
-      answer = "stopped";
+      answer = still_running(true);
     } else if (now >= i->deadline) {
-      answer = "unknown";
+      answer = failure_cause{}; // unknown: this agent never started it
       for (auto& [id, c] : st.children)
         if (c.worker_id == i->worker_id)
-          answer = process_stopped(c.proc.pid()) ? "stopped" : "running";
+          answer = still_running(process_stopped(c.proc.pid()));
     }
-    if (answer.empty()) {
+    if (!answer) {
       ++i;
       continue;
     }
-    i->rp.deliver(answer);
+    i->rp.deliver(*answer);
     i = st.cause_queries.erase(i);
   }
 }
@@ -106,7 +107,7 @@ void reap(state_ptr self) {
       else
         spdlog::warn("worker rank {} (pid {}) ended: {}", rank, c.proc.pid(),
                      status->describe());
-      remember_end(st, c.worker_id, agent_cause_text(status->signaled, status->code));
+      remember_end(st, c.worker_id, process_ended(status->signaled, status->code));
       i = st.children.erase(i);
       continue;
     }
@@ -132,7 +133,7 @@ int32_t kill_children_of(state_ptr self, const caf::actor_addr& owner) {
       continue;
     }
     auto status = i->second.proc.terminate(st.opts.kill_grace);
-    remember_end(st, i->second.worker_id, agent_cause_text(status.signaled, status.code));
+    remember_end(st, i->second.worker_id, process_ended(status.signaled, status.code));
     spdlog::debug("stopped worker rank {}: {}", i->second.req.created_rank, status.describe());
     if (!i->second.registered)
       i->second.rp.deliver(make_error(errc::spawn_failed, "spawn cancelled: workers stopped"));
@@ -338,7 +339,7 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
         return kill_children_of(self, caf::actor_addr{});
       return kill_children_of(self, caf::actor_cast<caf::actor_addr>(sender));
     },
-    [self](kill_atom, const std::string& worker_id) -> caf::result<std::string> {
+    [self](kill_atom, const std::string& worker_id) -> caf::result<failure_cause> {
       auto& st = self->state;
       auto sender = self->current_sender();
       if (auto err = check_peer(self, sender))
@@ -358,20 +359,21 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
         // SIGKILL first: a stopped process would not act on SIGTERM.
         c.proc.signal(SIGKILL);
         auto status = c.proc.terminate(st.opts.kill_grace);
-        auto cause = agent_cause_text(status.signaled, status.code);
+        auto cause = process_ended(status.signaled, status.code);
         remember_end(st, c.worker_id, cause);
         spdlog::warn("killed worker rank {} (being replaced): {}", c.req.created_rank,
                      status.describe());
         st.children.erase(i);
         return cause;
       }
-      return std::string("gone");
+      return failure_cause{}; // unknown: no record of it, it was gone already
     },
-    [self](cause_atom, int32_t rank, const std::string& worker_id) -> caf::result<std::string> {
+    [self](cause_atom, int32_t rank,
+           const std::string& worker_id) -> caf::result<failure_cause> {
       auto& st = self->state;
       node_agent_state::cause_query q;
       q.worker_id = worker_id;
-      q.rp = self->make_response_promise<std::string>();
+      q.rp = self->make_response_promise<failure_cause>();
       q.deadline = std::chrono::steady_clock::now() + st.opts.cause_wait;
       auto rp = q.rp;
       st.cause_queries.push_back(std::move(q));

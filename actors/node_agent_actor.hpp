@@ -13,6 +13,8 @@
 #include <caf/all.hpp>
 
 #include "actors/node_agent_protocol.hpp"
+#include "runtime/defaults.hpp"
+#include "runtime/failure_cause.hpp"
 #include "runtime/plan/resource_ledger.hpp"
 #include "runtime/os/child_process.hpp"
 
@@ -21,10 +23,12 @@ namespace cafex {
 struct node_agent_options {
   node_info info;
   std::string worker_program;   ///< executable run as `<program> worker ...`
-  std::chrono::milliseconds reap_interval{50};
-  std::chrono::milliseconds kill_grace{2000};
+  /// How often children are polled for exit.
+  std::chrono::milliseconds reap_interval = defaults::reap_interval;
+  /// SIGTERM to SIGKILL when a worker is stopped.
+  std::chrono::milliseconds kill_grace = defaults::kill_grace;
   /// How long a cause question waits for a lost worker's process to be reaped.
-  std::chrono::milliseconds cause_wait{200};
+  std::chrono::milliseconds cause_wait = defaults::cause_wait;
   /// Workers publish themselves on this host for a direct driver connection (empty: they
   /// do not; the driver reaches them through the agent's node, as the embedded agent does).
   std::string worker_publish_host;
@@ -58,11 +62,11 @@ struct node_agent_state {
   /// with its process state at the deadline.
   struct cause_query {
     std::string worker_id;
-    caf::typed_response_promise<std::string> rp;
+    caf::typed_response_promise<failure_cause> rp;
     std::chrono::steady_clock::time_point deadline;
   };
   std::vector<cause_query> cause_queries;
-  std::map<std::string, std::string> ended;  ///< worker id -> how it ended (bounded)
+  std::map<std::string, failure_cause> ended;  ///< worker id -> how it ended (bounded)
   static inline const char* name = "cafex.node_agent";
 };
 

@@ -12,6 +12,7 @@
 #include "actors/atoms.hpp"
 #include "actors/messages.hpp"
 #include "actors/worker_protocol.hpp"
+#include "runtime/failure_cause.hpp"
 
 namespace cafex {
 
@@ -37,12 +38,14 @@ using node_agent_actor = caf::typed_actor<
   /// lives in the agent's own process); answers how many.
   caf::replies_to<kill_atom>::with<int32_t>,
   /// (kill, worker key): SIGKILLs that one worker (a stopped or partitioned one that is
-  /// being replaced) and answers how it ended once reaped ("gone" if it already was).
-  caf::replies_to<kill_atom, std::string>::with<std::string>,
-  /// (cause, created rank, worker key "NODE#ID" from worker_key()): how that worker's process ended, once it
-  /// has: "signal:9", "exit:3"; or "stopped"/"running" when it still lives after a short
-  /// wait (its link timed out), "unknown" when this agent never started it.
-  caf::replies_to<cause_atom, int32_t, std::string>::with<std::string>,
+  /// being replaced) and answers how it ended once reaped (kind::unknown: this agent has
+  /// no record of it, it was gone already).
+  caf::replies_to<kill_atom, std::string>::with<failure_cause>,
+  /// (cause, created rank, worker key "NODE#ID" from worker_key()): how that worker's
+  /// process ended, once it has (killed, exited); unresponsive (stopped or not) when it
+  /// still lives after a short wait (its link timed out); unknown when this agent never
+  /// started it.
+  caf::replies_to<cause_atom, int32_t, std::string>::with<failure_cause>,
   caf::reacts_to<reap_atom>,
   /// (listen, host, port): where worker processes reach this agent; local senders only.
   caf::reacts_to<listen_atom, std::string, uint16_t>>;

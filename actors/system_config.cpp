@@ -25,6 +25,7 @@ system_config::system_config(const liveness_options& live) {
   add_message_type<bundle_claim>("cafex::bundle_claim");
   add_message_type<std::vector<bundle_claim>>("std::vector<cafex::bundle_claim>");
   add_message_type<std::vector<int64_t>>("std::vector<int64_t>");
+  add_message_type<failure_cause>("cafex::failure_cause");
   add_message_type<worker_health>("cafex::worker_health");
   add_message_type<std::vector<worker_health>>("std::vector<cafex::worker_health>");
   add_message_type<rpc_options>("cafex::rpc_options");

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "runtime/defaults.hpp"
 #include "runtime/error.hpp"
 #include "transport/shm_messages.hpp"
 
@@ -51,7 +52,7 @@ worker_hot_loop::~worker_hot_loop() {
 void worker_hot_loop::run() {
   while (!stop_) {
     // A short bound lets the thread notice stop_ without anyone closing the ring.
-    auto msg = in_->read(std::chrono::milliseconds(100));
+    auto msg = in_->read(defaults::shm_worker_wake);
     if (!msg) {
       if (in_->closed())
         return;

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/worker_device.hpp"
+#include "runtime/defaults.hpp"
 #include "runtime/error.hpp"
 
 namespace cafex {
@@ -65,18 +66,8 @@ caf::expected<json> init_worker(worker_state& st, const json& args) {
     st.tp_size = kw->at("tensor_parallel_size").get<int>();
     st.pp_size = kw->at("pipeline_parallel_size").get<int>();
     st.device = kw->value("device", std::string("cpu"));
-    st.init_timeout_ms = kw->value("init_timeout_ms", int64_t{60000});
-    const auto& m = kw->at("model");
-    st.model.name = m.value("name", st.model.name);
-    st.model.seed = m.value("seed", st.model.seed);
-    st.model.vocab_size = m.value("vocab_size", st.model.vocab_size);
-    st.model.hidden_size = m.value("hidden_size", st.model.hidden_size);
-    st.model.num_heads = m.value("num_heads", st.model.num_heads);
-    st.model.num_layers = m.value("num_layers", st.model.num_layers);
-    st.model.ffn_size = m.value("ffn_size", st.model.ffn_size);
-    st.model.ffn_blocks = m.value("ffn_blocks", st.model.ffn_blocks);
-    st.model.max_seq_len = m.value("max_seq_len", st.model.max_seq_len);
-    st.model.return_hidden = m.value("return_hidden", st.model.return_hidden);
+    st.init_timeout_ms = kw->value("init_timeout_ms", defaults::worker_init_timeout.count());
+    kw->at("model").get_to(st.model);  // runtime/models/model_config.hpp
   } catch (const json::exception& e) {
     return make_error(errc::invalid_argument, std::string("init_worker: ") + e.what());
   }

@@ -15,6 +15,7 @@
 
 #include "runtime/models/collective.hpp"
 #include "chaos/fault_hooks.hpp"
+#include "runtime/defaults.hpp"
 #include "runtime/models/model_runner.hpp"
 #include "runtime/models/rebindable_collective.hpp"
 
@@ -40,7 +41,7 @@ struct worker_state {
   int pp_size = 1;
   std::string device = "cpu";
   model_config model;
-  int64_t init_timeout_ms = 60000;
+  int64_t init_timeout_ms = defaults::worker_init_timeout.count();
   // Set by init_device / load_model.
   bool device_ready = false;
   int cuda_device = -1;            ///< the GPU init_device bound (device == "cuda")

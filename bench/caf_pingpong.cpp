@@ -45,6 +45,7 @@
 #include "bench/raw_tcp.hpp"
 #include "runtime/error.hpp"
 #include "bench/report.hpp"
+#include "bench/flags.hpp"
 
 using namespace cafex::bench;
 using clock_type = std::chrono::steady_clock;
@@ -170,33 +171,24 @@ int main(int argc, char** argv) {
   int warmup = 200, iterations = 2000;
   bool as_json = false;
   std::string only;
-  for (int i = 1; i < argc; ++i) {
-    std::string k = argv[i];
-    if (k == "--only" && i + 1 < argc) {
-      only = argv[++i];
-    } else if (k == "--set" && i + 1 < argc) {
-      std::string kv = argv[++i];
+  cafex::cli::arg_parser flags("bench_caf_pingpong", "where a collective_rpc round trip spends its time");
+  flags.flag({{"--warmup"}, "N", "round trips before measuring", "200"})
+    .flag({{"--iterations"}, "N", "measured round trips per row", "2000"})
+    .flag({{"--only"}, "SUBSTR", "run only the rows whose name contains SUBSTR", ""})
+    .flag({{"--set"}, "KEY=VALUE", "override one CAF option in both processes (repeatable)", ""})
+    .flag({{"--json"}, "", "print one JSON object", ""});
+  parse_flags(flags, argc, argv, [&](const cafex::cli::parsed_args& a) {
+    warmup = static_cast<int>(a.get_int("--warmup", 200, 0, 100000000));
+    iterations = static_cast<int>(a.get_int("--iterations", 2000, 1, 100000000));
+    only = a.get("--only");
+    as_json = a.has("--json");
+    for (const auto& kv : a.get_all("--set")) {
       auto eq = kv.find('=');
-      if (eq == std::string::npos) {
-        std::fprintf(stderr, "error: --set expects KEY=VALUE, got %s\n", kv.c_str());
-        return 2;
-      }
+      if (eq == std::string::npos)
+        throw cafex::cli::usage_error{"--set expects KEY=VALUE, got '" + kv + "'"};
       overrides.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
-    } else if (k == "--warmup" && i + 1 < argc)
-      warmup = std::stoi(argv[++i]);
-    else if (k == "--iterations" && i + 1 < argc)
-      iterations = std::stoi(argv[++i]);
-    else if (k == "--json")
-      as_json = true;
-    else if (k == "--help" || k == "-h") {
-      std::puts("usage: bench_caf_pingpong [--warmup 200] [--iterations 2000] [--only SUBSTR]\n"
-                "                          [--set KEY=VALUE]... [--json]");
-      return 0;
-    } else {
-      std::fprintf(stderr, "error: unknown flag or missing value: %s\n", k.c_str());
-      return 2;
     }
-  }
+  });
   // Both children before any thread exists.
   auto peer = raw_tcp_peer::start();
   if (!peer) {

@@ -14,6 +14,7 @@
 #include "bench/raw_tcp.hpp"
 #include "cafex/executor.hpp"
 #include "runtime/stats.hpp"
+#include "bench/flags.hpp"
 
 using namespace cafex;
 using clk = std::chrono::steady_clock;
@@ -141,18 +142,15 @@ int main(int argc, char** argv) {
   std::string worker = sibling_cafex();
   int steps = 500;
   bool json_out = false;
-  for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--worker") && i + 1 < argc)
-      worker = argv[++i];
-    else if (!std::strcmp(argv[i], "--steps") && i + 1 < argc)
-      steps = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--json"))
-      json_out = true;
-    else {
-      std::fprintf(stderr, "usage: bench_dataflow [--worker PATH] [--steps N] [--json]\n");
-      return 2;
-    }
-  }
+  cli::arg_parser flags("bench_dataflow", "per-step overhead of the dataflow at each tp x pp");
+  flags.flag({{"--worker"}, "PATH", "the cafex program the workers run", "the sibling cafex"})
+    .flag({{"--steps"}, "N", "steps per shape", "500"})
+    .flag({{"--json"}, "", "print one JSON object", ""});
+  bench::parse_flags(flags, argc, argv, [&](const cli::parsed_args& a) {
+    worker = a.get("--worker", worker);
+    steps = static_cast<int>(a.get_int("--steps", 500, 1, 100000000));
+    json_out = a.has("--json");
+  });
   nlohmann::json report;
   auto raw = bench::raw_tcp_roundtrip_us(static_cast<size_t>(steps) * 4);
   if (!raw) {

@@ -25,6 +25,7 @@
 #include "bench/report.hpp"
 #include "cafex/executor.hpp"
 #include "runtime/logging.hpp"
+#include "bench/flags.hpp"
 
 using namespace cafex;
 using namespace cafex::bench;
@@ -217,34 +218,19 @@ int main(int argc, char** argv) {
   std::string worker = sibling_worker();
   int trials = 20, default_trials = 5, restart_trials = 20;
   bool as_json = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string k = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "error: %s needs a value\n", k.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (k == "--worker")
-      worker = value();
-    else if (k == "--trials")
-      trials = std::stoi(value());
-    else if (k == "--default-trials")
-      default_trials = std::stoi(value());
-    else if (k == "--restart-trials")
-      restart_trials = std::stoi(value());
-    else if (k == "--json")
-      as_json = true;
-    else if (k == "--help" || k == "-h") {
-      std::puts("usage: bench_failure_detect [--worker PATH] [--trials 20] "
-                "[--default-trials 5] [--restart-trials 20] [--json]");
-      return 0;
-    } else {
-      std::fprintf(stderr, "error: unknown flag %s (see --help)\n", k.c_str());
-      return 2;
-    }
-  }
+  cli::arg_parser flags("bench_failure_detect", "failure detection and recovery times");
+  flags.flag({{"--worker"}, "PATH", "the worker program", "the sibling cafex_test_worker"})
+    .flag({{"--trials"}, "N", "trials per SIGKILL/SIGSTOP case", "20"})
+    .flag({{"--default-trials"}, "N", "trials at the default timeouts", "5"})
+    .flag({{"--restart-trials"}, "N", "trials of the restart policy", "20"})
+    .flag({{"--json"}, "", "print one JSON object", ""});
+  bench::parse_flags(flags, argc, argv, [&](const cli::parsed_args& a) {
+    worker = a.get("--worker", worker);
+    trials = static_cast<int>(a.get_int("--trials", 20, 0, 100000));
+    default_trials = static_cast<int>(a.get_int("--default-trials", 5, 0, 100000));
+    restart_trials = static_cast<int>(a.get_int("--restart-trials", 20, 0, 100000));
+    as_json = a.has("--json");
+  });
   if (access(worker.c_str(), X_OK) != 0) {
     std::fprintf(stderr, "error: no test worker at %s; build cafex_test_worker or pass "
                          "--worker PATH\n", worker.c_str());

@@ -27,6 +27,7 @@
 #include "transport/nccl_collective.hpp"
 #include "transport/rendezvous_client.hpp"
 #include "transport/rendezvous_server.hpp"
+#include "bench/flags.hpp"
 
 using namespace cafex;
 using namespace std::chrono_literals;
@@ -89,31 +90,19 @@ double median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   options opt;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--max-mib")
-      opt.max_mib = std::stoul(next());
-    else if (a == "--iters")
-      opt.iters = std::stoi(next());
-    else if (a == "--warmup")
-      opt.warmup = std::stoi(next());
-    else if (a == "--gpus")
-      opt.gpus = std::stoi(next());
-    else if (a == "--csv")
-      opt.csv = next();
-    else {
-      std::fprintf(stderr, "usage: %s [--max-mib N] [--iters N] [--warmup N] [--gpus N] "
-                           "[--csv FILE]\n", argv[0]);
-      return 2;
-    }
-  }
+  cli::arg_parser flags("nccl_bandwidth", "NCCL all-reduce and send/recv bandwidth against cafex's");
+  flags.flag({{"--max-mib"}, "N", "largest message in MiB", "1024"})
+    .flag({{"--iters"}, "N", "timed iterations per size", "20"})
+    .flag({{"--warmup"}, "N", "untimed iterations per size", "5"})
+    .flag({{"--gpus"}, "N", "GPUs to use (0: every visible one)", "0"})
+    .flag({{"--csv"}, "FILE", "write the rows there", ""});
+  bench::parse_flags(flags, argc, argv, [&](const cli::parsed_args& a) {
+    opt.max_mib = static_cast<size_t>(a.get_int("--max-mib", 1024, 1, 1 << 20));
+    opt.iters = static_cast<int>(a.get_int("--iters", 20, 1, 1000000));
+    opt.warmup = static_cast<int>(a.get_int("--warmup", 5, 0, 1000000));
+    opt.gpus = static_cast<int>(a.get_int("--gpus", 0, 0, 1024));
+    opt.csv = a.get("--csv");
+  });
   const int visible = cuda_device_count();
   const int n = opt.gpus > 0 ? std::min(opt.gpus, visible) : visible;
   if (n < 2) {

@@ -21,6 +21,7 @@
 
 #include "cafex/executor.hpp"
 #include "runtime/stats.hpp"
+#include "bench/flags.hpp"
 
 using namespace cafex;
 using clk = std::chrono::steady_clock;
@@ -192,18 +193,15 @@ int main(int argc, char** argv) {
   std::string cafex = sibling("cafex");
   std::string out_file;
   int steps = 2000;
-  for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--worker") && i + 1 < argc)
-      cafex = argv[++i];
-    else if (!std::strcmp(argv[i], "--steps") && i + 1 < argc)
-      steps = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--out") && i + 1 < argc)
-      out_file = argv[++i];
-    else {
-      std::fprintf(stderr, "usage: bench_cafex_peer [--worker PATH] [--steps N] [--out FILE]\n");
-      return 2;
-    }
-  }
+  cli::arg_parser flags("bench_cafex_peer", "the cafex side of the Ray comparison");
+  flags.flag({{"--worker"}, "PATH", "the cafex program the workers run", "the sibling cafex"})
+    .flag({{"--steps"}, "N", "steps per shape", "2000"})
+    .flag({{"--out"}, "FILE", "write the JSON report there", ""});
+  bench::parse_flags(flags, argc, argv, [&](const cli::parsed_args& a) {
+    cafex = a.get("--worker", cafex);
+    steps = static_cast<int>(a.get_int("--steps", 2000, 1, 100000000));
+    out_file = a.get("--out");
+  });
   nlohmann::json report;
   report["version"] = std::string("cafex ") + CAFEX_VERSION;
   std::printf("%-6s %9s %9s %10s %10s %12s\n", "shape", "p50 us", "p99 us", "paced p50",

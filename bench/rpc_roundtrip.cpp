@@ -21,6 +21,7 @@
 #include "bench/report.hpp"
 #include "cafex/executor.hpp"
 #include "runtime/logging.hpp"
+#include "bench/flags.hpp"
 
 using namespace cafex;
 using namespace cafex::bench;
@@ -48,16 +49,6 @@ std::string find_worker_program(const std::string& given) {
   return "";
 }
 
-std::vector<int> parse_list(const std::string& s) {
-  std::vector<int> out;
-  size_t pos = 0;
-  while (pos < s.size()) {
-    auto comma = s.find(',', pos);
-    out.push_back(std::stoi(s.substr(pos, comma - pos)));
-    pos = comma == std::string::npos ? s.size() : comma + 1;
-  }
-  return out;
-}
 
 nlohmann::json to_json(const latency_stats& s) {
   return {{"p50_us", s.p50}, {"p99_us", s.p99}, {"mean_us", s.mean}, {"min_us", s.min},
@@ -78,34 +69,20 @@ int main(int argc, char** argv) {
   std::vector<int> tps{1, 2, 4};
   int warmup = 200, iterations = 2000;
   bool as_json = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string k = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "error: %s needs a value\n", k.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (k == "--worker-program")
-      worker_program = value();
-    else if (k == "--tp")
-      tps = parse_list(value());
-    else if (k == "--warmup")
-      warmup = std::stoi(value());
-    else if (k == "--iterations")
-      iterations = std::stoi(value());
-    else if (k == "--json")
-      as_json = true;
-    else if (k == "--help" || k == "-h") {
-      std::puts("usage: bench_rpc_roundtrip [--worker-program PATH] [--tp 1,2,4] "
-                "[--warmup 200] [--iterations 2000] [--json]");
-      return 0;
-    } else {
-      std::fprintf(stderr, "error: unknown flag %s (see --help)\n", k.c_str());
-      return 2;
-    }
-  }
+  cli::arg_parser flags("bench_rpc_roundtrip", "collective_rpc(\"noop\") to 1, 2, 4 workers");
+  flags.flag({{"--worker-program"}, "PATH", "the cafex program the workers run", "the sibling cafex"})
+    .flag({{"--tp"}, "N,N,..", "worker counts", "1,2,4"})
+    .flag({{"--warmup"}, "N", "calls before measuring", "200"})
+    .flag({{"--iterations"}, "N", "measured calls per count", "2000"})
+    .flag({{"--json"}, "", "print one JSON object", ""});
+  bench::parse_flags(flags, argc, argv, [&](const cli::parsed_args& a) {
+    worker_program = a.get("--worker-program");
+    if (a.has("--tp"))
+      tps = cli::parse_int_list(a.get("--tp"), "--tp");
+    warmup = static_cast<int>(a.get_int("--warmup", 200, 0, 100000000));
+    iterations = static_cast<int>(a.get_int("--iterations", 2000, 1, 100000000));
+    as_json = a.has("--json");
+  });
   worker_program = find_worker_program(worker_program);
   if (worker_program.empty()) {
     std::fprintf(stderr, "error: no cafex binary next to this one or in ../bin; build the "

@@ -15,6 +15,7 @@
 #include "http_client.hpp"
 #include "runtime/stats.hpp"
 #include "runtime/models/workload.hpp"
+#include "bench/flags.hpp"
 
 using cafex::serve::http_client;
 
@@ -41,17 +42,6 @@ bool take(http_client& c, snapshot& s) {
   return true;
 }
 
-std::vector<int> parse_list(const std::string& s) {
-  std::vector<int> out;
-  size_t pos = 0;
-  while (pos < s.size()) {
-    auto comma = s.find(',', pos);
-    out.push_back(std::stoi(s.substr(pos, comma - pos)));
-    pos = comma == std::string::npos ? s.size() : comma + 1;
-  }
-  return out;
-}
-
 } // namespace
 
 int main(int argc, char** argv) {
@@ -59,27 +49,22 @@ int main(int argc, char** argv) {
   int port = 8000, requests = 256, max_tokens = 16;
   std::vector<int> levels = {1, 8, 32};
   bool stream = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "error: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--host") host = next();
-    else if (a == "--port") port = std::stoi(next());
-    else if (a == "--requests") requests = std::stoi(next());
-    else if (a == "--max-tokens") max_tokens = std::stoi(next());
-    else if (a == "--concurrency") levels = parse_list(next());
-    else if (a == "--stream") stream = true;
-    else {
-      std::fprintf(stderr, "usage: bench_serve_load [--host H] [--port P] [--concurrency 1,8,32] "
-                           "[--requests N] [--max-tokens N] [--stream]\n");
-      return 2;
-    }
-  }
+  cafex::cli::arg_parser flags("bench_serve_load", "load on cafex-serve over loopback");
+  flags.flag({{"--host"}, "HOST", "the service's address", "127.0.0.1"})
+    .flag({{"--port"}, "P", "the service's port", "8000"})
+    .flag({{"--concurrency"}, "N,N,..", "client counts", "1,8,32"})
+    .flag({{"--requests"}, "N", "requests per client count", "256"})
+    .flag({{"--max-tokens"}, "N", "max_tokens of each request", "16"})
+    .flag({{"--stream"}, "", "stream the completions", ""});
+  cafex::bench::parse_flags(flags, argc, argv, [&](const cafex::cli::parsed_args& a) {
+    host = a.get("--host", host);
+    port = static_cast<int>(a.get_int("--port", 8000, 1, 65535));
+    if (a.has("--concurrency"))
+      levels = cafex::cli::parse_int_list(a.get("--concurrency"), "--concurrency");
+    requests = static_cast<int>(a.get_int("--requests", 256, 1, 100000000));
+    max_tokens = static_cast<int>(a.get_int("--max-tokens", 16, 1, 1000000));
+    stream = a.has("--stream");
+  });
   http_client probe(host, static_cast<uint16_t>(port), std::chrono::seconds(10));
   std::printf("| clients | requests | req/s | p50 ms | p99 ms | tokens/s | steps | mean batch "
               "| step ms (executor) | p50 / (tokens x step) |\n|---|---|---|---|---|---|---|---|---|---|\n");

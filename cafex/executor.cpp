@@ -14,7 +14,7 @@
 #include "actors/node_agent_actor.hpp"
 #include "runtime/os/child_process.hpp"
 #include "actors/client_actor.hpp"
-#include "runtime/plan/env_policy.hpp"
+#include "runtime/logging.hpp"
 #include "runtime/version.hpp"
 #include "transport/channel.hpp"
 #include "transport/rendezvous_server.hpp"
@@ -51,7 +51,7 @@ caf::error executor::impl::start_up() {
   driver_options dopts;
   dopts.default_rpc_timeout = opts.rpc_timeout;
   dopts.step_timeout = opts.step_timeout;
-  dopts.max_concurrent_batches = max_concurrent();
+  dopts.max_concurrent_batches = cafex::max_concurrent_batches(opts);
   dopts.channel = to_string(resolve_channel_type(*channel, opts.device));
   dopts.kv_connector = opts.kv_connector;
   dopts.channel_timeout = opts.start_timeout;
@@ -63,7 +63,7 @@ caf::error executor::impl::start_up() {
     recovery_thread = std::thread([this] { recovery_loop(); });
   }
   driver = sys.spawn(driver_impl, dopts);
-  client = spawn_client(sys, driver, opts.step_timeout + std::chrono::seconds(5));
+  client = spawn_client(sys, driver, opts.step_timeout + defaults::driver_slack);
   if (auto err = place_and_spawn(deadline))
     return err;
   return configure(deadline);
@@ -108,7 +108,7 @@ caf::error executor::impl::place_and_spawn(clock::time_point deadline) {
   std::vector<std::string> node_ids;
   if (auto err = nodes->spawn(world, opts.log_level, deadline, workers, node_ids))
     return err;
-  auto ok = ask<bool>(driver, left(deadline), workers_atom::value, workers, node_ids,
+  auto ok = ask<bool>(driver, time_left(deadline), workers_atom::value, workers, node_ids,
                       int32_t{opts.parallel.tensor_parallel_size},
                       int32_t{opts.parallel.pipeline_parallel_size});
   if (!ok)
@@ -117,118 +117,8 @@ caf::error executor::impl::place_and_spawn(clock::time_point deadline) {
   std::vector<node_agent_actor> agents;
   for (const auto& id : node_ids)
     agents.push_back(nodes->agent_of(id));
-  auto told = ask<bool>(driver, left(deadline), agents_atom::value, agents);
+  auto told = ask<bool>(driver, time_left(deadline), agents_atom::value, agents);
   return told ? caf::none : told.error();
-}
-
-caf::error executor::impl::configure(clock::time_point deadline) {
-  auto world = opts.parallel.world_size();
-  // Node and device ids as each worker sees them, in created-rank order.
-  auto ips = rpc("get_node_ip", "null", left(deadline));
-  if (!ips)
-    return ips.error();
-  auto ids = rpc("get_node_and_gpu_ids", "null", left(deadline));
-  if (!ids)
-    return ids.error();
-  std::vector<worker_report> reports;
-  for (int r = 0; r < world; ++r) {
-    worker_report rep;
-    rep.created_rank = r;
-    rep.ip = nlohmann::json::parse((*ips)[r]).get<std::string>();
-    auto pair = nlohmann::json::parse((*ids)[r]);
-    rep.node_id = pair.at(0).get<std::string>();
-    rep.gpu_ids = pair.at(1).get<std::vector<std::string>>();
-    rep.bundle_index = -1;
-    reports.push_back(std::move(rep));
-  }
-  auto env = read_process_environment();
-  auto to_copy = select_env_to_copy(env, default_env_policy(env));
-  // The rendezvous store answers at distributed_init_method: loopback when every worker
-  // is on one node (as the seed does), else the driver's address.
-  std::set<std::string> node_ids;
-  for (const auto& rep : reports)
-    node_ids.insert(rep.node_id);
-  rendezvous_server_options so;
-  so.bind_address = node_ids.size() == 1 ? "127.0.0.1" : opts.host_ip;
-  so.port = 0;
-  store = std::make_unique<rendezvous_server>(so);
-  if (auto err = store->start())
-    return err;
-  auto planned = plan_ranks(reports, opts.host_ip, opts.parallel, to_copy, store->port());
-  if (!planned)
-    return planned.error();
-  plan = std::move(*planned);
-  if (plan.init_host != so.bind_address)
-    return make_error(errc::invalid_config, "rendezvous host " + so.bind_address
-                                              + " differs from the planned "
-                                              + plan.init_host);
-  // Rerank: created -> adjusted, on the workers and in the driver.
-  nlohmann::json rerank = nlohmann::json::object();
-  std::vector<int32_t> order(world);
-  for (auto& [created, adjusted] : plan.rerank) {
-    rerank[std::to_string(created)] = adjusted;
-    order[adjusted] = created;
-  }
-  if (auto r = rpc("adjust_rank", rerank.dump(), left(deadline)); !r)
-    return r.error();
-  if (auto r = ask<bool>(driver, left(deadline), rerank_atom::value, order); !r)
-    return r.error();
-  created_of = order;
-  envs = nlohmann::json::array();
-  kwargs = nlohmann::json::array();
-  nlohmann::json model = {{"name", opts.model.name},
-                          {"seed", opts.model.seed},
-                          {"vocab_size", opts.model.vocab_size},
-                          {"hidden_size", opts.model.hidden_size},
-                          {"num_heads", opts.model.num_heads},
-                          {"num_layers", opts.model.num_layers},
-                          {"ffn_size", opts.model.ffn_size},
-                          {"ffn_blocks", opts.model.ffn_blocks},
-                          {"max_seq_len", opts.model.max_seq_len},
-                          {"return_hidden", opts.model.return_hidden}};
-  for (const auto& w : plan.workers) {
-    envs.push_back(w.env);
-    kwargs.push_back({{"rank", w.rank},
-                      {"local_rank", w.local_rank},
-                      {"distributed_init_method", plan.distributed_init_method},
-                      {"is_driver_worker", w.is_driver_worker},
-                      {"tensor_parallel_size", opts.parallel.tensor_parallel_size},
-                      {"pipeline_parallel_size", opts.parallel.pipeline_parallel_size},
-                      {"device", opts.device},
-                      {"init_timeout_ms", left(deadline).count()},
-                      {"model", model}});
-  }
-  if (auto r = rpc("update_environment_variables", envs.dump(), left(deadline)); !r)
-    return r.error();
-  if (auto r = rpc("init_worker", kwargs.dump(), left(deadline)); !r)
-    return r.error();
-  if (auto r = rpc("init_device", "null", left(deadline)); !r)
-    return r.error();
-  if (auto r = rpc("load_model", "null", left(deadline)); !r)
-    return r.error();
-  std::vector<std::string> rank_ips;
-  for (const auto& w : plan.workers)
-    rank_ips.push_back(w.ip);
-  // The same-node shared-memory hot path: asked for (shm), or chosen by auto for CPU
-  // workers when every worker runs on the driver's machine.
-  bool same_host = true;
-  for (const auto& ip : rank_ips)
-    same_host = same_host && ip == opts.host_ip;
-  auto requested = parse_channel_type(opts.channel);
-  bool use_shm = *requested == channel_type::shm
-                 || (*requested == channel_type::automatic && same_host);
-  if (*requested == channel_type::shm && !same_host)
-    return make_error(errc::invalid_argument,
-                      "--channel shm needs every worker on the driver's machine; use gloo or "
-                      "auto across nodes");
-  if (auto r = ask<bool>(driver, left(deadline), dag_atom::value,
-                         plan.distributed_init_method, rank_ips, use_shm);
-      !r)
-    return r.error();
-  spdlog::info("{} worker(s) ready: tp={} pp={} init={}", world,
-               opts.parallel.tensor_parallel_size, opts.parallel.pipeline_parallel_size,
-               plan.distributed_init_method);
-  return caf::none;
 }
 
 executor::executor(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
@@ -236,6 +126,10 @@ executor::executor(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 executor::~executor() = default;
 
 caf::expected<std::unique_ptr<executor>> executor::start(executor_options options) {
+  // Before anything logs: the level (also a check of it, before any worker gets it), and
+  // stderr or the host's sink. A cafex program that named its role (serve) keeps it.
+  if (auto err = init_logging(options.log_level, logging_role(), options.log_sink))
+    return err;
   auto p = std::make_unique<impl>(std::move(options));
   if (auto err = p->start_up()) {
     p->shutdown();
@@ -251,7 +145,9 @@ executor::collective_rpc(const std::string& method, const nlohmann::json& args,
     return make_error(errc::not_ready, "collective_rpc after shutdown");
   if (timeout.count() <= 0)
     timeout = impl_->opts.rpc_timeout;
-  auto r = impl_->rpc(method, args.dump(), timeout, unique_reply_rank);
+  rpc_options ro;
+  ro.unique_reply_rank = unique_reply_rank;
+  auto r = impl_->rpc(method, args.dump(), timeout, std::move(ro));
   if (!r)
     return r.error();
   std::vector<nlohmann::json> out;
@@ -316,20 +212,24 @@ void executor::submit(const scheduler_output& step, bool fail_fast,
 }
 
 size_t executor::max_concurrent_batches() const {
-  return impl_->max_concurrent();
+  return cafex::max_concurrent_batches(impl_->opts);
+}
+
+size_t max_concurrent_batches(const executor_options& opts) {
+  return opts.async_scheduling ? 2 : static_cast<size_t>(opts.parallel.pipeline_parallel_size);
 }
 
 caf::error executor::teardown_dataflow() {
   if (impl_->stopped)
     return make_error(errc::not_ready, "teardown after shutdown");
-  auto r = impl_->ask<bool>(impl_->driver, std::chrono::seconds(15), teardown_atom::value);
+  auto r = impl_->ask<bool>(impl_->driver, defaults::teardown_timeout, teardown_atom::value);
   return r ? caf::none : r.error();
 }
 
 caf::expected<nlohmann::json> executor::dataflow_stats() {
   if (impl_->stopped)
     return make_error(errc::not_ready, "dataflow_stats after shutdown");
-  auto r = impl_->ask<std::string>(impl_->driver, std::chrono::seconds(10), stats_atom::value);
+  auto r = impl_->ask<std::string>(impl_->driver, defaults::driver_query_timeout, stats_atom::value);
   if (!r)
     return r.error();
   return nlohmann::json::parse(*r);
@@ -369,9 +269,9 @@ executor_state executor::state() {
 executor_state summarize_health(const std::vector<worker_health>& workers) {
   bool degraded = false;
   for (const auto& w : workers) {
-    if (w.state == "dead")
+    if (w.state == health_state::dead)
       return executor_state::failed;
-    if (w.state != "healthy")
+    if (w.state != health_state::healthy)
       degraded = true;
   }
   return degraded ? executor_state::degraded : executor_state::ready;
@@ -391,7 +291,7 @@ const char* to_string(executor_state s) {
 caf::expected<std::vector<worker_health>> executor::check_health() {
   if (impl_->stopped)
     return make_error(errc::not_ready, "check_health after shutdown");
-  return impl_->ask<std::vector<worker_health>>(impl_->driver, std::chrono::seconds(10),
+  return impl_->ask<std::vector<worker_health>>(impl_->driver, defaults::driver_query_timeout,
                                                 health_atom::value);
 }
 

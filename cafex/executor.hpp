@@ -25,17 +25,21 @@
 #include <string>
 #include <vector>
 
+// Public type headers only (plain structs; from CAF no more than error and expected): the
+// actor system, the actors and the sockets stay behind executor::impl.
 #include <caf/expected.hpp>
 #include <nlohmann/json.hpp>
 
-#include "actors/messages.hpp"
-#include "actors/system_config.hpp"
-#include "actors/cluster/cluster.hpp"
+#include "actors/cluster/cluster_options.hpp"
+#include "actors/liveness_options.hpp"
+#include "runtime/health.hpp"  // worker_health, health_state
+#include "runtime/dataflow/scheduler_output.hpp"
+#include "runtime/defaults.hpp"
 #include "runtime/error.hpp"
+#include "runtime/log_sink.hpp"
 #include "runtime/models/model_runner.hpp"
 #include "runtime/plan/placement.hpp"
 #include "runtime/plan/rank_plan.hpp"
-#include "runtime/dataflow/scheduler_output.hpp"
 
 namespace cafex {
 
@@ -66,10 +70,17 @@ struct executor_options {
   /// resources, placement timeout. strategy, bundles, bundle_indices and host_ip above
   /// take precedence over the same fields in here.
   cluster_options cluster;
-  std::string log_level = "info";      ///< passed on to workers
-  std::chrono::milliseconds start_timeout{60000};  ///< whole start-up
-  std::chrono::milliseconds rpc_timeout{60000};    ///< collective_rpc default
-  std::chrono::milliseconds step_timeout{300000};  ///< one execute_model (the seed's 300 s)
+  /// trace, debug, info, warn, error or off: this process's cafex lines (driver, embedded
+  /// node agent) and the workers'. start() fails on another value.
+  std::string log_level = "info";
+  /// Where this process's cafex lines go (empty: stderr, in the format of every cafex
+  /// process). cafex logs through spdlog's default logger, which start() replaces.
+  /// Workers are processes of their own: their lines go to their stderr.
+  log_callback log_sink;
+  std::chrono::milliseconds start_timeout = defaults::start_timeout;  ///< whole start-up
+  std::chrono::milliseconds rpc_timeout = defaults::rpc_timeout;      ///< collective_rpc default
+  /// One execute_model (the seed's 300 s).
+  std::chrono::milliseconds step_timeout = defaults::step_timeout;
   std::string channel = "auto";        ///< auto, nccl, gloo or shm (the seed's channel type)
   bool async_scheduling = false;       ///< max_concurrent_batches = 2 instead of PP size
   std::string kv_connector;            ///< "" (none) or "loopback" (every rank reports)
@@ -77,6 +88,10 @@ struct executor_options {
   failure_policy on_worker_failure = failure_policy::fail;
   int max_restarts = 3;                ///< restart: recoveries allowed before giving up
 };
+
+/// PP size, or 2 with async scheduling (the seed's max_concurrent_batches): how many steps
+/// an executor started with `opts` runs at once.
+size_t max_concurrent_batches(const executor_options& opts);
 
 /// What a host sees of the executor as a whole.
 ///   starting: start() runs;  ready: every worker healthy;
@@ -106,13 +121,13 @@ public:
   /// `unique_reply_rank`'s when it is >= 0.
   caf::expected<std::vector<nlohmann::json>>
   collective_rpc(const std::string& method, const nlohmann::json& args = nullptr,
-                 std::chrono::milliseconds timeout = std::chrono::milliseconds(0),
+                 std::chrono::milliseconds timeout = std::chrono::milliseconds::zero(),
                  int unique_reply_rank = -1);
 
   /// collective_rpc with non_block: the future holds the same result.
   std::future<caf::expected<std::vector<nlohmann::json>>>
   collective_rpc_async(const std::string& method, const nlohmann::json& args = nullptr,
-                       std::chrono::milliseconds timeout = std::chrono::milliseconds(0),
+                       std::chrono::milliseconds timeout = std::chrono::milliseconds::zero(),
                        int unique_reply_rank = -1);
 
   /// One model step; blocks until the output arrives or the step deadline passes.

@@ -11,20 +11,19 @@
 #include <caf/all.hpp>
 #include <caf/io/all.hpp>
 
+#include "actors/blocking_ask.hpp"
+#include "actors/cluster/cluster.hpp"
 #include "actors/driver_actor.hpp"
 #include "actors/node_agent_actor.hpp"
+#include "actors/system_config.hpp"
 #include "cafex/executor.hpp"
+#include "runtime/defaults.hpp"
 #include "runtime/error.hpp"
 #include "transport/rendezvous_server.hpp"
 
 namespace cafex {
 
 using clock = std::chrono::steady_clock;
-
-inline std::chrono::milliseconds left(clock::time_point deadline) {
-  auto d = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock::now());
-  return std::max(d, std::chrono::milliseconds(1));
-}
 
 struct executor::impl {
   executor_options opts;
@@ -43,46 +42,37 @@ struct executor::impl {
 
   ~impl() { shutdown(); }
 
-  /// Blocking request with a deadline from the caller's thread.
-  template <class R, class Handle, class... Ts>
-  caf::expected<R> ask(const Handle& dest, std::chrono::milliseconds timeout, Ts&&... xs) {
-    caf::scoped_actor self{sys};
-    caf::expected<R> out{caf::error{}};
-    self->request(dest, timeout, std::forward<Ts>(xs)...)
-      .receive([&](R& r) { out = std::move(r); },
-               [&](caf::error& e) {
-                 if (e == caf::sec::request_timeout)
-                   out = make_error(errc::timeout, "no answer within "
-                                                     + std::to_string(timeout.count())
-                                                     + " ms");
-                 else
-                   out = std::move(e);
-               });
-    return out;
+  /// Blocking request with a deadline from the caller's thread (see blocking_ask).
+  template <class R, class... Ts>
+  caf::expected<R> ask(Ts&&... xs) {
+    return blocking_ask<R>(sys, std::forward<Ts>(xs)...);
   }
 
+  /// collective_rpc through the driver: `timeout` per worker, the rest of `ro` (reply
+  /// rank, ranks, recovery) as given.
   caf::expected<std::vector<std::string>> rpc(const std::string& method, const std::string& args,
                                               std::chrono::milliseconds timeout,
-                                              int unique_reply_rank = -1,
-                                              std::vector<int32_t> ranks = {},
-                                              bool recovery = false) {
-    rpc_options ro;
+                                              rpc_options ro = {}) {
     ro.timeout_ms = timeout.count();
-    ro.unique_reply_rank = unique_reply_rank;
-    ro.ranks = std::move(ranks);
-    ro.recovery = recovery;
-    // The driver enforces `timeout` per worker; this bound only guards the driver itself.
-    return ask<std::vector<std::string>>(driver, timeout + std::chrono::seconds(5),
+    // The driver enforces `timeout` per worker; the slack only guards the driver itself.
+    return ask<std::vector<std::string>>(driver, timeout + defaults::driver_slack,
                                          rpc_atom::value, method, args, ro);
   }
 
   caf::error start_up();
-  size_t max_concurrent() const {
-    return opts.async_scheduling ? 2 : static_cast<size_t>(opts.parallel.pipeline_parallel_size);
-  }
   caf::error start_embedded_agent();
   caf::error place_and_spawn(clock::time_point deadline);
+  /// The seed's lifecycle after the workers exist, one phase per function, in its order
+  /// (executor_lifecycle.cpp).
   caf::error configure(clock::time_point deadline);
+  caf::expected<std::vector<worker_report>> collect_reports(clock::time_point deadline);
+  caf::error plan_workers(const std::vector<worker_report>& reports);
+  caf::error rerank_workers(clock::time_point deadline);
+  caf::error update_environment(clock::time_point deadline);
+  caf::error init_workers(clock::time_point deadline);
+  caf::error init_devices(clock::time_point deadline);
+  caf::error load_models(clock::time_point deadline);
+  caf::error configure_dataflow(clock::time_point deadline);
 
   // The restart policy (executor_recovery.cpp).
   std::vector<int32_t> created_of;   ///< by rank: the created rank (its bundle)
@@ -110,7 +100,7 @@ struct executor::impl {
     stop_recovery();
     caf::scoped_actor self{sys};
     if (driver) {
-      self->request(driver, std::chrono::seconds(5), stop_atom::value)
+      self->request(driver, defaults::driver_stop_timeout, stop_atom::value)
         .receive([](bool) {}, [](caf::error&) {});
     }
     // Stops the workers (waiting until they are reaped) and frees the placement group.

@@ -10,9 +10,13 @@ namespace cafex {
 
 namespace {
 
-/// A rank to replace: anything but a live one (healthy, or rebuilding its communicators).
-bool lost(const worker_health& h) {
-  return h.state != "healthy" && h.state != "rebuilding";
+/// Options of an rpc that recovery issues (it runs while steps are held back), to
+/// `ranks` only (empty: every rank).
+rpc_options during_recovery(std::vector<int32_t> ranks = {}) {
+  rpc_options ro;
+  ro.ranks = std::move(ranks);
+  ro.recovery = true;
+  return ro;
 }
 
 } // namespace
@@ -61,7 +65,7 @@ void executor::impl::recovery_loop() {
       // later: wait (bounded) for that report rather than giving up.
       std::unique_lock<std::mutex> guard{recovery_mtx};
       if (err && code_of(err) == errc::worker_lost && recoveries <= opts.max_restarts)
-        recovery_cv.wait_for(guard, opts.liveness.cause_timeout + std::chrono::seconds(1),
+        recovery_cv.wait_for(guard, opts.liveness.cause_timeout + defaults::recovery_settle,
                              [&] { return recovery_stop || !recovery_requests.empty(); });
       if (recovery_stop)
         return;
@@ -70,7 +74,7 @@ void executor::impl::recovery_loop() {
     }
     if (err)
       spdlog::error("recovery failed: {}", describe(err));
-    ask<bool>(driver, std::chrono::seconds(10), recovered_atom::value, !err,
+    ask<bool>(driver, defaults::recovered_timeout, recovered_atom::value, !err,
               err ? describe(err) : std::string());
   }
 }
@@ -81,33 +85,34 @@ caf::error executor::impl::recover_once(const std::string& why) {
   spdlog::warn("recovery {}: {}", recoveries, why);
   // Which ranks are lost: wait (bounded) until the driver knows how each lost link ended.
   std::vector<worker_health> health;
-  const auto settle = clock::now() + opts.liveness.cause_timeout + std::chrono::seconds(1);
+  const auto settle = clock::now() + opts.liveness.cause_timeout + defaults::recovery_settle;
   for (;;) {
-    auto h = ask<std::vector<worker_health>>(driver, left(deadline), health_atom::value);
+    auto h = ask<std::vector<worker_health>>(driver, time_left(deadline), health_atom::value);
     if (!h)
       return h.error();
     health = std::move(*h);
     bool probing = false;
     for (const auto& w : health)
-      probing = probing || w.detail == "link dropped";
+      probing = probing || w.cause.what == failure_cause::kind::link_dropped;
     if (!probing || clock::now() >= settle)
       break;
     std::unique_lock<std::mutex> lock{recovery_mtx};
-    if (recovery_cv.wait_for(lock, std::chrono::milliseconds(5), [&] { return recovery_stop; }))
+    if (recovery_cv.wait_for(lock, defaults::recovery_poll, [&] { return recovery_stop; }))
       return make_error(errc::not_ready, "the executor is shutting down");
   }
   std::vector<int32_t> replaced;
   for (const auto& w : health) {
-    if (!lost(w))
+    // A rank to replace: anything but a live one (healthy, or rebuilding its communicators).
+    if (is_alive(w.state))
       continue;
     auto rank = w.rank;
     // A stopped or cut-off process still holds its device and its sockets: end it first,
     // so that the ranks blocked on it fail at once and let go.
-    auto how = ask<std::string>(driver, left(deadline), kill_atom::value, rank);
+    auto how = ask<std::string>(driver, time_left(deadline), kill_atom::value, rank);
     spdlog::info("rank {}: old worker {}", rank, how ? *how : describe(how.error()));
     auto created = rank < static_cast<int32_t>(created_of.size()) ? created_of[rank] : rank;
-    // "unreachable": the driver lost the node's agent too (or never heard how it ended).
-    bool suspect = w.detail.find("unreachable") != std::string::npos;
+    // The driver lost the node's agent too (or the link said the node is unreachable).
+    bool suspect = node_suspect(w.cause);
     auto fresh = nodes->respawn(created, rank, opts.log_level, deadline, suspect);
     if (!fresh)
       return fresh.error();
@@ -120,7 +125,7 @@ caf::error executor::impl::recover_once(const std::string& why) {
       envs[rank] = moved->env;
       kwargs[rank]["local_rank"] = moved->local_rank;
     }
-    if (auto ok = ask<bool>(driver, left(deadline), replace_atom::value, rank, fresh->worker,
+    if (auto ok = ask<bool>(driver, time_left(deadline), replace_atom::value, rank, fresh->worker,
                             fresh->node_id, fresh->ip, fresh->agent);
         !ok)
       return ok.error();
@@ -131,20 +136,21 @@ caf::error executor::impl::recover_once(const std::string& why) {
     // the rank they replace. init_device and load_model happen in
     // reinitialize_distributed below, together with the communicators of every rank.
     for (auto rank : replaced)
-      kwargs[rank]["init_timeout_ms"] = left(deadline).count();
-    if (auto r = rpc("update_environment_variables", envs.dump(), left(deadline), -1, replaced,
-                     true);
+      kwargs[rank]["init_timeout_ms"] = time_left(deadline).count();
+    if (auto r = rpc("update_environment_variables", envs.dump(), time_left(deadline),
+                     during_recovery(replaced));
         !r)
       return r.error();
-    if (auto r = rpc("init_worker", kwargs.dump(), left(deadline), -1, replaced, true); !r)
+    if (auto r = rpc("init_worker", kwargs.dump(), time_left(deadline), during_recovery(replaced));
+        !r)
       return r.error();
   }
   if (replaced.empty()) {
     // A communicator broke but no worker is known lost: make sure every worker answers
     // before asking all of them to rendezvous (a rank that died a moment ago would leave
     // the others waiting in the rendezvous until its timeout).
-    if (auto r = rpc("noop", "null", std::min(left(deadline), opts.liveness.connection_timeout),
-                     -1, {}, true);
+    if (auto r = rpc("noop", "null", std::min(time_left(deadline), opts.liveness.connection_timeout),
+                     during_recovery());
         !r)
       return make_error(errc::worker_lost, "a worker did not answer before the rebuild: "
                                              + describe(r.error()));
@@ -155,8 +161,10 @@ caf::error executor::impl::recover_once(const std::string& why) {
     std::lock_guard<std::mutex> guard{recovery_mtx};
     generation = ++comm_generation;
   }
-  nlohmann::json args = {{"generation", generation}, {"timeout_ms", left(deadline).count()}};
-  if (auto r = rpc("reinitialize_distributed", args.dump(), left(deadline), -1, {}, true); !r)
+  nlohmann::json args = {{"generation", generation},
+                         {"timeout_ms", time_left(deadline).count()}};
+  if (auto r = rpc("reinitialize_distributed", args.dump(), time_left(deadline), during_recovery());
+      !r)
     return r.error();
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - t0).count();
   spdlog::info("recovered in {} ms: {} rank(s) replaced, communicators at generation {}", ms,

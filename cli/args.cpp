@@ -54,6 +54,11 @@ arg_parser::arg_parser(std::string command, std::string summary)
   flag({{"--help", "-h"}, "", "show this help and exit", ""});
 }
 
+std::vector<std::string> parsed_args::get_all(const std::string& name) const {
+  auto i = all_.find(name);
+  return i == all_.end() ? std::vector<std::string>{} : i->second;
+}
+
 arg_parser& arg_parser::flag(flag_spec spec) {
   flags_.push_back(std::move(spec));
   return *this;
@@ -98,6 +103,7 @@ parsed_args arg_parser::parse(int argc, char** argv, int first) const {
       value = argv[++i];
     }
     out.values_[key] = *value;
+    out.all_[key].push_back(*value);
   }
   return out;
 }

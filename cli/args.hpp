@@ -25,11 +25,14 @@ public:
   /// Integer value with range check; throws usage_error naming the flag.
   long get_int(const std::string& name, long fallback, long min, long max) const;
   double get_double(const std::string& name, double fallback, double min, double max) const;
+  /// Every value of a flag given more than once (e.g. `--set A=1 --set B=2`), in order.
+  std::vector<std::string> get_all(const std::string& name) const;
   std::vector<std::string> positional;
 
 private:
   friend class arg_parser;
-  std::map<std::string, std::string> values_;
+  std::map<std::string, std::string> values_;            // the last value of each flag
+  std::map<std::string, std::vector<std::string>> all_;  // every value, in order
 };
 
 /// Thrown for bad command lines; the message says what is wrong and what to do.

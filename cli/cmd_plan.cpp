@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "cli/args.hpp"
@@ -64,13 +65,6 @@ arg_parser make_parser() {
   p.flag({{"--port"}, "N", "rendezvous port of distributed_init_method", "a free port"});
   p.flag({{"--json"}, "", "print one JSON object instead of tables", ""});
   return p;
-}
-
-std::string join(const std::vector<int>& xs, const char* sep) {
-  std::string out;
-  for (size_t i = 0; i < xs.size(); ++i)
-    out += (i ? sep : "") + std::to_string(xs[i]);
-  return out;
 }
 
 struct plan_inputs {
@@ -137,13 +131,13 @@ std::string render_table(const plan_inputs& in, const std::vector<bundle>& bundl
   const std::string device_var = "CUDA_VISIBLE_DEVICES";
   for (const auto& w : plan.workers) {
     out += fmt::format(row, w.rank, w.created_rank, w.bundle_index, w.node_id, nw, w.ip, iw,
-                       join(w.gpu_ids, ","), w.local_rank,
+                       fmt::join(w.gpu_ids, ","), w.local_rank,
                        w.is_driver_worker ? "yes" : "no", device_var, "=",
                        w.env.at(device_var));
   }
   out += "\npipeline stages (pp x tp ranks)\n";
   for (size_t p = 0; p < plan.pp_tp_ranks.size(); ++p)
-    out += fmt::format("  pp {}: {}\n", p, join(plan.pp_tp_ranks[p], " "));
+    out += fmt::format("  pp {}: {}\n", p, fmt::join(plan.pp_tp_ranks[p], " "));
   out += "\ncopied from the driver to every worker";
   out += copied.empty() ? ": none\n" : "\n";
   for (const auto& [k, v] : copied)

@@ -1,7 +1,8 @@
-# `cmake --install`: headers, static libraries, the cafex program, a CMake package
-# (find_package(cafex) -> cafex::cafex) and a pkg-config file (cafex.pc). Headers go to
-# <prefix>/include/cafex/{cafex,runtime,actors,transport}, so `#include "cafex/executor.hpp"`
-# works with -I<prefix>/include/cafex and nothing else lands in <prefix>/include.
+# `cmake --install`: the public headers, static libraries, the cafex program, a CMake
+# package (find_package(cafex) -> cafex::cafex) and a pkg-config file (cafex.pc). Headers
+# go to <prefix>/include/cafex/{cafex,runtime,actors,transport,chaos}, so
+# `#include "cafex/executor.hpp"` works with -I<prefix>/include/cafex and nothing else
+# lands in <prefix>/include.
 include(CMakePackageConfigHelpers)
 
 set_target_properties(cafex PROPERTIES EXPORT_NAME cafex)
@@ -14,9 +15,27 @@ install(TARGETS cafex cafex_actors cafex_transport cafex_runtime cafex_cli
         EXPORT cafexTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
-install(DIRECTORY cafex runtime actors transport chaos
-        DESTINATION ${CAFEX_INSTALL_INCLUDEDIR}
-        FILES_MATCHING PATTERN "*.hpp")
+# The public headers and the type headers they include, nothing else: the actors, the
+# actor system (<caf/all.hpp>) and the transports stay private to the libraries.
+# tests/install checks that a consumer compiles against exactly these and that none of
+# them includes caf/all.hpp. A header that a public one starts to include goes here too.
+set(CAFEX_PUBLIC_HEADERS
+    cafex/executor.hpp cafex/asio.hpp cafex/worker.hpp
+    actors/cluster/cluster_options.hpp actors/liveness_options.hpp
+    actors/worker_main.hpp actors/worker_methods.hpp
+    chaos/fault_hooks.hpp
+    runtime/defaults.hpp runtime/error.hpp runtime/failure_cause.hpp runtime/health.hpp
+    runtime/log_sink.hpp
+    runtime/dataflow/scheduler_output.hpp
+    runtime/models/collective.hpp runtime/models/model_config.hpp
+    runtime/models/model_runner.hpp runtime/models/rebindable_collective.hpp
+    runtime/plan/cluster_spec.hpp runtime/plan/env_policy.hpp runtime/plan/placement.hpp
+    runtime/plan/rank_plan.hpp
+    transport/link_security.hpp)
+foreach(header ${CAFEX_PUBLIC_HEADERS})
+  get_filename_component(dir ${header} DIRECTORY)
+  install(FILES ${header} DESTINATION ${CAFEX_INSTALL_INCLUDEDIR}/${dir})
+endforeach()
 
 set(CAFEX_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/cafex)
 install(EXPORT cafexTargets NAMESPACE cafex:: DESTINATION ${CAFEX_CMAKE_DIR})

@@ -1,7 +1,6 @@
 #include "runtime/failure_cause.hpp"
 
 #include <csignal>
-#include <cstdlib>
 
 namespace cafex {
 
@@ -21,33 +20,19 @@ std::string signal_name(int sig) {
   }
 }
 
-bool parse_int(const std::string& s, int& out) {
-  if (s.empty())
-    return false;
-  char* end = nullptr;
-  long v = std::strtol(s.c_str(), &end, 10);
-  if (*end != '\0')
-    return false;
-  out = static_cast<int>(v);
-  return true;
-}
-
 } // namespace
 
-std::string agent_cause_text(bool signaled, int code) {
-  return (signaled ? "signal:" : "exit:") + std::to_string(code);
+failure_cause process_ended(bool signaled, int code) {
+  failure_cause c;
+  c.what = signaled ? failure_cause::kind::killed : failure_cause::kind::exited;
+  c.code = code;
+  return c;
 }
 
-failure_cause parse_agent_cause(const std::string& text) {
+failure_cause still_running(bool stopped) {
   failure_cause c;
-  if (text.rfind("signal:", 0) == 0 && parse_int(text.substr(7), c.code))
-    c.what = failure_cause::kind::killed;
-  else if (text.rfind("exit:", 0) == 0 && parse_int(text.substr(5), c.code))
-    c.what = failure_cause::kind::exited;
-  else if (text == "stopped" || text == "running") {
-    c.what = failure_cause::kind::unresponsive;
-    c.stopped = text == "stopped";
-  }
+  c.what = failure_cause::kind::unresponsive;
+  c.stopped = stopped;
   return c;
 }
 
@@ -63,6 +48,10 @@ std::string describe_cause(const failure_cause& c, std::chrono::milliseconds con
              + " ms" + (c.stopped ? " (the process is stopped: SIGSTOP or a debugger)" : "");
     case failure_cause::kind::unreachable:
       return "unreachable: link to node " + node_id + " lost";
+    case failure_cause::kind::link_dropped:
+      return "link dropped";
+    case failure_cause::kind::none:
+      return "alive";
     default:
       return "connection lost";
   }
@@ -86,10 +75,9 @@ std::string advice_for(const failure_cause& c) {
   }
 }
 
-std::string health_state_of(const failure_cause& c) {
-  return c.what == failure_cause::kind::unresponsive || c.what == failure_cause::kind::unreachable
-           ? "unresponsive"
-           : "dead";
+bool node_suspect(const failure_cause& c) {
+  return c.what == failure_cause::kind::unreachable
+         || (c.what == failure_cause::kind::unknown && c.link_unreachable);
 }
 
 } // namespace cafex

@@ -1,14 +1,26 @@
-// Logging setup: one spdlog logger to stderr, its level from --log-level.
+// Logging setup: every cafex process (driver, node agent, worker, service) logs through
+// spdlog's default logger, to stderr in one format, at the level of --log-level (or
+// executor_options::log_level); a host may take the lines itself through a log_callback.
 #pragma once
 
 #include <string>
 
 #include <caf/error.hpp>
 
+#include "runtime/log_sink.hpp"
+
 namespace cafex {
 
-/// Sets the process-wide log level and a pattern that names the process role.
-/// Levels: trace, debug, info, warn, error, off.
-caf::error init_logging(const std::string& level, const std::string& role);
+/// Sets the process-wide log level and where lines go: stderr with the pattern
+/// "[12:34:56.789] [<role> <pid>] [<level>] <text>" (empty `sink`), or `sink`.
+/// Levels: trace, debug, info, warn, error, off; errc::invalid_argument on another.
+/// Safe to call again (an executor started in a cafex program does): with the same role
+/// and no sink it only changes the level, so threads that log meanwhile are unaffected.
+caf::error init_logging(const std::string& level, const std::string& role,
+                        log_callback sink = {});
+
+/// The role the last init_logging named in this process; "driver" before any call (a
+/// host that embeds an executor is its driver).
+std::string logging_role();
 
 } // namespace cafex

@@ -8,7 +8,7 @@ std::string health_snapshot::status() const {
   if (reason.empty())
     return "healthy";
   for (const auto& w : workers)
-    if (w.state == "healthy")
+    if (w.state == health_state::healthy)
       return "degraded";
   return "failed";
 }
@@ -25,11 +25,11 @@ health_snapshot judge_health(const caf::expected<std::vector<worker_health>>& r)
   if (s.workers.empty())
     s.reason = "no workers";
   for (const auto& w : s.workers) {
-    if (w.state == "healthy")
+    if (w.state == health_state::healthy)
       continue;
     if (!s.reason.empty())
       s.reason += "; ";
-    s.reason += "rank " + std::to_string(w.rank) + " on node " + w.node_id + " is " + w.state
+    s.reason += "rank " + std::to_string(w.rank) + " on node " + w.node_id + " is " + to_string(w.state)
                 + (w.detail.empty() ? "" : " (" + w.detail + ")");
   }
   return s;
@@ -84,7 +84,7 @@ void health_monitor::loop() {
       continue;
     bool dead = false;
     for (const auto& w : latest_.workers)
-      dead = dead || w.state == "dead";
+      dead = dead || w.state == health_state::dead;
     bool ok = latest_.healthy();
     if (!ok && !dead && std::chrono::steady_clock::now() < waiter_deadline_)
       continue;

@@ -76,7 +76,7 @@ serve_options options_from(const cli::parsed_args& a) {
   o.port = static_cast<uint16_t>(port);
   o.batch.max_batch = a.get_int("--max-batch", 32, 1, 4096);
   o.batch.max_queued = a.get_int("--max-queued", 1024, 0, 1 << 20);
-  o.batch.max_in_flight = o.exec.async_scheduling ? 2 : o.exec.parallel.pipeline_parallel_size;
+  o.batch.max_in_flight = max_concurrent_batches(o.exec);
   // With --on-worker-failure restart, requests survive a lost worker: re-prefilled.
   o.batch.recompute_on_failure = o.exec.on_worker_failure == failure_policy::restart;
   o.limits.vocab_size = o.exec.model.vocab_size;

@@ -57,10 +57,12 @@ std::string service_metrics::render(const batch_gauges& g, const health_snapshot
   head(out, "cafex_tokens_generated_total", "counter", "Tokens sampled and sent");
   out += "cafex_tokens_generated_total " + std::to_string(tokens_) + "\n";
   head(out, "cafex_workers", "gauge", "Workers by state, as the driver sees them");
-  std::map<std::string, int> states = {{"healthy", 0}, {"unresponsive", 0}, {"dead", 0},
-                                       {"restarting", 0}, {"rebuilding", 0}};
+  // Every state, even at zero, sorted by name as before (exporters diff these lines).
+  std::map<std::string, int> states;
+  for (auto s : all_health_states)
+    states[to_string(s)] = 0;
   for (const auto& w : h.workers)
-    ++states[w.state];
+    ++states[to_string(w.state)];
   for (const auto& [state, n] : states)
     out += "cafex_workers{state=\"" + state + "\"} " + std::to_string(n) + "\n";
   head(out, "cafex_step_failures_total", "counter", "Failed steps by error kind");

@@ -51,17 +51,28 @@ struct session : std::enable_shared_from_this<session> {
     peer = link->peer();
   }
 
-  void refuse(const std::string& why, bool tell = true) {
+  /// Ends the handshake as refused (once); false when it had already ended.
+  bool end_refused(const std::string& why) {
     if (done)
-      return;
+      return false;
     done = true;
     timer.cancel();
     ++door.refused;
     spdlog::warn("refused peer {}: {}", peer, why);
-    if (!tell) {
+    return true;
+  }
+
+  /// Refuses a peer whose link is broken or who does not speak the handshake: closes
+  /// without an answer (there is nobody, or nothing, to answer).
+  void drop(const std::string& why) {
+    if (end_refused(why))
       link->close();
+  }
+
+  /// Refuses a peer that speaks the handshake and tells it why ("REFUSED <why>").
+  void refuse(const std::string& why) {
+    if (!end_refused(why))
       return;
-    }
     auto self = shared_from_this();
     auto msg = std::make_shared<std::string>("REFUSED " + why + "\n");
     link->async_write(asio::buffer(*msg),
@@ -73,16 +84,15 @@ struct session : std::enable_shared_from_this<session> {
     timer.expires_after(door.opts.security.handshake_timeout);
     timer.async_wait([self](boost::system::error_code ec) {
       if (!ec && !self->done)
-        self->refuse("no valid handshake within the deadline", false);
+        self->drop("no valid handshake within the deadline");
     });
     if (door.tls) {
       link->use_tls(*door.tls);
       link->tls_stream().async_handshake(asio::ssl::stream_base::server,
                                          [self](boost::system::error_code ec) {
                                            if (ec)
-                                             return self->refuse("TLS handshake failed: "
-                                                                   + ec.message(),
-                                                                 false);
+                                             return self->drop("TLS handshake failed: "
+                                                               + ec.message());
                                            self->read_hello();
                                          });
     } else {
@@ -94,15 +104,15 @@ struct session : std::enable_shared_from_this<session> {
     auto self = shared_from_this();
     link->async_read_line(buf, [self](boost::system::error_code ec, size_t n) {
       if (ec)
-        return self->refuse("no handshake line (" + ec.message()
-                              + "); a driver without --token-file?", false);
+        return self->drop("no handshake line (" + ec.message()
+                            + "); a driver without --token-file?");
       std::istringstream in(take_line(self->buf, n));
       std::string magic, ver;
       long t = -1;
       in >> magic >> ver >> t >> self->client_nonce;
       if (magic != "CAFEX-LINK" || ver != "1" || t < 0 || t > 65535
           || self->client_nonce.size() < 32)
-        return self->refuse("malformed handshake", false);
+        return self->drop("malformed handshake");
       self->target = static_cast<uint16_t>(t);
       self->server_nonce = make_nonce();
       auto line = std::make_shared<std::string>(
@@ -113,7 +123,7 @@ struct session : std::enable_shared_from_this<session> {
       self->link->async_write(asio::buffer(*line),
                               [self, line](boost::system::error_code ec2, size_t) {
                                 if (ec2)
-                                  return self->refuse("write failed: " + ec2.message(), false);
+                                  return self->drop("write failed: " + ec2.message());
                                 self->read_auth();
                               });
     });
@@ -123,7 +133,7 @@ struct session : std::enable_shared_from_this<session> {
     auto self = shared_from_this();
     link->async_read_line(buf, [self](boost::system::error_code ec, size_t n) {
       if (ec)
-        return self->refuse("connection closed during the handshake", false);
+        return self->drop("connection closed during the handshake");
       std::istringstream in(take_line(self->buf, n));
       std::string word, mac;
       in >> word >> mac;

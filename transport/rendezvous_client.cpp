@@ -187,15 +187,22 @@ struct rendezvous_client::impl {
   }
 };
 
+// Whether the server holds `op` until its keys are set (get, wait): the reply may then
+// come as late as the request's own timeout, so the socket waits a little longer.
+static bool waits_on_server(rdzv::op op) {
+  return op == rdzv::op::get || op == rdzv::op::wait;
+}
+
 // Runs one request and maps the reply's status to errors that name the server and keys.
 // `parse` reads the ok payload.
 template <class T, class Parse>
 static caf::expected<T> call(rendezvous_client::impl& self, rdzv::op op,
                              const std::vector<std::string>& keys,
-                             std::chrono::milliseconds timeout, bool waits,
+                             std::chrono::milliseconds timeout,
                              const std::function<void(rdzv::writer&)>& payload,
                              Parse parse) {
   std::lock_guard<std::mutex> guard{self.mtx};
+  const bool waits = waits_on_server(op);
   auto now = clock_type::now();
   auto deadline = now + std::max(timeout, std::chrono::milliseconds{0});
   auto io_deadline = waits ? deadline + self.opts.reply_grace : deadline;
@@ -259,7 +266,7 @@ const store_address& rendezvous_client::address() const {
 caf::error rendezvous_client::set(const std::string& key, const std::vector<char>& value,
                                   duration timeout) {
   auto res = call<bool>(
-    *impl_, rdzv::op::set, {key}, timeout, false,
+    *impl_, rdzv::op::set, {key}, timeout,
     [&](rdzv::writer& w) { w.str(key).str(value); },
     [](rdzv::reader&) { return std::optional<bool>{true}; });
   return res ? caf::none : res.error();
@@ -268,14 +275,14 @@ caf::error rendezvous_client::set(const std::string& key, const std::vector<char
 caf::expected<std::vector<char>> rendezvous_client::get(const std::string& key,
                                                         duration timeout) {
   return call<std::vector<char>>(
-    *impl_, rdzv::op::get, {key}, timeout, true, [&](rdzv::writer& w) { w.str(key); },
+    *impl_, rdzv::op::get, {key}, timeout, [&](rdzv::writer& w) { w.str(key); },
     [](rdzv::reader& r) { return r.bytes(); });
 }
 
 caf::expected<int64_t> rendezvous_client::add(const std::string& key, int64_t delta,
                                               duration timeout) {
   return call<int64_t>(
-    *impl_, rdzv::op::add, {key}, timeout, false,
+    *impl_, rdzv::op::add, {key}, timeout,
     [&](rdzv::writer& w) { w.str(key).i64(delta); }, [](rdzv::reader& r) { return r.i64(); });
 }
 
@@ -295,20 +302,20 @@ static std::optional<bool> read_flag(rdzv::reader& r) {
 caf::expected<bool> rendezvous_client::check(const std::vector<std::string>& keys,
                                              duration timeout) {
   return call<bool>(
-    *impl_, rdzv::op::check, keys, timeout, false,
+    *impl_, rdzv::op::check, keys, timeout,
     [&](rdzv::writer& w) { write_keys(w, keys); }, read_flag);
 }
 
 caf::error rendezvous_client::wait(const std::vector<std::string>& keys, duration timeout) {
   auto res = call<bool>(
-    *impl_, rdzv::op::wait, keys, timeout, true, [&](rdzv::writer& w) { write_keys(w, keys); },
+    *impl_, rdzv::op::wait, keys, timeout, [&](rdzv::writer& w) { write_keys(w, keys); },
     [](rdzv::reader&) { return std::optional<bool>{true}; });
   return res ? caf::none : res.error();
 }
 
 caf::expected<bool> rendezvous_client::erase(const std::string& key, duration timeout) {
   return call<bool>(
-    *impl_, rdzv::op::erase, {key}, timeout, false, [&](rdzv::writer& w) { w.str(key); },
+    *impl_, rdzv::op::erase, {key}, timeout, [&](rdzv::writer& w) { w.str(key); },
     read_flag);
 }
 

@@ -17,7 +17,9 @@
 
 #include "actors/dummy_driver_actor.hpp"
 #include "actors/cluster/cluster_impl.hpp"
+#include "runtime/defaults.hpp"
 #include "runtime/error.hpp"
+#include "runtime/plan/rank_plan.hpp"
 #include "runtime/version.hpp"
 #include "transport/dialer.hpp"
 
@@ -209,21 +211,22 @@ caf::error cluster::impl::connect_one(const std::string& address,
 }
 
 caf::error cluster::impl::check_nodes() {
-  std::map<std::string, const node*> by_id, by_ip;
+  std::map<std::string, const node*> by_id;
+  std::map<std::string, const node*> by_ip;
+  std::vector<std::string> node_ids;
+  std::set<std::string> ips;
   for (const auto& n : nodes) {
     auto [i, fresh] = by_id.emplace(n.info.node_id, &n);
     if (!fresh)
       return make_error(errc::invalid_config, "node agent " + n.info.node_id + " is listed twice ("
                                                 + i->second->address + " and " + n.address
                                                 + "); list each agent once");
-    auto [j, fresh_ip] = by_ip.emplace(n.info.ip, &n);
-    if (!fresh_ip)
-      return make_error(errc::invalid_config,
-                        "Every node should have a unique IP address: nodes "
-                          + j->second->info.node_id + " and " + n.info.node_id
-                          + " both report IP " + n.info.ip
-                          + "; give each agent its own address (cafex node --host-ip)");
+    by_ip.emplace(n.info.ip, &n);
+    node_ids.push_back(n.info.node_id);
+    ips.insert(n.info.ip);
   }
+  if (auto err = check_unique_ips(node_ids, ips))
+    return err;
   if (driver_ip.empty()) {
     auto ip = local_ip_facing(nodes.front().info.ip);
     if (!ip)
@@ -264,7 +267,7 @@ caf::error cluster::add_local(node_agent_actor agent, std::string driver_ip) {
   impl::node n;
   n.agent = std::move(agent);
   n.local = true;
-  auto info = d.ask<node_info>(n.agent, std::chrono::seconds(10), info_atom::value);
+  auto info = d.ask<node_info>(n.agent, defaults::local_agent_timeout, info_atom::value);
   if (!info)
     return info.error();
   n.info = std::move(*info);
@@ -300,7 +303,7 @@ void cluster::shutdown() {
   d.stopped = true;
   caf::scoped_actor self{d.sys};
   // Waits (bounded by each agent's kill grace) until every worker process is reaped.
-  self->request(d.dummy, std::chrono::seconds(15), kill_atom::value)
+  self->request(d.dummy, defaults::kill_workers_timeout, kill_atom::value)
     .receive([](int32_t) {}, [](caf::error&) {});
   d.release_all();
   self->send_exit(d.dummy, caf::exit_reason::user_shutdown);

@@ -9,6 +9,7 @@
 
 #include <caf/all.hpp>
 
+#include "actors/blocking_ask.hpp"
 #include "actors/dummy_driver_protocol.hpp"
 #include "actors/cluster/cluster.hpp"
 #include "transport/dialer.hpp"
@@ -16,11 +17,6 @@
 namespace cafex {
 
 using cluster_clock = std::chrono::steady_clock;
-
-inline std::chrono::milliseconds time_left(cluster_clock::time_point deadline) {
-  auto d = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - cluster_clock::now());
-  return std::max(d, std::chrono::milliseconds(1));
-}
 
 struct cluster::impl {
   struct node {
@@ -45,13 +41,10 @@ struct cluster::impl {
 
   impl(caf::actor_system& s, cluster_options o) : sys(s), opts(std::move(o)) {}
 
-  template <class R, class Handle, class... Ts>
-  caf::expected<R> ask(const Handle& dest, std::chrono::milliseconds timeout, Ts&&... xs) {
-    caf::scoped_actor self{sys};
-    caf::expected<R> out{caf::error{}};
-    self->request(dest, timeout, std::forward<Ts>(xs)...)
-      .receive([&](R& r) { out = std::move(r); }, [&](caf::error& e) { out = std::move(e); });
-    return out;
+  /// Blocking request with a deadline from the caller's thread (see blocking_ask).
+  template <class R, class... Ts>
+  caf::expected<R> ask(Ts&&... xs) {
+    return blocking_ask<R>(sys, std::forward<Ts>(xs)...);
   }
 
   node* find(const std::string& node_id) {

@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "actors/cluster/cluster_impl.hpp"
+#include "runtime/defaults.hpp"
 #include "runtime/error.hpp"
 
 namespace cafex {
@@ -116,7 +117,7 @@ caf::error cluster::impl::hold(const std::vector<bundle>& placed,
 
 void cluster::impl::release_all() {
   caf::scoped_actor self{sys};
-  self->request(dummy, std::chrono::seconds(5), release_atom::value)
+  self->request(dummy, defaults::release_timeout, release_atom::value)
     .receive([](int32_t) {}, [](caf::error&) {});
   for (auto& n : nodes)
     n.reservation = 0;
@@ -127,8 +128,8 @@ caf::error cluster::reserve(int world_size, std::chrono::steady_clock::time_poin
   const int want = std::max(d.opts.bundles, world_size);
   const auto t0 = cluster_clock::now();
   const auto give_up = std::min(deadline, t0 + d.opts.placement_timeout);
-  auto backoff = std::chrono::milliseconds(100);
-  auto next_report = t0 + std::chrono::seconds(1);
+  auto backoff = defaults::placement_first_backoff;
+  auto next_report = t0 + defaults::placement_first_report;
   for (;;) {
     if (auto err = d.refresh(deadline))
       return err;
@@ -168,12 +169,12 @@ caf::error cluster::reserve(int world_size, std::chrono::steady_clock::time_poin
                    missing, d.opts.resource_name, d.opts.gpus_per_worker, d.nodes.size(),
                    seconds(waited), seconds(d.opts.placement_timeout),
                    with_resource(text_of(why), d.opts.resource_name));
-      next_report = now + std::chrono::seconds(5);
+      next_report = now + defaults::placement_report_interval;
     }
     // Back-off between polls of the agents (not synchronisation: resources free up
     // when other drivers finish).
     std::this_thread::sleep_for(std::min(backoff, time_left(give_up)));
-    backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+    backoff = std::min(backoff * 2, defaults::placement_max_backoff);
   }
 }
 
@@ -204,7 +205,7 @@ caf::error cluster::spawn(int world_size, const std::string& log_level,
     req.register_timeout_ms = time_left(deadline).count();
     req.reservation = n->reservation;
     nodes[rank] = b.node_id;
-    handles.push_back(self->request(d.dummy, time_left(deadline) + std::chrono::seconds(2),
+    handles.push_back(self->request(d.dummy, time_left(deadline) + defaults::spawn_slack,
                                     spawn_atom::value, n->agent, req));
   }
   for (int rank = 0; rank < world_size; ++rank)
@@ -267,7 +268,7 @@ cluster::impl::spawn_on(node& n, const bundle& b, uint64_t reservation, int rpc_
   caf::expected<respawned> out{caf::error{}};
   uint16_t port = 0;
   auto where = "restarting rank " + std::to_string(rpc_rank) + " on node " + n.info.node_id;
-  self->request(dummy, time_left(deadline) + std::chrono::seconds(2), spawn_atom::value,
+  self->request(dummy, time_left(deadline) + defaults::spawn_slack, spawn_atom::value,
                 n.agent, req)
     .receive(
       [&](worker_actor& w, uint16_t p) {
@@ -357,7 +358,7 @@ cluster::respawn(int created_rank, int rpc_rank, const std::string& log_level,
   // A live agent answers in milliseconds; a lost one's request fails at once, or (link cut)
   // after this short bound rather than the whole connect timeout.
   const auto probe = std::min({d.opts.connect_timeout,
-                               std::chrono::milliseconds(node_suspect ? 200 : 2000),
+                               node_suspect ? defaults::respawn_probe_suspect : defaults::respawn_probe,
                                time_left(deadline)});
   if (n != nullptr && !d.ask<node_info>(n->agent, probe, info_atom::value))
     n = nullptr;

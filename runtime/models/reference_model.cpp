@@ -17,10 +17,15 @@ namespace {
 // Queries of one request attended at once: bounds the score scratch to chunk x positions.
 constexpr int64_t query_chunk = 128;
 
+// How B is stored: as op(B) itself ([k x n]), or as its transpose ([n x k], e.g. keys).
+enum class b_layout { plain, transposed };
+
 // Row-major C[m x n] = alpha * A[m x k] * op(B) where op(B) is [k x n].
 void gemm(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-          const float* b, int64_t ldb, float* c, int64_t ldc, bool trans_b = false) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
+          const float* b, int64_t ldb, float* c, int64_t ldc,
+          b_layout layout = b_layout::plain) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans,
+              layout == b_layout::transposed ? CblasTrans : CblasNoTrans,
               static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a,
               static_cast<int>(lda), b, static_cast<int>(ldb), 0.0f, c,
               static_cast<int>(ldc));
@@ -204,7 +209,7 @@ void reference_model::attend_one_head(int l, int head, const step_row& r) {
     if (scores_.size() < static_cast<size_t>(qn * keys))
       scores_.resize(static_cast<size_t>(qn * keys));
     gemm(qn, keys, d, scale, &qkv_[static_cast<size_t>((r.row0 + q0) * 3 * d)], 3 * d,
-         k.data(), d, scores_.data(), keys, true);
+         k.data(), d, scores_.data(), keys, b_layout::transposed);
     for (int64_t i = 0; i < qn; ++i) {
       float* s = &scores_[static_cast<size_t>(i * keys)];
       const int64_t visible = r.pos0 + q0 + i + 1; // causal mask

@@ -1,5 +1,8 @@
 #include "runtime/plan/placement.hpp"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -45,12 +48,8 @@ std::string fmt_num(double x) {
   return os.str();
 }
 
-std::string join_ints(const std::vector<int>& xs) {
-  std::string out = "[";
-  for (size_t i = 0; i < xs.size(); ++i)
-    out += (i ? ", " : "") + std::to_string(xs[i]);
-  return out + "]";
-}
+// Python's repr of a list of ints, as the seed's message prints bundle_indices.
+std::string py_list(const std::vector<int>& xs) { return fmt::format("[{}]", fmt::join(xs, ", ")); }
 
 } // namespace
 
@@ -236,7 +235,7 @@ caf::expected<std::vector<int>> select_bundle_indices(const std::vector<bundle>&
     return make_error(errc::invalid_argument,
                       "--bundle-indices must have the same size as the world size (tp * pp), "
                       "but got bundle_indices="
-                        + join_ints(idx) + " (" + std::to_string(idx.size())
+                        + py_list(idx) + " (" + std::to_string(idx.size())
                         + " entries) and world_size=" + std::to_string(world_size)
                         + "; give one bundle index per rank");
   std::map<int, int> seen;
@@ -244,7 +243,7 @@ caf::expected<std::vector<int>> select_bundle_indices(const std::vector<bundle>&
     if (++seen[i] == 2)
       return make_error(errc::invalid_argument,
                         "--bundle-indices cannot have duplicate values, but got bundle_indices="
-                          + join_ints(idx) + " (" + std::to_string(i)
+                          + py_list(idx) + " (" + std::to_string(i)
                           + " repeats); give each rank its own bundle");
   for (int i : idx)
     if (i < 0 || i >= n)

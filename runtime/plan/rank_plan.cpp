@@ -1,5 +1,8 @@
 #include "runtime/plan/rank_plan.hpp"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
@@ -61,6 +64,19 @@ caf::error validate(const parallel_config& cfg) {
                         + std::to_string(cfg.tensor_parallel_size) + " x "
                         + std::to_string(cfg.pipeline_parallel_size) + "); check --tp/--pp");
   return caf::error{};
+}
+
+caf::error check_unique_ips(const std::vector<std::string>& node_ids,
+                            const std::set<std::string>& ips) {
+  if (node_ids.size() == ips.size())
+    return caf::none;
+  return make_error(errc::invalid_config,
+                    "Every node should have a unique IP address. Got "
+                      + std::to_string(node_ids.size()) + " nodes with node ids "
+                      + py_repr(node_ids, '[', ']') + " and " + std::to_string(ips.size())
+                      + " unique IP addresses " + py_repr(ips, '{', '}')
+                      + ". Please check your network configuration. If you set "
+                        "CAFEX_HOST_IP/--host-ip, make sure it is unique for each node.");
 }
 
 caf::expected<rank_plan> plan_ranks(const std::vector<worker_report>& reports,
@@ -145,21 +161,11 @@ caf::expected<rank_plan> plan_ranks(const std::vector<worker_report>& reports,
   std::set<std::string> all_ips{driver_ip};
   for (const auto& r : reports)
     all_ips.insert(r.ip);
-  if (node_ids.size() != all_ips.size())
-    return make_error(errc::invalid_config,
-                      "Every node should have a unique IP address. Got "
-                        + std::to_string(node_ids.size()) + " nodes with node ids "
-                        + py_repr(node_ids, '[', ']') + " and "
-                        + std::to_string(all_ips.size()) + " unique IP addresses "
-                        + py_repr(all_ips, '{', '}')
-                        + ". Please check your network configuration. If you set "
-                          "CAFEX_HOST_IP/--host-ip, make sure it is unique for each node.");
+  if (auto err = check_unique_ips(node_ids, all_ips))
+    return err;
 
   for (auto& w : plan.workers) {
-    std::string devices;
-    for (int g : node_gpus[w.node_id])
-      devices += (devices.empty() ? "" : ",") + std::to_string(g);
-    w.env[device_env_var] = devices;
+    w.env[device_env_var] = fmt::format("{}", fmt::join(node_gpus[w.node_id], ","));
     for (const auto& [name, value] : env_to_copy)
       w.env.emplace(name, value); // emplace keeps the device variable
     const auto& ranks = node_workers[w.node_id];

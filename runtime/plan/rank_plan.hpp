@@ -6,6 +6,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,13 @@ struct parallel_config {
 /// errc::invalid_argument when a size is below 1 (or the product is absurdly large);
 /// an empty error otherwise.
 caf::error validate(const parallel_config& cfg);
+
+/// The seed's rule "every node should have a unique IP address": `node_ids` (the nodes
+/// in the order they were seen) and the set of their IPs (plus the driver's) must have
+/// the same size. errc::invalid_config with the seed's message otherwise. The rank plan
+/// checks it on the workers' reports, the driver's cluster on the agents it reached.
+caf::error check_unique_ips(const std::vector<std::string>& node_ids,
+                            const std::set<std::string>& ips);
 
 /// What one worker answered, indexed by the rank it was created with.
 struct worker_report {

@@ -9,10 +9,21 @@
 #include <vector>
 
 #include <caf/expected.hpp>
-
-#include "actors/messages.hpp"
+#include <caf/meta/type_name.hpp>
 
 namespace cafex {
+
+/// One bundle of a placement group as a node agent reserves it: a share of one device.
+struct bundle_claim {
+  int32_t bundle_index = 0;
+  int32_t device_id = 0;
+  int64_t units = 10000;  ///< 10000 = one whole device (fixed point, as Ray does)
+};
+
+template <class Inspector>
+typename Inspector::result_type inspect(Inspector& f, bundle_claim& x) {
+  return f(caf::meta::type_name("cafex::bundle_claim"), x.bundle_index, x.device_id, x.units);
+}
 
 /// One whole device in ledger units (fixed point, so 10 x 0.1 fills a device exactly).
 constexpr int64_t device_units = 10000;

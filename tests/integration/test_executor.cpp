@@ -59,7 +59,7 @@ TEST_CASE("start-up runs the seed's lifecycle and ranks every worker") {
   auto health = ex->check_health();
   REQUIRE(health);
   for (auto& h : *health)
-    CHECK(h.state == "healthy");
+    CHECK_MESSAGE(h.state == health_state::healthy, to_string(h.state));
   ex->shutdown();
   CHECK(test::wait_until([] { return test::children_of(getpid()).empty(); }, 5s));
 }

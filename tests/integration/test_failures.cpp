@@ -80,8 +80,11 @@ TEST_CASE("SIGKILL mid-step: the step fails fast naming rank, node and signal 9"
   MESSAGE("SIGKILL detected and reported in " << took << " ms: " << what);
   auto health = (*ex)->check_health();
   REQUIRE(health);
-  CHECK(health->at(1).state == "dead");
-  CHECK(health->at(0).state == "healthy");
+  CHECK(health->at(1).state == health_state::dead);
+  CHECK(health->at(1).cause.what == failure_cause::kind::killed);
+  CHECK(health->at(1).cause.code == SIGKILL);
+  CHECK(health->at(0).state == health_state::healthy);
+  CHECK(health->at(0).cause.what == failure_cause::kind::none);
   CHECK((*ex)->state() == executor_state::failed);
   (*ex)->shutdown();
   CHECK((*ex)->state() == executor_state::stopped);
@@ -113,7 +116,9 @@ TEST_CASE("SIGSTOP: the worker is reported unresponsive within the heartbeat bou
                                  << o.liveness.connection_timeout.count() << " ms): " << what);
   auto health = (*ex)->check_health();
   REQUIRE(health);
-  CHECK(health->at(1).state == "unresponsive");
+  CHECK(health->at(1).state == health_state::unresponsive);
+  CHECK(health->at(1).cause.what == failure_cause::kind::unresponsive);
+  CHECK(health->at(1).cause.stopped);
   CHECK((*ex)->state() == executor_state::degraded);
   kill(victim, SIGCONT);
   (*ex)->shutdown();

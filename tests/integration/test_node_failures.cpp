@@ -179,8 +179,8 @@ void check_reported(executor& ex, std::future<caf::expected<model_runner_output>
   auto health = ex.check_health();
   REQUIRE(health);
   auto st = health->at(static_cast<size_t>(lost.rank)).state;
-  CHECK_MESSAGE((st == "dead" || st == "unresponsive"), st);
-  CHECK(health->at(static_cast<size_t>(1 - lost.rank)).state == "healthy");
+  CHECK_MESSAGE((st == health_state::dead || st == health_state::unresponsive), to_string(st));
+  CHECK(health->at(static_cast<size_t>(1 - lost.rank)).state == health_state::healthy);
   auto s = ex.state();
   CHECK_MESSAGE((s == executor_state::failed || s == executor_state::degraded), to_string(s));
   auto t1 = steady::now();

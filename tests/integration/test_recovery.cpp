@@ -144,7 +144,8 @@ TEST_CASE("restart: a SIGKILLed rank is replaced and re-prefilled requests give 
   auto health = (*ex)->check_health();
   REQUIRE(health);
   for (const auto& w : *health)
-    CHECK_MESSAGE(w.state == "healthy", w.rank << ": " << w.state << " " << w.detail);
+    CHECK_MESSAGE(w.state == health_state::healthy,
+                  w.rank << ": " << to_string(w.state) << " " << w.detail);
   // The host resubmits: every live request is re-prefilled with what it generated.
   h.lost_caches();
   while (h.done() < n) {

@@ -1,6 +1,8 @@
 // A worker program with extra methods for tests, the way a host program registers its
-// own: `cafex_test_worker worker ...` runs worker_main with these added. The test models
-// (sleepy, failing_load) come from the fault-injection module, always registered here.
+// own: `cafex_test_worker worker ...` runs worker_main with these added, and
+// `cafex_test_worker host LEVEL` is a host that embeds an executor (the logging tests).
+// The test models (sleepy, failing_load) come from the fault-injection module, always
+// registered here.
 #include <chrono>
 #include <cstdio>
 #include <stdexcept>
@@ -9,13 +11,44 @@
 
 #include "chaos/worker_faults.hpp"
 #include "actors/worker_main.hpp"
+#include "cafex/executor.hpp"
 #include "runtime/error.hpp"
 
 using namespace cafex;
 
+namespace {
+
+/// `cafex_test_worker host LEVEL`: a host program that embeds an executor at log level
+/// LEVEL (its workers are this program again), runs one step and shuts down. It prints
+/// nothing itself unless something fails, so its output is the library's alone.
+int run_host(const std::string& level) {
+  executor_options o;
+  o.parallel.tensor_parallel_size = 2;
+  o.log_level = level;
+  auto ex = executor::start(o);
+  if (!ex) {
+    std::fprintf(stderr, "host: start failed: %s\n", describe(ex.error()).c_str());
+    return 1;
+  }
+  scheduler_output step;
+  step.new_requests.push_back({"r0", {1, 2, 3}});
+  auto out = (*ex)->execute_model(step);
+  if (!out || out->sampled.size() != 1) {
+    std::fprintf(stderr, "host: step failed: %s\n",
+                 out ? "no token" : describe(out.error()).c_str());
+    return 1;
+  }
+  (*ex)->shutdown();
+  return 0;
+}
+
+} // namespace
+
 int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "host")
+    return run_host(argv[2]);
   if (argc < 2 || std::string(argv[1]) != "worker") {
-    std::fprintf(stderr, "usage: cafex_test_worker worker ...\n");
+    std::fprintf(stderr, "usage: cafex_test_worker worker ... | host LOG_LEVEL\n");
     return 2;
   }
   register_fault_models();

@@ -4,7 +4,7 @@
 
 namespace cafex {
 
-caf::actor spawn_client(caf::actor_system& sys, driver_actor driver,
+caf::actor spawn_client(caf::actor_system& sys, const driver_actor& driver,
                         std::chrono::milliseconds timeout) {
   return sys.spawn([driver, timeout](caf::event_based_actor* self) -> caf::behavior {
     // The driver answers (or fails) every step before it quits, and its down message

@@ -14,7 +14,7 @@ namespace cafex {
 using step_callback = std::function<void(caf::expected<model_runner_output>)>;
 
 /// Spawns the client of `driver`; step answers arrive within `timeout` or fail.
-caf::actor spawn_client(caf::actor_system& sys, driver_actor driver,
+caf::actor spawn_client(caf::actor_system& sys, const driver_actor& driver,
                         std::chrono::milliseconds timeout);
 
 } // namespace cafex

@@ -59,7 +59,7 @@ void try_dispatch(driver_ptr self) {
     for (int r = 0; r < st.tp * st.pp; ++r)
       p->owing.insert(r);
     if (st.kv)
-      p->outputs.resize(static_cast<size_t>(st.tp * st.pp));
+      p->outputs.resize(static_cast<size_t>(st.tp) * static_cast<size_t>(st.pp));
     st.in_flight.emplace(seq, p);
     self->delayed_send(self, st.opts.step_timeout, deadline_atom::value, seq);
     if (st.shm) {

@@ -28,6 +28,6 @@ struct worker_actor_state {
 /// Spawn detached: model steps and channel transfers block their thread.
 worker_actor::behavior_type
 worker_actor_impl(worker_actor::stateful_pointer<worker_actor_state> self, worker_state st,
-                  method_table methods, node_agent_actor agent);
+                  method_table methods, const node_agent_actor& agent);
 
 } // namespace cafex

@@ -62,7 +62,7 @@ void worker_hot_loop::run() {
   }
 }
 
-void worker_hot_loop::report_failure(uint64_t seq, caf::error err) {
+void worker_hot_loop::report_failure(uint64_t seq, const caf::error& err) {
   spdlog::warn("rank {} failed step {}: {}", st_.rank, seq, describe(err));
   if (auto e = write_report(*report_, bell_.get(), seq, st_.rank, report_kind::failure, nullptr,
                             &err, timeout_))
@@ -90,12 +90,12 @@ void worker_hot_loop::handle(const std::vector<char>& bytes) {
       err = make_error(code_of(err) == errc::none ? errc::model_failed : code_of(err),
                        "rank " + std::to_string(st_.rank) + " on node " + st_.node_id + ": "
                          + describe(err));
-    report_failure(m->seq, std::move(err));
+    report_failure(m->seq, err);
     return;
   }
   if (out->forward) {
     if (auto err = write_handoff(*next_, m->seq, m->step_bytes, out->tensors, timeout_)) {
-      report_failure(m->seq, std::move(err));
+      report_failure(m->seq, err);
       return;
     }
   }

@@ -31,7 +31,7 @@ private:
   worker_hot_loop(worker_state& st, worker_stage& stage, std::mutex& mtx);
   void run();
   void handle(const std::vector<char>& bytes);
-  void report_failure(uint64_t seq, caf::error err);
+  void report_failure(uint64_t seq, const caf::error& err);
 
   worker_state& st_;
   worker_stage& stage_;

@@ -46,8 +46,10 @@ caf::expected<json> update_environment_variables(worker_state& st, const json& a
     if (!value.is_string())
       return make_error(errc::invalid_argument, "environment variable " + name
                                                   + " must be a string");
-    // Set before any device library starts: CUDA reads CUDA_VISIBLE_DEVICES once.
-    setenv(name.c_str(), value.get<std::string>().c_str(), 1);
+    // Set before any device library starts: CUDA reads CUDA_VISIBLE_DEVICES once. setenv
+    // is MT-unsafe against concurrent readers, but a worker reads its environment only
+    // before its actor starts and in this actor's methods, which run one at a time.
+    setenv(name.c_str(), value.get<std::string>().c_str(), 1); // NOLINT(concurrency-mt-unsafe)
   }
   return json(env->size());
 }

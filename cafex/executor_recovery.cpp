@@ -155,14 +155,20 @@ caf::error executor::impl::recover_once(const std::string& why) {
       return make_error(errc::worker_lost, "a worker did not answer before the rebuild: "
                                              + describe(r.error()));
   }
-  nlohmann::json args = {{"generation", ++comm_generation},
+  int generation = 0;
+  {
+    // executor::reinitialize_distributed bumps it too, from the caller's thread.
+    std::lock_guard<std::mutex> guard{recovery_mtx};
+    generation = ++comm_generation;
+  }
+  nlohmann::json args = {{"generation", generation},
                          {"timeout_ms", time_left(deadline).count()}};
   if (auto r = rpc("reinitialize_distributed", args.dump(), time_left(deadline), during_recovery());
       !r)
     return r.error();
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - t0).count();
   spdlog::info("recovered in {} ms: {} rank(s) replaced, communicators at generation {}", ms,
-               replaced.size(), comm_generation);
+               replaced.size(), generation);
   return caf::none;
 }
 

@@ -8,6 +8,7 @@
 
 #include "cafex/executor.hpp"
 #include "chaos/runner.hpp"
+#include "runtime/os/errno_text.hpp"
 
 namespace cafex {
 
@@ -87,7 +88,7 @@ void fault_injector::signal_rank(int rank, int sig, std::string& what) {
   if (sig == SIGCONT)
     stopped_.erase(it->second);
   if (::kill(static_cast<pid_t>(it->second), sig) != 0)
-    what += " failed: " + std::string(std::strerror(errno));
+    what += " failed: " + errno_text(errno);
 }
 
 void fault_injector::apply(const scenario_fault& f, const std::string& when) {

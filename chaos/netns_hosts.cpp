@@ -1,4 +1,5 @@
 #include "chaos/netns_hosts.hpp"
+#include "runtime/os/errno_text.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -81,6 +82,7 @@ command_result run_captured(const std::vector<std::string>& argv,
   if (pipe(fds) != 0)
     return r;
   std::vector<char*> cargv;
+  cargv.reserve(argv.size() + 1);
   for (const auto& a : argv)
     cargv.push_back(const_cast<char*>(a.c_str()));
   cargv.push_back(nullptr);
@@ -182,13 +184,13 @@ void netns_hosts::enter(int i) const {
   auto path = "/var/run/netns/" + ns(i);
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0)
-    throw std::runtime_error("cannot open " + path + ": " + std::strerror(errno));
+    throw std::runtime_error("cannot open " + path + ": " + errno_text(errno));
   int rc = setns(fd, CLONE_NEWNET);
   int e = errno;
   close(fd);
   if (rc != 0)
     throw std::runtime_error("cannot enter network namespace " + ns(i) + ": "
-                             + std::strerror(e));
+                             + errno_text(e));
 }
 
 bool can_create_netns() {

@@ -89,8 +89,9 @@ int chaos_command(int argc, char** argv) {
     return 2;
   }
   // Workers inherit it from their node agent; the embedded agent and the simulated
-  // hosts' agents inherit it from this process.
-  setenv(fault_injection_env, "1", 1);
+  // hosts' agents inherit it from this process. No other thread runs yet: MT-unsafe
+  // setenv is fine here.
+  setenv(fault_injection_env, "1", 1); // NOLINT(concurrency-mt-unsafe)
   std::unique_ptr<simulated_hosts> hosts;
   if (s->hosts > 0) {
     // Before any thread starts: this process moves into the driver's namespace.

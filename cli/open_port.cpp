@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "runtime/error.hpp"
+#include "runtime/os/errno_text.hpp"
 
 namespace cafex::cli {
 
@@ -30,7 +31,7 @@ caf::expected<int> get_open_port() {
   if (s.fd < 0)
     return make_error(errc::transport_failed,
                       std::string("cannot create a socket to find a free port: ")
-                        + std::strerror(errno) + "; pass --port");
+                        + errno_text(errno) + "; pass --port");
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_ANY);
@@ -40,7 +41,7 @@ caf::expected<int> get_open_port() {
       || ::getsockname(s.fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
     return make_error(errc::transport_failed,
                       std::string("cannot bind 0.0.0.0:0 to find a free port: ")
-                        + std::strerror(errno) + "; pass --port");
+                        + errno_text(errno) + "; pass --port");
   return static_cast<int>(ntohs(addr.sin_port));
 }
 

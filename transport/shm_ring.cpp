@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "runtime/error.hpp"
+#include "runtime/os/errno_text.hpp"
 
 namespace cafex {
 
@@ -34,7 +35,7 @@ void futex_wake(std::atomic<uint32_t>* word) {
 }
 
 caf::error sys_error(const std::string& what, const std::string& name) {
-  return make_error(errc::transport_failed, what + " '" + name + "': " + strerror(errno));
+  return make_error(errc::transport_failed, what + " '" + name + "': " + errno_text(errno));
 }
 
 std::chrono::microseconds left(clock::time_point deadline) {
@@ -189,6 +190,8 @@ size_t shm_ring::capacity() const {
 }
 
 void shm_ring::copy_in(uint64_t pos, const void* data, size_t n) {
+  if (n == 0)
+    return; // an empty part may come with a null pointer, which memcpy must not get
   auto cap = hdr_->capacity;
   auto off = pos % cap;
   auto first = std::min<size_t>(n, cap - off);
@@ -198,6 +201,8 @@ void shm_ring::copy_in(uint64_t pos, const void* data, size_t n) {
 }
 
 void shm_ring::copy_out(uint64_t pos, void* data, size_t n) const {
+  if (n == 0)
+    return; // an empty message reads into an empty vector's null data()
   auto cap = hdr_->capacity;
   auto off = pos % cap;
   auto first = std::min<size_t>(n, cap - off);

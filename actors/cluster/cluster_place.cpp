@@ -23,7 +23,8 @@ int64_t units_of(double share) {
 
 std::string seconds(std::chrono::milliseconds ms) {
   std::ostringstream os;
-  os << static_cast<double>(ms.count() / 100) / 10.0;
+  auto tenths = ms.count() / 100; // truncated to a tenth of a second on purpose
+  os << static_cast<double>(tenths) / 10.0;
   return os.str();
 }
 

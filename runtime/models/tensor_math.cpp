@@ -51,7 +51,7 @@ void rmsnorm(const float* x, const float* gain, float* y, size_t rows, size_t co
     double ss = 0.0;
     for (size_t c = 0; c < cols; ++c)
       ss += static_cast<double>(xr[c]) * xr[c];
-    const float inv = static_cast<float>(1.0 / std::sqrt(ss / cols + 1e-6));
+    const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(cols) + 1e-6));
     for (size_t c = 0; c < cols; ++c)
       yr[c] = xr[c] * inv * gain[c];
   }
@@ -80,7 +80,7 @@ std::vector<double> position_frequencies(size_t hidden) {
   // Classic transformer encoding: pairs (sin, cos) at geometric frequencies.
   std::vector<double> freqs;
   for (size_t i = 0; i < hidden; i += 2)
-    freqs.push_back(std::pow(10000.0, -static_cast<double>(i) / hidden));
+    freqs.push_back(std::pow(10000.0, -static_cast<double>(i) / static_cast<double>(hidden)));
   return freqs;
 }
 

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "runtime/error.hpp"
+#include "runtime/os/errno_text.hpp"
 
 extern char** environ;
 
@@ -27,7 +28,9 @@ std::string self_executable() {
 std::string exit_status::describe() const {
   if (!signaled)
     return "exit code " + std::to_string(code);
-  return "signal " + std::to_string(code) + " (" + strsignal(code) + ")";
+  // sigdescr_np: strsignal's text without its shared buffer (MT-safe, glibc 2.32).
+  const char* text = sigdescr_np(code);
+  return "signal " + std::to_string(code) + " (" + (text ? text : "unknown signal") + ")";
 }
 
 child_process::child_process(child_process&& other) noexcept
@@ -67,24 +70,26 @@ caf::expected<child_process> child_process::spawn(
   for (const auto& [k, v] : extra_env)
     env_store.push_back(k + "=" + v);
   std::vector<char*> cargv;
+  cargv.reserve(argv.size() + 1);
   for (const auto& a : argv)
     cargv.push_back(const_cast<char*>(a.c_str()));
   cargv.push_back(nullptr);
   std::vector<char*> cenv;
+  cenv.reserve(env_store.size() + 1);
   for (const auto& e : env_store)
     cenv.push_back(const_cast<char*>(e.c_str()));
   cenv.push_back(nullptr);
   // A pipe with O_CLOEXEC tells the parent whether exec succeeded.
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0)
-    return make_error(errc::spawn_failed, std::string("pipe2 failed: ") + strerror(errno));
+    return make_error(errc::spawn_failed, std::string("pipe2 failed: ") + errno_text(errno));
   pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) {
     int err = errno;
     close(fds[0]);
     close(fds[1]);
-    return make_error(errc::spawn_failed, std::string("fork failed: ") + strerror(err));
+    return make_error(errc::spawn_failed, std::string("fork failed: ") + errno_text(err));
   }
   if (pid == 0) {
     close(fds[0]);
@@ -94,7 +99,8 @@ caf::expected<child_process> child_process::spawn(
     // Unblock every signal: CAF or the host may have masked some in this thread.
     sigset_t none;
     sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
+    // The forked child has one thread, and sigprocmask is async-signal-safe.
+    sigprocmask(SIG_SETMASK, &none, nullptr); // NOLINT(concurrency-mt-unsafe)
     execve(cargv[0], cargv.data(), cenv.data());
     int err = errno;
     ssize_t ignored = write(fds[1], &err, sizeof(err));
@@ -115,7 +121,7 @@ caf::expected<child_process> child_process::spawn(
     waitpid(pid, &status, 0);
     child.pid_ = -1;
     return make_error(errc::spawn_failed, "cannot execute '" + argv[0]
-                                            + "': " + strerror(exec_errno)
+                                            + "': " + errno_text(exec_errno)
                                             + "; check the worker program path");
   }
   return child;

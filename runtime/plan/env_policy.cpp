@@ -42,9 +42,11 @@ env_map select_env_to_copy(const env_map& driver_env, const env_policy& policy) 
   for (const auto& [name, value] : driver_env) {
     if (policy.worker_specific.count(name) > 0 || policy.non_carry_over.count(name) > 0)
       continue;
-    bool wanted = policy.additional.count(name) > 0
+    // A lambda cannot capture a structured binding before C++20 (clang refuses it).
+    const std::string& key = name;
+    bool wanted = policy.additional.count(key) > 0
                   || std::any_of(policy.prefixes.begin(), policy.prefixes.end(),
-                                 [&](const std::string& p) { return starts_with(name, p); });
+                                 [&](const std::string& p) { return starts_with(key, p); });
     if (wanted)
       out.emplace(name, value);
   }

@@ -13,6 +13,7 @@
 #include "actors/driver_actor.hpp"
 #include "actors/node_agent_actor.hpp"
 #include "runtime/os/child_process.hpp"
+#include "runtime/os/signals.hpp"
 #include "actors/client_actor.hpp"
 #include "runtime/version.hpp"
 #include "transport/channel.hpp"
@@ -125,6 +126,8 @@ executor::executor(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 executor::~executor() = default;
 
 caf::expected<std::unique_ptr<executor>> executor::start(executor_options options) {
+  // The driver (or host) must outlive a worker that dies mid-write: EPIPE, not SIGPIPE.
+  ignore_sigpipe();
   auto p = std::make_unique<impl>(std::move(options));
   if (auto err = p->start_up()) {
     p->shutdown();

@@ -26,6 +26,7 @@
 #include "cli/run_flags.hpp"
 #include "http_server.hpp"
 #include "runtime/logging.hpp"
+#include "runtime/os/signals.hpp"
 
 using namespace cafex;
 namespace net = boost::asio;
@@ -188,6 +189,8 @@ int run_service(const serve_options& o) {
 } // namespace
 
 int main(int argc, char** argv) {
+  // A client or worker that vanishes mid-write is an EPIPE to handle, never a SIGPIPE.
+  ignore_sigpipe();
   if (argc > 1 && std::string(argv[1]) == "worker")
     return worker_main(argc, argv, 2);  // this program is also its worker program
   auto parser = serve_parser();

@@ -203,7 +203,7 @@ void on_step_failed(driver_ptr self, uint64_t seq, int rank, caf::error& err) {
   bool broken = code_of(err) == errc::transport_failed && st.in_flight.count(seq) > 0;
   auto reason = describe(err);
   finish(self, seq, std::move(err));
-  if (broken && st.opts.on_recover && !st.recovering)
+  if (broken && restarts(st) && !st.recovering)
     begin_recovery(self, -1, "a transport failed at rank " + std::to_string(rank) + ": " + reason);
 }
 

@@ -118,6 +118,9 @@ void compile(driver_ptr self) {
           if (*failed || st.generation != gen)
             return;
           if (--*remaining == 0) {
+            // Every rank has mapped its rings (workers open them before answering).
+            if (st.shm)
+              st.shm->unlink_names();
             st.dag = driver_state::dag_state::ready;
             st.done.reset(st.window.next_seq());
             try_dispatch(self);

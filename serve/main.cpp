@@ -116,7 +116,11 @@ int run_service(const serve_options& o) {
           if (ok)
             paused_batch->resume();
           else
-            paused_batch->fail_all(make_error(errc::worker_lost, why));
+            // Dead for good (the recovery gave up) or not back in time: every queued and
+            // later request gets a 503 at once, and a drain does not wait for them.
+            paused_batch->fail_for_good(make_error(
+              errc::worker_lost, why + "; the executor gave up (--max-restarts): restart "
+                                       "cafex-serve"));
         });
       },
       o.exec.start_timeout + std::chrono::seconds(30));

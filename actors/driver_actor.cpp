@@ -116,6 +116,8 @@ bool on_dataflow_config(driver_ptr self, std::string& url, std::vector<std::stri
   for (size_t r = 0; r < st.ranks.size(); ++r)
     st.ranks[r].node_ip = r < ips.size() ? std::move(ips[r]) : std::string{};
   st.use_shm = use_shm;
+  // The last phase of start-up: from here on, the restart policy replaces lost workers.
+  st.started = true;
   return true;
 }
 

@@ -79,6 +79,7 @@ struct driver_state {
   driver_options opts;
   std::vector<rank_slot> ranks;          ///< by rank (created rank before rerank)
   std::set<caf::actor_addr> lost_agents; ///< agents whose link dropped: never asked again
+  bool started = false;                  ///< start-up done (the dataflow configured)
   bool recovering = false;               ///< restart policy: between a loss and recovered
   std::string recovery_reason;           ///< what is being recovered from
   int tp = 1;
@@ -107,7 +108,14 @@ driver_actor::behavior_type driver_impl(driver_ptr self, driver_options opts);
 
 /// Restart policy: fails what is pending, tears the dataflow down and asks the host to
 /// recover (options.on_recover). rank -1: a communicator broke, no worker was lost.
+/// Not during start-up: a loss there fails start-up (see restarts()).
 void begin_recovery(driver_ptr self, int rank, const std::string& reason);
+
+/// True when a lost worker is replaced: the restart policy, once start-up is done. A
+/// worker lost during start-up fails it, whatever the policy.
+inline bool restarts(const driver_state& st) {
+  return st.started && static_cast<bool>(st.opts.on_recover);
+}
 
 /// "rank 3 on node ab12".
 std::string who(const driver_state& st, int rank);

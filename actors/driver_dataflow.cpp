@@ -119,6 +119,9 @@ void compile(driver_ptr self) {
           if (*failed || st.generation != gen)
             return;
           if (--*remaining == 0) {
+            // Every rank has mapped its rings (workers open them before answering).
+            if (st.shm)
+              st.shm->unlink_names();
             st.dag = driver_state::dag_state::ready;
             st.done.reset(st.window.next_seq());
             try_dispatch(self);
@@ -204,7 +207,7 @@ void on_step_failed(driver_ptr self, uint64_t seq, int rank, caf::error& err) {
   bool broken = code_of(err) == errc::transport_failed && st.in_flight.count(seq) > 0;
   auto reason = describe(err);
   finish(self, seq, std::move(err));
-  if (broken && st.opts.on_recover && !st.recovering)
+  if (broken && restarts(st) && !st.recovering)
     begin_recovery(self, -1, "a transport failed at rank " + std::to_string(rank) + ": " + reason);
 }
 

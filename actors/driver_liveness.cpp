@@ -32,13 +32,15 @@ void on_worker_down(driver_ptr self, int rank, failure_cause cause, const caf::e
   slot.why = why;
   slot.state = health_state_of(cause);
   spdlog::error("{} is gone: {}", who(st, rank), why);
-  const bool restart = static_cast<bool>(st.opts.on_recover);
-  auto lost = make_error(errc::worker_lost,
-                         who(st, rank) + " is gone: " + why + "; "
-                           + (restart ? "the executor replaces it (--on-worker-failure "
-                                        "restart): resubmit this step's requests, re-prefilled, "
-                                        "once state() is ready again"
-                                      : advice_for(cause)));
+  const bool restart = restarts(st);
+  std::string what_next = advice_for(cause);
+  if (restart)
+    what_next = "the executor replaces it (--on-worker-failure restart): resubmit this step's "
+                "requests, re-prefilled, once state() is ready again";
+  else if (st.opts.on_recover)
+    what_next = "start-up fails: --on-worker-failure restart replaces workers only once the "
+                "executor is ready; " + what_next;
+  auto lost = make_error(errc::worker_lost, who(st, rank) + " is gone: " + why + "; " + what_next);
   fail_rpcs_waiting_for(self, rank, lost);
   // Every step involves every rank.
   fail_all_steps(self, lost);
@@ -109,7 +111,7 @@ void on_down(driver_ptr self, const caf::down_msg& dm) {
 
 void begin_recovery(driver_ptr self, int rank, const std::string& reason) {
   auto& st = self->state;
-  if (!st.opts.on_recover)
+  if (!restarts(st))
     return;
   if (!st.recovering)
     st.recovery_reason = reason;

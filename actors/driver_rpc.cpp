@@ -65,9 +65,8 @@ caf::expected<std::vector<int>> targets_of(const driver_state& st, const rpc_opt
       return make_error(errc::worker_lost,
                         who(st, r) + " is gone: "
                           + (slot.probing ? "its link dropped" : slot.why)
-                          + (st.opts.on_recover ? "; the executor is replacing it"
-                                                : "; shut the executor down and start it "
-                                                  "again"));
+                          + (restarts(st) ? "; the executor is replacing it"
+                                          : "; shut the executor down and start it again"));
   }
   return targets;
 }

@@ -61,6 +61,14 @@ driver_shm_path::~driver_shm_path() {
     reader_.join();
 }
 
+void driver_shm_path::unlink_names() {
+  for (auto* group : {&commands_, &links_, &reports_})
+    for (auto& r : *group)
+      r->unlink();
+  if (bell_)
+    bell_->unlink();
+}
+
 caf::error driver_shm_path::dispatch(uint64_t seq, const scheduler_output& step) {
   auto bytes = encode_scheduler_output(step);
   for (auto& ring : commands_)

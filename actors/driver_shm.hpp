@@ -37,6 +37,10 @@ public:
 
   const std::string& prefix() const { return prefix_; }
 
+  /// Every worker has opened its rings: removes their names from /dev/shm, so that
+  /// nothing is left there even when this process is SIGKILLed.
+  void unlink_names();
+
 private:
   driver_shm_path() = default;
   void read_loop();

@@ -14,6 +14,7 @@
 #include "chaos/worker_faults.hpp"
 #include "runtime/error.hpp"
 #include "runtime/logging.hpp"
+#include "runtime/os/signals.hpp"
 #include "runtime/version.hpp"
 
 namespace cafex {
@@ -142,6 +143,9 @@ bool parse(int argc, char** argv, int first, worker_args& out, std::string& err)
 } // namespace
 
 int worker_main(int argc, char** argv, int first, const method_table& extra) {
+  // A TP peer SIGKILLed mid-collective must fail Gloo's write with EPIPE (a lost peer),
+  // not kill this worker too.
+  ignore_sigpipe();
   for (int i = first; i < argc; ++i)
     if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
       std::puts("usage: cafex worker --agent HOST:PORT --spawn-id N --rank N [--bundle-index N]\n"

@@ -13,6 +13,7 @@
 #include "actors/driver_actor.hpp"
 #include "actors/node_agent_actor.hpp"
 #include "runtime/os/child_process.hpp"
+#include "runtime/os/signals.hpp"
 #include "actors/client_actor.hpp"
 #include "runtime/logging.hpp"
 #include "runtime/version.hpp"
@@ -130,6 +131,8 @@ caf::expected<std::unique_ptr<executor>> executor::start(executor_options option
   // stderr or the host's sink. A cafex program that named its role (serve) keeps it.
   if (auto err = init_logging(options.log_level, logging_role(), options.log_sink))
     return err;
+  // The driver (or host) must outlive a worker that dies mid-write: EPIPE, not SIGPIPE.
+  ignore_sigpipe();
   auto p = std::make_unique<impl>(std::move(options));
   if (auto err = p->start_up()) {
     p->shutdown();

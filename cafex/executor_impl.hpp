@@ -90,6 +90,14 @@ struct executor::impl {
   void request_recovery(int32_t rank, std::string why);
   void recovery_loop();
   caf::error recover_once(const std::string& why);
+  /// Drops queued loss reports that the running attempt covers: a broken communicator
+  /// (rank -1) and the ranks in `covered` (one incident, one recovery).
+  void join_incident(const std::set<int32_t>& covered);
+  /// The driver's health report once no lost link is still being asked about (bounded).
+  caf::expected<std::vector<worker_health>> settled_health(clock::time_point deadline);
+  /// Ends the lost worker at w.rank, respawns it on its bundle (or another node) and
+  /// installs it in the driver; answers the rank.
+  caf::expected<int32_t> respawn_rank(const worker_health& w, clock::time_point deadline);
   void stop_recovery();
 
   void shutdown() {

@@ -2,6 +2,8 @@
 // broken communicator; this thread replaces lost workers on their bundles, re-runs their
 // lifecycle, rebuilds every rank's communicators under a new generation and tells the
 // driver that steps may run again. Every step is bounded by the start-up timeout.
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include "cafex/executor_impl.hpp"
@@ -79,57 +81,113 @@ void executor::impl::recovery_loop() {
   }
 }
 
-caf::error executor::impl::recover_once(const std::string& why) {
-  const auto t0 = clock::now();
-  const auto deadline = t0 + opts.start_timeout;
-  spdlog::warn("recovery {}: {}", recoveries, why);
+void executor::impl::join_incident(const std::set<int32_t>& covered) {
+  std::lock_guard<std::mutex> guard{recovery_mtx};
+  auto& q = recovery_requests;
+  q.erase(std::remove_if(q.begin(), q.end(),
+                         [&](const auto& req) {
+                           return req.first < 0 || covered.count(req.first) > 0;
+                         }),
+          q.end());
+}
+
+caf::expected<std::vector<worker_health>>
+executor::impl::settled_health(clock::time_point deadline) {
   // Which ranks are lost: wait (bounded) until the driver knows how each lost link ended.
-  std::vector<worker_health> health;
   const auto settle = clock::now() + opts.liveness.cause_timeout + defaults::recovery_settle;
   for (;;) {
     auto h = ask<std::vector<worker_health>>(driver, time_left(deadline), health_atom::value);
     if (!h)
       return h.error();
-    health = std::move(*h);
     bool probing = false;
-    for (const auto& w : health)
+    for (const auto& w : *h)
       probing = probing || w.cause.what == failure_cause::kind::link_dropped;
     if (!probing || clock::now() >= settle)
-      break;
+      return h;
     std::unique_lock<std::mutex> lock{recovery_mtx};
     if (recovery_cv.wait_for(lock, defaults::recovery_poll, [&] { return recovery_stop; }))
       return make_error(errc::not_ready, "the executor is shutting down");
   }
+}
+
+caf::expected<int32_t> executor::impl::respawn_rank(const worker_health& w,
+                                                    clock::time_point deadline) {
+  auto rank = w.rank;
+  // A stopped or cut-off process still holds its device and its sockets: end it first,
+  // so that the ranks blocked on it fail at once and let go.
+  auto how = ask<std::string>(driver, time_left(deadline), kill_atom::value, rank);
+  spdlog::info("rank {}: old worker {}", rank, how ? *how : describe(how.error()));
+  auto created = rank < static_cast<int32_t>(created_of.size()) ? created_of[rank] : rank;
+  // The driver lost the node's agent too (or the link said the node is unreachable).
+  bool suspect = node_suspect(w.cause);
+  auto fresh = nodes->respawn(created, rank, opts.log_level, deadline, suspect);
+  if (!fresh)
+    return fresh.error();
+  if (fresh->moved) {
+    // Its node is gone: it runs elsewhere, with that node's devices and local rank.
+    auto moved = plan_moved_rank(plan, rank, fresh->node_id, fresh->ip, fresh->gpu_id);
+    if (!moved)
+      return moved.error();
+    plan.workers[rank] = *moved;
+    envs[rank] = moved->env;
+    kwargs[rank]["local_rank"] = moved->local_rank;
+  }
+  if (auto ok = ask<bool>(driver, time_left(deadline), replace_atom::value, rank, fresh->worker,
+                          fresh->node_id, fresh->ip, fresh->agent);
+      !ok)
+    return ok.error();
+  // The driver answers in order: any report about this rank queued before it installed
+  // the new worker was about the old one.
+  join_incident({rank});
+  return rank;
+}
+
+caf::error executor::impl::recover_once(const std::string& why) {
+  const auto t0 = clock::now();
+  const auto deadline = t0 + opts.start_timeout;
+  spdlog::warn("recovery {}: {}", recoveries, why);
   std::vector<int32_t> replaced;
-  for (const auto& w : health) {
-    // A rank to replace: anything but a live one (healthy, or rebuilding its communicators).
-    if (is_alive(w.state))
-      continue;
-    auto rank = w.rank;
-    // A stopped or cut-off process still holds its device and its sockets: end it first,
-    // so that the ranks blocked on it fail at once and let go.
-    auto how = ask<std::string>(driver, time_left(deadline), kill_atom::value, rank);
-    spdlog::info("rank {}: old worker {}", rank, how ? *how : describe(how.error()));
-    auto created = rank < static_cast<int32_t>(created_of.size()) ? created_of[rank] : rank;
-    // The driver lost the node's agent too (or the link said the node is unreachable).
-    bool suspect = node_suspect(w.cause);
-    auto fresh = nodes->respawn(created, rank, opts.log_level, deadline, suspect);
-    if (!fresh)
-      return fresh.error();
-    if (fresh->moved) {
-      // Its node is gone: it runs elsewhere, with that node's devices and local rank.
-      auto moved = plan_moved_rank(plan, rank, fresh->node_id, fresh->ip, fresh->gpu_id);
-      if (!moved)
-        return moved.error();
-      plan.workers[rank] = *moved;
-      envs[rank] = moved->env;
-      kwargs[rank]["local_rank"] = moved->local_rank;
+  for (;;) {
+    auto health = settled_health(deadline);
+    if (!health)
+      return health.error();
+    // One incident, one recovery: the reports queued meanwhile about ranks this attempt
+    // replaces (the killed rank's down and cause) or about a broken communicator (its
+    // TP peer's transport_failed) are this loss, not new ones.
+    std::set<int32_t> lost;
+    for (const auto& w : *health)
+      if (!is_alive(w.state)) // anything but healthy or rebuilding its communicators
+        lost.insert(w.rank);
+    join_incident(lost);
+    for (const auto& w : *health) {
+      if (lost.count(w.rank) == 0)
+        continue;
+      auto rank = respawn_rank(w, deadline);
+      if (!rank)
+        return rank.error();
+      replaced.push_back(*rank);
     }
-    if (auto ok = ask<bool>(driver, time_left(deadline), replace_atom::value, rank, fresh->worker,
-                            fresh->node_id, fresh->ip, fresh->agent);
-        !ok)
-      return ok.error();
-    replaced.push_back(rank);
+    if (!replaced.empty())
+      break;
+    // A communicator broke but no worker is known lost: make sure every worker answers
+    // before asking all of them to rendezvous (a rank that died a moment ago would leave
+    // the others waiting in the rendezvous until its timeout).
+    auto r = rpc("noop", "null", std::min(time_left(deadline), opts.liveness.connection_timeout),
+                 during_recovery());
+    if (r)
+      break;
+    auto err = make_error(errc::worker_lost,
+                          "a worker did not answer before the rebuild: " + describe(r.error()));
+    // The peer's transport failure came first and the lost worker's own report is on its
+    // way (a few ms: its agent reaps it): wait for it and replace that worker in this same
+    // recovery, instead of counting a second one.
+    std::unique_lock<std::mutex> lock{recovery_mtx};
+    auto wait = std::min(time_left(deadline), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                           opts.liveness.cause_timeout + defaults::recovery_settle));
+    if (!recovery_cv.wait_for(lock, wait,
+                              [&] { return recovery_stop || !recovery_requests.empty(); })
+        || recovery_stop)
+      return err;
   }
   if (!replaced.empty()) {
     // The seed's lifecycle for the new workers only: environment, then init_worker with
@@ -144,16 +202,6 @@ caf::error executor::impl::recover_once(const std::string& why) {
     if (auto r = rpc("init_worker", kwargs.dump(), time_left(deadline), during_recovery(replaced));
         !r)
       return r.error();
-  }
-  if (replaced.empty()) {
-    // A communicator broke but no worker is known lost: make sure every worker answers
-    // before asking all of them to rendezvous (a rank that died a moment ago would leave
-    // the others waiting in the rendezvous until its timeout).
-    if (auto r = rpc("noop", "null", std::min(time_left(deadline), opts.liveness.connection_timeout),
-                     during_recovery());
-        !r)
-      return make_error(errc::worker_lost, "a worker did not answer before the rebuild: "
-                                             + describe(r.error()));
   }
   int generation = 0;
   {

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "cli/commands.hpp"
+#include "runtime/os/signals.hpp"
 
 namespace {
 
@@ -22,6 +23,8 @@ void print_usage(FILE* out) {
 } // namespace
 
 int main(int argc, char** argv) {
+  // Every command (run, node, worker, chaos) survives a peer that vanishes mid-write.
+  cafex::ignore_sigpipe();
   if (argc < 2) {
     print_usage(stderr);
     return 2;

@@ -14,6 +14,8 @@ batcher::batcher(batcher_options opts, step_submitter submit, batcher_observer o
 
 caf::expected<std::string> batcher::add(std::vector<int32_t> prompt, int max_tokens,
                                         request_sink sink) {
+  if (failed_)
+    return failed_;
   if (draining_)
     return make_error(errc::not_ready, "the service is shutting down; retry elsewhere");
   if (queue_.size() >= opts_.max_queued)
@@ -96,6 +98,13 @@ void batcher::fail_all(const caf::error& err) {
   while (!requests_.empty())
     finish(requests_.begin(), err);
   check_idle();
+}
+
+void batcher::fail_for_good(const caf::error& err) {
+  failed_ = err;
+  // Nothing will resume the batcher: a request queued now would wait forever.
+  paused_ = false;
+  fail_all(err);
 }
 
 void batcher::finish(std::map<std::string, request>::iterator it, const caf::error& err) {

@@ -78,6 +78,11 @@ public:
 
   /// Fails every accepted request with `err` now (drain deadline passed).
   void fail_all(const caf::error& err);
+  /// The executor gave up (its recovery failed): fails every accepted request with `err`
+  /// now, and add() refuses every later one with it, instead of queueing requests that
+  /// no step will ever run.
+  void fail_for_good(const caf::error& err);
+  bool failed() const { return static_cast<bool>(failed_); }
 
   /// Called each time the last accepted request leaves (while draining: shut down).
   void on_idle(std::function<void()> fn) { on_idle_ = std::move(fn); }
@@ -120,6 +125,7 @@ private:
   uint64_t next_step_ = 0;
   bool draining_ = false;
   bool paused_ = false;
+  caf::error failed_;  ///< set by fail_for_good: why no request can run any more
   std::function<void()> on_idle_;
 };
 

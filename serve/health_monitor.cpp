@@ -7,10 +7,27 @@ std::string health_snapshot::status() const {
     return "failed";
   if (reason.empty())
     return "healthy";
-  for (const auto& w : workers)
-    if (w.state == health_state::healthy)
-      return "degraded";
-  return "failed";
+  bool dead = false;
+  bool recovering = false;
+  bool some_healthy = false;
+  for (const auto& w : workers) {
+    dead = dead || w.state == health_state::dead;
+    recovering = recovering || w.state == health_state::restarting
+                 || w.state == health_state::rebuilding;
+    some_healthy = some_healthy || w.state == health_state::healthy;
+  }
+  // A recovery reads restarting (the lost rank) and rebuilding (the others): no rank is
+  // healthy for 100-300 ms, yet nothing failed. Dead means the executor gave up.
+  if (recovering && !dead)
+    return "recovering";
+  return some_healthy ? "degraded" : "failed";
+}
+
+int health_snapshot::http_status() const {
+  auto s = status();
+  // A recovering service still takes requests: they wait for it and go on. Answering 503
+  // would make a load balancer drop it on every normal recovery.
+  return s == "healthy" || s == "recovering" ? 200 : 503;
 }
 
 health_snapshot judge_health(const caf::expected<std::vector<worker_health>>& r) {

@@ -22,9 +22,14 @@ struct health_snapshot {
   std::string reason;                 ///< empty when every worker is healthy
   std::chrono::steady_clock::time_point taken{};
 
-  /// "healthy", "degraded" (some workers not healthy) or "failed" (none healthy, or the
-  /// executor did not answer).
+  /// "healthy"; "recovering" (the restart policy replaces a worker or rebuilds the
+  /// communicators: requests wait and go on); "degraded" (some workers not healthy and
+  /// nothing recovers them); "failed" (none healthy, the executor gave up, or it did not
+  /// answer).
   std::string status() const;
+  /// The HTTP status /health answers for status(): 200 while requests are served
+  /// (healthy, recovering), 503 while they fail (degraded, failed). README: cafex-serve.
+  int http_status() const;
   bool healthy() const { return answered && reason.empty(); }
 };
 

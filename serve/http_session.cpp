@@ -125,7 +125,7 @@ void http_session::route(request_t& req) {
     for (const auto& w : h.workers)
       workers.push_back({{"rank", w.rank}, {"node", w.node_id}, {"state", w.state}});
     body["workers"] = workers;
-    send(h.healthy() ? 200 : 503, body.dump());
+    send(h.http_status(), body.dump());
   } else if (target == "/metrics") {
     if (!method_is(http::verb::get, "GET"))
       return;

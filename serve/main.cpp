@@ -26,6 +26,7 @@
 #include "cli/run_flags.hpp"
 #include "http_server.hpp"
 #include "runtime/logging.hpp"
+#include "runtime/os/signals.hpp"
 
 using namespace cafex;
 namespace net = boost::asio;
@@ -115,7 +116,11 @@ int run_service(const serve_options& o) {
           if (ok)
             paused_batch->resume();
           else
-            paused_batch->fail_all(make_error(errc::worker_lost, why));
+            // Dead for good (the recovery gave up) or not back in time: every queued and
+            // later request gets a 503 at once, and a drain does not wait for them.
+            paused_batch->fail_for_good(make_error(
+              errc::worker_lost, why + "; the executor gave up (--max-restarts): restart "
+                                       "cafex-serve"));
         });
       },
       o.exec.start_timeout + std::chrono::seconds(30));
@@ -188,6 +193,8 @@ int run_service(const serve_options& o) {
 } // namespace
 
 int main(int argc, char** argv) {
+  // A client or worker that vanishes mid-write is an EPIPE to handle, never a SIGPIPE.
+  ignore_sigpipe();
   if (argc > 1 && std::string(argv[1]) == "worker")
     return worker_main(argc, argv, 2);  // this program is also its worker program
   auto parser = serve_parser();

@@ -89,8 +89,13 @@ caf::expected<std::unique_ptr<shm_doorbell>> shm_doorbell::open(const std::strin
 shm_doorbell::~shm_doorbell() {
   if (word_)
     munmap(word_, 4096);
+  unlink();
+}
+
+void shm_doorbell::unlink() {
   if (owner_)
     shm_unlink(name_.c_str());
+  owner_ = false;
 }
 
 uint32_t shm_doorbell::value() const {
@@ -181,8 +186,13 @@ caf::expected<std::unique_ptr<shm_ring>> shm_ring::open(const std::string& name)
 shm_ring::~shm_ring() {
   if (hdr_)
     munmap(hdr_, map_size_);
+  unlink();
+}
+
+void shm_ring::unlink() {
   if (owner_)
     shm_unlink(name_.c_str());
+  owner_ = false;
 }
 
 size_t shm_ring::capacity() const {

@@ -29,6 +29,8 @@ public:
   void ring();
   /// Sleeps until the value differs from `seen` or `timeout` passes.
   void wait(uint32_t seen, std::chrono::microseconds timeout) const;
+  /// The creator removes the name once every peer has opened it (see shm_ring::unlink).
+  void unlink();
 
 private:
   shm_doorbell() = default;
@@ -62,6 +64,10 @@ public:
   /// Marks the ring closed: readers and writers waiting on it return at once.
   void close();
   bool closed() const;
+  /// The creator removes the name from /dev/shm once every peer has opened the ring: the
+  /// mappings stay valid and the memory goes with the last process that maps it, so a
+  /// SIGKILLed driver leaves nothing behind. Later open() calls of the name fail.
+  void unlink();
   const std::string& name() const { return name_; }
   size_t capacity() const;
 

@@ -3,6 +3,7 @@
 // /health 503 after a worker dies, and a SIGTERM under load that loses no request.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <regex>
@@ -347,6 +348,51 @@ TEST_CASE("with --on-worker-failure restart: /health back to 200, streams surviv
     CHECK(got[i].tokens == reference_tokens(prompts[i], max_tokens));
   }
   CHECK(svc.terminate() == 0);
+}
+
+TEST_CASE("after a failed recovery every request gets a 503 at once, and SIGTERM does not wait") {
+  // Issue #14, item 6: the second completion after a given-up recovery hung with no bytes
+  // (the batcher stayed paused), and SIGTERM waited the whole 30 s drain for it.
+  service svc({"--on-worker-failure", "restart", "--max-restarts", "1"});
+  auto c = svc.client(10s);
+  auto health_is = [&](const std::string& want, http_reply& h) {
+    return test::wait_until([&] {
+      h = c.request("GET", "/health");
+      auto j = json::parse(h.body, nullptr, false);
+      return h.transport_ok && j.is_object() && j.value("status", "") == want;
+    }, 20s);
+  };
+  http_reply h;
+  REQUIRE(health_is("healthy", h));
+  auto workers = test::children_of(svc.pid);
+  REQUIRE(workers.size() == 2);
+  pid_t first = workers[1];
+  REQUIRE(kill(first, SIGKILL) == 0);
+  // The one recovery --max-restarts allows: back to healthy with a new worker.
+  REQUIRE(test::wait_until([&] {
+    auto now = test::children_of(svc.pid);
+    return now.size() == 2 && std::find(now.begin(), now.end(), first) == now.end();
+  }, 20s));
+  // A completion sent now waits for the recovery and is served: it has ended.
+  CHECK(complete(c, {1, 2, 3}, 4, false).status == 200);
+  REQUIRE(health_is("healthy", h));
+  workers = test::children_of(svc.pid);
+  REQUIRE(workers.size() == 2);
+  REQUIRE(kill(workers[0], SIGKILL) == 0);
+  CHECK_MESSAGE(health_is("failed", h), "/health: " << h.status << " " << h.body);
+  CHECK(status_of(h) == 503);
+  for (int i = 0; i < 2; ++i) {
+    CAPTURE(i);
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = complete(c, {1, 2, 3}, 4, i == 1);
+    REQUIRE_MESSAGE(r.transport_ok, "completion " << i << " hung: " << r.transport_error);
+    CHECK(r.status == 503);
+    CHECK_MESSAGE(r.error.find("gave up") != std::string::npos, r.error);
+    CHECK(std::chrono::steady_clock::now() - t0 < 5s);
+  }
+  auto t0 = std::chrono::steady_clock::now();
+  CHECK(svc.terminate(20s) == 0);
+  CHECK(std::chrono::steady_clock::now() - t0 < 10s);
 }
 
 TEST_CASE("SIGTERM under load: every accepted request completes or gets an error") {

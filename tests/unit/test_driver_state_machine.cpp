@@ -102,7 +102,8 @@ caf::behavior fake_agent(caf::event_based_actor* self, std::shared_ptr<agent_scr
   };
 }
 
-/// A driver with `n` fake workers (tp = n, pp = 1) on nodes "n0".."n{n-1}", one agent.
+/// A driver with `n` fake workers (tp = n, pp = 1) on nodes "n0".."n{n-1}", one agent;
+/// `started`: start-up ran to its end (the dataflow configured), else it is still loading.
 struct fixture {
   test_config cfg;
   caf::actor_system sys{cfg};
@@ -116,7 +117,7 @@ struct fixture {
   std::vector<std::pair<int32_t, std::string>> recoveries;  ///< on_recover calls
   driver_actor driver;
 
-  explicit fixture(int n, bool restart) {
+  explicit fixture(int n, bool restart, bool started = true) {
     driver_options o;
     if (restart)
       o.on_recover = [this](int32_t rank, std::string why) {
@@ -133,8 +134,9 @@ struct fixture {
     REQUIRE(ask<bool>(workers_atom::value, ws, nodes, int32_t{n}, int32_t{1}));
     std::vector<node_agent_actor> agents(n, caf::actor_cast<node_agent_actor>(agent));
     REQUIRE(ask<bool>(agents_atom::value, agents));
-    REQUIRE(ask<bool>(dag_atom::value, std::string("tcp://127.0.0.1:1"),
-                      std::vector<std::string>(n, "127.0.0.1"), false));
+    if (started)
+      REQUIRE(ask<bool>(dag_atom::value, std::string("tcp://127.0.0.1:1"),
+                        std::vector<std::string>(n, "127.0.0.1"), false));
   }
 
   ~fixture() {
@@ -381,6 +383,23 @@ TEST_CASE("restart policy: the same rank lost twice is recovered twice") {
   auto r = step.result();
   REQUIRE_FALSE(r);
   CHECK(code_of(r.error()) == errc::worker_lost);
+}
+
+TEST_CASE("restart policy: a rank lost during start-up fails start-up and says so") {
+  // Killed during load_model: no recovery runs (start-up fails and the host sees why),
+  // and no message promises a replacement.
+  fixture f{2, true, false};
+  f.lose(1);
+  CHECK(f.recoveries.empty());
+  auto h = f.health();
+  CHECK(h[1].state == health_state::dead);
+  auto call = f.ask<std::vector<std::string>>(rpc_atom::value, std::string("load_model"),
+                                              std::string("null"), rpc_options{});
+  REQUIRE_FALSE(call);
+  CHECK(code_of(call.error()) == errc::worker_lost);
+  auto what = describe(call.error());
+  CHECK_MESSAGE((!has(what, "replacing") && !has(what, "replaces")), what);
+  CHECK_MESSAGE(has(what, "rank 1"), what);
 }
 
 TEST_CASE("a rerank moves every per-rank field together") {

@@ -182,3 +182,34 @@ TEST_CASE("a cancelled request leaves without calling its sink again") {
   CHECK(a.done == 0);
   CHECK(b.idle());
 }
+
+TEST_CASE("after fail_for_good, queued and new requests fail at once instead of waiting") {
+  // Issue #14, item 6: a recovery that gave up left the batcher paused, so every later
+  // request waited forever and a drain waited its whole deadline.
+  fake_executor ex;
+  batcher_options o;
+  o.recompute_on_failure = true;
+  int pauses = 0;
+  batcher_observer obs;
+  obs.paused = [&] { ++pauses; };
+  batcher b(o, ex.submitter(), obs);
+  record first;
+  REQUIRE(b.add({1, 2}, 4, sink_for(first)));
+  ex.complete_error(make_error(errc::worker_lost, "rank 1 is gone"));
+  REQUIRE(pauses == 1);
+  REQUIRE(b.paused());
+  record queued;
+  REQUIRE(b.add({3}, 4, sink_for(queued)));  // waits for the recovery
+  CHECK(queued.done == 0);
+  b.fail_for_good(make_error(errc::worker_lost, "the executor gave up"));
+  CHECK(first.done == 1);
+  CHECK(queued.done == 1);
+  CHECK(code_of(queued.err) == errc::worker_lost);
+  CHECK(b.idle());
+  CHECK_FALSE(b.paused());
+  auto later = b.add({4}, 4, sink_for(queued));
+  REQUIRE_FALSE(later);
+  CHECK(code_of(later.error()) == errc::worker_lost);
+  CHECK(describe(later.error()).find("gave up") != std::string::npos);
+  CHECK(ex.pending.empty());  // nothing was submitted for a request that cannot run
+}

@@ -17,23 +17,23 @@ using rpc_atom = caf::atom_constant<caf::atom("rpc")>;           ///< collective
 using rerank_atom = caf::atom_constant<caf::atom("rerank")>;     ///< reorder workers
 using health_atom = caf::atom_constant<caf::atom("health")>;     ///< check_health
 using stop_atom = caf::atom_constant<caf::atom("stop")>;         ///< orderly shutdown
-using listen_atom = caf::atom_constant<caf::atom("listen")>;   ///< agent learns its port
+using listen_atom = caf::atom_constant<caf::atom("listen")>;     ///< agent learns its port
 using hold_atom = caf::atom_constant<caf::atom("hold")>;         ///< dummy driver bundle
 using version_atom = caf::atom_constant<caf::atom("version")>;   ///< peer version check
 using reserve_atom = caf::atom_constant<caf::atom("reserve")>;   ///< reserve bundles
 using release_atom = caf::atom_constant<caf::atom("release")>;   ///< release a reservation
 
-using dag_atom = caf::atom_constant<caf::atom("dag")>;           ///< compile the dataflow
-using stage_atom = caf::atom_constant<caf::atom("stage")>;       ///< stage k -> stage k+1
-using result_atom = caf::atom_constant<caf::atom("result")>;     ///< a rank's step output
-using progress_atom = caf::atom_constant<caf::atom("progress")>; ///< a rank finished a step
-using stepfail_atom = caf::atom_constant<caf::atom("stepfail")>; ///< a rank failed a step
-using deadline_atom = caf::atom_constant<caf::atom("deadline")>; ///< a step's deadline
-using teardown_atom = caf::atom_constant<caf::atom("teardown")>; ///< drop the dataflow
-using stats_atom = caf::atom_constant<caf::atom("stats")>;       ///< dataflow counters
-using cause_atom = caf::atom_constant<caf::atom("cause")>;       ///< why a worker ended
-using agents_atom = caf::atom_constant<caf::atom("agents")>;     ///< node agent per rank
-using replace_atom = caf::atom_constant<caf::atom("replace")>;   ///< a respawned worker
+using dag_atom = caf::atom_constant<caf::atom("dag")>;             ///< compile the dataflow
+using stage_atom = caf::atom_constant<caf::atom("stage")>;         ///< stage k -> stage k+1
+using result_atom = caf::atom_constant<caf::atom("result")>;       ///< a rank's step output
+using progress_atom = caf::atom_constant<caf::atom("progress")>;   ///< a rank finished a step
+using stepfail_atom = caf::atom_constant<caf::atom("stepfail")>;   ///< a rank failed a step
+using deadline_atom = caf::atom_constant<caf::atom("deadline")>;   ///< a step's deadline
+using teardown_atom = caf::atom_constant<caf::atom("teardown")>;   ///< drop the dataflow
+using stats_atom = caf::atom_constant<caf::atom("stats")>;         ///< dataflow counters
+using cause_atom = caf::atom_constant<caf::atom("cause")>;         ///< why a worker ended
+using agents_atom = caf::atom_constant<caf::atom("agents")>;       ///< node agent per rank
+using replace_atom = caf::atom_constant<caf::atom("replace")>;     ///< a respawned worker
 using recovered_atom = caf::atom_constant<caf::atom("recovered")>; ///< recovery ended
 
 } // namespace cafex

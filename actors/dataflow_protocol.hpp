@@ -18,28 +18,29 @@
 namespace cafex {
 
 /// Where the driver collects step results: (result | progress | stepfail, seq, rank, ...).
-using step_sink_actor = caf::typed_actor<
-  caf::reacts_to<result_atom, uint64_t, int32_t, model_runner_output>,
-  caf::reacts_to<progress_atom, uint64_t, int32_t>,
-  caf::reacts_to<stepfail_atom, uint64_t, int32_t, caf::error>>;
+using step_sink_actor =
+  caf::typed_actor<caf::reacts_to<result_atom, uint64_t, int32_t, model_runner_output>,
+                   caf::reacts_to<progress_atom, uint64_t, int32_t>,
+                   caf::reacts_to<stepfail_atom, uint64_t, int32_t, caf::error>>;
 
 /// One worker's place in the dataflow.
 struct dag_config {
-  uint64_t generation = 0;      ///< bumps on every compile; names the channels
-  int32_t stage = 0;            ///< pipeline rank
+  uint64_t generation = 0; ///< bumps on every compile; names the channels
+  int32_t stage = 0;       ///< pipeline rank
   int32_t num_stages = 1;
   std::string channel = "gloo"; ///< resolved channel type for intermediate tensors
   std::string store_url;        ///< rendezvous store (distributed_init_method)
   std::string bind_host;        ///< this worker's address for channel sockets
-  int64_t timeout_ms = defaults::channel_timeout.count();  ///< channel set-up and transfer deadline
-  bool report_all = false;      ///< KV connector: every rank reports its output
-  std::string kv_connector;     ///< "" or "loopback" (reports finished requests)
+  int64_t timeout_ms =
+    defaults::channel_timeout.count(); ///< channel set-up and transfer deadline
+  bool report_all = false;             ///< KV connector: every rank reports its output
+  std::string kv_connector;            ///< "" or "loopback" (reports finished requests)
   /// Non-empty: the same-node shared-memory hot path; rings are named with this prefix
   /// ("<prefix>cmd<rank>", "<prefix>link<rank>", "<prefix>res<rank>", "<prefix>bell").
   std::string shm_prefix;
-  int32_t tp = 1;               ///< TP size (ring names of the next stage)
-  caf::strong_actor_ptr next;   ///< worker i of stage + 1 (null on the last stage)
-  caf::strong_actor_ptr sink;   ///< the driver
+  int32_t tp = 1;             ///< TP size (ring names of the next stage)
+  caf::strong_actor_ptr next; ///< worker i of stage + 1 (null on the last stage)
+  caf::strong_actor_ptr sink; ///< the driver
 };
 
 template <class Inspector>

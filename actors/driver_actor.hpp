@@ -27,11 +27,11 @@ namespace cafex {
 struct driver_options {
   std::chrono::milliseconds default_rpc_timeout = defaults::rpc_timeout;
   std::chrono::milliseconds step_timeout = defaults::step_timeout;
-  size_t max_concurrent_batches = 1;   ///< PP size, or 2 with async scheduling
-  std::string channel = "gloo";        ///< resolved channel type of the dataflow
-  std::string kv_connector;            ///< "" or "loopback"
+  size_t max_concurrent_batches = 1; ///< PP size, or 2 with async scheduling
+  std::string channel = "gloo";      ///< resolved channel type of the dataflow
+  std::string kv_connector;          ///< "" or "loopback"
   std::chrono::milliseconds channel_timeout = defaults::channel_timeout;
-  liveness_options liveness;           ///< for cause lookups and their messages
+  liveness_options liveness; ///< for cause lookups and their messages
   /// Restart policy: called (from the driver's thread; must not block) when a worker is
   /// lost (rank >= 0) or a TP communicator broke (rank -1), once the driver has failed
   /// what was pending and torn the dataflow down. The host then respawns, re-runs the
@@ -41,8 +41,8 @@ struct driver_options {
 
 /// One collective_rpc waiting for answers.
 struct pending_rpc {
-  std::string what;                      ///< "method 'x'" for messages
-  std::set<int> waiting;                 ///< ranks that owe an answer
+  std::string what;      ///< "method 'x'" for messages
+  std::set<int> waiting; ///< ranks that owe an answer
   std::vector<std::string> results;
   int unique_reply_rank = -1;
   bool done = false;
@@ -54,8 +54,8 @@ struct pending_step {
   scheduler_output step;
   bool fail_fast = false;
   caf::typed_response_promise<model_runner_output> rp;
-  std::set<int> owing;                   ///< ranks that have not reported yet
-  std::vector<model_runner_output> outputs;  ///< KV connector: one per rank
+  std::set<int> owing;                      ///< ranks that have not reported yet
+  std::vector<model_runner_output> outputs; ///< KV connector: one per rank
   model_runner_output output;
   caf::error error;
   bool finished = false;
@@ -66,13 +66,13 @@ struct pending_step {
 struct rank_slot {
   worker_actor worker;
   std::string node_id;
-  node_agent_actor agent;   ///< the agent that started it (none: nobody to ask)
-  std::string node_ip;      ///< where its channel binds (empty: not told yet, loopback)
-  health_state state = health_state::healthy;  ///< while probing it reads unresponsive
-  failure_cause cause{failure_cause::kind::none};  ///< why it is gone (none: alive)
-  std::string why;          ///< for humans: why it is gone, empty while alive
-  bool gone = false;        ///< lost (or given up): it takes no calls and no steps
-  bool probing = false;     ///< its link dropped: asking its agent how it ended
+  node_agent_actor agent; ///< the agent that started it (none: nobody to ask)
+  std::string node_ip;    ///< where its channel binds (empty: not told yet, loopback)
+  health_state state = health_state::healthy;     ///< while probing it reads unresponsive
+  failure_cause cause{failure_cause::kind::none}; ///< why it is gone (none: alive)
+  std::string why;      ///< for humans: why it is gone, empty while alive
+  bool gone = false;    ///< lost (or given up): it takes no calls and no steps
+  bool probing = false; ///< its link dropped: asking its agent how it ended
 };
 
 struct driver_state {
@@ -88,12 +88,12 @@ struct driver_state {
   std::map<uint64_t, std::shared_ptr<pending_rpc>> rpcs;
   // The dataflow.
   std::string store_url;
-  bool use_shm = false;                  ///< same-node shared-memory hot path
-  std::unique_ptr<driver_shm_path> shm;  ///< this generation's rings, when use_shm
+  bool use_shm = false;                 ///< same-node shared-memory hot path
+  std::unique_ptr<driver_shm_path> shm; ///< this generation's rings, when use_shm
   enum class dag_state { none, compiling, ready } dag = dag_state::none;
   uint64_t generation = 0;
-  std::deque<std::shared_ptr<pending_step>> queued;      ///< waiting for a slot
-  std::map<uint64_t, std::shared_ptr<pending_step>> in_flight;  ///< by sequence number
+  std::deque<std::shared_ptr<pending_step>> queued;            ///< waiting for a slot
+  std::map<uint64_t, std::shared_ptr<pending_step>> in_flight; ///< by sequence number
   step_window window{1};
   in_order_buffer<std::shared_ptr<pending_step>> done{0};
   std::unique_ptr<kv_output_aggregator> kv;

@@ -41,7 +41,8 @@ void finish(driver_ptr self, uint64_t seq, caf::error err) {
   } else {
     ++st.steps_ok;
     if (st.kv)
-      p->output = st.kv->aggregate(std::move(p->outputs), static_cast<size_t>(output_rank(st)));
+      p->output = st.kv->aggregate(std::move(p->outputs),
+                                   static_cast<size_t>(output_rank(st)));
   }
   st.window.complete();
   st.done.put(seq, p);
@@ -134,7 +135,8 @@ void compile(driver_ptr self) {
           *failed = true;
           st.dag = driver_state::dag_state::none;
           st.shm.reset();
-          auto e = make_error(code_of(err) == errc::none ? errc::transport_failed : code_of(err),
+          auto e = make_error(code_of(err) == errc::none ? errc::transport_failed
+                                                         : code_of(err),
                               "compiling the dataflow failed at " + who(st, r) + ": "
                                 + describe(err));
           fail_all_steps(self, e);
@@ -208,7 +210,8 @@ void on_step_failed(driver_ptr self, uint64_t seq, int rank, caf::error& err) {
   auto reason = describe(err);
   finish(self, seq, std::move(err));
   if (broken && restarts(st) && !st.recovering)
-    begin_recovery(self, -1, "a transport failed at rank " + std::to_string(rank) + ": " + reason);
+    begin_recovery(self, -1,
+                   "a transport failed at rank " + std::to_string(rank) + ": " + reason);
 }
 
 void on_step_deadline(driver_ptr self, uint64_t seq) {
@@ -225,8 +228,9 @@ void on_step_deadline(driver_ptr self, uint64_t seq) {
       ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
   auto err = make_error(errc::timeout,
                         "step " + std::to_string(i->second->step.step_id) + " missed its "
-                          + std::to_string(st.opts.step_timeout.count()) + " ms deadline: stage "
-                          + std::to_string(stage) + " rank(s) [" + ranks
+                          + std::to_string(st.opts.step_timeout.count())
+                          + " ms deadline: stage " + std::to_string(stage) + " rank(s) ["
+                          + ranks
                           + "] still owe output; check those workers' logs, or raise "
                             "--step-timeout");
   finish(self, seq, err);

@@ -39,8 +39,10 @@ void on_worker_down(driver_ptr self, int rank, failure_cause cause, const caf::e
                 "requests, re-prefilled, once state() is ready again";
   else if (st.opts.on_recover)
     what_next = "start-up fails: --on-worker-failure restart replaces workers only once the "
-                "executor is ready; " + what_next;
-  auto lost = make_error(errc::worker_lost, who(st, rank) + " is gone: " + why + "; " + what_next);
+                "executor is ready; "
+                + what_next;
+  auto lost = make_error(errc::worker_lost,
+                         who(st, rank) + " is gone: " + why + "; " + what_next);
   fail_rpcs_waiting_for(self, rank, lost);
   // Every step involves every rank.
   fail_all_steps(self, lost);
@@ -77,8 +79,9 @@ void on_link_down(driver_ptr self, int rank, const caf::error& link) {
   }
   slot.probing = true;
   auto worker_id = slot.worker.address();
-  self->request(slot.agent, st.opts.liveness.cause_timeout, cause_atom::value, int32_t{rank},
-                worker_key(slot.worker))
+  self
+    ->request(slot.agent, st.opts.liveness.cause_timeout, cause_atom::value, int32_t{rank},
+              worker_key(slot.worker))
     .then([self, worker_id, link](failure_cause& c) { on_cause(self, worker_id, c, link); },
           [self, worker_id, link](caf::error&) {
             on_cause(self, worker_id, unreachable(), link);
@@ -118,8 +121,10 @@ void begin_recovery(driver_ptr self, int rank, const std::string& reason) {
   st.recovering = true;
   // This generation's dataflow is gone: nothing pending survives it, and every live worker
   // drops its channels (a stage blocked on the lost rank fails and lets go of its runner).
-  fail_all_steps(self, make_error(errc::worker_lost, reason + "; the executor is recovering: "
-                                                     "resubmit once state() is ready again"));
+  fail_all_steps(self,
+                 make_error(errc::worker_lost, reason
+                                                 + "; the executor is recovering: "
+                                                   "resubmit once state() is ready again"));
   ++st.generation;
   st.dag = driver_state::dag_state::none;
   st.done.reset(st.window.next_seq());
@@ -144,8 +149,9 @@ caf::result<std::string> kill_rank(driver_ptr self, int32_t rank) {
   auto rp = self->make_response_promise<std::string>();
   auto timeout = st.opts.liveness.connection_timeout;
   auto node = slot.node_id;
-  self->request(slot.agent, st.opts.liveness.cause_timeout + defaults::kill_answer_margin,
-                kill_atom::value, worker_key(slot.worker))
+  self
+    ->request(slot.agent, st.opts.liveness.cause_timeout + defaults::kill_answer_margin,
+              kill_atom::value, worker_key(slot.worker))
     .then(
       [rp, timeout, node](failure_cause& how) mutable {
         rp.deliver(how.what == failure_cause::kind::unknown

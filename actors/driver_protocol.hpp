@@ -21,8 +21,8 @@ namespace cafex {
 
 using driver_actor = step_sink_actor::extend<
   /// (workers, handles by created rank, their node ids, tp, pp): take the workers over.
-  caf::replies_to<workers_atom, std::vector<worker_actor>, std::vector<std::string>,
-                  int32_t, int32_t>::with<bool>,
+  caf::replies_to<workers_atom, std::vector<worker_actor>, std::vector<std::string>, int32_t,
+                  int32_t>::with<bool>,
   /// (agents, node agent by created rank): who to ask how a lost worker ended.
   caf::replies_to<agents_atom, std::vector<node_agent_actor>>::with<bool>,
   /// (rerank, order): order[adjusted rank] = created rank.
@@ -31,8 +31,8 @@ using driver_actor = step_sink_actor::extend<
   /// channels meet, and whether its hot path uses shared memory.
   caf::replies_to<dag_atom, std::string, std::vector<std::string>, bool>::with<bool>,
   /// collective_rpc: (rpc, method, JSON args, options) -> JSON result per rank.
-  caf::replies_to<rpc_atom, std::string, std::string, rpc_options>::with<
-    std::vector<std::string>>,
+  caf::replies_to<rpc_atom, std::string, std::string,
+                  rpc_options>::with<std::vector<std::string>>,
   /// execute_model: (execute, step, fail_fast). Waits for a free pipeline slot unless
   /// fail_fast; answers in step order.
   caf::replies_to<execute_atom, scheduler_output, bool>::with<model_runner_output>,

@@ -15,8 +15,8 @@ caf::error attribute(const driver_state& st, int rank, const std::string& what,
                                          "timeout");
   if (code_of(err) != errc::none)
     return err; // workers already name their rank
-  return make_error(errc::worker_lost, who(st, rank) + " failed " + what + ": "
-                                         + caf::to_string(err));
+  return make_error(errc::worker_lost,
+                    who(st, rank) + " failed " + what + ": " + caf::to_string(err));
 }
 
 void finish_rpc(driver_ptr self, uint64_t id, caf::error err) {
@@ -52,8 +52,8 @@ caf::expected<std::vector<int>> targets_of(const driver_state& st, const rpc_opt
   for (auto r : ro.ranks) {
     if (r < 0 || r >= n)
       return make_error(errc::invalid_argument, "rank " + std::to_string(r)
-                                                  + " is out of range for "
-                                                  + std::to_string(n) + " workers");
+                                                  + " is out of range for " + std::to_string(n)
+                                                  + " workers");
     targets.push_back(r);
   }
   if (targets.empty())
@@ -63,8 +63,8 @@ caf::expected<std::vector<int>> targets_of(const driver_state& st, const rpc_opt
     const auto& slot = st.ranks[r];
     if (slot.gone || slot.probing)
       return make_error(errc::worker_lost,
-                        who(st, r) + " is gone: "
-                          + (slot.probing ? "its link dropped" : slot.why)
+                        who(st, r)
+                          + " is gone: " + (slot.probing ? "its link dropped" : slot.why)
                           + (restarts(st) ? "; the executor is replacing it"
                                           : "; shut the executor down and start it again"));
   }

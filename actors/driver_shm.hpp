@@ -21,7 +21,7 @@ class driver_shm_path {
 public:
   struct sizes {
     size_t command_ring = size_t{4} << 20;
-    size_t link_ring = size_t{64} << 20;  ///< holds the largest hand-off (tensor bytes)
+    size_t link_ring = size_t{64} << 20; ///< holds the largest hand-off (tensor bytes)
     size_t report_ring = size_t{4} << 20;
   };
 
@@ -46,9 +46,9 @@ private:
   void read_loop();
   std::string prefix_;
   step_sink_actor sink_;
-  std::vector<std::unique_ptr<shm_ring>> commands_;  ///< stage-0 ranks
-  std::vector<std::unique_ptr<shm_ring>> links_;     ///< rank r -> r + tp
-  std::vector<std::unique_ptr<shm_ring>> reports_;   ///< every rank
+  std::vector<std::unique_ptr<shm_ring>> commands_; ///< stage-0 ranks
+  std::vector<std::unique_ptr<shm_ring>> links_;    ///< rank r -> r + tp
+  std::vector<std::unique_ptr<shm_ring>> reports_;  ///< every rank
   std::unique_ptr<shm_doorbell> bell_;
   std::atomic<bool> stop_{false};
   std::thread reader_;

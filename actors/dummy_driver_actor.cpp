@@ -29,7 +29,9 @@ dummy_driver_impl(dummy_driver_actor::stateful_pointer<dummy_driver_state> self,
   self->set_down_handler([self](caf::down_msg& dm) {
     auto& on = self->state.spawned_on;
     on.erase(std::remove_if(on.begin(), on.end(),
-                            [&](const node_agent_actor& a) { return a.address() == dm.source; }),
+                            [&](const node_agent_actor& a) {
+                              return a.address() == dm.source;
+                            }),
              on.end());
     auto& held = self->state.reservations;
     held.erase(std::remove_if(held.begin(), held.end(),
@@ -66,14 +68,15 @@ dummy_driver_impl(dummy_driver_actor::stateful_pointer<dummy_driver_state> self,
       }
       auto rp = self->make_response_promise<worker_actor, uint16_t>();
       // The agent enforces the register deadline; this bound only guards a lost agent.
-      auto timeout = std::chrono::milliseconds(req.register_timeout_ms) + self->state.agent_timeout;
+      auto timeout = std::chrono::milliseconds(req.register_timeout_ms)
+                     + self->state.agent_timeout;
       self->request(agent, timeout, spawn_atom::value, req)
         .then([rp](worker_actor& w, uint16_t port) mutable { rp.deliver(std::move(w), port); },
               [rp, req](caf::error& e) mutable {
                 rp.deliver(e == caf::sec::request_timeout
-                             ? make_error(errc::timeout,
-                                          "worker for rank " + std::to_string(req.created_rank)
-                                            + " did not start in time")
+                             ? make_error(errc::timeout, "worker for rank "
+                                                           + std::to_string(req.created_rank)
+                                                           + " did not start in time")
                              : std::move(e));
               });
       return rp;

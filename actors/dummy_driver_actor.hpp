@@ -21,7 +21,7 @@ struct dummy_driver_state {
     uint64_t id = 0;
   };
   std::vector<held> reservations;
-  std::vector<node_agent_actor> spawned_on;  ///< agents that run our workers
+  std::vector<node_agent_actor> spawned_on; ///< agents that run our workers
   /// A kill in progress: the agents that still owe an answer (a lost one owes none).
   struct kill_wait {
     std::set<caf::actor_addr> owed;

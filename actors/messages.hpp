@@ -9,8 +9,8 @@
 #include <caf/meta/type_name.hpp>
 
 #include "runtime/defaults.hpp"
-#include "runtime/health.hpp"                // worker_health travels in the driver protocol
-#include "runtime/plan/resource_ledger.hpp"  // bundle_claim
+#include "runtime/health.hpp"               // worker_health travels in the driver protocol
+#include "runtime/plan/resource_ledger.hpp" // bundle_claim
 
 namespace cafex {
 
@@ -18,11 +18,11 @@ namespace cafex {
 struct node_info {
   std::string node_id;
   std::string ip;
-  std::vector<int> device_ids;   ///< GPU ids, or logical device ids on CPU-only nodes
-  std::string device_kind;       ///< "cuda" or "cpu"
+  std::vector<int> device_ids; ///< GPU ids, or logical device ids on CPU-only nodes
+  std::string device_kind;     ///< "cuda" or "cpu"
   std::string version;
-  std::string resource_name = "GPU";  ///< what a bundle asks for (the seed's ray_device_key)
-  std::vector<int64_t> free_units;    ///< per device id: unreserved share, 10000 = one device
+  std::string resource_name = "GPU"; ///< what a bundle asks for (the seed's ray_device_key)
+  std::vector<int64_t> free_units;   ///< per device id: unreserved share, 10000 = one device
 };
 
 template <class Inspector>
@@ -35,11 +35,11 @@ typename Inspector::result_type inspect(Inspector& f, node_info& x) {
 struct spawn_request {
   int32_t created_rank = 0;
   int32_t bundle_index = 0;
-  std::vector<int> device_ids;   ///< the bundle's GPU(s) on that node
+  std::vector<int> device_ids; ///< the bundle's GPU(s) on that node
   std::string log_level = "info";
   int64_t register_timeout_ms = defaults::worker_register_timeout.count();
-  uint64_t reservation = 0;      ///< the reservation holding the bundle (0: none, embedded)
-  std::string profiler;          ///< "" or "nsys" (the seed's ray_workers_use_nsight)
+  uint64_t reservation = 0; ///< the reservation holding the bundle (0: none, embedded)
+  std::string profiler;     ///< "" or "nsys" (the seed's ray_workers_use_nsight)
 };
 
 template <class Inspector>
@@ -50,11 +50,11 @@ typename Inspector::result_type inspect(Inspector& f, spawn_request& x) {
 
 /// Options of one collective_rpc.
 struct rpc_options {
-  int64_t timeout_ms = 0;          ///< 0: the executor's default RPC timeout
-  int32_t unique_reply_rank = -1;  ///< >= 0: only that rank's result is returned
-  std::vector<int32_t> ranks;      ///< only these ranks (empty: every rank); results in
-                                   ///< this order
-  bool recovery = false;           ///< issued by recovery: runs while the executor recovers
+  int64_t timeout_ms = 0;         ///< 0: the executor's default RPC timeout
+  int32_t unique_reply_rank = -1; ///< >= 0: only that rank's result is returned
+  std::vector<int32_t> ranks;     ///< only these ranks (empty: every rank); results in
+                                  ///< this order
+  bool recovery = false;          ///< issued by recovery: runs while the executor recovers
 };
 
 template <class Inspector>

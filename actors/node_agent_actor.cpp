@@ -20,7 +20,6 @@ namespace {
 
 using state_ptr = node_agent_actor::stateful_pointer<node_agent_state>;
 
-
 void schedule_reap(state_ptr self) {
   auto& st = self->state;
   if (st.reaping || (st.children.empty() && st.cause_queries.empty()))
@@ -167,7 +166,8 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
     // A driver that goes away takes its workers and its reservations with it.
     int n = kill_children_of(self, dm.source);
     if (n > 0)
-      spdlog::info("driver went away ({}): stopped {} worker(s)", caf::to_string(dm.reason), n);
+      spdlog::info("driver went away ({}): stopped {} worker(s)", caf::to_string(dm.reason),
+                   n);
     int r = self->state.ledger.release(caf::to_string(dm.source), 0);
     if (r > 0)
       spdlog::info("driver went away ({}): released {} reservation(s)",
@@ -179,12 +179,12 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
     [self](version_atom, const std::string& peer) -> caf::result<std::string> {
       auto sender = self->current_sender();
       if (peer != version()) {
-        spdlog::warn("refused a driver of cafex {} (this agent runs cafex {})", peer, version());
-        return make_error(errc::version_mismatch, "the driver runs cafex " + peer
-                                                    + " but node agent "
-                                                    + self->state.opts.info.node_id
-                                                    + " runs cafex " + version()
-                                                    + "; run one cafex version on every node");
+        spdlog::warn("refused a driver of cafex {} (this agent runs cafex {})", peer,
+                     version());
+        return make_error(errc::version_mismatch,
+                          "the driver runs cafex " + peer + " but node agent "
+                            + self->state.opts.info.node_id + " runs cafex " + version()
+                            + "; run one cafex version on every node");
       }
       if (sender)
         self->state.checked_peers.insert(sender->node());
@@ -206,7 +206,8 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
       if (!id)
         return id.error();
       self->monitor(sender);
-      spdlog::info("reserved {} bundle(s) as reservation {} for {}", claims.size(), *id, owner);
+      spdlog::info("reserved {} bundle(s) as reservation {} for {}", claims.size(), *id,
+                   owner);
       return *id;
     },
     [self](release_atom, uint64_t id) -> bool {
@@ -220,8 +221,7 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
       self->state.listen_host = host;
       self->state.listen_port = port;
     },
-    [self](spawn_atom,
-           const spawn_request& req) -> caf::result<worker_actor, uint16_t> {
+    [self](spawn_atom, const spawn_request& req) -> caf::result<worker_actor, uint16_t> {
       auto& st = self->state;
       // Read the sender first: make_response_promise() below moves it out of the current
       // message (CAF 0.17), and without an owner a driver that goes away (link cut, crash)
@@ -304,12 +304,11 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
       auto& st = self->state;
       auto i = st.children.find(id);
       if (i == st.children.end() || i->second.registered)
-        return make_error(errc::unauthorized, "unknown or already registered worker id "
-                                                + std::to_string(id));
+        return make_error(errc::unauthorized,
+                          "unknown or already registered worker id " + std::to_string(id));
       if (ver != version()) {
         auto err = make_error(errc::version_mismatch, "worker runs cafex " + ver
-                                                        + " but node agent runs "
-                                                        + version());
+                                                        + " but node agent runs " + version());
         i->second.rp.deliver(err);
         return err;
       }

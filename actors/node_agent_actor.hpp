@@ -22,7 +22,7 @@ namespace cafex {
 
 struct node_agent_options {
   node_info info;
-  std::string worker_program;   ///< executable run as `<program> worker ...`
+  std::string worker_program; ///< executable run as `<program> worker ...`
   /// How often children are polled for exit.
   std::chrono::milliseconds reap_interval = defaults::reap_interval;
   /// SIGTERM to SIGKILL when a worker is stopped.
@@ -47,7 +47,7 @@ struct node_agent_state {
     caf::typed_response_promise<worker_actor, uint16_t> rp;
     caf::actor_addr owner;
     bool registered = false;
-    std::string worker_id;       ///< worker_key() of the registered worker
+    std::string worker_id; ///< worker_key() of the registered worker
     std::chrono::steady_clock::time_point deadline;
   };
   node_agent_options opts;
@@ -56,7 +56,7 @@ struct node_agent_state {
   uint64_t next_spawn_id = 1;
   std::map<uint64_t, child> children;
   resource_ledger ledger;
-  std::set<caf::node_id> checked_peers;  ///< remote nodes whose version matched
+  std::set<caf::node_id> checked_peers; ///< remote nodes whose version matched
   bool reaping = false;
   /// Pending "why did this worker end" questions: answered once the child is reaped, or
   /// with its process state at the deadline.
@@ -66,7 +66,7 @@ struct node_agent_state {
     std::chrono::steady_clock::time_point deadline;
   };
   std::vector<cause_query> cause_queries;
-  std::map<std::string, failure_cause> ended;  ///< worker id -> how it ended (bounded)
+  std::map<std::string, failure_cause> ended; ///< worker id -> how it ended (bounded)
   static inline const char* name = "cafex.node_agent";
 };
 

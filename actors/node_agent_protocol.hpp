@@ -33,7 +33,8 @@ using node_agent_actor = caf::typed_actor<
   caf::replies_to<spawn_atom, spawn_request>::with<worker_actor, uint16_t>,
   /// (register, spawn id, worker version, handle, direct port) from a worker process;
   /// answers the node id.
-  caf::replies_to<register_atom, uint64_t, std::string, worker_actor, uint16_t>::with<std::string>,
+  caf::replies_to<register_atom, uint64_t, std::string, worker_actor,
+                  uint16_t>::with<std::string>,
   /// Stops every worker this agent started for the sender (all of them when the sender
   /// lives in the agent's own process); answers how many.
   caf::replies_to<kill_atom>::with<int32_t>,

@@ -37,12 +37,13 @@ system_config::system_config(const liveness_options& live) {
   add_message_type<std::vector<node_agent_actor>>("std::vector<cafex::node_agent_actor>");
   add_message_type<dummy_driver_actor>("cafex::dummy_driver_actor");
   add_message_type<std::vector<int32_t>>("std::vector<int32_t>");
-  add_error_category(error_category, [](uint8_t code, caf::atom_value, const caf::message& ctx) {
-    std::string out = to_string(static_cast<errc>(code));
-    if (ctx.match_elements<std::string>())
-      out += ": " + ctx.get_as<std::string>(0);
-    return out;
-  });
+  add_error_category(error_category,
+                     [](uint8_t code, caf::atom_value, const caf::message& ctx) {
+                       std::string out = to_string(static_cast<errc>(code));
+                       if (ctx.match_elements<std::string>())
+                         out += ": " + ctx.get_as<std::string>(0);
+                       return out;
+                     });
   // Measured (CAF-NOTES.md): no polling spin and no middleman worker pool halve the
   // cross-process round trip and cut idle CPU.
   set("work-stealing.moderate-poll-attempts", size_t{0});

@@ -29,8 +29,8 @@ void run_step(state_ptr self, uint64_t seq, const scheduler_output& step,
   try {
     out = s.stage->run(*s.st.runner, seq, step, input);
   } catch (const std::exception& e) {
-    out = make_error(errc::model_failed, "rank " + std::to_string(rank)
-                                           + ": execute_model threw: " + e.what());
+    out = make_error(errc::model_failed,
+                     "rank " + std::to_string(rank) + ": execute_model threw: " + e.what());
   }
   if (!out) {
     auto err = out.error();
@@ -58,7 +58,8 @@ void run_step(state_ptr self, uint64_t seq, const scheduler_output& step,
 } // namespace
 
 worker_actor::behavior_type worker_actor_impl(state_ptr self, worker_state st,
-                                              method_table methods, const node_agent_actor& agent) {
+                                              method_table methods,
+                                              const node_agent_actor& agent) {
   self->state.st = std::move(st);
   self->state.methods = std::move(methods);
   // A worker without its node agent has nobody to answer to: leave.

@@ -60,8 +60,8 @@ caf::error open_cuda(worker_state& st) {
   // The first CUDA call of the process: CUDA_VISIBLE_DEVICES is read now.
   int count = 0;
   if (auto err = CAFEX_CHECK(cudaGetDeviceCount(&count)))
-    return with_context(fmt::format("{}: no usable CUDA device (CUDA_VISIBLE_DEVICES={})",
-                                    who, cvd ? cvd : "<unset>"),
+    return with_context(fmt::format("{}: no usable CUDA device (CUDA_VISIBLE_DEVICES={})", who,
+                                    cvd ? cvd : "<unset>"),
                         err);
   if (st.local_rank < 0 || st.local_rank >= count)
     return make_error(errc::invalid_argument,
@@ -114,8 +114,8 @@ caf::error open_device(worker_state& st) {
                         + ": this build has no CUDA device support; use --device cpu");
 #endif
   }
-  return make_error(errc::invalid_argument, "unknown device '" + st.device
-                                              + "'; use cpu or cuda");
+  return make_error(errc::invalid_argument,
+                    "unknown device '" + st.device + "'; use cpu or cuda");
 }
 
 caf::error bind_device(const worker_state& st) {

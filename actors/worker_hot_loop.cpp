@@ -40,8 +40,7 @@ worker_hot_loop::worker_hot_loop(worker_state& st, worker_stage& stage, std::mut
   : st_(st),
     stage_(stage),
     runner_mutex_(mtx),
-    timeout_(std::chrono::milliseconds(stage.config().timeout_ms)) {
-}
+    timeout_(std::chrono::milliseconds(stage.config().timeout_ms)) {}
 
 worker_hot_loop::~worker_hot_loop() {
   stop_ = true;
@@ -64,8 +63,8 @@ void worker_hot_loop::run() {
 
 void worker_hot_loop::report_failure(uint64_t seq, const caf::error& err) {
   spdlog::warn("rank {} failed step {}: {}", st_.rank, seq, describe(err));
-  if (auto e = write_report(*report_, bell_.get(), seq, st_.rank, report_kind::failure, nullptr,
-                            &err, timeout_))
+  if (auto e = write_report(*report_, bell_.get(), seq, st_.rank, report_kind::failure,
+                            nullptr, &err, timeout_))
     spdlog::error("rank {} cannot report to the driver: {}", st_.rank, describe(e));
 }
 

@@ -28,8 +28,8 @@ struct worker_args {
   worker_state st;
   std::string log_level = "info";
   int64_t connect_timeout_ms = 30000;
-  std::string publish_host;            ///< publish for a direct driver connection
-  std::vector<std::string> env_allow;  ///< the node's policy: allowed variable prefixes
+  std::string publish_host;           ///< publish for a direct driver connection
+  std::vector<std::string> env_allow; ///< the node's policy: allowed variable prefixes
 };
 
 std::vector<std::string> split_commas(const std::string& v) {
@@ -148,17 +148,20 @@ int worker_main(int argc, char** argv, int first, const method_table& extra) {
   ignore_sigpipe();
   for (int i = first; i < argc; ++i)
     if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
-      std::puts("usage: cafex worker --agent HOST:PORT --spawn-id N --rank N [--bundle-index N]\n"
-                "       [--node-id ID] [--node-ip IP] [--devices i,j] [--log-level LEVEL]\n\n"
-                "Internal: a worker process. Node agents start it; it registers with its\n"
-                "agent, serves the driver, and exits when the agent or driver goes away.");
+      std::puts(
+        "usage: cafex worker --agent HOST:PORT --spawn-id N --rank N [--bundle-index N]\n"
+        "       [--node-id ID] [--node-ip IP] [--devices i,j] [--log-level LEVEL]\n\n"
+        "Internal: a worker process. Node agents start it; it registers with its\n"
+        "agent, serves the driver, and exits when the agent or driver goes away.");
       return 0;
     }
   worker_args args;
   std::string err;
   if (!parse(argc, argv, first, args, err)) {
-    std::fprintf(stderr, "error: cafex worker: %s (this command is started by a node agent, "
-                         "not by hand)\n", err.c_str());
+    std::fprintf(stderr,
+                 "error: cafex worker: %s (this command is started by a node agent, "
+                 "not by hand)\n",
+                 err.c_str());
     return 2;
   }
   if (auto e = init_logging(args.log_level, "worker"); e) {
@@ -198,7 +201,8 @@ int worker_main(int argc, char** argv, int first, const method_table& extra) {
                 {"device_ids", st.device_ids},
                 {"CUDA_VISIBLE_DEVICES", cvd ? cvd : ""}};
   });
-  auto worker = sys.spawn<caf::detached>(worker_actor_impl, std::move(args.st), methods, *agent);
+  auto worker = sys.spawn<caf::detached>(worker_actor_impl, std::move(args.st), methods,
+                                         *agent);
   // A direct route for the driver: without it, driver -> worker messages travel through
   // the node agent's process (see examples/multi_node/README.md, "Routing").
   uint16_t direct_port = 0;
@@ -215,8 +219,10 @@ int worker_main(int argc, char** argv, int first, const method_table& extra) {
   {
     caf::scoped_actor self{sys};
     bool ok = false;
-    self->request(*agent, std::chrono::milliseconds(args.connect_timeout_ms), register_atom::value,
-                  args.spawn_id, std::string(version()), worker, direct_port)
+    self
+      ->request(*agent, std::chrono::milliseconds(args.connect_timeout_ms),
+                register_atom::value, args.spawn_id, std::string(version()), worker,
+                direct_port)
       .receive([&](const std::string& node_id) { ok = true; },
                [&](caf::error& e) {
                  spdlog::error("node agent refused this worker: {}", sys.render(e));

@@ -21,8 +21,7 @@ caf::expected<json> entry_for(const worker_state& st, const json& args, const ch
   if (st.rpc_rank < 0 || static_cast<size_t>(st.rpc_rank) >= args.size())
     return make_error(errc::invalid_argument,
                       std::string(what) + " got " + std::to_string(args.size())
-                        + " entries but this worker has rank "
-                        + std::to_string(st.rpc_rank));
+                        + " entries but this worker has rank " + std::to_string(st.rpc_rank));
   return args[st.rpc_rank];
 }
 
@@ -44,8 +43,8 @@ caf::expected<json> update_environment_variables(worker_state& st, const json& a
     return make_error(errc::invalid_argument, "an environment entry must map names to values");
   for (auto& [name, value] : env->items()) {
     if (!value.is_string())
-      return make_error(errc::invalid_argument, "environment variable " + name
-                                                  + " must be a string");
+      return make_error(errc::invalid_argument,
+                        "environment variable " + name + " must be a string");
     // Set before any device library starts: CUDA reads CUDA_VISIBLE_DEVICES once. setenv
     // is MT-unsafe against concurrent readers, but a worker reads its environment only
     // before its actor starts and in this actor's methods, which run one at a time.
@@ -67,7 +66,7 @@ caf::expected<json> init_worker(worker_state& st, const json& args) {
     st.pp_size = kw->at("pipeline_parallel_size").get<int>();
     st.device = kw->value("device", std::string("cpu"));
     st.init_timeout_ms = kw->value("init_timeout_ms", defaults::worker_init_timeout.count());
-    kw->at("model").get_to(st.model);  // runtime/models/model_config.hpp
+    kw->at("model").get_to(st.model); // runtime/models/model_config.hpp
   } catch (const json::exception& e) {
     return make_error(errc::invalid_argument, std::string("init_worker: ") + e.what());
   }
@@ -116,7 +115,8 @@ caf::expected<json> load_model(worker_state& st, const json&) {
 caf::expected<json> reinitialize_distributed(worker_state& st, const json& args) {
   if (!st.initialized)
     return make_error(errc::not_ready, "reinitialize_distributed before init_worker");
-  if (!args.is_object() || !args.contains("generation") || !args["generation"].is_number_integer()
+  if (!args.is_object() || !args.contains("generation")
+      || !args["generation"].is_number_integer()
       || args["generation"].get<int>() <= st.comm_generation)
     return make_error(errc::invalid_argument,
                       "reinitialize_distributed expects {\"generation\": N} with N above "
@@ -140,9 +140,8 @@ caf::expected<json> reinitialize_distributed(worker_state& st, const json& args)
 
 method_table method_table::builtins() {
   method_table t;
-  t.add("get_node_ip", [](worker_state& st, const json&) -> caf::expected<json> {
-    return json(st.node_ip);
-  });
+  t.add("get_node_ip",
+        [](worker_state& st, const json&) -> caf::expected<json> { return json(st.node_ip); });
   t.add("get_node_and_gpu_ids", [](worker_state& st, const json&) -> caf::expected<json> {
     json ids = json::array();
     for (int id : st.device_ids)
@@ -167,9 +166,12 @@ method_table method_table::builtins() {
     return v ? json(v) : json();
   });
   t.add("rank_info", [](worker_state& st, const json&) -> caf::expected<json> {
-    return json{{"rpc_rank", st.rpc_rank},       {"rank", st.rank},
-                {"local_rank", st.local_rank},   {"is_driver_worker", st.is_driver_worker},
-                {"node_id", st.node_id},         {"device_ids", st.device_ids},
+    return json{{"rpc_rank", st.rpc_rank},
+                {"rank", st.rank},
+                {"local_rank", st.local_rank},
+                {"is_driver_worker", st.is_driver_worker},
+                {"node_id", st.node_id},
+                {"device_ids", st.device_ids},
                 {"bundle_index", st.bundle_index},
                 {"distributed_init_method", st.distributed_init_method}};
   });

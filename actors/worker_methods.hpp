@@ -26,7 +26,7 @@ using json = nlohmann::json;
 /// Everything a worker process knows about itself.
 struct worker_state {
   // Given at spawn by the node agent.
-  int rpc_rank = 0;                ///< created rank until adjust_rank, then the rank
+  int rpc_rank = 0; ///< created rank until adjust_rank, then the rank
   int bundle_index = 0;
   std::string node_id;
   std::string node_ip;
@@ -44,7 +44,7 @@ struct worker_state {
   int64_t init_timeout_ms = defaults::worker_init_timeout.count();
   // Set by init_device / load_model.
   bool device_ready = false;
-  int cuda_device = -1;            ///< the GPU init_device bound (device == "cuda")
+  int cuda_device = -1; ///< the GPU init_device bound (device == "cuda")
   /// Communicator generation: 0 at start, +1 for every reinitialize_distributed (group
   /// names on the rendezvous store carry it, so a rebuilt group never meets old keys).
   int comm_generation = 0;

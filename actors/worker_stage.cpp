@@ -61,17 +61,18 @@ worker_stage::worker_stage(dag_config cfg, int rank, int tp_rank,
     rank_(rank),
     tp_rank_(tp_rank),
     from_prev_(std::move(from_prev)),
-    to_next_(std::move(to_next)) {
-}
+    to_next_(std::move(to_next)) {}
 
-caf::expected<intermediate_tensors> worker_stage::receive(uint64_t seq, const tensor_desc& desc) {
+caf::expected<intermediate_tensors> worker_stage::receive(uint64_t seq,
+                                                          const tensor_desc& desc) {
   auto who = "rank " + std::to_string(rank_) + " (stage " + std::to_string(cfg_.stage) + ")";
   if (!from_prev_)
     return make_error(errc::invalid_argument, who + " has no previous stage to receive from");
   if (desc.type != dtype::f32 || desc.shape.size() != 2 || !desc.consistent()
       || desc.step_id != seq)
-    return make_error(errc::transport_failed, who + " got a malformed tensor descriptor for step "
-                                                + std::to_string(seq));
+    return make_error(errc::transport_failed,
+                      who + " got a malformed tensor descriptor for step "
+                        + std::to_string(seq));
   intermediate_tensors t;
   t.num_tokens = desc.shape[0];
   t.hidden_size = desc.shape[1];
@@ -86,15 +87,16 @@ caf::expected<worker_stage::outcome> worker_stage::run(model_runner& runner, uin
                                                        const scheduler_output& step,
                                                        const intermediate_tensors* input) {
   if (faults_)
-    faults_->before_step();  // fault.delay: this rank's results reach its peers late
+    faults_->before_step(); // fault.delay: this rank's results reach its peers late
   auto r = runner.execute(step, input);
   if (!r)
     return r.error();
   outcome out;
   if (!last()) {
     out.tensors = std::move(r->to_next);
-    out.forward = make_tensor_desc(dtype::f32, {out.tensors.num_tokens, out.tensors.hidden_size},
-                                   seq, "hidden");
+    out.forward = make_tensor_desc(dtype::f32,
+                                   {out.tensors.num_tokens, out.tensors.hidden_size}, seq,
+                                   "hidden");
     if (cfg_.report_all) {
       model_runner_output kv;
       kv.step_id = step.step_id;
@@ -119,8 +121,8 @@ caf::error worker_stage::push(uint64_t seq, const outcome& out) {
   if (!out.forward || out.forward->byte_size == 0)
     return caf::none;
   if (!to_next_)
-    return make_error(errc::invalid_argument, "rank " + std::to_string(rank_)
-                                                + " has no next stage to send to");
+    return make_error(errc::invalid_argument,
+                      "rank " + std::to_string(rank_) + " has no next stage to send to");
   return to_next_->send(out.tensors.hidden.data(), out.forward->byte_size, seq);
 }
 

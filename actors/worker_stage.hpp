@@ -42,9 +42,9 @@ public:
 
   /// What running one step produced for the driver and the next stage.
   struct outcome {
-    std::optional<model_runner_output> report;  ///< send as result to the driver
-    std::optional<tensor_desc> forward;         ///< send on to the next stage
-    intermediate_tensors tensors;               ///< bytes to push after `forward`
+    std::optional<model_runner_output> report; ///< send as result to the driver
+    std::optional<tensor_desc> forward;        ///< send on to the next stage
+    intermediate_tensors tensors;              ///< bytes to push after `forward`
   };
 
   /// Runs the shard on `step`; decides what this rank reports.
@@ -65,7 +65,7 @@ private:
   std::unique_ptr<p2p_channel> from_prev_;
   std::unique_ptr<p2p_channel> to_next_;
   std::deque<std::vector<std::string>> kv_delay_;
-  std::shared_ptr<fault_hooks> faults_;  ///< the worker's; null on the test seam
+  std::shared_ptr<fault_hooks> faults_; ///< the worker's; null on the test seam
 };
 
 } // namespace cafex

@@ -171,11 +171,13 @@ int main(int argc, char** argv) {
   int warmup = 200, iterations = 2000;
   bool as_json = false;
   std::string only;
-  cafex::cli::arg_parser flags("bench_caf_pingpong", "where a collective_rpc round trip spends its time");
+  cafex::cli::arg_parser flags("bench_caf_pingpong",
+                               "where a collective_rpc round trip spends its time");
   flags.flag({{"--warmup"}, "N", "round trips before measuring", "200"})
     .flag({{"--iterations"}, "N", "measured round trips per row", "2000"})
     .flag({{"--only"}, "SUBSTR", "run only the rows whose name contains SUBSTR", ""})
-    .flag({{"--set"}, "KEY=VALUE", "override one CAF option in both processes (repeatable)", ""})
+    .flag(
+      {{"--set"}, "KEY=VALUE", "override one CAF option in both processes (repeatable)", ""})
     .flag({{"--json"}, "", "print one JSON object", ""});
   parse_flags(flags, argc, argv, [&](const cafex::cli::parsed_args& a) {
     warmup = static_cast<int>(a.get_int("--warmup", 200, 0, 100000000));
@@ -198,7 +200,8 @@ int main(int argc, char** argv) {
   auto raw_pingpong = [&](int warm, int n) {
     auto xs = (*peer)->roundtrip_us(static_cast<size_t>(n), 64, static_cast<size_t>(warm));
     if (!xs) {
-      std::fprintf(stderr, "error: raw TCP ping-pong: %s\n", cafex::describe(xs.error()).c_str());
+      std::fprintf(stderr, "error: raw TCP ping-pong: %s\n",
+                   cafex::describe(xs.error()).c_str());
       std::exit(1);
     }
     return latency_of(std::move(*xs));
@@ -271,7 +274,8 @@ int main(int argc, char** argv) {
         return;
       std::vector<double> samples;
       caf::scoped_actor reused{sys};
-      auto d = timeout ? caf::duration{std::chrono::seconds(60)} : caf::duration{caf::infinite};
+      auto d = timeout ? caf::duration{std::chrono::seconds(60)}
+                       : caf::duration{caf::infinite};
       for (int i = 0; i < warmup + iterations; ++i) {
         auto t0 = clock_type::now();
         auto call = [&](caf::scoped_actor& self) {
@@ -299,10 +303,11 @@ int main(int argc, char** argv) {
       auto loop = sys.spawn(looper, *scheduled);
       caf::scoped_actor self{sys};
       self->request(loop, caf::infinite, run_atom::value, int32_t{warmup}, int32_t{iterations})
-        .receive([&](std::vector<double>& s) { rows.push_back({"actor->remote", latency_of(s)}); },
-                 [&](caf::error& e) {
-                   std::fprintf(stderr, "error: %s\n", sys.render(e).c_str());
-                 });
+        .receive(
+          [&](std::vector<double>& s) {
+            rows.push_back({"actor->remote", latency_of(s)});
+          },
+          [&](caf::error& e) { std::fprintf(stderr, "error: %s\n", sys.render(e).c_str()); });
       self->send_exit(loop, caf::exit_reason::user_shutdown);
     }
     blocking("scoped, inf -> remote", false, false, *scheduled);
@@ -341,12 +346,13 @@ int main(int argc, char** argv) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  std::printf("machine: %s; load (1 min) %.2f before, %.2f after\n",
-              machine_summary().c_str(), load_before, load_after);
+  std::printf("machine: %s; load (1 min) %.2f before, %.2f after\n", machine_summary().c_str(),
+              load_before, load_after);
   for (auto& [k, v] : overrides)
     std::printf("CAF option override: %s = %s\n", k.c_str(), v.c_str());
-  std::printf("%d warm-up + %d timed round trips per row; ratio = p50 / raw TCP p50 (before)\n\n",
-              warmup, iterations);
+  std::printf(
+    "%d warm-up + %d timed round trips per row; ratio = p50 / raw TCP p50 (before)\n\n",
+    warmup, iterations);
   std::printf("%-36s %10s %10s %10s %8s\n", "path", "p50 us", "p99 us", "mean us", "ratio");
   for (auto& r : rows)
     std::printf("%-36s %10.1f %10.1f %10.1f %7.2fx\n", r.name.c_str(), r.s.p50, r.s.p99,

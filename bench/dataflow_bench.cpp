@@ -165,12 +165,16 @@ int main(int argc, char** argv) {
   std::printf("%-8s %10s %10s %12s\n", "tp x pp", "p50 us", "p99 us", "p50 / rtt");
   model_config zero;
   zero.num_layers = 0;
-  for (auto [tp, pp] : std::vector<std::pair<int, int>>{{1, 1}, {2, 1}, {1, 2}, {2, 2}, {1, 3}}) {
+  for (auto [tp, pp] :
+       std::vector<std::pair<int, int>>{{1, 1}, {2, 1}, {1, 2}, {2, 2}, {1, 3}}) {
     auto ex = start(worker, tp, pp, zero);
     auto lat = step_latencies(*ex, steps, 50);
     auto p50 = percentile(lat, 50), p99 = percentile(lat, 99);
     std::printf("%d x %d    %10.1f %10.1f %12.2f\n", tp, pp, p50, p99, p50 / raw_p50);
-    report["overhead"].push_back({{"tp", tp}, {"pp", pp}, {"p50_us", p50}, {"p99_us", p99},
+    report["overhead"].push_back({{"tp", tp},
+                                  {"pp", pp},
+                                  {"p50_us", p50},
+                                  {"p99_us", p99},
                                   {"ratio_to_rtt", p50 / raw_p50}});
   }
   model_config heavy;
@@ -189,7 +193,8 @@ int main(int argc, char** argv) {
     if (pp == 1)
       base = sps;
     std::printf("pp=%d: %.1f steps/s (%.2fx pp=1)\n", pp, sps, sps / base);
-    report["pipelining"].push_back({{"pp", pp}, {"steps_per_s", sps}, {"speedup", sps / base}});
+    report["pipelining"].push_back(
+      {{"pp", pp}, {"steps_per_s", sps}, {"speedup", sps / base}});
   }
   if (json_out)
     std::printf("%s\n", report.dump().c_str());

@@ -49,9 +49,8 @@ double ms_since(clk::time_point t0) {
 scheduler_output step(uint64_t id, int sleep_ms) {
   scheduler_output s;
   s.step_id = id;
-  s.new_requests.push_back(new_request{"sleep" + std::to_string(sleep_ms) + "-b"
-                                         + std::to_string(id),
-                                       {1, 2, 3, 4}});
+  s.new_requests.push_back(
+    new_request{"sleep" + std::to_string(sleep_ms) + "-b" + std::to_string(id), {1, 2, 3, 4}});
   return s;
 }
 
@@ -68,11 +67,11 @@ pid_t pid_of(executor& ex, int rank) {
 
 struct series {
   std::string name;
-  std::string setting;           ///< "heartbeat 200 ms / timeout 1000 ms"
-  std::vector<double> ms;        ///< one sample per good trial
-  std::vector<double> ready_ms;  ///< (c) only: kill -> state() ready
-  std::string note;              ///< why it was skipped or cut short
-  std::string error_text;        ///< the error one trial's caller read
+  std::string setting;          ///< "heartbeat 200 ms / timeout 1000 ms"
+  std::vector<double> ms;       ///< one sample per good trial
+  std::vector<double> ready_ms; ///< (c) only: kill -> state() ready
+  std::string note;             ///< why it was skipped or cut short
+  std::string error_text;       ///< the error one trial's caller read
 };
 
 double max_of(const std::vector<double>& xs) {
@@ -179,18 +178,19 @@ series run_restart(const std::string& worker, int trials) {
       if (st == executor_state::ready)
         ready = ms_since(t0);
       else
-        std::this_thread::sleep_for(2ms);  // polling granularity, not synchronisation
+        std::this_thread::sleep_for(2ms); // polling granularity, not synchronisation
     }
     while (ready >= 0 && clk::now() < deadline && good < 0)
       if ((*ex)->execute_model(step(++id, 0)))
         good = ms_since(t0);
     if (good < 0) {
       auto st = (*ex)->state();
-      s.note = i == 0 && st == executor_state::failed
-                 ? "restart not available: after the kill the executor stayed failed for 10 s; "
-                   "skipped"
-                 : "trial " + std::to_string(i) + " did not recover within 10 s (state "
-                     + to_string(st) + ")";
+      s.note =
+        i == 0 && st == executor_state::failed
+          ? "restart not available: after the kill the executor stayed failed for 10 s; "
+            "skipped"
+          : "trial " + std::to_string(i) + " did not recover within 10 s (state "
+              + to_string(st) + ")";
       break;
     }
     s.ready_ms.push_back(ready);
@@ -202,8 +202,8 @@ series run_restart(const std::string& worker, int trials) {
 
 nlohmann::json to_json(const series& s) {
   auto stats = latency_of(s.ms);
-  nlohmann::json j{{"case", s.name}, {"setting", s.setting}, {"trials", s.ms.size()},
-                   {"p50_ms", stats.p50}, {"max_ms", max_of(s.ms)}, {"note", s.note},
+  nlohmann::json j{{"case", s.name},       {"setting", s.setting},   {"trials", s.ms.size()},
+                   {"p50_ms", stats.p50},  {"max_ms", max_of(s.ms)}, {"note", s.note},
                    {"error", s.error_text}};
   if (!s.ready_ms.empty()) {
     j["ready_p50_ms"] = latency_of(s.ready_ms).p50;
@@ -232,8 +232,10 @@ int main(int argc, char** argv) {
     as_json = a.has("--json");
   });
   if (access(worker.c_str(), X_OK) != 0) {
-    std::fprintf(stderr, "error: no test worker at %s; build cafex_test_worker or pass "
-                         "--worker PATH\n", worker.c_str());
+    std::fprintf(stderr,
+                 "error: no test worker at %s; build cafex_test_worker or pass "
+                 "--worker PATH\n",
+                 worker.c_str());
     return 2;
   }
   init_logging("off", "bench");
@@ -246,7 +248,8 @@ int main(int argc, char** argv) {
   rows.push_back(run_detect("(a) SIGKILL -> error", worker, fast, SIGKILL, trials));
   rows.push_back(run_detect("(b) SIGSTOP -> error", worker, fast, SIGSTOP, trials));
   if (default_trials > 0)
-    rows.push_back(run_detect("(b) SIGSTOP -> error", worker, defaults, SIGSTOP, default_trials));
+    rows.push_back(
+      run_detect("(b) SIGSTOP -> error", worker, defaults, SIGSTOP, default_trials));
   if (restart_trials > 0)
     rows.push_back(run_restart(worker, restart_trials));
   double load_after = load_average_1m();
@@ -262,7 +265,8 @@ int main(int argc, char** argv) {
   }
   std::printf("machine: %s; load (1 min) %.2f before, %.2f after\n", machine_summary().c_str(),
               load_before, load_after);
-  std::printf("embedded cluster, tp=2, CPU test workers; times from the signal to the caller\n\n");
+  std::printf(
+    "embedded cluster, tp=2, CPU test workers; times from the signal to the caller\n\n");
   std::printf("%-42s %-36s %6s %10s %10s\n", "case", "liveness", "trials", "p50 ms", "max ms");
   for (auto& s : rows) {
     std::printf("%-42s %-36s %6zu %10.1f %10.1f\n", s.name.c_str(), s.setting.c_str(),
@@ -285,19 +289,20 @@ int main(int argc, char** argv) {
                 goal(latency_of(rows[0].ms).p50 <= 100), latency_of(rows[0].ms).p50);
   for (size_t i = 1; i < rows.size() && rows[i].name[1] == 'b'; ++i) {
     auto live = i == 1 ? fast : defaults;
-    auto limit = static_cast<double>((live.connection_timeout + live.heartbeat_interval).count());
+    auto limit = static_cast<double>(
+      (live.connection_timeout + live.heartbeat_interval).count());
     if (!rows[i].ms.empty())
-      std::printf("  SIGSTOP (%s) within timeout + one interval (%.0f ms), max: %s (%.1f ms)\n",
-                  rows[i].setting.c_str(), limit, goal(max_of(rows[i].ms) <= limit),
-                  max_of(rows[i].ms));
+      std::printf(
+        "  SIGSTOP (%s) within timeout + one interval (%.0f ms), max: %s (%.1f ms)\n",
+        rows[i].setting.c_str(), limit, goal(max_of(rows[i].ms) <= limit), max_of(rows[i].ms));
   }
   auto& c = rows.back();
   if (c.name[1] == 'c') {
     if (c.ms.empty())
       std::printf("  recovery within 2 s: not measured (%s)\n", c.note.c_str());
     else
-      std::printf("  recovery within 2 s, p50: %s (%.1f ms)\n", goal(latency_of(c.ms).p50 <= 2000),
-                  latency_of(c.ms).p50);
+      std::printf("  recovery within 2 s, p50: %s (%.1f ms)\n",
+                  goal(latency_of(c.ms).p50 <= 2000), latency_of(c.ms).p50);
   }
   return 0;
 }

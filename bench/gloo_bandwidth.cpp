@@ -191,16 +191,18 @@ int main() {
   std::printf("  raw tcp            %6.1f  %6.1f\n", tr.p50, tr.p99);
   std::printf("  gloo send+recv     %6.1f  %6.1f\n\n", gr.p50, gr.p99);
   std::printf("GB/s as p50 / best; tcp+sndbuf = raw TCP with SO_SNDBUF %zu MiB "
-              "(what Gloo sets)\n", *granted >> 20);
+              "(what Gloo sets)\n",
+              *granted >> 20);
   std::printf("  MiB  samples  gloo          tcp           tcp+sndbuf    gloo/tcp  "
               "gloo/tcp+sndbuf\n");
   for (size_t i = 0; i < cases.size(); ++i) {
     auto g = bench::summarize(res.gloo_gbps[i]);
     auto t = bench::summarize(res.tcp_gbps[i]);
     auto b = bench::summarize(res.tcp_big_gbps[i]);
-    std::printf("  %3zu  %7zu  %4.2f / %4.2f   %4.2f / %4.2f   %4.2f / %4.2f   %6.0f%%  %8.0f%%\n",
-                cases[i].mib, res.gloo_gbps[i].size(), g.p50, g.max, t.p50, t.max, b.p50,
-                b.max, 100.0 * g.p50 / t.p50, 100.0 * g.p50 / b.p50);
+    std::printf(
+      "  %3zu  %7zu  %4.2f / %4.2f   %4.2f / %4.2f   %4.2f / %4.2f   %6.0f%%  %8.0f%%\n",
+      cases[i].mib, res.gloo_gbps[i].size(), g.p50, g.max, t.p50, t.max, b.p50, b.max,
+      100.0 * g.p50 / t.p50, 100.0 * g.p50 / b.p50);
   }
   return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
 }

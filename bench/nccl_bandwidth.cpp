@@ -90,7 +90,8 @@ double median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   options opt;
-  cli::arg_parser flags("nccl_bandwidth", "NCCL all-reduce and send/recv bandwidth against cafex's");
+  cli::arg_parser flags("nccl_bandwidth",
+                        "NCCL all-reduce and send/recv bandwidth against cafex's");
   flags.flag({{"--max-mib"}, "N", "largest message in MiB", "1024"})
     .flag({{"--iters"}, "N", "timed iterations per size", "20"})
     .flag({{"--warmup"}, "N", "untimed iterations per size", "5"})
@@ -117,7 +118,8 @@ int main(int argc, char** argv) {
   cudaDeviceProp prop{};
   cudaGetDeviceProperties(&prop, 0);
   std::printf("nccl_bandwidth: %d x %s, NCCL %d, int64 sum, %d iterations after %d warm-up, "
-              "NCCL_NVLS_ENABLE=%s\n", n, prop.name, version, opt.iters, opt.warmup,
+              "NCCL_NVLS_ENABLE=%s\n",
+              n, prop.name, version, opt.iters, opt.warmup,
               std::getenv("NCCL_NVLS_ENABLE") ? std::getenv("NCCL_NVLS_ENABLE") : "<unset>");
 
   rendezvous_server srv;
@@ -169,10 +171,9 @@ int main(int argc, char** argv) {
       const size_t count = bytes / sizeof(int64_t);
       switch (op) {
         case raw_allreduce:
-          return CAFEX_CHECK(ncclAllReduce(buf.data(), buf.data(), count, ncclInt64, ncclSum,
-                                           raw, s));
-        case cafex_allreduce:
-          return cx.enqueue_all_reduce_sum(buf.as<int64_t>(), count, s);
+          return CAFEX_CHECK(
+            ncclAllReduce(buf.data(), buf.data(), count, ncclInt64, ncclSum, raw, s));
+        case cafex_allreduce: return cx.enqueue_all_reduce_sum(buf.as<int64_t>(), count, s);
         case raw_p2p:
           if (rank == 0)
             return CAFEX_CHECK(ncclSend(buf.data(), bytes, ncclUint8, 1, raw, s));
@@ -181,8 +182,7 @@ int main(int argc, char** argv) {
           if (rank == 0)
             return cx.enqueue_send(buf.data(), bytes, 1, s);
           return cx.enqueue_recv(buf.data(), bytes, 0, s);
-        default:
-          return caf::none;
+        default: return caf::none;
       }
     };
     // Raw NCCL waits like cafex does (polled, bounded) so neither side blocks forever.
@@ -217,8 +217,9 @@ int main(int argc, char** argv) {
         }
         if (auto err = finish(kind))
           die(rank, op_names[op], err);
-        auto wall = std::chrono::duration<double, std::micro>(
-                      std::chrono::steady_clock::now() - t0).count();
+        auto wall = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now()
+                                                              - t0)
+                      .count();
         std::vector<double> us(opt.iters);
         for (int i = 0; i < opt.iters; ++i) {
           float ms = 0.0f;
@@ -281,13 +282,14 @@ int main(int argc, char** argv) {
       p2p_ratio_256 = p2p_ratio;
     }
     std::printf("%6zu MiB | %10.1f %10.1f %8.1f%% | %10.1f %10.1f %8.1f%% | %8.0f %8.0f; "
-                "%8.0f %8.0f\n", bytes >> 20, bw[raw_allreduce], bw[cafex_allreduce],
-                100.0 * ar_ratio, bw[raw_p2p], bw[cafex_p2p], 100.0 * p2p_ratio,
-                t[raw_allreduce].wall_us, t[cafex_allreduce].wall_us, t[raw_p2p].wall_us,
-                t[cafex_p2p].wall_us);
+                "%8.0f %8.0f\n",
+                bytes >> 20, bw[raw_allreduce], bw[cafex_allreduce], 100.0 * ar_ratio,
+                bw[raw_p2p], bw[cafex_p2p], 100.0 * p2p_ratio, t[raw_allreduce].wall_us,
+                t[cafex_allreduce].wall_us, t[raw_p2p].wall_us, t[cafex_p2p].wall_us);
   }
   if (ratio_256 > 0.0)
     std::printf("\n256 MiB: cafex all-reduce at %.1f%% of raw NCCL bus bandwidth, send/recv "
-                "at %.1f%% (goal: >= 95%%)\n", 100.0 * ratio_256, 100.0 * p2p_ratio_256);
+                "at %.1f%% (goal: >= 95%%)\n",
+                100.0 * ratio_256, 100.0 * p2p_ratio_256);
   return 0;
 }

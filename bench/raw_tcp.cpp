@@ -90,8 +90,7 @@ void serve(int fd) {
     for (uint64_t i = 0; i < cmd.count; ++i) {
       if (!read_all(fd, buf.data(), buf.size()))
         return;
-      bool ok = cmd.op == 'P' ? write_all(fd, buf.data(), buf.size())
-                              : write_all(fd, "a", 1);
+      bool ok = cmd.op == 'P' ? write_all(fd, buf.data(), buf.size()) : write_all(fd, "a", 1);
       if (!ok)
         return;
     }
@@ -194,16 +193,16 @@ raw_tcp_peer::bandwidth_gbps(size_t payload_bytes, size_t repetitions, size_t wa
   return samples;
 }
 
-caf::expected<std::vector<double>>
-raw_tcp_roundtrip_us(size_t iterations, size_t message_bytes, size_t warmup) {
+caf::expected<std::vector<double>> raw_tcp_roundtrip_us(size_t iterations,
+                                                        size_t message_bytes, size_t warmup) {
   auto peer = raw_tcp_peer::start();
   if (!peer)
     return peer.error();
   return (*peer)->roundtrip_us(iterations, message_bytes, warmup);
 }
 
-caf::expected<std::vector<double>>
-raw_tcp_bandwidth_gbps(size_t payload_bytes, size_t repetitions, size_t warmup) {
+caf::expected<std::vector<double>> raw_tcp_bandwidth_gbps(size_t payload_bytes,
+                                                          size_t repetitions, size_t warmup) {
   auto peer = raw_tcp_peer::start();
   if (!peer)
     return peer.error();

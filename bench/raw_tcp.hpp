@@ -28,8 +28,8 @@ public:
   raw_tcp_peer& operator=(const raw_tcp_peer&) = delete;
 
   /// Round-trip samples in microseconds, after `warmup` discarded ones.
-  caf::expected<std::vector<double>>
-  roundtrip_us(size_t iterations, size_t message_bytes = 64, size_t warmup = 100);
+  caf::expected<std::vector<double>> roundtrip_us(size_t iterations, size_t message_bytes = 64,
+                                                  size_t warmup = 100);
 
   /// Sets this side's SO_SNDBUF (which turns off the kernel's autotuning for the
   /// socket, as Gloo does when it sizes its send buffer to the message); returns the
@@ -37,8 +37,8 @@ public:
   caf::expected<size_t> set_send_buffer(size_t bytes);
 
   /// Samples of "send payload_bytes, wait for the child's 1-byte ack" in GB/s.
-  caf::expected<std::vector<double>>
-  bandwidth_gbps(size_t payload_bytes, size_t repetitions, size_t warmup = 1);
+  caf::expected<std::vector<double>> bandwidth_gbps(size_t payload_bytes, size_t repetitions,
+                                                    size_t warmup = 1);
 
 private:
   raw_tcp_peer(int fd, pid_t pid) : fd_(fd), pid_(pid) {}

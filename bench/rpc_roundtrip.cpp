@@ -49,9 +49,11 @@ std::string find_worker_program(const std::string& given) {
   return "";
 }
 
-
 nlohmann::json to_json(const latency_stats& s) {
-  return {{"p50_us", s.p50}, {"p99_us", s.p99}, {"mean_us", s.mean}, {"min_us", s.min},
+  return {{"p50_us", s.p50},
+          {"p99_us", s.p99},
+          {"mean_us", s.mean},
+          {"min_us", s.min},
           {"samples", s.samples_us.size()}};
 }
 
@@ -70,7 +72,9 @@ int main(int argc, char** argv) {
   int warmup = 200, iterations = 2000;
   bool as_json = false;
   cli::arg_parser flags("bench_rpc_roundtrip", "collective_rpc(\"noop\") to 1, 2, 4 workers");
-  flags.flag({{"--worker-program"}, "PATH", "the cafex program the workers run", "the sibling cafex"})
+  flags
+    .flag(
+      {{"--worker-program"}, "PATH", "the cafex program the workers run", "the sibling cafex"})
     .flag({{"--tp"}, "N,N,..", "worker counts", "1,2,4"})
     .flag({{"--warmup"}, "N", "calls before measuring", "200"})
     .flag({{"--iterations"}, "N", "measured calls per count", "2000"})
@@ -98,7 +102,8 @@ int main(int argc, char** argv) {
   auto raw_pingpong = [&](int warm, int n) {
     auto xs = (*peer)->roundtrip_us(static_cast<size_t>(n), 64, static_cast<size_t>(warm));
     if (!xs) {
-      std::fprintf(stderr, "error: raw TCP ping-pong: %s\n", cafex::describe(xs.error()).c_str());
+      std::fprintf(stderr, "error: raw TCP ping-pong: %s\n",
+                   cafex::describe(xs.error()).c_str());
       std::exit(1);
     }
     return latency_of(std::move(*xs));
@@ -160,10 +165,11 @@ int main(int argc, char** argv) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  std::printf("machine: %s; load (1 min) %.2f before, %.2f after\n",
-              machine_summary().c_str(), load_before, load_after);
+  std::printf("machine: %s; load (1 min) %.2f before, %.2f after\n", machine_summary().c_str(),
+              load_before, load_after);
   std::printf("%d warm-up + %d timed calls per case; raw TCP: 64-byte ping-pong between two "
-              "processes, measured just before each case\n\n", warmup, iterations);
+              "processes, measured just before each case\n\n",
+              warmup, iterations);
   std::printf("%-8s %12s %12s %14s %14s %10s %10s\n", "workers", "raw p50 us", "raw p99 us",
               "rpc p50 us", "rpc p99 us", "p50 ratio", "p99 ratio");
   for (auto& r : rows)
@@ -172,7 +178,7 @@ int main(int argc, char** argv) {
   for (auto& r : rows)
     if (r.workers == 1)
       std::printf("\ngoal (issue 2): p50 to one worker within 2x the raw ping-pong: %s "
-                  "(%.2fx)\n", r.rpc.p50 <= 2 * r.raw.p50 ? "met" : "MISSED",
-                  r.rpc.p50 / r.raw.p50);
+                  "(%.2fx)\n",
+                  r.rpc.p50 <= 2 * r.raw.p50 ? "met" : "MISSED", r.rpc.p50 / r.raw.p50);
   return 0;
 }

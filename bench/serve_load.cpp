@@ -67,7 +67,8 @@ int main(int argc, char** argv) {
   });
   http_client probe(host, static_cast<uint16_t>(port), std::chrono::seconds(10));
   std::printf("| clients | requests | req/s | p50 ms | p99 ms | tokens/s | steps | mean batch "
-              "| step ms (executor) | p50 / (tokens x step) |\n|---|---|---|---|---|---|---|---|---|---|\n");
+              "| step ms (executor) | p50 / (tokens x step) "
+              "|\n|---|---|---|---|---|---|---|---|---|---|\n");
   for (int c : levels) {
     snapshot before, after;
     if (!take(probe, before)) {
@@ -83,16 +84,19 @@ int main(int argc, char** argv) {
         http_client cl(host, static_cast<uint16_t>(port), std::chrono::seconds(60));
         for (int i; (i = next++) < requests;) {
           auto prompt = cafex::demo_workload::prompt(3, i, 512);
-          auto body = nlohmann::json{{"prompt", prompt}, {"max_tokens", max_tokens},
-                                     {"stream", stream}}.dump();
+          auto body = nlohmann::json{{"prompt", prompt},
+                                     {"max_tokens", max_tokens},
+                                     {"stream", stream}}
+                        .dump();
           auto s = std::chrono::steady_clock::now();
           auto r = cl.request("POST", "/v1/completions", body);
           if (!r.transport_ok || r.status != 200) {
             ++failed;
             continue;
           }
-          lat[t].push_back(std::chrono::duration<double, std::milli>(
-                             std::chrono::steady_clock::now() - s).count());
+          lat[t].push_back(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s)
+              .count());
         }
       });
     for (auto& th : pool)

@@ -26,8 +26,9 @@ namespace cafex {
 /// model_runner_output>)` once, through boost::asio::post on `where` (an Asio executor
 /// such as `ioc.get_executor()` or a strand). Never blocks the calling thread. After
 /// executor::shutdown() the handler still runs, with errc::not_ready.
-template <class AsioExecutor, class Handler,
-          class = std::enable_if_t<!std::is_convertible_v<AsioExecutor&, boost::asio::io_context&>>>
+template <
+  class AsioExecutor, class Handler,
+  class = std::enable_if_t<!std::is_convertible_v<AsioExecutor&, boost::asio::io_context&>>>
 void async_execute_model(executor& ex, const scheduler_output& step, const AsioExecutor& where,
                          Handler&& handler, when_full full = when_full::wait) {
   using result = caf::expected<model_runner_output>;

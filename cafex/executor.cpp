@@ -180,9 +180,8 @@ executor::execute_model_async(const scheduler_output& step, when_full full) {
     prom->set_value(make_error(errc::not_ready, "execute_model after shutdown"));
     return fut;
   }
-  submit(step, full, [prom](caf::expected<model_runner_output> r) {
-    prom->set_value(std::move(r));
-  });
+  submit(step, full,
+         [prom](caf::expected<model_runner_output> r) { prom->set_value(std::move(r)); });
   return fut;
 }
 
@@ -233,7 +232,8 @@ caf::error executor::teardown_dataflow() {
 caf::expected<nlohmann::json> executor::dataflow_stats() {
   if (impl_->stopped)
     return make_error(errc::not_ready, "dataflow_stats after shutdown");
-  auto r = impl_->ask<std::string>(impl_->driver, defaults::driver_query_timeout, stats_atom::value);
+  auto r = impl_->ask<std::string>(impl_->driver, defaults::driver_query_timeout,
+                                   stats_atom::value);
   if (!r)
     return r.error();
   return nlohmann::json::parse(*r);

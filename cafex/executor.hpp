@@ -32,7 +32,7 @@
 
 #include "actors/cluster/cluster_options.hpp"
 #include "actors/liveness_options.hpp"
-#include "runtime/health.hpp"  // worker_health, health_state
+#include "runtime/health.hpp" // worker_health, health_state
 #include "runtime/dataflow/scheduler_output.hpp"
 #include "runtime/defaults.hpp"
 #include "runtime/error.hpp"
@@ -56,16 +56,16 @@ enum class failure_policy { fail, restart };
 
 /// Everything start() needs. Defaults are the documented ones (README, "C++ API").
 struct executor_options {
-  parallel_config parallel;            ///< tensor x pipeline parallel sizes
-  model_config model;                  ///< which model and its seed
-  std::string device = "cpu";          ///< "cpu" or "cuda"
-  int devices = 0;                     ///< embedded node: logical devices (0: tp x pp)
+  parallel_config parallel;   ///< tensor x pipeline parallel sizes
+  model_config model;         ///< which model and its seed
+  std::string device = "cpu"; ///< "cpu" or "cuda"
+  int devices = 0;            ///< embedded node: logical devices (0: tp x pp)
   placement_strategy strategy = placement_strategy::pack;
-  int bundles = 0;                     ///< placement group size (0: world size)
-  std::vector<int> bundle_indices;     ///< the seed's VLLM_RAY_BUNDLE_INDICES
-  std::string worker_program;          ///< run as `<program> worker ...` (default: this executable)
-  std::string host_ip;                 ///< the driver's address (empty: 127.0.0.1 embedded,
-                                       ///< else the interface facing the nodes)
+  int bundles = 0;                 ///< placement group size (0: world size)
+  std::vector<int> bundle_indices; ///< the seed's VLLM_RAY_BUNDLE_INDICES
+  std::string worker_program; ///< run as `<program> worker ...` (default: this executable)
+  std::string host_ip;        ///< the driver's address (empty: 127.0.0.1 embedded,
+                              ///< else the interface facing the nodes)
   /// Remote node agents (cluster.nodes non-empty), their security, fractional and custom
   /// resources, placement timeout. strategy, bundles, bundle_indices and host_ip above
   /// take precedence over the same fields in here.
@@ -77,16 +77,16 @@ struct executor_options {
   /// process). cafex logs through spdlog's default logger, which start() replaces.
   /// Workers are processes of their own: their lines go to their stderr.
   log_callback log_sink;
-  std::chrono::milliseconds start_timeout = defaults::start_timeout;  ///< whole start-up
-  std::chrono::milliseconds rpc_timeout = defaults::rpc_timeout;      ///< collective_rpc default
+  std::chrono::milliseconds start_timeout = defaults::start_timeout; ///< whole start-up
+  std::chrono::milliseconds rpc_timeout = defaults::rpc_timeout; ///< collective_rpc default
   /// One execute_model (the seed's 300 s).
   std::chrono::milliseconds step_timeout = defaults::step_timeout;
-  std::string channel = "auto";        ///< auto, nccl, gloo or shm (the seed's channel type)
-  bool async_scheduling = false;       ///< max_concurrent_batches = 2 instead of PP size
-  std::string kv_connector;            ///< "" (none) or "loopback" (every rank reports)
+  std::string channel = "auto";  ///< auto, nccl, gloo or shm (the seed's channel type)
+  bool async_scheduling = false; ///< max_concurrent_batches = 2 instead of PP size
+  std::string kv_connector;      ///< "" (none) or "loopback" (every rank reports)
   liveness_options liveness;
   failure_policy on_worker_failure = failure_policy::fail;
-  int max_restarts = 3;                ///< restart: recoveries allowed before giving up
+  int max_restarts = 3; ///< restart: recoveries allowed before giving up
 };
 
 /// PP size, or 2 with async scheduling (the seed's max_concurrent_batches): how many steps

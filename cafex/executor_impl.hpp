@@ -29,7 +29,7 @@ struct executor::impl {
   executor_options opts;
   system_config cfg;
   caf::actor_system sys;
-  node_agent_actor agent;  ///< the embedded agent (none with remote nodes)
+  node_agent_actor agent; ///< the embedded agent (none with remote nodes)
   std::unique_ptr<cluster> nodes;
   driver_actor driver;
   caf::actor client;
@@ -50,9 +50,9 @@ struct executor::impl {
 
   /// collective_rpc through the driver: `timeout` per worker, the rest of `ro` (reply
   /// rank, ranks, recovery) as given.
-  caf::expected<std::vector<std::string>> rpc(const std::string& method, const std::string& args,
-                                              std::chrono::milliseconds timeout,
-                                              rpc_options ro = {}) {
+  caf::expected<std::vector<std::string>>
+  rpc(const std::string& method, const std::string& args, std::chrono::milliseconds timeout,
+      rpc_options ro = {}) {
     ro.timeout_ms = timeout.count();
     // The driver enforces `timeout` per worker; the slack only guards the driver itself.
     return ask<std::vector<std::string>>(driver, timeout + defaults::driver_slack,
@@ -75,9 +75,9 @@ struct executor::impl {
   caf::error configure_dataflow(clock::time_point deadline);
 
   // The restart policy (executor_recovery.cpp).
-  std::vector<int32_t> created_of;   ///< by rank: the created rank (its bundle)
-  nlohmann::json envs;               ///< by rank: update_environment_variables entries
-  nlohmann::json kwargs;             ///< by rank: init_worker entries
+  std::vector<int32_t> created_of; ///< by rank: the created rank (its bundle)
+  nlohmann::json envs;             ///< by rank: update_environment_variables entries
+  nlohmann::json kwargs;           ///< by rank: init_worker entries
   int comm_generation = 0;
   int recoveries = 0;
   std::mutex recovery_mtx;

@@ -73,8 +73,7 @@ caf::error executor::impl::plan_workers(const std::vector<worker_report>& report
   plan = std::move(*planned);
   if (plan.init_host != so.bind_address)
     return make_error(errc::invalid_config, "rendezvous host " + so.bind_address
-                                              + " differs from the planned "
-                                              + plan.init_host);
+                                              + " differs from the planned " + plan.init_host);
   return caf::none;
 }
 
@@ -104,7 +103,7 @@ caf::error executor::impl::update_environment(clock::time_point deadline) {
 
 caf::error executor::impl::init_workers(clock::time_point deadline) {
   kwargs = nlohmann::json::array();
-  nlohmann::json model = opts.model;  // runtime/models/model_config.hpp
+  nlohmann::json model = opts.model; // runtime/models/model_config.hpp
   for (const auto& w : plan.workers)
     kwargs.push_back({{"rank", w.rank},
                       {"local_rank", w.local_rank},

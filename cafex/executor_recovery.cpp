@@ -132,8 +132,8 @@ caf::expected<int32_t> executor::impl::respawn_rank(const worker_health& w,
     envs[rank] = moved->env;
     kwargs[rank]["local_rank"] = moved->local_rank;
   }
-  if (auto ok = ask<bool>(driver, time_left(deadline), replace_atom::value, rank, fresh->worker,
-                          fresh->node_id, fresh->ip, fresh->agent);
+  if (auto ok = ask<bool>(driver, time_left(deadline), replace_atom::value, rank,
+                          fresh->worker, fresh->node_id, fresh->ip, fresh->agent);
       !ok)
     return ok.error();
   // The driver answers in order: any report about this rank queued before it installed
@@ -172,18 +172,20 @@ caf::error executor::impl::recover_once(const std::string& why) {
     // A communicator broke but no worker is known lost: make sure every worker answers
     // before asking all of them to rendezvous (a rank that died a moment ago would leave
     // the others waiting in the rendezvous until its timeout).
-    auto r = rpc("noop", "null", std::min(time_left(deadline), opts.liveness.connection_timeout),
+    auto r = rpc("noop", "null",
+                 std::min(time_left(deadline), opts.liveness.connection_timeout),
                  during_recovery());
     if (r)
       break;
-    auto err = make_error(errc::worker_lost,
-                          "a worker did not answer before the rebuild: " + describe(r.error()));
+    auto err = make_error(errc::worker_lost, "a worker did not answer before the rebuild: "
+                                               + describe(r.error()));
     // The peer's transport failure came first and the lost worker's own report is on its
     // way (a few ms: its agent reaps it): wait for it and replace that worker in this same
     // recovery, instead of counting a second one.
     std::unique_lock<std::mutex> lock{recovery_mtx};
-    auto wait = std::min(time_left(deadline), std::chrono::duration_cast<std::chrono::milliseconds>(
-                                           opts.liveness.cause_timeout + defaults::recovery_settle));
+    auto wait = std::min(time_left(deadline),
+                         std::chrono::duration_cast<std::chrono::milliseconds>(
+                           opts.liveness.cause_timeout + defaults::recovery_settle));
     if (!recovery_cv.wait_for(lock, wait,
                               [&] { return recovery_stop || !recovery_requests.empty(); })
         || recovery_stop)
@@ -199,7 +201,8 @@ caf::error executor::impl::recover_once(const std::string& why) {
                      during_recovery(replaced));
         !r)
       return r.error();
-    if (auto r = rpc("init_worker", kwargs.dump(), time_left(deadline), during_recovery(replaced));
+    if (auto r = rpc("init_worker", kwargs.dump(), time_left(deadline),
+                     during_recovery(replaced));
         !r)
       return r.error();
   }
@@ -211,7 +214,8 @@ caf::error executor::impl::recover_once(const std::string& why) {
   }
   nlohmann::json args = {{"generation", generation},
                          {"timeout_ms", time_left(deadline).count()}};
-  if (auto r = rpc("reinitialize_distributed", args.dump(), time_left(deadline), during_recovery());
+  if (auto r = rpc("reinitialize_distributed", args.dump(), time_left(deadline),
+                   during_recovery());
       !r)
     return r.error();
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - t0).count();

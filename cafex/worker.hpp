@@ -19,6 +19,6 @@
 // `worker_program` may also name the installed `cafex` program.
 #pragma once
 
-#include "actors/worker_main.hpp"     // worker_main
-#include "actors/worker_methods.hpp"  // method_table, worker_state, worker_method, json
-#include "runtime/models/model_runner.hpp"   // model_runner, model_registry, model_config
+#include "actors/worker_main.hpp"          // worker_main
+#include "actors/worker_methods.hpp"       // method_table, worker_state, worker_method, json
+#include "runtime/models/model_runner.hpp" // model_runner, model_registry, model_config

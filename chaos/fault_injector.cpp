@@ -30,8 +30,7 @@ fault_injector::fault_injector(const std::vector<scenario_fault>& faults, execut
     hosts_(hosts),
     on_error_(std::move(on_error)),
     log_(std::move(log)),
-    done_(faults.size(), false) {
-}
+    done_(faults.size(), false) {}
 
 void fault_injector::refresh_pids() {
   auto info = ex_.collective_rpc("process_info", nullptr, std::chrono::milliseconds(10000));
@@ -59,13 +58,14 @@ void fault_injector::apply_due(int n) {
     if (!due)
       continue;
     done_[i] = true;
-    apply(f, f.at_ms < 0 ? "step " + std::to_string(n) : "at " + std::to_string(f.at_ms) + " ms");
+    apply(f,
+          f.at_ms < 0 ? "step " + std::to_string(n) : "at " + std::to_string(f.at_ms) + " ms");
   }
 }
 
 void fault_injector::release() {
   for (auto pid : stopped_)
-    ::kill(static_cast<pid_t>(pid), SIGCONT);  // a stopped worker cannot be shut down
+    ::kill(static_cast<pid_t>(pid), SIGCONT); // a stopped worker cannot be shut down
   stopped_.clear();
 }
 

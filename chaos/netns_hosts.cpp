@@ -28,13 +28,13 @@ void cleanup_all() {
   int np = pid_count.exchange(0);
   for (int i = 0; i < np; ++i)
     if (tracked[i] > 0)
-      kill(tracked[i], SIGKILL);  // workers follow their agent (PDEATHSIG)
+      kill(tracked[i], SIGKILL); // workers follow their agent (PDEATHSIG)
   for (int i = 0; i < np; ++i)
     if (tracked[i] > 0)
       waitpid(tracked[i], nullptr, 0);
   int nn = ns_count.exchange(0);
   for (int i = nn - 1; i >= 0; --i) {
-    pid_t pid = fork();  // fork/exec/waitpid are async-signal-safe
+    pid_t pid = fork(); // fork/exec/waitpid are async-signal-safe
     if (pid == 0) {
       const char* argv[] = {ip_path, "netns", "del", ns_names[i], nullptr};
       execv(ip_path, const_cast<char* const*>(argv));
@@ -116,7 +116,7 @@ command_result run_captured(const std::vector<std::string>& argv,
       waitpid(pid, &status, 0);
       break;
     }
-    if (!done)  // polling a child that runs a few ms, bounded by the deadline
+    if (!done) // polling a child that runs a few ms, bounded by the deadline
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   ssize_t n;
@@ -189,8 +189,7 @@ void netns_hosts::enter(int i) const {
   int e = errno;
   close(fd);
   if (rc != 0)
-    throw std::runtime_error("cannot enter network namespace " + ns(i) + ": "
-                             + errno_text(e));
+    throw std::runtime_error("cannot enter network namespace " + ns(i) + ": " + errno_text(e));
 }
 
 bool can_create_netns() {

@@ -22,7 +22,8 @@ std::string error_mismatch(const scenario_expectation& e, const std::string& kin
                            const std::string& text) {
   bool match = false;
   std::string alternatives = e.error + "|";
-  for (size_t pos = 0, bar; (bar = alternatives.find('|', pos)) != std::string::npos; pos = bar + 1)
+  for (size_t pos = 0, bar; (bar = alternatives.find('|', pos)) != std::string::npos;
+       pos = bar + 1)
     match = match || alternatives.substr(pos, bar - pos) == kind;
   if (!match)
     return "expected error kind " + e.error + ", got " + quoted_error(kind, text);
@@ -66,7 +67,8 @@ void judge(const scenario& s, chaos_report& rep) {
     rep.reason = std::move(why);
   };
   if (rep.compared_tokens && !rep.baseline.started)
-    return fail("the baseline run (no faults) did not start: " + rep.baseline.start_error_text);
+    return fail("the baseline run (no faults) did not start: "
+                + rep.baseline.start_error_text);
   if (rep.compared_tokens && rep.baseline.saw_error)
     return fail("the baseline run (no faults) failed: "
                 + quoted_error(rep.baseline.error_kind, rep.baseline.error_text));
@@ -74,7 +76,8 @@ void judge(const scenario& s, chaos_report& rep) {
     if (r.started)
       return fail("expected start-up to fail with " + e.error + ", but it succeeded");
     auto why = error_mismatch(e, r.start_error_kind, r.start_error_text);
-    return why.empty() ? pass("start-up failed as expected: " + r.start_error_kind) : fail(why);
+    return why.empty() ? pass("start-up failed as expected: " + r.start_error_kind)
+                       : fail(why);
   }
   if (!r.started)
     return fail("start-up failed: " + quoted_error(r.start_error_kind, r.start_error_text));
@@ -91,8 +94,8 @@ void judge(const scenario& s, chaos_report& rep) {
                   + std::string(rep.compared_tokens ? ", tokens equal the no-fault run" : ""));
     case outc::error: {
       if (!r.saw_error)
-        return fail("expected error " + e.error + ", but none reached the caller ("
-                    + steps + " succeeded)");
+        return fail("expected error " + e.error + ", but none reached the caller (" + steps
+                    + " succeeded)");
       auto why = error_mismatch(e, r.error_kind, r.error_text);
       if (!why.empty())
         return fail(why);
@@ -104,21 +107,25 @@ void judge(const scenario& s, chaos_report& rep) {
                     + " ms after the fault, over the bound of " + std::to_string(e.within_ms)
                     + " ms");
       if (e.later_steps_succeed && (r.steps_ok != s.steps || r.later_errors > 0))
-        return fail("the error was right but later steps did not all succeed (" + steps
-                    + ", " + std::to_string(r.later_errors) + " later error(s))");
+        return fail("the error was right but later steps did not all succeed (" + steps + ", "
+                    + std::to_string(r.later_errors) + " later error(s))");
       return pass(r.error_kind + " reached the caller " + std::to_string(r.fault_to_error_ms)
-                  + " ms after the fault" + (e.later_steps_succeed ? "; " + steps + " succeeded" : ""));
+                  + " ms after the fault"
+                  + (e.later_steps_succeed ? "; " + steps + " succeeded" : ""));
     }
     case outc::recovered:
       if (!r.saw_error)
         return fail("expected steps in flight to fail and the executor to recover, but no "
                     "error reached the caller");
       if (r.recovery_ms < 0)
-        return fail("the executor did not recover: " + (r.note.empty() ? "no ready state" : r.note)
+        return fail("the executor did not recover: "
+                    + (r.note.empty() ? "no ready state" : r.note)
                     + " (first error: " + quoted_error(r.error_kind, r.error_text) + ")");
       if (r.recovery_ms > e.within_ms)
-        return fail("ready again " + std::to_string(r.recovery_ms) + " ms after the fault, "
-                    "over the bound of " + std::to_string(e.within_ms) + " ms");
+        return fail("ready again " + std::to_string(r.recovery_ms)
+                    + " ms after the fault, "
+                      "over the bound of "
+                    + std::to_string(e.within_ms) + " ms");
       if (r.steps_ok != s.steps)
         return fail("recovered, but only " + steps + " succeeded"
                     + (r.note.empty() ? "" : ": " + r.note));
@@ -131,7 +138,9 @@ void judge(const scenario& s, chaos_report& rep) {
 }
 
 nlohmann::json chaos_report::to_json() const {
-  nlohmann::json j = {{"name", name}, {"pass", pass}, {"reason", reason},
+  nlohmann::json j = {{"name", name},
+                      {"pass", pass},
+                      {"reason", reason},
                       {"run", run_json(faulty)}};
   if (compared_tokens) {
     j["baseline"] = run_json(baseline);

@@ -44,7 +44,7 @@ struct chaos_runner::run_state {
   chaos_run out;
   std::unique_ptr<executor> ex;
   std::unique_ptr<fault_injector> faults;
-  std::vector<scenario_fault> none;  ///< the baseline's faults
+  std::vector<scenario_fault> none; ///< the baseline's faults
 
   void log(const std::string& what) const {
     if (opts.verbose)
@@ -74,7 +74,7 @@ struct chaos_runner::run_state {
     executor_state st = ex->state();
     while (st != executor_state::ready && clock_type::now() < deadline) {
       faults->apply_due(-1);
-      std::this_thread::sleep_for(milliseconds(20));  // polling a state, bounded by deadline
+      std::this_thread::sleep_for(milliseconds(20)); // polling a state, bounded by deadline
       st = ex->state();
     }
     if (st != executor_state::ready) {
@@ -89,8 +89,7 @@ struct chaos_runner::run_state {
 };
 
 chaos_runner::chaos_runner(scenario s, chaos_options opts)
-  : s_(std::move(s)), opts_(std::move(opts)) {
-}
+  : s_(std::move(s)), opts_(std::move(opts)) {}
 
 chaos_runner::~chaos_runner() = default;
 
@@ -129,8 +128,8 @@ chaos_run chaos_runner::run_once(bool with_faults) {
   if (s_.connection_timeout_ms > 0)
     o.liveness.connection_timeout = milliseconds(s_.connection_timeout_ms);
   o.on_worker_failure = s_.restart ? failure_policy::restart : failure_policy::fail;
-  rs.log(std::string(with_faults ? "faulty" : "baseline") + " run: starting tp="
-         + std::to_string(s_.tp) + " pp=" + std::to_string(s_.pp));
+  rs.log(std::string(with_faults ? "faulty" : "baseline")
+         + " run: starting tp=" + std::to_string(s_.tp) + " pp=" + std::to_string(s_.pp));
   auto ex = executor::start(o);
   if (!ex) {
     rs.out.start_error_kind = to_string(code_of(ex.error()));
@@ -150,7 +149,8 @@ chaos_run chaos_runner::run_once(bool with_faults) {
   // The workload: max_concurrent_batches batches of `requests` requests each.
   auto groups = std::max<size_t>(1, rs.ex->max_concurrent_batches());
   std::vector<batch> batches(groups);
-  std::string prefix = s_.step_sleep_ms > 0 ? "sleep" + std::to_string(s_.step_sleep_ms) + "-" : "";
+  std::string prefix = s_.step_sleep_ms > 0 ? "sleep" + std::to_string(s_.step_sleep_ms) + "-"
+                                            : "";
   for (size_t g = 0; g < groups; ++g) {
     auto& b = batches[g];
     b.quota = s_.steps / static_cast<int>(groups)
@@ -171,9 +171,9 @@ chaos_run chaos_runner::run_once(bool with_faults) {
   bool recovering_allowed = s_.expect.what == outc::recovered;
   bool stopping = false, need_recovery = false;
   int recoveries = 0;
-  constexpr int max_recoveries = 3;  // a run that keeps failing after recovery stops
+  constexpr int max_recoveries = 3; // a run that keeps failing after recovery stops
   int submissions = 0;
-  auto step_wait = o.step_timeout + milliseconds(10000);  // the runner's own bound
+  auto step_wait = o.step_timeout + milliseconds(10000); // the runner's own bound
   // A fallback, far above any scenario's few seconds, under ctest's timeout per run.
   auto run_deadline = t0 + milliseconds(60000) + step_wait;
   uint64_t step_id = 0;
@@ -193,7 +193,7 @@ chaos_run chaos_runner::run_once(bool with_faults) {
         scheduler_output step;
         step.step_id = step_id++;
         for (size_t i = 0; i < b.ids.size(); ++i) {
-          if (!b.prefilled) {  // prefill, or re-prefill after recovery: prompt + generated
+          if (!b.prefilled) { // prefill, or re-prefill after recovery: prompt + generated
             auto ids = b.prompts[i];
             ids.insert(ids.end(), b.generated[i].begin(), b.generated[i].end());
             step.new_requests.push_back(new_request{b.ids[i], std::move(ids)});
@@ -217,10 +217,10 @@ chaos_run chaos_runner::run_once(bool with_faults) {
           break;
         rs.faults->refresh_pids();
         for (auto& b : batches)
-          b.prefilled = false;  // every KV cache was dropped: re-prefill
+          b.prefilled = false; // every KV cache was dropped: re-prefill
         continue;
       }
-      break;  // all done, or stopped after an error
+      break; // all done, or stopped after an error
     }
     auto& f = in_flight.front();
     if (f.result.wait_for(milliseconds(20)) != std::future_status::ready) {
@@ -238,11 +238,11 @@ chaos_run chaos_runner::run_once(bool with_faults) {
     in_flight.pop_front();
     if (r) {
       if (r->sampled.size() != b.ids.size()) {
-        rs.observe_error(make_error(errc::model_failed, "a step returned "
-                                                          + std::to_string(r->sampled.size())
-                                                          + " tokens for "
-                                                          + std::to_string(b.ids.size())
-                                                          + " requests"), "step");
+        rs.observe_error(make_error(errc::model_failed,
+                                    "a step returned " + std::to_string(r->sampled.size())
+                                      + " tokens for " + std::to_string(b.ids.size())
+                                      + " requests"),
+                         "step");
         stopping = true;
         continue;
       }
@@ -260,7 +260,7 @@ chaos_run chaos_runner::run_once(bool with_faults) {
     if (recovering_allowed && lost && recoveries < max_recoveries) {
       if (!need_recovery)
         ++recoveries;
-      need_recovery = true;  // drain the rest, wait for ready, re-prefill, redo
+      need_recovery = true; // drain the rest, wait for ready, re-prefill, redo
     } else if (recovering_allowed && lost) {
       rs.out.note = "steps kept failing after " + std::to_string(max_recoveries)
                     + " recoveries: " + describe(r.error());
@@ -274,7 +274,7 @@ chaos_run chaos_runner::run_once(bool with_faults) {
   for (auto& b : batches)
     rs.out.tokens.insert(rs.out.tokens.end(), b.generated.begin(), b.generated.end());
   rs.out.faults_applied = rs.faults->applied();
-  rs.faults->release();  // SIGCONT: a stopped worker cannot be shut down
+  rs.faults->release(); // SIGCONT: a stopped worker cannot be shut down
   // Futures still pending complete with errors when the executor shuts down.
   auto t_down = clock_type::now();
   rs.ex->shutdown();

@@ -26,9 +26,9 @@ public:
 };
 
 struct chaos_options {
-  std::string worker_program;  ///< empty: this executable (`cafex worker`)
-  bool verbose = false;        ///< progress on stderr, worker logs at warn
-  cluster_options cluster;     ///< simulated hosts fill nodes, host_ip and the token
+  std::string worker_program; ///< empty: this executable (`cafex worker`)
+  bool verbose = false;       ///< progress on stderr, worker logs at warn
+  cluster_options cluster;    ///< simulated hosts fill nodes, host_ip and the token
   host_faults* hosts = nullptr;
 };
 
@@ -37,22 +37,22 @@ struct chaos_run {
   bool started = false;
   std::string start_error_kind, start_error_text;
   int steps_ok = 0;
-  std::vector<std::vector<int32_t>> tokens;  ///< per request: tokens generated
+  std::vector<std::vector<int32_t>> tokens; ///< per request: tokens generated
   bool saw_error = false;
-  std::string error_kind, error_text;        ///< the first error the caller saw
-  int64_t fault_to_error_ms = -1;            ///< from the last fault before it
-  int64_t recovery_ms = -1;                  ///< from the fault to state() ready again
-  int later_errors = 0;                      ///< errors after the first
-  std::string note;                          ///< why the run stopped early, if it did
-  std::vector<std::string> faults_applied;   ///< "step 2: kill rank 1 (pid 123)"
+  std::string error_kind, error_text;      ///< the first error the caller saw
+  int64_t fault_to_error_ms = -1;          ///< from the last fault before it
+  int64_t recovery_ms = -1;                ///< from the fault to state() ready again
+  int later_errors = 0;                    ///< errors after the first
+  std::string note;                        ///< why the run stopped early, if it did
+  std::vector<std::string> faults_applied; ///< "step 2: kill rank 1 (pid 123)"
   double wall_ms = 0;
-  double shutdown_ms = 0;                    ///< executor::shutdown() alone
+  double shutdown_ms = 0; ///< executor::shutdown() alone
 };
 
 struct chaos_report {
   std::string name;
   bool pass = false;
-  std::string reason;           ///< why it passed or failed, one line
+  std::string reason; ///< why it passed or failed, one line
   bool compared_tokens = false;
   bool same_tokens = false;
   chaos_run baseline, faulty;

@@ -42,8 +42,8 @@ struct reader {
     return true;
   }
 
-  bool get_int(const json& j, const char* key, const std::string& where, int64_t lo, int64_t hi,
-               int64_t& out) {
+  bool get_int(const json& j, const char* key, const std::string& where, int64_t lo,
+               int64_t hi, int64_t& out) {
     if (!j.contains(key))
       return true;
     if (!j[key].is_number_integer()) {
@@ -97,7 +97,8 @@ using outc = scenario_expectation::outcome;
 constexpr act all_actions[] = {act::kill,        act::stop,         act::cont,
                                act::fail_method, act::delay,        act::break_collective,
                                act::cut_link,    act::restore_link, act::kill_agent};
-constexpr outc all_outcomes[] = {outc::success, outc::error, outc::start_error, outc::recovered};
+constexpr outc all_outcomes[] = {outc::success, outc::error, outc::start_error,
+                                 outc::recovered};
 
 template <class E, size_t N>
 std::string listing(const E (&all)[N]) {
@@ -108,9 +109,11 @@ std::string listing(const E (&all)[N]) {
 }
 
 caf::error parse_cluster(reader& r, const json& c, scenario& s) {
-  if (!r.check_keys(c, "cluster", {"tp", "pp", "model", "nodes", "hosts", "on_worker_failure",
-                                   "heartbeat_ms", "connection_timeout_ms", "step_timeout_ms"})
-      || !r.get_num(c, "tp", "cluster", 1, 64, s.tp) || !r.get_num(c, "pp", "cluster", 1, 64, s.pp)
+  if (!r.check_keys(c, "cluster",
+                    {"tp", "pp", "model", "nodes", "hosts", "on_worker_failure",
+                     "heartbeat_ms", "connection_timeout_ms", "step_timeout_ms"})
+      || !r.get_num(c, "tp", "cluster", 1, 64, s.tp)
+      || !r.get_num(c, "pp", "cluster", 1, 64, s.pp)
       || !r.get_str(c, "model", "cluster", s.model)
       || !r.get_num(c, "hosts", "cluster", 0, 8, s.hosts)
       || !r.get_int(c, "heartbeat_ms", "cluster", 10, 60000, s.heartbeat_ms)
@@ -121,8 +124,8 @@ caf::error parse_cluster(reader& r, const json& c, scenario& s) {
   if (!r.get_str(c, "on_worker_failure", "cluster", policy))
     return r.err;
   if (policy != "fail" && policy != "restart")
-    return r.bad("cluster.on_worker_failure", "must be \"fail\" or \"restart\", got \""
-                                                 + policy + "\"");
+    return r.bad("cluster.on_worker_failure",
+                 "must be \"fail\" or \"restart\", got \"" + policy + "\"");
   s.restart = policy == "restart";
   if (c.contains("nodes")) {
     if (!c["nodes"].is_array())
@@ -147,8 +150,9 @@ caf::error parse_fault(reader& r, const json& f, const std::string& where, const
                        scenario_fault& x) {
   if (!f.is_object())
     return r.bad(where, "must be an object");
-  if (!r.check_keys(f, where, {"at_step", "at_ms", "action", "rank", "node", "signal", "ms",
-                               "steps", "method"}))
+  if (!r.check_keys(f, where,
+                    {"at_step", "at_ms", "action", "rank", "node", "signal", "ms", "steps",
+                     "method"}))
     return r.err;
   std::string action;
   if (!r.get_str(f, "action", where, action))
@@ -156,8 +160,8 @@ caf::error parse_fault(reader& r, const json& f, const std::string& where, const
   if (!f.contains("action"))
     return r.bad(where + ".action", "is required (one of " + listing(all_actions) + ")");
   if (!parse_enum(action, all_actions, x.what))
-    return r.bad(where + ".action", "must be one of " + listing(all_actions) + ", got \""
-                                      + action + "\"");
+    return r.bad(where + ".action",
+                 "must be one of " + listing(all_actions) + ", got \"" + action + "\"");
   if (f.contains("at_step") && f.contains("at_ms"))
     return r.bad(where, "has both at_step and at_ms: a fault triggers at a step or at a time");
   int world = s.tp * s.pp;
@@ -176,12 +180,13 @@ caf::error parse_fault(reader& r, const json& f, const std::string& where, const
       return r.err;
   }
   if (x.on_node() && s.hosts == 0)
-    return r.bad(where + ".action", std::string(to_string(x.what))
-                                      + " acts on a simulated host: set cluster.hosts (e.g. 2) "
-                                        "and the fault's node");
+    return r.bad(where + ".action",
+                 std::string(to_string(x.what))
+                   + " acts on a simulated host: set cluster.hosts (e.g. 2) "
+                     "and the fault's node");
   if (x.what == act::fail_method && x.method != "fail" && x.method != "throw")
-    return r.bad(where + ".method", "must be \"fail\" or \"throw\" for fail_method, got \""
-                                      + x.method + "\"");
+    return r.bad(where + ".method",
+                 "must be \"fail\" or \"throw\" for fail_method, got \"" + x.method + "\"");
   if (x.what == act::delay && !f.contains("ms"))
     return r.bad(where + ".ms", "is required for delay (how long each delayed step waits)");
   return caf::none;
@@ -189,16 +194,17 @@ caf::error parse_fault(reader& r, const json& f, const std::string& where, const
 
 caf::error parse_expect(reader& r, const json& e, scenario& s) {
   std::string outcome;
-  if (!r.check_keys(e, "expect", {"outcome", "same_tokens", "error", "contains", "within_ms",
-                                  "later_steps_succeed"})
+  if (!r.check_keys(e, "expect",
+                    {"outcome", "same_tokens", "error", "contains", "within_ms",
+                     "later_steps_succeed"})
       || !r.get_str(e, "outcome", "expect", outcome)
       || !r.get_str(e, "error", "expect", s.expect.error)
       || !r.get_str(e, "contains", "expect", s.expect.contains)
       || !r.get_int(e, "within_ms", "expect", 1, 600000, s.expect.within_ms))
     return r.err;
   if (!parse_enum(outcome, all_outcomes, s.expect.what))
-    return r.bad("expect.outcome", "must be one of " + listing(all_outcomes) + ", got \""
-                                     + outcome + "\"");
+    return r.bad("expect.outcome",
+                 "must be one of " + listing(all_outcomes) + ", got \"" + outcome + "\"");
   for (auto key : {"same_tokens", "later_steps_succeed"})
     if (e.contains(key) && !e[key].is_boolean())
       return r.bad(std::string("expect.") + key, "must be true or false");
@@ -222,8 +228,8 @@ caf::error parse_expect(reader& r, const json& e, scenario& s) {
       for (int c = 1; c <= static_cast<int>(errc::too_many_in_flight); ++c)
         known = known || kind == to_string(static_cast<errc>(c));
       if (!known)
-        return r.bad("expect.error", "names an unknown error kind \"" + kind + "\" (kinds: "
-                                       + kinds + "; alternatives: \"a|b\")");
+        return r.bad("expect.error", "names an unknown error kind \"" + kind
+                                       + "\" (kinds: " + kinds + "; alternatives: \"a|b\")");
       if (bar == std::string::npos)
         break;
       pos = bar + 1;
@@ -270,12 +276,14 @@ caf::expected<scenario> parse_scenario(const std::string& text, const std::strin
   try {
     j = json::parse(text);
   } catch (const std::exception& e) {
-    return make_error(errc::invalid_config, "scenario " + origin + " is not JSON: " + e.what());
+    return make_error(errc::invalid_config,
+                      "scenario " + origin + " is not JSON: " + e.what());
   }
   if (!j.is_object())
     return r.bad("the top level", "must be an object");
-  if (!r.check_keys(j, "the top level", {"name", "cluster", "steps", "requests", "step_sleep_ms",
-                                         "faults", "expect"}))
+  if (!r.check_keys(j, "the top level",
+                    {"name", "cluster", "steps", "requests", "step_sleep_ms", "faults",
+                     "expect"}))
     return r.err;
   scenario s;
   if (!r.get_str(j, "name", "", s.name) || !r.get_num(j, "steps", "", 1, 1000, s.steps)
@@ -298,7 +306,7 @@ caf::expected<scenario> parse_scenario(const std::string& text, const std::strin
   }
   if (!j.contains("expect") || !j["expect"].is_object())
     return r.bad("\"expect\"", "is required: {\"outcome\": \"success\"} or {\"outcome\": "
-                                "\"error\", \"error\": \"worker_lost\", \"within_ms\": 2000}");
+                               "\"error\", \"error\": \"worker_lost\", \"within_ms\": 2000}");
   if (auto err = parse_expect(r, j["expect"], s))
     return err;
   return s;

@@ -15,24 +15,24 @@ namespace cafex {
 /// first step was submitted.
 struct scenario_fault {
   enum class action {
-    kill,              ///< send `signal` to the rank's process
-    stop,              ///< SIGSTOP the rank's process
-    cont,              ///< SIGCONT it ("continue")
-    fail_method,       ///< a fault.fail / fault.throw call that fails on the rank
-    delay,             ///< the rank's next `steps` steps each wait `ms`
-    break_collective,  ///< the rank's TP communicator breaks
-    cut_link,          ///< simulated host `node` loses its network link
-    restore_link,      ///< ... and gets it back
-    kill_agent,        ///< SIGKILL simulated host `node`'s `cafex node` agent
+    kill,             ///< send `signal` to the rank's process
+    stop,             ///< SIGSTOP the rank's process
+    cont,             ///< SIGCONT it ("continue")
+    fail_method,      ///< a fault.fail / fault.throw call that fails on the rank
+    delay,            ///< the rank's next `steps` steps each wait `ms`
+    break_collective, ///< the rank's TP communicator breaks
+    cut_link,         ///< simulated host `node` loses its network link
+    restore_link,     ///< ... and gets it back
+    kill_agent,       ///< SIGKILL simulated host `node`'s `cafex node` agent
   } what = action::kill;
-  int at_step = 0;      ///< when at_ms < 0: before this step (0..steps-1) is submitted
-  int64_t at_ms = -1;   ///< >= 0: this long after the first step was submitted
-  int rank = 0;         ///< the rank hit (rank actions)
-  int node = 0;         ///< the simulated host hit (cut_link, restore_link, kill_agent)
-  int signal = 9;       ///< kill: the signal to send
-  int ms = 0;           ///< delay: how long each delayed step waits
-  int steps = 1;        ///< delay: how many steps are delayed
-  std::string method = "fail";  ///< fail_method: "fail" or "throw"
+  int at_step = 0;             ///< when at_ms < 0: before this step (0..steps-1) is submitted
+  int64_t at_ms = -1;          ///< >= 0: this long after the first step was submitted
+  int rank = 0;                ///< the rank hit (rank actions)
+  int node = 0;                ///< the simulated host hit (cut_link, restore_link, kill_agent)
+  int signal = 9;              ///< kill: the signal to send
+  int ms = 0;                  ///< delay: how long each delayed step waits
+  int steps = 1;               ///< delay: how many steps are delayed
+  std::string method = "fail"; ///< fail_method: "fail" or "throw"
 
   /// True for the actions that act on a simulated host rather than a rank.
   bool on_node() const {
@@ -44,17 +44,17 @@ struct scenario_fault {
 /// What must happen.
 struct scenario_expectation {
   enum class outcome {
-    success,      ///< every step succeeds (tokens equal a no-fault run when same_tokens)
-    error,        ///< the caller sees error kind `error` within within_ms of the fault
-    start_error,  ///< start-up itself fails with kind `error`
-    recovered,    ///< steps in flight fail, state() is ready again within within_ms, the
-                  ///< re-prefilled run finishes with the tokens of a no-fault run
+    success,     ///< every step succeeds (tokens equal a no-fault run when same_tokens)
+    error,       ///< the caller sees error kind `error` within within_ms of the fault
+    start_error, ///< start-up itself fails with kind `error`
+    recovered,   ///< steps in flight fail, state() is ready again within within_ms, the
+                 ///< re-prefilled run finishes with the tokens of a no-fault run
   } what = outcome::success;
-  bool same_tokens = true;           ///< success: compare tokens with a no-fault run
-  std::string error;                 ///< error / start_error: the errc name, or "a|b"
-  std::string contains;              ///< error / start_error: text the error must contain
-  int64_t within_ms = 5000;          ///< error: fault to caller; recovered: fault to ready
-  bool later_steps_succeed = false;  ///< error: every step still succeeds (fail_method)
+  bool same_tokens = true;          ///< success: compare tokens with a no-fault run
+  std::string error;                ///< error / start_error: the errc name, or "a|b"
+  std::string contains;             ///< error / start_error: text the error must contain
+  int64_t within_ms = 5000;         ///< error: fault to caller; recovered: fault to ready
+  bool later_steps_succeed = false; ///< error: every step still succeeds (fail_method)
 };
 
 struct scenario {
@@ -62,17 +62,17 @@ struct scenario {
   // cluster
   int tp = 1;
   int pp = 1;
-  std::string model = "sleepy";     ///< sleepy, reference, failing_load (fault-injection models)
-  std::vector<std::string> nodes;   ///< HOST:PORT of running agents; empty: embedded
-  int hosts = 0;                    ///< > 0: that many simulated hosts (network namespaces)
-  bool restart = false;             ///< on_worker_failure: "restart" (true) or "fail"
-  int64_t heartbeat_ms = 0;         ///< 0: the liveness default
-  int64_t connection_timeout_ms = 0;  ///< 0: the liveness default
-  int64_t step_timeout_ms = 0;      ///< 0: the runner's default (30 s)
+  std::string model = "sleepy";   ///< sleepy, reference, failing_load (fault-injection models)
+  std::vector<std::string> nodes; ///< HOST:PORT of running agents; empty: embedded
+  int hosts = 0;                  ///< > 0: that many simulated hosts (network namespaces)
+  bool restart = false;           ///< on_worker_failure: "restart" (true) or "fail"
+  int64_t heartbeat_ms = 0;       ///< 0: the liveness default
+  int64_t connection_timeout_ms = 0; ///< 0: the liveness default
+  int64_t step_timeout_ms = 0;       ///< 0: the runner's default (30 s)
   // workload
   int steps = 4;
-  int requests = 2;                 ///< requests per batch
-  int step_sleep_ms = 0;            ///< sleepy model: each step sleeps this long on every stage
+  int requests = 2;      ///< requests per batch
+  int step_sleep_ms = 0; ///< sleepy model: each step sleeps this long on every stage
   std::vector<scenario_fault> faults;
   scenario_expectation expect;
 };

@@ -39,8 +39,7 @@ std::string shell_quote(const std::string& s) {
 
 } // namespace
 
-simulated_hosts::simulated_hosts(int n) : hosts_(n) {
-}
+simulated_hosts::simulated_hosts(int n) : hosts_(n) {}
 
 caf::expected<std::unique_ptr<simulated_hosts>>
 simulated_hosts::start(int n, int devices, const std::string& program) {
@@ -68,7 +67,7 @@ simulated_hosts::start(int n, int devices, const std::string& program) {
 }
 
 simulated_hosts::~simulated_hosts() {
-  agents_.clear();  // SIGTERM, then SIGKILL; workers follow their agent
+  agents_.clear(); // SIGTERM, then SIGKILL; workers follow their agent
   hosts_.cleanup();
   if (!dir_.empty()) {
     for (const char* f : {"/token"})
@@ -86,10 +85,9 @@ caf::error simulated_hosts::start_agent(int node, int devices, const std::string
   auto err = dir_ + "/agent" + std::to_string(node) + ".err";
   auto listen = hosts_.ip(node) + ":7100";
   std::string cmd = "exec";
-  for (const auto& a : hosts_.exec_in(node, {program, "node", "--listen", listen,
-                                                 "--devices", std::to_string(devices),
-                                                 "--token-file", dir_ + "/token",
-                                                 "--log-level", "warn"}))
+  for (const auto& a : hosts_.exec_in(node, {program, "node", "--listen", listen, "--devices",
+                                             std::to_string(devices), "--token-file",
+                                             dir_ + "/token", "--log-level", "warn"}))
     cmd += " " + shell_quote(a);
   cmd += " >" + shell_quote(out) + " 2>" + shell_quote(err);
   auto child = child_process::spawn({"/bin/sh", "-c", cmd});
@@ -101,12 +99,14 @@ caf::error simulated_hosts::start_agent(int node, int devices, const std::string
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (read_all(out).find("listening") == std::string::npos) {
     if (!agents_.back().running() || agents_.back().try_wait())
-      return make_error(errc::spawn_failed, "the node agent of simulated host " + std::to_string(node)
+      return make_error(errc::spawn_failed, "the node agent of simulated host "
+                                              + std::to_string(node)
                                               + " exited: " + read_all(err));
     if (std::chrono::steady_clock::now() > deadline)
-      return make_error(errc::timeout, "the node agent of simulated host " + std::to_string(node)
+      return make_error(errc::timeout, "the node agent of simulated host "
+                                         + std::to_string(node)
                                          + " did not listen within 10 s: " + read_all(err));
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // polling its output file
+    std::this_thread::sleep_for(std::chrono::milliseconds(10)); // polling its output file
   }
   return caf::none;
 }
@@ -121,7 +121,8 @@ cluster_options simulated_hosts::cluster() const {
 
 caf::error simulated_hosts::check(int node) const {
   if (node < 0 || static_cast<size_t>(node) >= agents_.size())
-    return make_error(errc::invalid_argument, "there is no simulated host " + std::to_string(node));
+    return make_error(errc::invalid_argument,
+                      "there is no simulated host " + std::to_string(node));
   return caf::none;
 }
 

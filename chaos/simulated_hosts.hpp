@@ -39,7 +39,7 @@ private:
   caf::error start_agent(int node, int devices, const std::string& program);
   caf::error check(int node) const;
 
-  netns_hosts hosts_;  ///< host 0 also holds the driver
+  netns_hosts hosts_; ///< host 0 also holds the driver
   std::string dir_;
   std::string token_;
   std::vector<child_process> agents_;

@@ -15,8 +15,7 @@ std::string parsed_args::get(const std::string& name, const std::string& fallbac
   return i == values_.end() ? fallback : i->second;
 }
 
-long parsed_args::get_int(const std::string& name, long fallback, long min,
-                          long max) const {
+long parsed_args::get_int(const std::string& name, long fallback, long min, long max) const {
   auto i = values_.find(name);
   if (i == values_.end())
     return fallback;
@@ -88,8 +87,8 @@ parsed_args arg_parser::parse(int argc, char** argv, int first) const {
     }
     const auto* spec = find(name);
     if (spec == nullptr)
-      throw usage_error{"unknown flag '" + name + "' for '" + command_ + "'; see '"
-                        + command_ + " --help'"};
+      throw usage_error{"unknown flag '" + name + "' for '" + command_ + "'; see '" + command_
+                        + " --help'"};
     const auto& key = spec->names.front();
     if (spec->value_name.empty()) {
       if (value)
@@ -139,8 +138,8 @@ std::vector<int> parse_int_list(const std::string& text, const std::string& flag
     errno = 0;
     long v = std::strtol(item.c_str(), &end, 10);
     if (item.empty() || *end != '\0' || errno != 0 || v < 0 || v > 1000000)
-      throw usage_error{flag + " expects comma-separated non-negative integers, got '"
-                        + text + "'"};
+      throw usage_error{flag + " expects comma-separated non-negative integers, got '" + text
+                        + "'"};
     out.push_back(static_cast<int>(v));
   }
   if (out.empty())

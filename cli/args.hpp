@@ -10,10 +10,10 @@
 namespace cafex::cli {
 
 struct flag_spec {
-  std::vector<std::string> names;  ///< e.g. {"--tensor-parallel-size", "--tp"}
-  std::string value_name;          ///< empty for boolean switches
+  std::vector<std::string> names; ///< e.g. {"--tensor-parallel-size", "--tp"}
+  std::string value_name;         ///< empty for boolean switches
   std::string help;
-  std::string default_value;       ///< shown in --help; empty for none
+  std::string default_value; ///< shown in --help; empty for none
 };
 
 /// The parsed flags of one subcommand.
@@ -31,8 +31,8 @@ public:
 
 private:
   friend class arg_parser;
-  std::map<std::string, std::string> values_;            // the last value of each flag
-  std::map<std::string, std::vector<std::string>> all_;  // every value, in order
+  std::map<std::string, std::string> values_;           // the last value of each flag
+  std::map<std::string, std::vector<std::string>> all_; // every value, in order
 };
 
 /// Thrown for bad command lines; the message says what is wrong and what to do.

@@ -36,7 +36,7 @@ arg_parser chaos_parser() {
 
 int world_devices(const scenario& s) {
   int world = s.tp * s.pp;
-  return (world + s.hosts - 1) / s.hosts;  // packed in rank order: ranks spread over hosts
+  return (world + s.hosts - 1) / s.hosts; // packed in rank order: ranks spread over hosts
 }
 
 } // namespace
@@ -84,8 +84,10 @@ int chaos_command(int argc, char** argv) {
                          "where the agent runs with CAFEX_FAULT_INJECTION=1 "
                          "(CAFEX_FAULT_INJECTION=1 cafex node ...)\n");
   if (s->hosts > 0 && opts.cluster.security.enabled()) {
-    std::fprintf(stderr, "error: %s: --token-file applies to cluster.nodes; simulated hosts "
-                         "make their own token\n", path.c_str());
+    std::fprintf(stderr,
+                 "error: %s: --token-file applies to cluster.nodes; simulated hosts "
+                 "make their own token\n",
+                 path.c_str());
     return 2;
   }
   // Workers inherit it from their node agent; the embedded agent and the simulated
@@ -106,8 +108,10 @@ int chaos_command(int argc, char** argv) {
   } else if (!s->nodes.empty()) {
     opts.cluster.nodes = s->nodes;
   } else if (opts.cluster.security.enabled()) {
-    std::fprintf(stderr, "error: %s: --token-file applies to cluster.nodes, and the scenario "
-                         "has none (it runs an embedded node agent)\n", path.c_str());
+    std::fprintf(stderr,
+                 "error: %s: --token-file applies to cluster.nodes, and the scenario "
+                 "has none (it runs an embedded node agent)\n",
+                 path.c_str());
     return 2;
   }
   if (auto err = init_logging(opts.verbose ? "warn" : "off", "driver")) {

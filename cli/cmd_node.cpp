@@ -59,18 +59,28 @@ int node_command(int argc, char** argv) {
     .flag({{"--devices"}, "N", "logical devices to declare (CPU-only machines)", "1"})
     .flag({{"--gpus"}, "auto", "declare this machine's GPUs instead of logical devices", ""})
     .flag({{"--host-ip"}, "IP", "the IP this node reports to drivers", "the --listen address"})
-    .flag({{"--resource-name"}, "NAME", "what a bundle asks for (e.g. GPU, TPU, a custom name)",
+    .flag({{"--resource-name"},
+           "NAME",
+           "what a bundle asks for (e.g. GPU, TPU, a custom name)",
            "GPU"})
-    .flag({{"--token-file"}, "FILE", "cluster token: drivers must prove it (HMAC) before anything", ""})
+    .flag({{"--token-file"},
+           "FILE",
+           "cluster token: drivers must prove it (HMAC) before anything",
+           ""})
     .flag({{"--insecure"}, "", "allow a non-loopback --listen without token or TLS", ""})
-    .flag({{"--tls-cert"}, "FILE", "this agent's certificate (PEM); with --tls-key, --tls-ca", ""})
+    .flag(
+      {{"--tls-cert"}, "FILE", "this agent's certificate (PEM); with --tls-key, --tls-ca", ""})
     .flag({{"--tls-key"}, "FILE", "its private key (PEM)", ""})
     .flag({{"--tls-ca"}, "FILE", "CA that signed the drivers' certificates (PEM)", ""})
-    .flag({{"--env-allow"}, "PREFIXES", "variables drivers may set on workers ('*': any)",
+    .flag({{"--env-allow"},
+           "PREFIXES",
+           "variables drivers may set on workers ('*': any)",
            default_env_allow})
-    .flag({{"--worker-program"}, "PATH",
+    .flag({{"--worker-program"},
+           "PATH",
            "program this agent starts as `PATH worker ...` (a host's own worker build, "
-           "e.g. with extra models or methods)", "this cafex"})
+           "e.g. with extra models or methods)",
+           "this cafex"})
     .flag({{"--log-level"}, "LEVEL", "trace, debug, info, warn, error or off", "info"});
   std::string host = "127.0.0.1";
   int port = 0;
@@ -147,10 +157,11 @@ int node_command(int argc, char** argv) {
     if (auto err = check_tls_files(sec))
       throw usage_error{describe(err)};
     if (!is_loopback(host) && !sec.enabled() && !a.has("--insecure"))
-      throw usage_error{"--listen " + listen + " is reachable from other hosts, and a node "
-                        "agent starts processes on request: give it --token-file FILE (the "
-                        "drivers too) and/or --tls-cert/--tls-key/--tls-ca, or accept the "
-                        "risk with --insecure"};
+      throw usage_error{"--listen " + listen
+                        + " is reachable from other hosts, and a node "
+                          "agent starts processes on request: give it --token-file FILE (the "
+                          "drivers too) and/or --tls-cert/--tls-key/--tls-ca, or accept the "
+                          "risk with --insecure"};
   } catch (const usage_error& e) {
     std::fprintf(stderr, "error: %s\n", e.what.c_str());
     return 2;
@@ -190,7 +201,8 @@ int node_command(int argc, char** argv) {
   };
   auto agent = sys.spawn(node_agent_impl, ao);
   auto stop_agent = [&] { caf::anon_send_exit(agent, caf::exit_reason::user_shutdown); };
-  auto bound = sys.middleman().publish(agent, secure ? uint16_t{0} : static_cast<uint16_t>(port),
+  auto bound = sys.middleman().publish(agent,
+                                       secure ? uint16_t{0} : static_cast<uint16_t>(port),
                                        caf_host.c_str());
   if (!bound) {
     std::fprintf(stderr, "error: cannot listen on %s:%d: %s; pick a free port or address\n",
@@ -221,9 +233,11 @@ int node_command(int argc, char** argv) {
   }
   spdlog::info("node agent {} listening on {}:{} (ip {}, {} {} device(s), cafex {}, {})",
                ao.info.node_id, host, public_port, host_ip, devices, resource, version(),
-               secure ? (sec.tls() ? "TLS + token check" : "token check") : "no authentication");
+               secure ? (sec.tls() ? "TLS + token check" : "token check")
+                      : "no authentication");
   // Tests read the port from this line.
-  std::printf("listening %s:%u node_id=%s\n", host.c_str(), public_port, ao.info.node_id.c_str());
+  std::printf("listening %s:%u node_id=%s\n", host.c_str(), public_port,
+              ao.info.node_id.c_str());
   std::fflush(stdout);
   int sig = 0;
   sigwait(&sigs, &sig);

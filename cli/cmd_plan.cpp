@@ -49,18 +49,19 @@ arg_parser make_parser() {
   arg_parser p("cafex plan",
                "Dry run of start-up: place bundles on the cluster described in --cluster,\n"
                "rank the workers as the driver would, and print the plan. Starts nothing.");
-  p.flag({{"--cluster"}, "FILE",
+  p.flag({{"--cluster"},
+          "FILE",
           "cluster description: {\"driver_ip\":..., \"nodes\":[{\"node_id\",\"ip\","
           "\"gpu_ids\"}]} (required)",
           ""});
   p.flag({{"--tensor-parallel-size", "--tp"}, "T", "tensor parallel size", "1"});
   p.flag({{"--pipeline-parallel-size", "--pp"}, "P", "pipeline parallel size", "1"});
   p.flag({{"--bundles"}, "N", "bundles to place (at least tp * pp)", "tp * pp"});
-  p.flag({{"--bundle-indices"}, "I,J,..",
+  p.flag({{"--bundle-indices"},
+          "I,J,..",
           "bundles the workers take, one per rank (the seed's VLLM_RAY_BUNDLE_INDICES)",
           "the first tp * pp"});
-  p.flag({{"--strategy"}, "S", "placement: pack, spread, strict_pack, strict_spread",
-          "pack"});
+  p.flag({{"--strategy"}, "S", "placement: pack, spread, strict_pack, strict_spread", "pack"});
   p.flag({{"--gpus-per-worker"}, "X", "share of one GPU per worker, in (0, 1]", "1"});
   p.flag({{"--port"}, "N", "rendezvous port of distributed_init_method", "a free port"});
   p.flag({{"--json"}, "", "print one JSON object instead of tables", ""});
@@ -84,8 +85,7 @@ std::string render_json(const plan_inputs& in, const std::vector<bundle>& bundle
   j["distributed_init_method"] = plan.distributed_init_method;
   j["bundles"] = ojson::array();
   for (const auto& b : bundles)
-    j["bundles"].push_back(
-      {{"index", b.index}, {"node_id", b.node_id}, {"gpu_id", b.gpu_id}});
+    j["bundles"].push_back({{"index", b.index}, {"node_id", b.node_id}, {"gpu_id", b.gpu_id}});
   j["workers"] = ojson::array();
   for (const auto& w : plan.workers) {
     ojson env = ojson::object();
@@ -107,7 +107,7 @@ std::string render_json(const plan_inputs& in, const std::vector<bundle>& bundle
 
 std::string render_table(const plan_inputs& in, const std::vector<bundle>& bundles,
                          const rank_plan& plan, const env_map& copied) {
-  size_t nw = 4, iw = 2;  // widths of the node and ip columns
+  size_t nw = 4, iw = 2; // widths of the node and ip columns
   for (const auto& b : bundles) {
     nw = std::max(nw, b.node_id.size());
     iw = std::max(iw, b.ip.size());
@@ -115,11 +115,10 @@ std::string render_table(const plan_inputs& in, const std::vector<bundle>& bundl
   std::string out;
   out += fmt::format("world size {} (tp {} x pp {}), strategy {}, {} bundles {{GPU: {}}}\n",
                      in.par.world_size(), in.par.tensor_parallel_size,
-                     in.par.pipeline_parallel_size, to_string(in.req.strategy),
-                     bundles.size(), in.req.devices_per_bundle);
+                     in.par.pipeline_parallel_size, to_string(in.req.strategy), bundles.size(),
+                     in.req.devices_per_bundle);
   out += "distributed_init_method " + plan.distributed_init_method + "\n\nbundles\n";
-  out += fmt::format("  {:>5}  {:<{}}  {:<{}}  {:>3}\n", "index", "node", nw, "ip", iw,
-                     "gpu");
+  out += fmt::format("  {:>5}  {:<{}}  {:<{}}  {:>3}\n", "index", "node", nw, "ip", iw, "gpu");
   for (const auto& b : bundles)
     out += fmt::format("  {:>5}  {:<{}}  {:<{}}  {:>3}\n", b.index, b.node_id, nw, b.ip, iw,
                        b.gpu_id);
@@ -158,10 +157,10 @@ std::string run_plan(int argc, char** argv) {
                       "see 'cafex plan --help'"};
 
   plan_inputs in;
-  in.par.tensor_parallel_size =
-    static_cast<int>(args.get_int("--tensor-parallel-size", 1, INT_MIN, INT_MAX));
-  in.par.pipeline_parallel_size =
-    static_cast<int>(args.get_int("--pipeline-parallel-size", 1, INT_MIN, INT_MAX));
+  in.par.tensor_parallel_size = static_cast<int>(
+    args.get_int("--tensor-parallel-size", 1, INT_MIN, INT_MAX));
+  in.par.pipeline_parallel_size = static_cast<int>(
+    args.get_int("--pipeline-parallel-size", 1, INT_MIN, INT_MAX));
   if (auto err = validate(in.par))
     throw plan_failure{exit_bad_input, describe(err)};
   const int world = in.par.world_size();
@@ -176,31 +175,29 @@ std::string run_plan(int argc, char** argv) {
     throw usage_error{"--gpus-per-worker must be in (0, 1], got "
                       + args.get("--gpus-per-worker")
                       + "; a worker uses one GPU or a share of one (e.g. 0.5)"};
-  in.req.strategy =
-    value_or_throw(parse_placement_strategy(args.get("--strategy", "pack")));
+  in.req.strategy = value_or_throw(parse_placement_strategy(args.get("--strategy", "pack")));
   std::vector<int> user_indices;
   if (args.has("--bundle-indices"))
     user_indices = parse_int_list(args.get("--bundle-indices"), "--bundle-indices");
-  const int port = args.has("--port")
-                     ? static_cast<int>(args.get_int("--port", 0, 1, 65535))
-                     : 0;
+  const int port = args.has("--port") ? static_cast<int>(args.get_int("--port", 0, 1, 65535))
+                                      : 0;
 
   auto cluster = value_or_throw(load_cluster_file(args.get("--cluster")));
   auto placed = value_or_throw(place_bundles(cluster, in.req));
-  auto selected = value_or_throw(select_bundle_indices(
-    placed, world, args.has("--bundle-indices") ? &user_indices : nullptr));
+  auto selected = value_or_throw(
+    select_bundle_indices(placed, world,
+                          args.has("--bundle-indices") ? &user_indices : nullptr));
 
   // What each worker would answer to get_node_ip / get_node_and_gpu_ids.
   std::vector<worker_report> reports;
   for (size_t rank = 0; rank < selected.size(); ++rank) {
     const auto& b = placed[static_cast<size_t>(selected[rank])];
-    reports.push_back({static_cast<int>(rank), b.index, b.ip, b.node_id,
-                       {std::to_string(b.gpu_id)}});
+    reports.push_back(
+      {static_cast<int>(rank), b.index, b.ip, b.node_id, {std::to_string(b.gpu_id)}});
   }
   // Secrets never reach a terminal or a CI log, even in a dry run.
   auto driver_env = read_process_environment();
-  auto copied =
-    redact_secrets(select_env_to_copy(driver_env, default_env_policy(driver_env)));
+  auto copied = redact_secrets(select_env_to_copy(driver_env, default_env_policy(driver_env)));
 
   int init_port = port;
   if (init_port == 0) {
@@ -209,8 +206,8 @@ std::string run_plan(int argc, char** argv) {
       throw plan_failure{exit_failure, describe(open.error())};
     init_port = *open;
   }
-  auto plan =
-    value_or_throw(plan_ranks(reports, cluster.driver_ip, in.par, copied, init_port));
+  auto plan = value_or_throw(
+    plan_ranks(reports, cluster.driver_ip, in.par, copied, init_port));
   return args.has("--json") ? render_json(in, placed, plan)
                             : render_table(in, placed, plan, copied);
 }

@@ -42,7 +42,6 @@ bool wait_ready(executor& ex, std::chrono::milliseconds timeout) {
   return false;
 }
 
-
 /// What each worker process itself reports: rank, node, pid and its device variable.
 nlohmann::json worker_report(executor& ex) {
   auto info = ex.collective_rpc("process_info");
@@ -89,7 +88,8 @@ int run_command(int argc, char** argv) {
     std::fprintf(stderr, "error: start-up failed: %s\n", describe(ex.error()).c_str());
     return code_of(ex.error()) == errc::invalid_argument ? 2 : 1;
   }
-  auto startup_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  auto startup_ms =
+    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   demo_workload work(opts.model.seed, batch, opts.model.vocab_size);
   nlohmann::json tokens = nlohmann::json::array();
   std::vector<double> lat_us;
@@ -98,7 +98,8 @@ int run_command(int argc, char** argv) {
     auto step = work.next_step();
     auto t = std::chrono::steady_clock::now();
     auto out = (*ex)->execute_model(step);
-    auto us = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t).count();
+    auto us =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t).count();
     if (!out && opts.on_worker_failure == failure_policy::restart
         && recoveries < opts.max_restarts + 1 && recoverable(out.error())) {
       // The executor recovers on its own; this host waits for it, then re-prefills.

@@ -48,7 +48,9 @@ int main(int argc, char** argv) {
     return cafex::cli::chaos_command(argc, argv);
   if (cmd == "worker")
     return cafex::cli::worker_command(argc, argv);
-  std::fprintf(stderr, "error: unknown command '%s'; commands are run, node, plan, chaos, worker "
-                       "(see 'cafex --help')\n", cmd.c_str());
+  std::fprintf(stderr,
+               "error: unknown command '%s'; commands are run, node, plan, chaos, worker "
+               "(see 'cafex --help')\n",
+               cmd.c_str());
   return 2;
 }

@@ -34,11 +34,16 @@ arg_parser& add_executor_flags(arg_parser& p) {
     .flag({{"--bundles"}, "N", "placement group size", "tp x pp"})
     .flag({{"--bundle-indices"}, "i,j,...", "bundles to place workers on, one per rank", ""})
     .flag({{"--strategy"}, "S", "pack, spread, strict_pack or strict_spread", "pack"})
-    .flag({{"--host-ip"}, "IP", "address of the driver (the seed's VLLM_HOST_IP)",
+    .flag({{"--host-ip"},
+           "IP",
+           "address of the driver (the seed's VLLM_HOST_IP)",
            "127.0.0.1 embedded, else the interface facing the nodes"})
-    .flag({{"--nodes"}, "HOST:PORT,...", "node agents to run on (cafex node); none: embedded", ""})
-    .flag({{"--cluster-config"}, "FILE",
-           "JSON: {\"nodes\":[\"HOST:PORT\",...],\"driver_ip\",\"token_file\",\"tls_*\"}", ""})
+    .flag(
+      {{"--nodes"}, "HOST:PORT,...", "node agents to run on (cafex node); none: embedded", ""})
+    .flag({{"--cluster-config"},
+           "FILE",
+           "JSON: {\"nodes\":[\"HOST:PORT\",...],\"driver_ip\",\"token_file\",\"tls_*\"}",
+           ""})
     .flag({{"--token-file"}, "FILE", "cluster token the node agents require", ""})
     .flag({{"--tls-cert"}, "FILE", "driver certificate (PEM); with --tls-key, --tls-ca", ""})
     .flag({{"--tls-key"}, "FILE", "its private key (PEM)", ""})
@@ -58,11 +63,16 @@ arg_parser& add_executor_flags(arg_parser& p) {
     .flag({{"--step-timeout"}, "SECONDS", "deadline of one step", "300"})
     .flag({{"--channel"}, "TYPE", "intermediate tensors: auto, nccl, gloo or shm", "auto"})
     .flag({{"--async-scheduling"}, "", "allow 2 steps in flight instead of PP size", ""})
-    .flag({{"--on-worker-failure"}, "fail|restart",
-           "lost worker: fail the executor, or replace it and rebuild communicators", "fail"})
+    .flag({{"--on-worker-failure"},
+           "fail|restart",
+           "lost worker: fail the executor, or replace it and rebuild communicators",
+           "fail"})
     .flag({{"--max-restarts"}, "N", "restart: recoveries allowed before giving up", "3"})
-    .flag({{"--worker-profiler"}, "nsys", "run workers under Nsight Systems (the seed's "
-           "ray_workers_use_nsight)", "none"})
+    .flag({{"--worker-profiler"},
+           "nsys",
+           "run workers under Nsight Systems (the seed's "
+           "ray_workers_use_nsight)",
+           "none"})
     .flag({{"--log-level"}, "LEVEL", "trace, debug, info, warn, error or off", "warn"});
   return p;
 }
@@ -77,7 +87,6 @@ int visible_gpus() {
   return -1;
 #endif
 }
-
 
 void cluster_from(const parsed_args& a, cluster_options& c) {
   if (a.has("--nodes")) {
@@ -123,9 +132,10 @@ void cluster_from(const parsed_args& a, cluster_options& c) {
   c.resource_name = a.get("--resource-name", "GPU");
   if (c.resource_name.empty())
     throw usage_error{"--resource-name must not be empty (e.g. GPU)"};
-  c.connect_timeout = std::chrono::milliseconds(a.get_int("--connect-timeout", 10, 1, 3600) * 1000);
-  c.placement_timeout =
-    std::chrono::milliseconds(a.get_int("--placement-timeout", 60, 0, 86400) * 1000);
+  c.connect_timeout = std::chrono::milliseconds(a.get_int("--connect-timeout", 10, 1, 3600)
+                                                * 1000);
+  c.placement_timeout = std::chrono::milliseconds(
+    a.get_int("--placement-timeout", 60, 0, 86400) * 1000);
   c.direct_worker_routes = !a.has("--no-direct-routes");
 }
 
@@ -133,23 +143,29 @@ void cluster_from(const parsed_args& a, cluster_options& c) {
 
 executor_options executor_options_from(const parsed_args& a) {
   executor_options o;
-  o.parallel.tensor_parallel_size = static_cast<int>(a.get_int("--tensor-parallel-size", 1, 1, 1024));
-  o.parallel.pipeline_parallel_size = static_cast<int>(a.get_int("--pipeline-parallel-size", 1, 1, 1024));
+  o.parallel.tensor_parallel_size = static_cast<int>(
+    a.get_int("--tensor-parallel-size", 1, 1, 1024));
+  o.parallel.pipeline_parallel_size = static_cast<int>(
+    a.get_int("--pipeline-parallel-size", 1, 1, 1024));
   o.model.seed = static_cast<uint64_t>(a.get_int("--seed", 0, 0, 1L << 62));
-  o.model.num_layers = static_cast<int>(a.get_int("--num-layers", o.model.num_layers, 0, 1024));
-  o.model.hidden_size = static_cast<int>(a.get_int("--hidden-size", o.model.hidden_size, 1, 65536));
+  o.model.num_layers = static_cast<int>(
+    a.get_int("--num-layers", o.model.num_layers, 0, 1024));
+  o.model.hidden_size = static_cast<int>(
+    a.get_int("--hidden-size", o.model.hidden_size, 1, 65536));
   o.model.num_heads = static_cast<int>(a.get_int("--num-heads", o.model.num_heads, 1, 1024));
-  o.model.vocab_size = static_cast<int>(a.get_int("--vocab-size", o.model.vocab_size, 2, 1 << 20));
+  o.model.vocab_size = static_cast<int>(
+    a.get_int("--vocab-size", o.model.vocab_size, 2, 1 << 20));
   auto device = a.get("--device", "auto");
   int gpus = visible_gpus();
   if (device == "auto") {
     device = gpus > 0 ? "cuda" : "cpu";
   } else if (device == "cuda") {
     if (gpus <= 0)
-      throw usage_error{gpus < 0 ? "--device cuda needs a build with CUDA (this one has none); "
-                                   "use --device cpu"
-                                 : "--device cuda: no GPU is visible on this machine; use "
-                                   "--device cpu"};
+      throw usage_error{gpus < 0
+                          ? "--device cuda needs a build with CUDA (this one has none); "
+                            "use --device cpu"
+                          : "--device cuda: no GPU is visible on this machine; use "
+                            "--device cpu"};
   } else if (device != "cpu") {
     throw usage_error{"--device must be cpu, cuda or auto, got '" + device + "'"};
   }
@@ -164,11 +180,14 @@ executor_options executor_options_from(const parsed_args& a) {
   o.strategy = *strategy;
   o.host_ip = a.get("--host-ip", "");
   if (!o.host_ip.empty() && !is_ipv4(o.host_ip))
-    throw usage_error{"--host-ip must be an IPv4 address such as 10.0.0.1, got '" + o.host_ip + "'"};
+    throw usage_error{"--host-ip must be an IPv4 address such as 10.0.0.1, got '" + o.host_ip
+                      + "'"};
   cluster_from(a, o.cluster);
-  o.start_timeout = std::chrono::milliseconds(a.get_int("--start-timeout", 60, 1, 86400) * 1000);
+  o.start_timeout = std::chrono::milliseconds(a.get_int("--start-timeout", 60, 1, 86400)
+                                              * 1000);
   o.rpc_timeout = std::chrono::milliseconds(a.get_int("--rpc-timeout", 60, 1, 86400) * 1000);
-  o.step_timeout = std::chrono::milliseconds(a.get_int("--step-timeout", 300, 1, 86400) * 1000);
+  o.step_timeout = std::chrono::milliseconds(a.get_int("--step-timeout", 300, 1, 86400)
+                                             * 1000);
   o.log_level = a.get("--log-level", "warn");
   auto channel = parse_channel_type(a.get("--channel", "auto"));
   if (!channel)
@@ -196,8 +215,8 @@ executor_options executor_options_from(const parsed_args& a) {
     throw usage_error{"--devices " + std::to_string(o.devices) + " is fewer than tp x pp = "
                       + std::to_string(world) + "; raise --devices or lower --tp/--pp"};
   if (o.bundles > 0 && o.bundles < world)
-    throw usage_error{"--bundles " + std::to_string(o.bundles) + " is fewer than tp x pp = "
-                      + std::to_string(world)};
+    throw usage_error{"--bundles " + std::to_string(o.bundles)
+                      + " is fewer than tp x pp = " + std::to_string(world)};
   if (o.devices == 0)
     o.devices = std::max(world, o.bundles);
   return o;

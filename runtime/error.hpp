@@ -16,21 +16,21 @@ namespace cafex {
 /// cause, and say what to do.
 enum class errc : uint8_t {
   none = 0,
-  invalid_argument,     ///< a flag, option or method argument is wrong
-  invalid_config,       ///< a config or cluster file is malformed
-  placement_failed,     ///< the placement group cannot be satisfied
-  unknown_method,       ///< collective_rpc named a method the worker does not have
-  method_failed,        ///< a worker method threw or returned an error
-  timeout,              ///< a deadline passed
-  worker_lost,          ///< a worker process died or became unreachable
-  node_lost,            ///< a node agent died or became unreachable
-  spawn_failed,         ///< a worker process could not be started
-  version_mismatch,     ///< peers run different cafex versions
-  unauthorized,         ///< a peer presented no or the wrong token
-  not_ready,            ///< the executor is not started, or already shut down
-  transport_failed,     ///< a channel, collective or rendezvous failed
-  model_failed,         ///< the model runner failed
-  too_many_in_flight,   ///< more steps submitted than max_concurrent_batches allows
+  invalid_argument,   ///< a flag, option or method argument is wrong
+  invalid_config,     ///< a config or cluster file is malformed
+  placement_failed,   ///< the placement group cannot be satisfied
+  unknown_method,     ///< collective_rpc named a method the worker does not have
+  method_failed,      ///< a worker method threw or returned an error
+  timeout,            ///< a deadline passed
+  worker_lost,        ///< a worker process died or became unreachable
+  node_lost,          ///< a node agent died or became unreachable
+  spawn_failed,       ///< a worker process could not be started
+  version_mismatch,   ///< peers run different cafex versions
+  unauthorized,       ///< a peer presented no or the wrong token
+  not_ready,          ///< the executor is not started, or already shut down
+  transport_failed,   ///< a channel, collective or rendezvous failed
+  model_failed,       ///< the model runner failed
+  too_many_in_flight, ///< more steps submitted than max_concurrent_batches allows
 };
 
 /// Category atom of cafex errors.

@@ -36,24 +36,21 @@ failure_cause still_running(bool stopped) {
   return c;
 }
 
-std::string describe_cause(const failure_cause& c, std::chrono::milliseconds connection_timeout,
+std::string describe_cause(const failure_cause& c,
+                           std::chrono::milliseconds connection_timeout,
                            const std::string& node_id) {
   switch (c.what) {
     case failure_cause::kind::killed:
       return "killed by signal " + std::to_string(c.code) + " (" + signal_name(c.code) + ")";
-    case failure_cause::kind::exited:
-      return "exit code " + std::to_string(c.code);
+    case failure_cause::kind::exited: return "exit code " + std::to_string(c.code);
     case failure_cause::kind::unresponsive:
       return "unresponsive: no heartbeat for " + std::to_string(connection_timeout.count())
              + " ms" + (c.stopped ? " (the process is stopped: SIGSTOP or a debugger)" : "");
     case failure_cause::kind::unreachable:
       return "unreachable: link to node " + node_id + " lost";
-    case failure_cause::kind::link_dropped:
-      return "link dropped";
-    case failure_cause::kind::none:
-      return "alive";
-    default:
-      return "connection lost";
+    case failure_cause::kind::link_dropped: return "link dropped";
+    case failure_cause::kind::none: return "alive";
+    default: return "connection lost";
   }
 }
 
@@ -70,8 +67,7 @@ std::string advice_for(const failure_cause& c) {
              "executor_options::liveness.connection_timeout, then restart the executor";
     case failure_cause::kind::unreachable:
       return "check the network and the node agent on that node, then restart the executor";
-    default:
-      return "shut the executor down and start it again";
+    default: return "shut the executor down and start it again";
   }
 }
 

@@ -15,13 +15,13 @@ namespace cafex {
 struct failure_cause {
   /// CAF 0.17 writes this enum as its underlying integer: never renumber.
   enum class kind : uint8_t {
-    none = 0,          ///< nothing lost (a live worker)
-    killed = 1,        ///< the process ended by a signal (code)
-    exited = 2,        ///< the process exited (code)
-    unresponsive = 3,  ///< it lives, but its link timed out (stopped: SIGSTOP, debugger)
-    unreachable = 4,   ///< its node agent is lost too: nobody can say how it ended
-    link_dropped = 5,  ///< its link dropped and the driver is asking its agent why
-    unknown = 6,       ///< nobody knows (no agent, or the agent has no record of it)
+    none = 0,         ///< nothing lost (a live worker)
+    killed = 1,       ///< the process ended by a signal (code)
+    exited = 2,       ///< the process exited (code)
+    unresponsive = 3, ///< it lives, but its link timed out (stopped: SIGSTOP, debugger)
+    unreachable = 4,  ///< its node agent is lost too: nobody can say how it ended
+    link_dropped = 5, ///< its link dropped and the driver is asking its agent why
+    unknown = 6,      ///< nobody knows (no agent, or the agent has no record of it)
   } what = kind::unknown;
   int32_t code = 0;              ///< signal number (killed) or exit code (exited)
   bool stopped = false;          ///< unresponsive and the process is stopped
@@ -42,7 +42,8 @@ failure_cause still_running(bool stopped);
 
 /// "killed by signal 9 (SIGKILL)", "exit code 3", "unresponsive: no heartbeat for 2000 ms",
 /// "unreachable: link to node X lost", "link dropped".
-std::string describe_cause(const failure_cause& c, std::chrono::milliseconds connection_timeout,
+std::string describe_cause(const failure_cause& c,
+                           std::chrono::milliseconds connection_timeout,
                            const std::string& node_id);
 
 /// What to do about it, one sentence.

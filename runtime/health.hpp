@@ -31,9 +31,11 @@ enum class health_state : uint8_t {
 const char* to_string(health_state s);
 
 /// Every state, in wire order (for exporters that list each state, even at zero).
-inline constexpr health_state all_health_states[] = {
-  health_state::healthy, health_state::unresponsive, health_state::dead,
-  health_state::restarting, health_state::rebuilding};
+inline constexpr health_state all_health_states[] = {health_state::healthy,
+                                                     health_state::unresponsive,
+                                                     health_state::dead,
+                                                     health_state::restarting,
+                                                     health_state::rebuilding};
 
 /// Alive: healthy, or rebuilding its communicators. Anything else is a rank to replace.
 inline bool is_alive(health_state s) {

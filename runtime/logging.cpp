@@ -79,14 +79,15 @@ caf::error init_logging(const std::string& level, const std::string& role, log_c
   auto& s = state();
   std::lock_guard<std::mutex> guard{s.mtx};
   if (!sink && s.ours_on_stderr && s.role == role) {
-    spdlog::default_logger_raw()->set_level(lvl);  // atomic: no swap needed
+    spdlog::default_logger_raw()->set_level(lvl); // atomic: no swap needed
     return caf::none;
   }
   auto name = "cafex-" + role + "-" + std::to_string(::getpid());
   const bool to_stderr = !sink;
   std::shared_ptr<spdlog::logger> logger;
   if (!to_stderr) {
-    logger = std::make_shared<spdlog::logger>(name, std::make_shared<callback_sink>(std::move(sink)));
+    logger = std::make_shared<spdlog::logger>(name, std::make_shared<callback_sink>(
+                                                      std::move(sink)));
   } else {
     logger = std::make_shared<spdlog::logger>(
       name, std::make_shared<spdlog::sinks::stderr_color_sink_mt>());

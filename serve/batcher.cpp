@@ -36,9 +36,9 @@ void batcher::cancel(const std::string& id) {
   auto it = requests_.find(id);
   if (it == requests_.end())
     return;
-  it->second.sink = {};  // the client is gone: nobody to tell
+  it->second.sink = {}; // the client is gone: nobody to tell
   if (it->second.in_step)
-    return;  // leaves when its step returns
+    return; // leaves when its step returns
   finish(it, caf::none);
   check_idle();
 }
@@ -72,7 +72,7 @@ bool batcher::recompute(const caf::error& err) {
       it = next;
       continue;
     }
-    if (!r.sink.on_done) {  // cancelled meanwhile: nothing to recompute
+    if (!r.sink.on_done) { // cancelled meanwhile: nothing to recompute
       auto next = std::next(it);
       finish(it, caf::none);
       it = next;
@@ -82,7 +82,7 @@ bool batcher::recompute(const caf::error& err) {
     ++it;
   }
   queue_.insert(queue_.begin(), again.begin(), again.end());
-  to_free_.clear();  // the caches they named are gone
+  to_free_.clear(); // the caches they named are gone
   if (!was_paused && obs_.paused)
     obs_.paused();
   check_idle();
@@ -186,7 +186,7 @@ void batcher::on_result(std::vector<std::string> ids, std::chrono::steady_clock:
     for (size_t i = 0; i < ids.size(); ++i) {
       auto it = requests_.find(ids[i]);
       if (it == requests_.end())
-        continue;  // failed by fail_all meanwhile
+        continue; // failed by fail_all meanwhile
       auto& req = it->second;
       req.in_step = false;
       req.cached = true;
@@ -195,7 +195,7 @@ void batcher::on_result(std::vector<std::string> ids, std::chrono::steady_clock:
         req.output.push_back(req.last);
       ++req.generated;
       if (!req.sink.on_done) {
-        finish(it, caf::none);  // cancelled while in flight
+        finish(it, caf::none); // cancelled while in flight
         continue;
       }
       if (req.sink.on_token)

@@ -26,16 +26,16 @@
 namespace cafex::serve {
 
 struct batcher_options {
-  size_t max_batch = 32;      ///< requests per step
-  size_t max_in_flight = 1;   ///< steps at once (the executor's max_concurrent_batches)
-  size_t max_queued = 1024;   ///< waiting requests before add() refuses
+  size_t max_batch = 32;    ///< requests per step
+  size_t max_in_flight = 1; ///< steps at once (the executor's max_concurrent_batches)
+  size_t max_queued = 1024; ///< waiting requests before add() refuses
   /// With the executor's restart policy: a step that fails because a worker was lost or
   /// a communicator broke (worker_lost, transport_failed, not_ready while recovering)
   /// does not fail its requests. Every running request loses its KV cache in the
   /// recovery, so the batcher pauses, and once resume() is called re-prefills each one
   /// with its prompt plus the tokens it already streamed; clients only see a delay.
   bool recompute_on_failure = false;
-  int max_recomputes = 3;     ///< per request; past it the request fails with the error
+  int max_recomputes = 3; ///< per request; past it the request fails with the error
 };
 
 /// Where one request's results go. Called on the batcher's thread.
@@ -64,7 +64,8 @@ public:
 
   /// Queues a request; fails (errc::not_ready while draining, errc::too_many_in_flight
   /// when the queue is full) without calling the sink. Returns the request id.
-  caf::expected<std::string> add(std::vector<int32_t> prompt, int max_tokens, request_sink sink);
+  caf::expected<std::string> add(std::vector<int32_t> prompt, int max_tokens,
+                                 request_sink sink);
 
   /// The client went away: drop the request (its sink is not called again).
   void cancel(const std::string& id);
@@ -99,10 +100,10 @@ private:
     int max_tokens = 0;
     int generated = 0;
     int32_t last = 0;
-    std::vector<int32_t> output;  ///< tokens streamed so far (re-prefilled after recovery)
+    std::vector<int32_t> output; ///< tokens streamed so far (re-prefilled after recovery)
     int recomputes = 0;
-    bool cached = false;     ///< workers hold its KV cache
-    bool in_step = false;    ///< part of a step in flight
+    bool cached = false;  ///< workers hold its KV cache
+    bool in_step = false; ///< part of a step in flight
     request_sink sink;
   };
 
@@ -117,15 +118,15 @@ private:
   batcher_options opts_;
   step_submitter submit_;
   batcher_observer obs_;
-  std::map<std::string, request> requests_;  ///< every accepted request not yet answered
-  std::deque<std::string> queue_;            ///< waiting for their first step
-  std::vector<std::string> to_free_;         ///< next step's `finished`
+  std::map<std::string, request> requests_; ///< every accepted request not yet answered
+  std::deque<std::string> queue_;           ///< waiting for their first step
+  std::vector<std::string> to_free_;        ///< next step's `finished`
   size_t in_flight_ = 0;
   uint64_t next_id_ = 0;
   uint64_t next_step_ = 0;
   bool draining_ = false;
   bool paused_ = false;
-  caf::error failed_;  ///< set by fail_for_good: why no request can run any more
+  caf::error failed_; ///< set by fail_for_good: why no request can run any more
   std::function<void()> on_idle_;
 };
 

@@ -12,10 +12,10 @@ namespace cafex::serve {
 
 /// What the service accepts; every field has its default here.
 struct request_limits {
-  int vocab_size = 512;         ///< token ids must be in [0, vocab_size)
-  int max_seq_len = 4096;       ///< prompt plus generated tokens, per request
-  int max_tokens_limit = 1024;  ///< upper bound of max_tokens
-  int default_max_tokens = 16;  ///< when max_tokens is absent (OpenAI's default)
+  int vocab_size = 512;        ///< token ids must be in [0, vocab_size)
+  int max_seq_len = 4096;      ///< prompt plus generated tokens, per request
+  int max_tokens_limit = 1024; ///< upper bound of max_tokens
+  int default_max_tokens = 16; ///< when max_tokens is absent (OpenAI's default)
 };
 
 /// A valid completion request.

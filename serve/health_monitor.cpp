@@ -46,8 +46,8 @@ health_snapshot judge_health(const caf::expected<std::vector<worker_health>>& r)
       continue;
     if (!s.reason.empty())
       s.reason += "; ";
-    s.reason += "rank " + std::to_string(w.rank) + " on node " + w.node_id + " is " + to_string(w.state)
-                + (w.detail.empty() ? "" : " (" + w.detail + ")");
+    s.reason += "rank " + std::to_string(w.rank) + " on node " + w.node_id + " is "
+                + to_string(w.state) + (w.detail.empty() ? "" : " (" + w.detail + ")");
   }
   return s;
 }
@@ -107,9 +107,9 @@ void health_monitor::loop() {
       continue;
     auto fn = std::move(waiter_);
     waiter_ = nullptr;
-    auto why = ok ? std::string()
-                  : dead ? latest_.reason
-                         : "the executor did not recover in time: " + latest_.reason;
+    auto why = ok     ? std::string()
+               : dead ? latest_.reason
+                      : "the executor did not recover in time: " + latest_.reason;
     lock.unlock();
     fn(ok, why);
     lock.lock();

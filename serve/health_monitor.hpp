@@ -17,9 +17,9 @@
 namespace cafex::serve {
 
 struct health_snapshot {
-  bool answered = false;              ///< check_health returned (else `reason` says why)
+  bool answered = false; ///< check_health returned (else `reason` says why)
   std::vector<worker_health> workers;
-  std::string reason;                 ///< empty when every worker is healthy
+  std::string reason; ///< empty when every worker is healthy
   std::chrono::steady_clock::time_point taken{};
 
   /// "healthy"; "recovering" (the restart policy replaces a worker or rebuilds the
@@ -47,7 +47,8 @@ public:
   /// Calls `fn(true, "")` from the monitor's thread once every worker is healthy again,
   /// or `fn(false, why)` when a worker is dead for good (the executor gave up) or
   /// `timeout` passes. One waiter at a time (a newer one replaces it). Never blocks.
-  void when_ready(std::function<void(bool, std::string)> fn, std::chrono::milliseconds timeout);
+  void when_ready(std::function<void(bool, std::string)> fn,
+                  std::chrono::milliseconds timeout);
 
 private:
   void loop();

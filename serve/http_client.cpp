@@ -72,7 +72,8 @@ http_reply http_client::request(const std::string& method, const std::string& ta
     http::async_write(stream_, req, [&](beast::error_code e, size_t) {
       ec = e;
       if (!ec)
-        http::async_read(stream_, buffer_, parser, [&](beast::error_code e2, size_t) { ec = e2; });
+        http::async_read(stream_, buffer_, parser,
+                         [&](beast::error_code e2, size_t) { ec = e2; });
     });
     ioc_.restart();
     ioc_.run();
@@ -84,8 +85,9 @@ http_reply http_client::request(const std::string& method, const std::string& ta
     }
     connected_ = false;
     // A kept-alive connection the server closed meanwhile: retry once on a new one.
-    if (fresh || (ec != http::error::end_of_stream && ec != net::error::connection_reset
-                  && ec != net::error::broken_pipe)) {
+    if (fresh
+        || (ec != http::error::end_of_stream && ec != net::error::connection_reset
+            && ec != net::error::broken_pipe)) {
       out.error = "request: " + ec.message();
       return out;
     }
@@ -106,9 +108,8 @@ http_reply http_client::raw(const std::string& bytes) {
   net::async_write(stream_, net::buffer(bytes), [&](beast::error_code e, size_t) {
     // Read even when the server stopped reading early (oversized bodies): its answer may
     // already be there.
-    http::async_read(stream_, buffer_, parser, [&, e](beast::error_code e2, size_t) {
-      ec = e2 ? e2 : e;
-    });
+    http::async_read(stream_, buffer_, parser,
+                     [&, e](beast::error_code e2, size_t) { ec = e2 ? e2 : e; });
   });
   ioc_.restart();
   ioc_.run();
@@ -127,7 +128,7 @@ std::vector<std::pair<std::string, std::string>> parse_events(const std::string&
   while (pos < body.size()) {
     auto nl = body.find('\n', pos);
     if (nl == std::string::npos)
-      break;  // an unterminated last line is not an event
+      break; // an unterminated last line is not an event
     auto line = body.substr(pos, nl - pos);
     pos = nl + 1;
     if (line.empty()) {

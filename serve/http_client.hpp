@@ -15,7 +15,7 @@
 namespace cafex::serve {
 
 struct http_reply {
-  bool transport_ok = false;   ///< false: connect/read/write failed or timed out (`error`)
+  bool transport_ok = false; ///< false: connect/read/write failed or timed out (`error`)
   std::string error;
   int status = 0;
   std::string content_type;

@@ -38,7 +38,7 @@ caf::error http_server::listen(const std::string& address, uint16_t port) {
 void http_server::accept() {
   acceptor_->async_accept(ioc_, [this](boost::system::error_code ec, tcp::socket socket) {
     if (ec || !acceptor_ || state_->draining)
-      return;  // closed for shutdown (or a transient error on a closed acceptor)
+      return; // closed for shutdown (or a transient error on a closed acceptor)
     socket.set_option(tcp::no_delay(true), ec);
     std::make_shared<http_session>(std::move(socket), state_)->start();
     accept();

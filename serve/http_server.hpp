@@ -30,10 +30,10 @@ struct service_state {
   health_monitor& health;
   request_limits limits;
   size_t max_body_bytes = 1 << 20;
-  std::chrono::seconds idle_timeout{30};  ///< keep-alive idle and per-write deadline
+  std::chrono::seconds idle_timeout{30}; ///< keep-alive idle and per-write deadline
   bool draining = false;
   std::unordered_map<http_session*, std::weak_ptr<http_session>> sessions;
-  std::function<void()> on_session_end;   ///< after a session closed (shutdown progress)
+  std::function<void()> on_session_end; ///< after a session closed (shutdown progress)
 
   service_state(batcher& b, service_metrics& m, health_monitor& h)
     : batch(b), metrics(m), health(h) {}

@@ -18,12 +18,9 @@ int status_of(const caf::error& err) {
     case errc::not_ready:
     case errc::too_many_in_flight:
     case errc::worker_lost:
-    case errc::node_lost:
-      return 503;  // retry later or elsewhere
-    case errc::timeout:
-      return 504;
-    default:
-      return 500;
+    case errc::node_lost: return 503; // retry later or elsewhere
+    case errc::timeout: return 504;
+    default: return 500;
   }
 }
 
@@ -88,8 +85,10 @@ void http_session::on_read(beast::error_code ec) {
     return;
   }
   if (ec == http::error::body_limit) {
-    send_error(400, "request body exceeds " + std::to_string(state_->max_body_bytes)
-                      + " bytes (the server's --max-body-bytes)", true);
+    send_error(400,
+               "request body exceeds " + std::to_string(state_->max_body_bytes)
+                 + " bytes (the server's --max-body-bytes)",
+               true);
     return;
   }
   if (ec) {
@@ -134,8 +133,9 @@ void http_session::route(request_t& req) {
     send(200, state_->metrics.render(g, state_->health.latest()),
          "text/plain; version=0.0.4; charset=utf-8");
   } else {
-    send_error(404, "no route " + target + "; try POST /v1/completions, GET /health, "
-                                            "GET /metrics");
+    send_error(404, "no route " + target
+                      + "; try POST /v1/completions, GET /health, "
+                        "GET /metrics");
   }
 }
 
@@ -159,8 +159,11 @@ void http_session::completions(request_t& req) {
     self->tokens_.push_back(token);
     self->state_->metrics.tokens(1);
     if (self->streaming_)
-      self->stream_event("data: " + json{{"id", self->req_id_}, {"index", self->tokens_.size() - 1},
-                                         {"token", token}}.dump() + "\n\n");
+      self->stream_event(
+        "data: "
+        + json{{"id", self->req_id_}, {"index", self->tokens_.size() - 1}, {"token", token}}
+            .dump()
+        + "\n\n");
   };
   // The sink owns the session until the request ends, so an answer always has a writer.
   sink.on_done = [self = shared_from_this()](const caf::error& err) {
@@ -223,19 +226,20 @@ void http_session::send(int status, std::string body, const char* content_type, 
   res->prepare_payload();
   response_ = res;
   stream_.expires_after(state_->idle_timeout);
-  http::async_write(stream_, *res, [self = shared_from_this(), keep, close](beast::error_code ec, size_t) {
-    self->response_.reset();
-    if (ec) {
-      self->close();
-      return;
-    }
-    if (close)
-      self->linger_close();
-    else if (keep)
-      self->read_request();
-    else
-      self->close();
-  });
+  http::async_write(stream_, *res,
+                    [self = shared_from_this(), keep, close](beast::error_code ec, size_t) {
+                      self->response_.reset();
+                      if (ec) {
+                        self->close();
+                        return;
+                      }
+                      if (close)
+                        self->linger_close();
+                      else if (keep)
+                        self->read_request();
+                      else
+                        self->close();
+                    });
 }
 
 void http_session::send_error(int status, const std::string& message, bool close) {
@@ -253,7 +257,7 @@ void http_session::linger_close() {
   *loop = [self = shared_from_this(), sink, loop](beast::error_code ec, size_t) {
     if (ec) {
       self->stream_.close();
-      *loop = nullptr;  // break the cycle
+      *loop = nullptr; // break the cycle
       return;
     }
     self->stream_.async_read_some(net::buffer(*sink), *loop);

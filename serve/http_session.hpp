@@ -46,7 +46,7 @@ private:
   boost::beast::flat_buffer buffer_;
   std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
   std::shared_ptr<service_state> state_;
-  bool waiting_ = false;      ///< reading, with no request in hand
+  bool waiting_ = false; ///< reading, with no request in hand
   bool keep_alive_ = true;
   // The completion in progress.
   std::string req_id_;
@@ -56,7 +56,7 @@ private:
   bool stream_done_ = false;
   bool writing_ = false;
   std::deque<std::string> events_;
-  std::shared_ptr<response_t> response_;  ///< alive while written
+  std::shared_ptr<response_t> response_; ///< alive while written
 };
 
 } // namespace cafex::serve

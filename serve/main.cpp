@@ -49,7 +49,9 @@ cli::arg_parser serve_parser() {
                     "HTTP completion service on the cafex executor: POST /v1/completions "
                     "({\"prompt\": [ids], \"max_tokens\": N, \"stream\": bool}), GET /health, "
                     "GET /metrics. Takes the cluster flags of cafex run.");
-  p.flag({{"--listen"}, "ADDR:PORT", "where to serve HTTP (port 0: any free port)",
+  p.flag({{"--listen"},
+          "ADDR:PORT",
+          "where to serve HTTP (port 0: any free port)",
           "127.0.0.1:8000"})
     .flag({{"--max-batch"}, "N", "requests per step", "32"})
     .flag({{"--max-queued"}, "N", "waiting requests before 503", "1024"})
@@ -68,11 +70,13 @@ serve_options options_from(const cli::parsed_args& a) {
   auto listen = a.get("--listen", "127.0.0.1:8000");
   auto colon = listen.rfind(':');
   char* end = nullptr;
-  long port = colon == std::string::npos ? -1 : std::strtol(listen.c_str() + colon + 1, &end, 10);
+  long port = colon == std::string::npos ? -1
+                                         : std::strtol(listen.c_str() + colon + 1, &end, 10);
   if (colon == std::string::npos || colon == 0 || colon + 1 == listen.size() || *end != '\0'
       || port < 0 || port > 65535)
     throw cli::usage_error{"--listen expects ADDR:PORT (e.g. 127.0.0.1:8000, port 0 for any), "
-                           "got '" + listen + "'"};
+                           "got '"
+                           + listen + "'"};
   o.address = listen.substr(0, colon);
   o.port = static_cast<uint16_t>(port);
   o.batch.max_batch = a.get_int("--max-batch", 32, 1, 4096);
@@ -82,12 +86,14 @@ serve_options options_from(const cli::parsed_args& a) {
   o.batch.recompute_on_failure = o.exec.on_worker_failure == failure_policy::restart;
   o.limits.vocab_size = o.exec.model.vocab_size;
   o.limits.max_seq_len = o.exec.model.max_seq_len;
-  o.limits.max_tokens_limit = a.get_int("--max-tokens-limit", 1024, 1, o.exec.model.max_seq_len - 1);
+  o.limits.max_tokens_limit = a.get_int("--max-tokens-limit", 1024, 1,
+                                        o.exec.model.max_seq_len - 1);
   o.limits.default_max_tokens = std::min(16, o.limits.max_tokens_limit);
   o.max_body_bytes = a.get_int("--max-body-bytes", 1 << 20, 64, 1L << 30);
   o.drain_timeout = std::chrono::milliseconds(
     static_cast<long>(a.get_double("--drain-timeout", 30, 0, 86400) * 1000));
-  o.health_interval = std::chrono::milliseconds(a.get_int("--health-interval-ms", 200, 10, 60000));
+  o.health_interval = std::chrono::milliseconds(
+    a.get_int("--health-interval-ms", 200, 10, 60000));
   return o;
 }
 
@@ -107,7 +113,7 @@ int run_service(const serve_options& o) {
     auto c = code_of(e);
     metrics.step_failed(c == errc::none ? "other" : to_string(c));
   };
-  serve::batcher* paused_batch = nullptr;  // set below; the batcher calls `paused` later
+  serve::batcher* paused_batch = nullptr; // set below; the batcher calls `paused` later
   obs.paused = [&] {
     // Off the event loop: the health monitor says when the executor is ready again.
     health.when_ready(
@@ -118,9 +124,11 @@ int run_service(const serve_options& o) {
           else
             // Dead for good (the recovery gave up) or not back in time: every queued and
             // later request gets a 503 at once, and a drain does not wait for them.
-            paused_batch->fail_for_good(make_error(
-              errc::worker_lost, why + "; the executor gave up (--max-restarts): restart "
-                                       "cafex-serve"));
+            paused_batch->fail_for_good(
+              make_error(errc::worker_lost,
+                         why
+                           + "; the executor gave up (--max-restarts): restart "
+                             "cafex-serve"));
         });
       },
       o.exec.start_timeout + std::chrono::seconds(30));
@@ -196,7 +204,7 @@ int main(int argc, char** argv) {
   // A client or worker that vanishes mid-write is an EPIPE to handle, never a SIGPIPE.
   ignore_sigpipe();
   if (argc > 1 && std::string(argv[1]) == "worker")
-    return worker_main(argc, argv, 2);  // this program is also its worker program
+    return worker_main(argc, argv, 2); // this program is also its worker program
   auto parser = serve_parser();
   serve_options opts;
   try {

@@ -48,7 +48,8 @@ std::string service_metrics::render(const batch_gauges& g, const health_snapshot
   out += "cafex_step_requests_total " + std::to_string(step_requests_) + "\n";
   head(out, "cafex_steps_in_flight", "gauge", "Steps submitted and not yet answered");
   out += "cafex_steps_in_flight " + std::to_string(g.steps_in_flight) + "\n";
-  head(out, "cafex_requests_queued", "gauge", "Accepted requests waiting for their first step");
+  head(out, "cafex_requests_queued", "gauge",
+       "Accepted requests waiting for their first step");
   out += "cafex_requests_queued " + std::to_string(g.queued) + "\n";
   head(out, "cafex_requests_running", "gauge", "Requests in the running batch");
   out += "cafex_requests_running " + std::to_string(g.running) + "\n";
@@ -66,8 +67,9 @@ std::string service_metrics::render(const batch_gauges& g, const health_snapshot
   for (const auto& [state, n] : states)
     out += "cafex_workers{state=\"" + state + "\"} " + std::to_string(n) + "\n";
   head(out, "cafex_step_failures_total", "counter", "Failed steps by error kind");
-  std::map<std::string, uint64_t> failures = {
-    {"worker_lost", 0}, {"timeout", 0}, {"transport_failed", 0}};
+  std::map<std::string, uint64_t> failures = {{"worker_lost", 0},
+                                              {"timeout", 0},
+                                              {"transport_failed", 0}};
   for (const auto& [kind, n] : failures_)
     failures[kind] = n;
   for (const auto& [kind, n] : failures)
@@ -78,7 +80,8 @@ std::string service_metrics::render(const batch_gauges& g, const health_snapshot
            + std::to_string(n) + "\n";
   head(out, "cafex_health_check_age_seconds", "gauge", "Age of the last health check");
   out += "cafex_health_check_age_seconds "
-         + num(std::chrono::duration<double>(std::chrono::steady_clock::now() - h.taken).count())
+         + num(
+           std::chrono::duration<double>(std::chrono::steady_clock::now() - h.taken).count())
          + "\n";
   return out;
 }

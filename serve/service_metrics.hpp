@@ -25,8 +25,9 @@ struct batch_gauges {
 class service_metrics {
 public:
   /// Upper bounds (seconds) of the step latency buckets; +Inf is implied.
-  static constexpr std::array<double, 14> buckets = {
-    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
+  static constexpr std::array<double, 14> buckets = {0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                                     0.01,    0.025,  0.05,  0.1,    0.25,
+                                                     0.5,     1,      2.5,   10};
 
   void step_ok(std::chrono::nanoseconds latency, size_t requests);
   void step_failed(const std::string& kind) { ++failures_[kind]; }
@@ -36,7 +37,7 @@ public:
   std::string render(const batch_gauges& g, const health_snapshot& h) const;
 
 private:
-  std::array<uint64_t, buckets.size() + 1> counts_{};  ///< last one: +Inf
+  std::array<uint64_t, buckets.size() + 1> counts_{}; ///< last one: +Inf
   double sum_seconds_ = 0;
   uint64_t steps_ = 0;
   uint64_t step_requests_ = 0;

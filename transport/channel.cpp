@@ -17,8 +17,7 @@ namespace {
 class gloo_channel final : public p2p_channel {
 public:
   gloo_channel(std::unique_ptr<gloo_collective> g, bool upstream)
-    : group_(std::move(g)), peer_(upstream ? 1 : 0) {
-  }
+    : group_(std::move(g)), peer_(upstream ? 1 : 0) {}
   caf::error send(const void* data, size_t bytes, uint64_t tag) override {
     return group_->send(data, bytes, peer_, static_cast<uint32_t>(tag));
   }
@@ -38,12 +37,12 @@ private:
 class nccl_channel final : public p2p_channel {
 public:
   nccl_channel(std::unique_ptr<nccl_collective> g, bool upstream)
-    : group_(std::move(g)), peer_(upstream ? 1 : 0) {
-  }
+    : group_(std::move(g)), peer_(upstream ? 1 : 0) {}
   caf::error send(const void* data, size_t bytes, uint64_t) override {
     if (auto err = staging_.reserve(bytes))
       return err;
-    if (auto err = CAFEX_CHECK(cudaMemcpy(staging_.data(), data, bytes, cudaMemcpyHostToDevice)))
+    if (auto err = CAFEX_CHECK(
+          cudaMemcpy(staging_.data(), data, bytes, cudaMemcpyHostToDevice)))
       return err;
     return group_->send(staging_.data(), bytes, peer_);
   }
@@ -74,8 +73,9 @@ caf::expected<channel_type> parse_channel_type(const std::string& text) {
     return channel_type::gloo;
   if (text == "shm")
     return channel_type::shm;
-  return make_error(errc::invalid_argument, "invalid channel type '" + text
-                                              + "'; valid values are auto, nccl, gloo and shm");
+  return make_error(errc::invalid_argument,
+                    "invalid channel type '" + text
+                      + "'; valid values are auto, nccl, gloo and shm");
 }
 
 const char* to_string(channel_type t) {
@@ -131,16 +131,16 @@ caf::expected<std::unique_ptr<p2p_channel>> open_channel(const channel_options& 
         return g.error();
       return std::unique_ptr<p2p_channel>(new nccl_channel(std::move(*g), opts.upstream));
 #else
-      return make_error(errc::invalid_argument,
-                        "channel type nccl needs GPU workers (--device cuda) and a CUDA build");
+      return make_error(
+        errc::invalid_argument,
+        "channel type nccl needs GPU workers (--device cuda) and a CUDA build");
 #endif
     }
     case channel_type::shm:
       return make_error(errc::invalid_argument,
                         "shm links are rings set up by the driver (driver_shm_path), not "
                         "point-to-point channels");
-    case channel_type::automatic:
-      break;
+    case channel_type::automatic: break;
   }
   return make_error(errc::invalid_argument, "resolve the channel type before opening it");
 }

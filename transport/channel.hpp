@@ -38,9 +38,9 @@ channel_type resolve_channel_type(channel_type requested, const std::string& dev
 /// Where a channel meets its peer.
 struct channel_options {
   channel_type type = channel_type::gloo;
-  std::string store_url;            ///< distributed_init_method of the run
-  std::string group;                ///< unique per link and per dataflow generation
-  bool upstream = true;             ///< the sending side (rank 0 of the pair)
+  std::string store_url; ///< distributed_init_method of the run
+  std::string group;     ///< unique per link and per dataflow generation
+  bool upstream = true;  ///< the sending side (rank 0 of the pair)
   std::string bind_host = "127.0.0.1";
   std::chrono::milliseconds timeout{30000};
 };

@@ -24,8 +24,8 @@ struct dialer::impl {
 
 namespace {
 
-using done_fn = std::function<void(std::string error, std::shared_ptr<link_stream>,
-                                   std::string pending)>;
+using done_fn =
+  std::function<void(std::string error, std::shared_ptr<link_stream>, std::string pending)>;
 
 // Connects, runs TLS and the token handshake as the client, then calls `done` once.
 struct client_hs : std::enable_shared_from_this<client_hs> {
@@ -57,16 +57,18 @@ struct client_hs : std::enable_shared_from_this<client_hs> {
     if (!err.empty() && link)
       link->close();
     done(err, err.empty() ? link : nullptr,
-         err.empty() ? std::string(asio::buffers_begin(buf.data()), asio::buffers_end(buf.data()))
-                     : std::string());
+         err.empty()
+           ? std::string(asio::buffers_begin(buf.data()), asio::buffers_end(buf.data()))
+           : std::string());
   }
 
   void start() {
     auto self = shared_from_this();
     timer.async_wait([self](boost::system::error_code ec) {
       if (!ec)
-        self->finish("no answer from " + self->where + " within the deadline; is `cafex node` "
-                     "running there and the address reachable from this host?");
+        self->finish("no answer from " + self->where
+                     + " within the deadline; is `cafex node` "
+                       "running there and the address reachable from this host?");
     });
     auto sock = std::make_shared<tcp::socket>(d.io);
     sock->async_connect(ep, [self, sock](boost::system::error_code ec) {
@@ -82,8 +84,9 @@ struct client_hs : std::enable_shared_from_this<client_hs> {
           asio::ssl::stream_base::client, [self](boost::system::error_code ec2) {
             if (ec2)
               return self->finish("TLS handshake with " + self->where + " failed ("
-                                  + ec2.message() + "); both sides need certificates "
-                                  "signed by the same cluster CA (--tls-ca)");
+                                  + ec2.message()
+                                  + "); both sides need certificates "
+                                    "signed by the same cluster CA (--tls-ca)");
             self->hello();
           });
       } else {
@@ -99,8 +102,9 @@ struct client_hs : std::enable_shared_from_this<client_hs> {
     auto quiet = std::make_shared<asio::steady_timer>(d.io, std::chrono::milliseconds(1500));
     quiet->async_wait([self](boost::system::error_code ec) {
       if (!ec)
-        self->finish("node agent at " + self->where + " sent nothing: it requires a cluster "
-                     "token or TLS (cafex node --token-file/--tls-*); pass the same here");
+        self->finish("node agent at " + self->where
+                     + " sent nothing: it requires a cluster "
+                       "token or TLS (cafex node --token-file/--tls-*); pass the same here");
     });
     link->async_read_some(asio::buffer(byte.get(), 1),
                           [self, byte, quiet](boost::system::error_code ec, size_t) {
@@ -115,7 +119,8 @@ struct client_hs : std::enable_shared_from_this<client_hs> {
   void write_then(std::string text, std::function<void()> next) {
     auto self = shared_from_this();
     auto msg = std::make_shared<std::string>(std::move(text));
-    link->async_write(asio::buffer(*msg), [self, msg, next](boost::system::error_code ec, size_t) {
+    link->async_write(asio::buffer(*msg), [self, msg, next](boost::system::error_code ec,
+                                                            size_t) {
       if (ec)
         return self->finish("lost " + self->where + " during the handshake: " + ec.message());
       next();
@@ -127,23 +132,30 @@ struct client_hs : std::enable_shared_from_this<client_hs> {
     write_then("CAFEX-LINK 1 " + std::to_string(target) + " " + client_nonce + "\n", [self] {
       self->link->async_read_line(self->buf, [self](boost::system::error_code ec, size_t n) {
         if (ec && self->d.tls)
-          return self->finish("node agent at " + self->where + " refused this driver's TLS "
-                              "certificate (" + ec.message() + "); it must be signed by the "
-                              "CA the agent trusts (its --tls-ca)");
+          return self->finish("node agent at " + self->where
+                              + " refused this driver's TLS "
+                                "certificate ("
+                              + ec.message()
+                              + "); it must be signed by the "
+                                "CA the agent trusts (its --tls-ca)");
         if (ec)
-          return self->finish("node agent at " + self->where + " closed the connection "
-                              "during the handshake (" + ec.message() + "); does it use "
-                              "TLS (--tls-*) while this driver does not?");
+          return self->finish("node agent at " + self->where
+                              + " closed the connection "
+                                "during the handshake ("
+                              + ec.message()
+                              + "); does it use "
+                                "TLS (--tls-*) while this driver does not?");
         std::istringstream in(take_line(self->buf, n));
         std::string word, mac;
         in >> word >> self->server_nonce >> mac;
         if (word != "CHALLENGE")
-          return self->finish("node agent at " + self->where + " does not speak the cafex "
-                              "handshake; was it started without --token-file/--tls-*? "
-                              "Then drop them here too, or restart it with them");
-        self->server_proved = equal_secret(
-          mac, server_mac(self->d.sec.token, self->client_nonce, self->server_nonce,
-                          self->target));
+          return self->finish("node agent at " + self->where
+                              + " does not speak the cafex "
+                                "handshake; was it started without --token-file/--tls-*? "
+                                "Then drop them here too, or restart it with them");
+        self->server_proved = equal_secret(mac,
+                                           server_mac(self->d.sec.token, self->client_nonce,
+                                                      self->server_nonce, self->target));
         // Answer even when the agent's proof failed, so that it logs the refusal too.
         self->auth();
       });
@@ -160,12 +172,15 @@ struct client_hs : std::enable_shared_from_this<client_hs> {
                    if (line == "OK" && self->server_proved)
                      return self->finish("");
                    if (line.rfind("REFUSED", 0) == 0)
-                     return self->finish("node agent at " + self->where + " refused this "
-                                         "driver: " + line.substr(std::min<size_t>(8, line.size()))
+                     return self->finish("node agent at " + self->where
+                                         + " refused this "
+                                           "driver: "
+                                         + line.substr(std::min<size_t>(8, line.size()))
                                          + "; use the same --token-file as the agent");
-                   self->finish("node agent at " + self->where + " could not prove the "
-                                "cluster token; it is not the agent you meant, or its "
-                                "--token-file differs from this driver's");
+                   self->finish("node agent at " + self->where
+                                + " could not prove the "
+                                  "cluster token; it is not the agent you meant, or its "
+                                  "--token-file differs from this driver's");
                  });
                });
   }
@@ -180,8 +195,8 @@ caf::expected<tcp::endpoint> endpoint_of(const std::string& host, uint16_t port)
   tcp::resolver r(io);
   auto res = r.resolve(host, std::to_string(port), ec);
   if (ec || res.empty())
-    return make_error(errc::invalid_argument, "cannot resolve node host '" + host + "': "
-                                                + ec.message());
+    return make_error(errc::invalid_argument,
+                      "cannot resolve node host '" + host + "': " + ec.message());
   return res.begin()->endpoint();
 }
 
@@ -254,7 +269,7 @@ caf::error dialer::probe(const std::string& host, uint16_t port, uint16_t target
                                 })
       ->start();
   });
-  auto err = fut.get();  // the handshake's own timer bounds this wait
+  auto err = fut.get(); // the handshake's own timer bounds this wait
   if (!err.empty())
     return make_error(errc::node_lost, err);
   return caf::none;
@@ -269,8 +284,9 @@ caf::expected<uint16_t> dialer::route(const std::string& host, uint16_t port,
   auto fut = result.get_future();
   asio::post(impl_->io, [&, ep = *ep] {
     try {
-      auto& acc = impl_->routes.emplace_back(
-        impl_->io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+      auto& acc = impl_->routes.emplace_back(impl_->io,
+                                             tcp::endpoint(asio::ip::make_address("127.0.0.1"),
+                                                           0));
       accept_route(*impl_, acc, ep, target);
       result.set_value(acc.local_endpoint().port());
     } catch (const std::exception& e) {

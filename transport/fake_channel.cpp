@@ -21,7 +21,8 @@ private:
   fake_channel_pair* pair_;
 };
 
-fake_channel_pair::fake_channel_pair(std::chrono::milliseconds deadline) : deadline_(deadline) {}
+fake_channel_pair::fake_channel_pair(std::chrono::milliseconds deadline)
+  : deadline_(deadline) {}
 
 std::unique_ptr<p2p_channel> fake_channel_pair::upstream() {
   return std::make_unique<end>(this);
@@ -64,7 +65,8 @@ caf::error fake_channel_pair::pop(void* data, size_t bytes, uint64_t tag) {
   if (take_failure())
     return make_error(errc::transport_failed, "fake channel: recv failed on purpose");
   if (!cv_.wait_for(guard, deadline_, [&] { return queue_.count(tag) > 0; }))
-    return make_error(errc::timeout, "fake channel: nothing sent with tag " + std::to_string(tag));
+    return make_error(errc::timeout,
+                      "fake channel: nothing sent with tag " + std::to_string(tag));
   auto& buf = queue_[tag];
   if (buf.size() != bytes)
     return make_error(errc::transport_failed, "fake channel: expected " + std::to_string(bytes)

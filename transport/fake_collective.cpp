@@ -102,8 +102,8 @@ caf::error fake_collective_group::all_reduce(int rank, int64_t* data, size_t cou
   if (!cv_.wait_until(lock, until, [&] { return r.arrived == size() || r.broken; })) {
     r.broken = true;
     cv_.notify_all();
-    return fail(errc::timeout, "not all ranks arrived within "
-                                 + std::to_string(deadline_.count()) + " ms");
+    return fail(errc::timeout,
+                "not all ranks arrived within " + std::to_string(deadline_.count()) + " ms");
   }
   if (r.arrived != size())
     return fail(errc::transport_failed, "the round was abandoned by another rank");

@@ -21,8 +21,9 @@ namespace cafex {
 /// arrive within the deadline fails with errc::timeout instead of hanging.
 class fake_collective_group {
 public:
-  explicit fake_collective_group(int size, std::chrono::milliseconds deadline
-                                           = std::chrono::seconds{10});
+  explicit fake_collective_group(int size,
+                                 std::chrono::milliseconds deadline = std::chrono::seconds{
+                                   10});
   ~fake_collective_group();
 
   fake_collective_group(const fake_collective_group&) = delete;
@@ -51,8 +52,8 @@ private:
   friend class endpoint_impl;
 
   struct round {
-    bool fail = false;          ///< injected failure
-    bool broken = false;        ///< a rank timed out or sent a different length
+    bool fail = false;   ///< injected failure
+    bool broken = false; ///< a rank timed out or sent a different length
     size_t count = 0;
     std::vector<int64_t> sum;
     int arrived = 0;

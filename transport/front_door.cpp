@@ -105,7 +105,7 @@ struct session : std::enable_shared_from_this<session> {
     link->async_read_line(buf, [self](boost::system::error_code ec, size_t n) {
       if (ec)
         return self->drop("no handshake line (" + ec.message()
-                            + "); a driver without --token-file?");
+                          + "); a driver without --token-file?");
       std::istringstream in(take_line(self->buf, n));
       std::string magic, ver;
       long t = -1;
@@ -115,11 +115,11 @@ struct session : std::enable_shared_from_this<session> {
         return self->drop("malformed handshake");
       self->target = static_cast<uint16_t>(t);
       self->server_nonce = make_nonce();
-      auto line = std::make_shared<std::string>(
-        "CHALLENGE " + self->server_nonce + " "
-        + server_mac(self->door.opts.security.token, self->client_nonce, self->server_nonce,
-                     self->target)
-        + "\n");
+      auto line = std::make_shared<std::string>("CHALLENGE " + self->server_nonce + " "
+                                                + server_mac(self->door.opts.security.token,
+                                                             self->client_nonce,
+                                                             self->server_nonce, self->target)
+                                                + "\n");
       self->link->async_write(asio::buffer(*line),
                               [self, line](boost::system::error_code ec2, size_t) {
                                 if (ec2)
@@ -159,16 +159,16 @@ struct session : std::enable_shared_from_this<session> {
         self->done = true;
         self->timer.cancel();
         auto ok = std::make_shared<std::string>("OK\n");
-        self->link->async_write(asio::buffer(*ok), [self, ok, local](boost::system::error_code
-                                                                       ec2,
-                                                                     size_t) {
+        self->link->async_write(asio::buffer(*ok), [self, ok,
+                                                    local](boost::system::error_code ec2,
+                                                           size_t) {
           if (ec2)
             return self->link->close();
           std::string pending(asio::buffers_begin(self->buf.data()),
                               asio::buffers_end(self->buf.data()));
           spdlog::debug("peer {} authenticated (target {})", self->peer, self->target);
-          auto relay = std::make_shared<byte_relay>(
-            self->link, std::make_shared<link_stream>(std::move(*local)));
+          auto relay = std::make_shared<byte_relay>(self->link, std::make_shared<link_stream>(
+                                                                  std::move(*local)));
           relay->start(std::move(pending));
         });
       });

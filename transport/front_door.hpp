@@ -17,7 +17,7 @@ namespace cafex {
 struct front_door_options {
   std::string listen_host = "127.0.0.1";
   uint16_t listen_port = 0;
-  uint16_t agent_port = 0;  ///< CAF port of the agent on 127.0.0.1 (target 0)
+  uint16_t agent_port = 0; ///< CAF port of the agent on 127.0.0.1 (target 0)
   link_security security;
 };
 

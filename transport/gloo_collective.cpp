@@ -71,8 +71,7 @@ caf::error validate(const gloo_options& o) {
 } // namespace
 
 gloo_collective::gloo_collective(gloo_options opts, std::shared_ptr<gloo::Context> ctx)
-  : opts_(std::move(opts)), ctx_(std::move(ctx)) {
-}
+  : opts_(std::move(opts)), ctx_(std::move(ctx)) {}
 
 gloo_collective::~gloo_collective() = default;
 
@@ -97,8 +96,8 @@ caf::error gloo_collective::guarded(const std::string& what, F&& f) {
                         + "; a peer may have died or stalled, recreate the group");
   } catch (...) {
     broken_ = true;
-    return make_error(errc::transport_failed, who() + ": " + what
-                                                + " failed with an unknown exception");
+    return make_error(errc::transport_failed,
+                      who() + ": " + what + " failed with an unknown exception");
   }
 }
 
@@ -130,8 +129,8 @@ caf::error gloo_collective::send(const void* data, size_t bytes, int peer, uint3
 }
 
 caf::error gloo_collective::recv(void* data, size_t bytes, int peer, uint32_t tag) {
-  auto what = "recv of " + std::to_string(bytes) + " bytes from rank "
-              + std::to_string(peer) + " (tag " + std::to_string(tag) + ")";
+  auto what = "recv of " + std::to_string(bytes) + " bytes from rank " + std::to_string(peer)
+              + " (tag " + std::to_string(tag) + ")";
   if (peer < 0 || peer >= opts_.size || peer == opts_.rank)
     return make_error(errc::invalid_argument, who() + ": " + what + ": no such peer");
   if (bytes == 0)
@@ -152,10 +151,9 @@ make_gloo_collective(const gloo_options& opts) {
   auto deadline = clock_type::now() + opts.timeout;
   auto client = rendezvous_client::connect(opts.store, opts.timeout);
   if (!client)
-    return make_error(code_of(client.error()),
-                      who + ": " + context_text(client.error()));
-  auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(
-    deadline - clock_type::now());
+    return make_error(code_of(client.error()), who + ": " + context_text(client.error()));
+  auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline
+                                                                         - clock_type::now());
   gloo_store_adapter store(**client, opts.group,
                            std::max(remaining, std::chrono::milliseconds{1}));
   try {
@@ -170,9 +168,8 @@ make_gloo_collective(const gloo_options& opts) {
     // A store failure carries our own error (with its code); the rest is Gloo's.
     if (auto& err = store.last_error())
       return make_error(code_of(err), who + ": rendezvous failed: " + context_text(err));
-    return make_error(classify(e.what()),
-                      who + ": connecting the full mesh (binding " + opts.bind_host
-                        + ") failed: " + e.what());
+    return make_error(classify(e.what()), who + ": connecting the full mesh (binding "
+                                            + opts.bind_host + ") failed: " + e.what());
   }
 }
 

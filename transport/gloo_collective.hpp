@@ -86,7 +86,6 @@ private:
 /// Connects rank `opts.rank` of the group in a full mesh. Fails with errc::timeout when
 /// a peer does not show up within opts.timeout, errc::transport_failed when the store
 /// or a socket fails, errc::invalid_argument for inconsistent options.
-caf::expected<std::unique_ptr<gloo_collective>>
-make_gloo_collective(const gloo_options& opts);
+caf::expected<std::unique_ptr<gloo_collective>> make_gloo_collective(const gloo_options& opts);
 
 } // namespace cafex

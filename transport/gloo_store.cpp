@@ -8,8 +8,7 @@ namespace cafex {
 
 gloo_store_adapter::gloo_store_adapter(kv_store& store, std::string prefix,
                                        std::chrono::milliseconds timeout)
-  : store_(std::move(prefix), store), timeout_(timeout) {
-}
+  : store_(std::move(prefix), store), timeout_(timeout) {}
 
 void gloo_store_adapter::fail(caf::error err) {
   last_error_ = std::move(err);

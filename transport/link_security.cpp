@@ -33,10 +33,9 @@ std::string mac_input(const char* label, const std::string& a, const std::string
 caf::expected<std::string> read_token_file(const std::string& path) {
   std::ifstream in(path);
   if (!in)
-    return make_error(errc::invalid_config,
-                      "cannot read token file " + path
-                        + "; create one with: openssl rand -hex 32 > " + path
-                        + " && chmod 600 " + path);
+    return make_error(errc::invalid_config, "cannot read token file " + path
+                                              + "; create one with: openssl rand -hex 32 > "
+                                              + path + " && chmod 600 " + path);
   std::string line;
   std::getline(in, line);
   auto b = line.find_first_not_of(" \t\r");
@@ -54,8 +53,9 @@ caf::expected<std::string> read_token_file(const std::string& path) {
 caf::error check_tls_files(const link_security& sec) {
   if (!sec.tls())
     return caf::none;
-  const std::pair<const char*, const std::string*> files[] = {
-    {"--tls-cert", &sec.tls_cert}, {"--tls-key", &sec.tls_key}, {"--tls-ca", &sec.tls_ca}};
+  const std::pair<const char*, const std::string*> files[] = {{"--tls-cert", &sec.tls_cert},
+                                                              {"--tls-key", &sec.tls_key},
+                                                              {"--tls-ca", &sec.tls_ca}};
   for (const auto& [flag, path] : files)
     if (path->empty())
       return make_error(errc::invalid_argument,
@@ -63,8 +63,7 @@ caf::error check_tls_files(const link_security& sec) {
                           + flag + " is missing");
   for (const auto& [flag, path] : files) {
     if (!std::ifstream(*path))
-      return make_error(errc::invalid_argument,
-                        std::string(flag) + ": cannot read " + *path);
+      return make_error(errc::invalid_argument, std::string(flag) + ": cannot read " + *path);
   }
   return caf::none;
 }

@@ -23,10 +23,10 @@
 namespace cafex {
 
 struct link_security {
-  std::string token;     ///< cluster token (empty: none; then TLS must be on)
-  std::string tls_cert;  ///< this side's certificate (PEM)
-  std::string tls_key;   ///< its private key (PEM)
-  std::string tls_ca;    ///< CA that must have signed the peer's certificate (PEM)
+  std::string token;    ///< cluster token (empty: none; then TLS must be on)
+  std::string tls_cert; ///< this side's certificate (PEM)
+  std::string tls_key;  ///< its private key (PEM)
+  std::string tls_ca;   ///< CA that must have signed the peer's certificate (PEM)
   std::chrono::milliseconds handshake_timeout{5000};
 
   bool tls() const { return !tls_cert.empty() || !tls_key.empty() || !tls_ca.empty(); }

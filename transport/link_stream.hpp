@@ -19,7 +19,7 @@ class link_stream {
 public:
   explicit link_stream(tcp::socket sock) : sock_(std::move(sock)) {
     boost::system::error_code ec;
-    sock_.set_option(tcp::no_delay(true), ec);  // control messages: latency first
+    sock_.set_option(tcp::no_delay(true), ec); // control messages: latency first
   }
 
   /// Wraps the socket in TLS; call before any I/O.
@@ -62,8 +62,8 @@ public:
   std::string peer() const {
     boost::system::error_code ec;
     auto ep = sock_.remote_endpoint(ec);
-    return ec ? std::string("unknown peer") : ep.address().to_string() + ":"
-                                                + std::to_string(ep.port());
+    return ec ? std::string("unknown peer")
+              : ep.address().to_string() + ":" + std::to_string(ep.port());
   }
 
 private:
@@ -109,8 +109,8 @@ private:
 
   void pump(std::shared_ptr<link_stream> from, std::shared_ptr<link_stream> to, buffer& buf) {
     auto self = shared_from_this();
-    from->async_read_some(asio::buffer(buf), [self, from, to, &buf](boost::system::error_code ec,
-                                                                     size_t n) {
+    from->async_read_some(asio::buffer(buf), [self, from, to,
+                                              &buf](boost::system::error_code ec, size_t n) {
       if (ec)
         return self->stop();
       to->async_write(asio::buffer(buf.data(), n),

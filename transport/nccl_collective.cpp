@@ -34,8 +34,8 @@ caf::error poll_comm(ncclComm_t comm, clock_type::time_point deadline, const cha
     if (state != ncclInProgress)
       return check_call(state, what, __FILE__, __LINE__);
     if (clock_type::now() >= deadline)
-      return make_error(errc::timeout, fmt::format("{} still in progress at the deadline",
-                                                   what));
+      return make_error(errc::timeout,
+                        fmt::format("{} still in progress at the deadline", what));
     std::this_thread::sleep_for(std::chrono::microseconds{200});
   }
 }
@@ -79,7 +79,8 @@ void nccl_collective::abort() {
 caf::error nccl_collective::fail(const char* what, const caf::error& err) {
   abort();
   return with_context(fmt::format("{}: {} failed, communicator aborted (recreate the group "
-                                  "under a new name)", who(), what),
+                                  "under a new name)",
+                                  who(), what),
                       err);
 }
 
@@ -87,7 +88,8 @@ caf::error nccl_collective::usable(const char* what) {
   if (broken_ || comm_ == nullptr)
     return make_error(errc::transport_failed,
                       fmt::format("{}: {} on a broken group: an earlier operation failed; "
-                                  "recreate the group under a new name", who(), what));
+                                  "recreate the group under a new name",
+                                  who(), what));
   if (auto err = CAFEX_CHECK(cudaSetDevice(device_)))
     return with_context(who(), err);
   return caf::none;
@@ -105,8 +107,8 @@ caf::error nccl_collective::enqueue_all_reduce_sum(int64_t* data, size_t count,
     return err;
   if (count == 0)
     return caf::none;
-  if (auto err = CAFEX_CHECK(ncclAllReduce(data, data, count, ncclInt64, ncclSum, comm_,
-                                           stream)))
+  if (auto err = CAFEX_CHECK(
+        ncclAllReduce(data, data, count, ncclInt64, ncclSum, comm_, stream)))
     return fail("ncclAllReduce", err);
   return settle("ncclAllReduce");
 }
@@ -117,8 +119,8 @@ caf::error nccl_collective::enqueue_send(const void* data, size_t bytes, int pee
     return err;
   if (peer < 0 || peer >= opts_.size || peer == opts_.rank)
     return make_error(errc::invalid_argument,
-                      fmt::format("{}: send to peer {}: pick another rank of the group",
-                                  who(), peer));
+                      fmt::format("{}: send to peer {}: pick another rank of the group", who(),
+                                  peer));
   if (bytes == 0)
     return caf::none;
   if (auto err = CAFEX_CHECK(ncclSend(data, bytes, ncclUint8, peer, comm_, stream)))
@@ -152,8 +154,7 @@ caf::error nccl_collective::wait(cudaStream_t stream) {
       return caf::none;
     return check_call(state, "ncclCommGetAsyncError", __FILE__, __LINE__);
   };
-  if (auto err = wait_stream(stream, opts_.op_timeout, "the group's operations",
-                             async_error))
+  if (auto err = wait_stream(stream, opts_.op_timeout, "the group's operations", async_error))
     return fail("waiting for the stream", err);
   return caf::none;
 }
@@ -227,8 +228,9 @@ make_nccl_collective(kv_store& store, const nccl_options& opts) {
   } else {
     auto value = store.get(key, remaining(deadline));
     if (!value)
-      return with_context(self->who() + ": waiting for rank 0's NCCL unique id (did rank 0 "
-                                        "start?)",
+      return with_context(self->who()
+                            + ": waiting for rank 0's NCCL unique id (did rank 0 "
+                              "start?)",
                           value.error());
     if (value->size() != sizeof id.internal)
       return make_error(errc::transport_failed,
@@ -244,16 +246,19 @@ make_nccl_collective(kv_store& store, const nccl_options& opts) {
   auto r = ncclCommInitRankConfig(&self->comm_, opts.size, id, opts.rank, &config);
   caf::error err = CAFEX_CHECK(r);
   if (!err && self->comm_ == nullptr)
-    err = make_error(errc::transport_failed, "ncclCommInitRankConfig returned no communicator");
+    err = make_error(errc::transport_failed,
+                     "ncclCommInitRankConfig returned no communicator");
   if (!err)
     err = poll_comm(self->comm_, deadline, "ncclCommInitRankConfig");
   if (err) {
     self->abort();
-    auto what = code_of(err) == errc::timeout
-                  ? fmt::format("communicator not ready within {} ms: check that all {} ranks "
-                                "of the group started and can reach each other (NCCL_DEBUG=INFO "
-                                "tells more)", opts.timeout.count(), opts.size)
-                  : std::string{"creating the communicator failed"};
+    auto what =
+      code_of(err) == errc::timeout
+        ? fmt::format("communicator not ready within {} ms: check that all {} ranks "
+                      "of the group started and can reach each other (NCCL_DEBUG=INFO "
+                      "tells more)",
+                      opts.timeout.count(), opts.size)
+        : std::string{"creating the communicator failed"};
     return with_context(self->who() + ": " + what, err);
   }
   return self;

@@ -62,8 +62,7 @@ public:
   caf::error all_reduce_sum(int64_t* data, size_t count) override;
 
   /// Device buffers on the caller's stream (see device_collective).
-  caf::error enqueue_all_reduce_sum(int64_t* data, size_t count,
-                                    cudaStream_t stream) override;
+  caf::error enqueue_all_reduce_sum(int64_t* data, size_t count, cudaStream_t stream) override;
   caf::error wait(cudaStream_t stream) override;
 
   /// Enqueues a send of `bytes` bytes at device pointer `data` to group rank `peer` on
@@ -119,7 +118,7 @@ private:
 /// Fails with errc::timeout (naming group, rank and what was missing) when the unique id
 /// or the peers do not show up within opts.timeout, errc::transport_failed when NCCL or
 /// the store fail, errc::invalid_argument for inconsistent options.
-caf::expected<std::unique_ptr<nccl_collective>>
-make_nccl_collective(kv_store& store, const nccl_options& opts);
+caf::expected<std::unique_ptr<nccl_collective>> make_nccl_collective(kv_store& store,
+                                                                     const nccl_options& opts);
 
 } // namespace cafex

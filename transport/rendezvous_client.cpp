@@ -38,8 +38,7 @@ std::string describe_request(rdzv::op op, const std::vector<std::string>& keys) 
 
 struct rendezvous_client::impl {
   impl(store_address a, rendezvous_client_options o)
-    : addr(std::move(a)), opts(std::move(o)), name(addr.to_string()) {
-  }
+    : addr(std::move(a)), opts(std::move(o)), name(addr.to_string()) {}
 
   asio::io_context io;
   tcp::socket sock{io};
@@ -80,9 +79,9 @@ struct rendezvous_client::impl {
     tcp::resolver resolver{io};
     auto res = resolver.resolve(addr.host, std::to_string(addr.port), ec);
     if (ec)
-      return make_error(errc::transport_failed,
-                        "cannot resolve rendezvous store host '" + addr.host
-                          + "': " + ec.message() + "; check distributed_init_method");
+      return make_error(errc::transport_failed, "cannot resolve rendezvous store host '"
+                                                  + addr.host + "': " + ec.message()
+                                                  + "; check distributed_init_method");
     return res;
   }
 
@@ -125,20 +124,18 @@ struct rendezvous_client::impl {
       std::this_thread::sleep_for(std::min<clock_type::duration>(pause, deadline - now));
       pause = std::min(pause * 2, opts.max_retry);
     }
-    return make_error(errc::timeout,
-                      "could not connect to the rendezvous store at " + name
-                        + (what.empty() ? "" : " for " + what) + " within "
-                        + std::to_string(ms_between(start, clock_type::now()))
-                        + " ms (last error: " + last_error
-                        + "); check that the driver is running and that "
-                          "distributed_init_method points at it");
+    return make_error(errc::timeout, "could not connect to the rendezvous store at " + name
+                                       + (what.empty() ? "" : " for " + what) + " within "
+                                       + std::to_string(ms_between(start, clock_type::now()))
+                                       + " ms (last error: " + last_error
+                                       + "); check that the driver is running and that "
+                                         "distributed_init_method points at it");
   }
 
   // Sends one request and returns the reply body (status byte first).
-  caf::expected<std::vector<char>> exchange(rdzv::op op, const rdzv::writer& req,
-                                            const std::vector<std::string>& keys,
-                                            clock_type::time_point deadline,
-                                            clock_type::time_point io_deadline) {
+  caf::expected<std::vector<char>>
+  exchange(rdzv::op op, const rdzv::writer& req, const std::vector<std::string>& keys,
+           clock_type::time_point deadline, clock_type::time_point io_deadline) {
     auto what = describe_request(op, keys);
     if (!connected)
       if (auto err = connect(deadline, what))
@@ -172,10 +169,10 @@ struct rendezvous_client::impl {
       });
     });
     if (!run_until(done, io_deadline))
-      return make_error(errc::timeout,
-                        "rendezvous store at " + name + " did not answer " + what + " within "
-                          + std::to_string(ms_between(started, io_deadline))
-                          + " ms; check that the driver is alive");
+      return make_error(errc::timeout, "rendezvous store at " + name + " did not answer "
+                                         + what + " within "
+                                         + std::to_string(ms_between(started, io_deadline))
+                                         + " ms; check that the driver is alive");
     if (io_ec || !violation.empty()) {
       drop();
       return make_error(errc::transport_failed,
@@ -199,8 +196,7 @@ template <class T, class Parse>
 static caf::expected<T> call(rendezvous_client::impl& self, rdzv::op op,
                              const std::vector<std::string>& keys,
                              std::chrono::milliseconds timeout,
-                             const std::function<void(rdzv::writer&)>& payload,
-                             Parse parse) {
+                             const std::function<void(rdzv::writer&)>& payload, Parse parse) {
   std::lock_guard<std::mutex> guard{self.mtx};
   const bool waits = waits_on_server(op);
   auto now = clock_type::now();
@@ -227,8 +223,8 @@ static caf::expected<T> call(rendezvous_client::impl& self, rdzv::op op,
                                          "every rank started and uses the same group name");
   } else if (st && *st == static_cast<uint8_t>(status::bad_request)) {
     auto why = r.str();
-    return make_error(errc::invalid_argument, "rendezvous store at " + self.name
-                                                + " refused " + what + ": "
+    return make_error(errc::invalid_argument, "rendezvous store at " + self.name + " refused "
+                                                + what + ": "
                                                 + why.value_or("no reason given"));
   } else if (st && *st == static_cast<uint8_t>(status::shutting_down)) {
     self.drop();
@@ -237,25 +233,23 @@ static caf::expected<T> call(rendezvous_client::impl& self, rdzv::op op,
                                                 + " was abandoned");
   }
   self.drop(); // unknown status or a malformed payload: the stream cannot be trusted
-  return make_error(errc::transport_failed, "rendezvous store at " + self.name
-                                              + " sent a malformed reply to " + what);
+  return make_error(errc::transport_failed,
+                    "rendezvous store at " + self.name + " sent a malformed reply to " + what);
 }
 
 caf::expected<std::unique_ptr<rendezvous_client>>
 rendezvous_client::connect(const store_address& addr, duration timeout,
                            rendezvous_client_options opts) {
   if (addr.port == 0 || addr.host.empty())
-    return make_error(errc::invalid_argument,
-                      "rendezvous store address '" + addr.to_string()
-                        + "' needs a host and a non-zero port");
+    return make_error(errc::invalid_argument, "rendezvous store address '" + addr.to_string()
+                                                + "' needs a host and a non-zero port");
   auto ptr = std::make_unique<impl>(addr, std::move(opts));
   if (auto err = ptr->connect(clock_type::now() + timeout))
     return err;
   return std::unique_ptr<rendezvous_client>(new rendezvous_client(std::move(ptr)));
 }
 
-rendezvous_client::rendezvous_client(std::unique_ptr<impl> ptr) : impl_(std::move(ptr)) {
-}
+rendezvous_client::rendezvous_client(std::unique_ptr<impl> ptr) : impl_(std::move(ptr)) {}
 
 rendezvous_client::~rendezvous_client() = default;
 
@@ -266,8 +260,7 @@ const store_address& rendezvous_client::address() const {
 caf::error rendezvous_client::set(const std::string& key, const std::vector<char>& value,
                                   duration timeout) {
   auto res = call<bool>(
-    *impl_, rdzv::op::set, {key}, timeout,
-    [&](rdzv::writer& w) { w.str(key).str(value); },
+    *impl_, rdzv::op::set, {key}, timeout, [&](rdzv::writer& w) { w.str(key).str(value); },
     [](rdzv::reader&) { return std::optional<bool>{true}; });
   return res ? caf::none : res.error();
 }
@@ -282,8 +275,8 @@ caf::expected<std::vector<char>> rendezvous_client::get(const std::string& key,
 caf::expected<int64_t> rendezvous_client::add(const std::string& key, int64_t delta,
                                               duration timeout) {
   return call<int64_t>(
-    *impl_, rdzv::op::add, {key}, timeout,
-    [&](rdzv::writer& w) { w.str(key).i64(delta); }, [](rdzv::reader& r) { return r.i64(); });
+    *impl_, rdzv::op::add, {key}, timeout, [&](rdzv::writer& w) { w.str(key).i64(delta); },
+    [](rdzv::reader& r) { return r.i64(); });
 }
 
 static void write_keys(rdzv::writer& w, const std::vector<std::string>& keys) {
@@ -302,8 +295,8 @@ static std::optional<bool> read_flag(rdzv::reader& r) {
 caf::expected<bool> rendezvous_client::check(const std::vector<std::string>& keys,
                                              duration timeout) {
   return call<bool>(
-    *impl_, rdzv::op::check, keys, timeout,
-    [&](rdzv::writer& w) { write_keys(w, keys); }, read_flag);
+    *impl_, rdzv::op::check, keys, timeout, [&](rdzv::writer& w) { write_keys(w, keys); },
+    read_flag);
 }
 
 caf::error rendezvous_client::wait(const std::vector<std::string>& keys, duration timeout) {
@@ -315,8 +308,7 @@ caf::error rendezvous_client::wait(const std::vector<std::string>& keys, duratio
 
 caf::expected<bool> rendezvous_client::erase(const std::string& key, duration timeout) {
   return call<bool>(
-    *impl_, rdzv::op::erase, {key}, timeout, [&](rdzv::writer& w) { w.str(key); },
-    read_flag);
+    *impl_, rdzv::op::erase, {key}, timeout, [&](rdzv::writer& w) { w.str(key); }, read_flag);
 }
 
 } // namespace cafex

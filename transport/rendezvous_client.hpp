@@ -36,19 +36,15 @@ public:
   /// Connects to `addr`, retrying while nothing listens there, until `timeout` passes.
   /// Fails with errc::timeout naming host:port and the last connection error.
   static caf::expected<std::unique_ptr<rendezvous_client>>
-  connect(const store_address& addr, duration timeout,
-          rendezvous_client_options opts = {});
+  connect(const store_address& addr, duration timeout, rendezvous_client_options opts = {});
 
   ~rendezvous_client() override;
 
   caf::error set(const std::string& key, const std::vector<char>& value,
                  duration timeout) override;
-  caf::expected<std::vector<char>> get(const std::string& key,
-                                       duration timeout) override;
-  caf::expected<int64_t> add(const std::string& key, int64_t delta,
-                             duration timeout) override;
-  caf::expected<bool> check(const std::vector<std::string>& keys,
-                            duration timeout) override;
+  caf::expected<std::vector<char>> get(const std::string& key, duration timeout) override;
+  caf::expected<int64_t> add(const std::string& key, int64_t delta, duration timeout) override;
+  caf::expected<bool> check(const std::vector<std::string>& keys, duration timeout) override;
   caf::error wait(const std::vector<std::string>& keys, duration timeout) override;
   caf::expected<bool> erase(const std::string& key, duration timeout) override;
 

@@ -98,8 +98,7 @@ public:
 private:
   void refuse(const std::string& why) {
     ++st_.refused;
-    spdlog::warn("rendezvous server {}: closing connection from {}: {}", st_.name, peer_,
-                 why);
+    spdlog::warn("rendezvous server {}: closing connection from {}: {}", st_.name, peer_, why);
     close();
   }
 
@@ -253,13 +252,12 @@ private:
     });
     // A blocking client sends nothing while it waits: readable data or EOF now means
     // it went away (or broke the protocol), so stop holding its waiter.
-    sock_.async_read_some(asio::buffer(probe_),
-                          [this, self, gen](boost::system::error_code ec, size_t) {
-                            if (ec == asio::error::operation_aborted || gen != wait_gen_
-                                || !waiting_)
-                              return;
-                            close();
-                          });
+    sock_.async_read_some(asio::buffer(probe_), [this, self, gen](boost::system::error_code ec,
+                                                                  size_t) {
+      if (ec == asio::error::operation_aborted || gen != wait_gen_ || !waiting_)
+        return;
+      close();
+    });
   }
 
   // The ok reply of the pending get/wait, or nullopt while a key is missing.
@@ -303,7 +301,8 @@ void server_state::accept() {
     if (!ec) {
       if (sessions.size() >= opts.max_clients) {
         spdlog::warn("rendezvous server {}: refusing a connection, {} clients already "
-                     "(raise max_clients)", name, sessions.size());
+                     "(raise max_clients)",
+                     name, sessions.size());
         boost::system::error_code ignored;
         sock.close(ignored);
       } else {
@@ -352,8 +351,7 @@ struct rendezvous_server::impl {
 };
 
 rendezvous_server::rendezvous_server(rendezvous_server_options opts)
-  : impl_(std::make_unique<impl>(std::move(opts))) {
-}
+  : impl_(std::make_unique<impl>(std::move(opts))) {}
 
 rendezvous_server::~rendezvous_server() {
   stop();
@@ -369,16 +367,16 @@ caf::error rendezvous_server::start() {
   boost::system::error_code ec;
   auto addr = asio::ip::make_address(st.opts.bind_address, ec);
   if (ec)
-    return make_error(errc::invalid_argument,
-                      "rendezvous server: bind address '" + st.opts.bind_address
-                        + "' is not an IP address: " + ec.message());
+    return make_error(errc::invalid_argument, "rendezvous server: bind address '"
+                                                + st.opts.bind_address
+                                                + "' is not an IP address: " + ec.message());
   tcp::endpoint ep{addr, st.opts.port};
   auto fail = [&](const char* step) {
     boost::system::error_code ignored;
     st.acceptor.close(ignored); // so a later start() can try again
-    return make_error(errc::transport_failed,
-                      std::string("rendezvous server could not ") + step + " " + where + ": "
-                        + ec.message() + "; pick another port or free this one");
+    return make_error(errc::transport_failed, std::string("rendezvous server could not ")
+                                                + step + " " + where + ": " + ec.message()
+                                                + "; pick another port or free this one");
   };
   if (st.acceptor.open(ep.protocol(), ec))
     return fail("open a socket for");

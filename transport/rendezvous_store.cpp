@@ -70,8 +70,7 @@ std::string prefix_store::full_key(const std::string& key) const {
   return prefix_ + key;
 }
 
-std::vector<std::string>
-prefix_store::full_keys(const std::vector<std::string>& keys) const {
+std::vector<std::string> prefix_store::full_keys(const std::vector<std::string>& keys) const {
   std::vector<std::string> out;
   out.reserve(keys.size());
   for (auto& k : keys)
@@ -84,8 +83,7 @@ caf::error prefix_store::set(const std::string& key, const std::vector<char>& va
   return inner_.set(full_key(key), value, timeout);
 }
 
-caf::expected<std::vector<char>> prefix_store::get(const std::string& key,
-                                                   duration timeout) {
+caf::expected<std::vector<char>> prefix_store::get(const std::string& key, duration timeout) {
   return inner_.get(full_key(key), timeout);
 }
 

@@ -42,8 +42,7 @@ public:
                          duration timeout) = 0;
 
   /// The value of `key`, waiting until some rank sets it or `timeout` passes.
-  virtual caf::expected<std::vector<char>> get(const std::string& key,
-                                               duration timeout) = 0;
+  virtual caf::expected<std::vector<char>> get(const std::string& key, duration timeout) = 0;
 
   /// Atomically adds `delta` to the integer under `key` (absent counts as 0) and
   /// returns the new value.
@@ -70,12 +69,9 @@ public:
 
   caf::error set(const std::string& key, const std::vector<char>& value,
                  duration timeout) override;
-  caf::expected<std::vector<char>> get(const std::string& key,
-                                       duration timeout) override;
-  caf::expected<int64_t> add(const std::string& key, int64_t delta,
-                             duration timeout) override;
-  caf::expected<bool> check(const std::vector<std::string>& keys,
-                            duration timeout) override;
+  caf::expected<std::vector<char>> get(const std::string& key, duration timeout) override;
+  caf::expected<int64_t> add(const std::string& key, int64_t delta, duration timeout) override;
+  caf::expected<bool> check(const std::vector<std::string>& keys, duration timeout) override;
   caf::error wait(const std::vector<std::string>& keys, duration timeout) override;
   caf::expected<bool> erase(const std::string& key, duration timeout) override;
 

@@ -42,8 +42,8 @@ struct reader {
 };
 
 caf::error malformed(const char* what) {
-  return make_error(errc::transport_failed, std::string("truncated ") + what
-                                              + " on the shared-memory path");
+  return make_error(errc::transport_failed,
+                    std::string("truncated ") + what + " on the shared-memory path");
 }
 
 } // namespace
@@ -71,15 +71,15 @@ caf::error write_handoff(shm_ring& ring, uint64_t seq, const std::vector<char>& 
 }
 
 caf::error write_report(shm_ring& ring, shm_doorbell* bell, uint64_t seq, int32_t rank,
-                        report_kind kind, const model_runner_output* out, const caf::error* err,
-                        std::chrono::milliseconds timeout) {
+                        report_kind kind, const model_runner_output* out,
+                        const caf::error* err, std::chrono::milliseconds timeout) {
   auto k = static_cast<uint8_t>(kind);
   std::vector<char> payload;
   if (kind == report_kind::result && out) {
     payload = serialize(*out);
   } else if (kind == report_kind::failure && err) {
     auto code = static_cast<uint8_t>(code_of(*err) == errc::none ? errc::method_failed
-                                                                  : code_of(*err));
+                                                                 : code_of(*err));
     auto text = describe(*err);
     auto colon = text.find(": ");
     if (code_of(*err) != errc::none && colon != std::string::npos)
@@ -87,8 +87,8 @@ caf::error write_report(shm_ring& ring, shm_doorbell* bell, uint64_t seq, int32_
     payload.push_back(static_cast<char>(code));
     payload.insert(payload.end(), text.begin(), text.end());
   }
-  return ring.write({{&seq, 8}, {&rank, 4}, {&k, 1}, {payload.data(), payload.size()}}, timeout,
-                    bell);
+  return ring.write({{&seq, 8}, {&rank, 4}, {&k, 1}, {payload.data(), payload.size()}},
+                    timeout, bell);
 }
 
 caf::expected<step_message> read_step_message(const std::vector<char>& bytes, bool handoff) {

@@ -29,13 +29,13 @@ caf::error write_handoff(shm_ring& ring, uint64_t seq, const std::vector<char>& 
 enum class report_kind : uint8_t { result = 0, progress = 1, failure = 2 };
 
 caf::error write_report(shm_ring& ring, shm_doorbell* bell, uint64_t seq, int32_t rank,
-                        report_kind kind, const model_runner_output* out, const caf::error* err,
-                        std::chrono::milliseconds timeout);
+                        report_kind kind, const model_runner_output* out,
+                        const caf::error* err, std::chrono::milliseconds timeout);
 
 /// A decoded command or hand-off.
 struct step_message {
   uint64_t seq = 0;
-  std::vector<char> step_bytes;    ///< passed on unchanged to the next stage
+  std::vector<char> step_bytes; ///< passed on unchanged to the next stage
   scheduler_output step;
   bool has_tensors = false;
   intermediate_tensors tensors;

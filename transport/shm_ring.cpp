@@ -27,11 +27,13 @@ void futex_wait(const std::atomic<uint32_t>* word, uint32_t seen,
   timespec ts;
   ts.tv_sec = static_cast<time_t>(timeout.count() / 1000000);
   ts.tv_nsec = static_cast<long>((timeout.count() % 1000000) * 1000);
-  syscall(SYS_futex, reinterpret_cast<const uint32_t*>(word), FUTEX_WAIT, seen, &ts, nullptr, 0);
+  syscall(SYS_futex, reinterpret_cast<const uint32_t*>(word), FUTEX_WAIT, seen, &ts, nullptr,
+          0);
 }
 
 void futex_wake(std::atomic<uint32_t>* word) {
-  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT_MAX, nullptr, nullptr,
+          0);
 }
 
 caf::error sys_error(const std::string& what, const std::string& name) {
@@ -173,7 +175,8 @@ caf::expected<std::unique_ptr<shm_ring>> shm_ring::open(const std::string& name)
   auto* hdr = static_cast<header*>(p);
   if (hdr->magic != ring_magic || hdr->capacity + header_size != size) {
     munmap(p, size);
-    return make_error(errc::transport_failed, "shared memory '" + name + "' is not a cafex ring");
+    return make_error(errc::transport_failed,
+                      "shared memory '" + name + "' is not a cafex ring");
   }
   std::unique_ptr<shm_ring> r{new shm_ring};
   r->name_ = name;
@@ -228,10 +231,9 @@ caf::error shm_ring::write(const std::vector<std::pair<const void*, size_t>>& pa
     len += p.second;
   auto need = align8(8 + len);
   if (need > hdr_->capacity)
-    return make_error(errc::transport_failed, "a message of " + std::to_string(len)
-                                                + " bytes does not fit ring '" + name_
-                                                + "' of " + std::to_string(hdr_->capacity)
-                                                + " bytes");
+    return make_error(errc::transport_failed,
+                      "a message of " + std::to_string(len) + " bytes does not fit ring '"
+                        + name_ + "' of " + std::to_string(hdr_->capacity) + " bytes");
   auto deadline = clock::now() + timeout;
   auto head = hdr_->head.load(std::memory_order_relaxed);
   for (;;) {
@@ -243,7 +245,8 @@ caf::error shm_ring::write(const std::vector<std::pair<const void*, size_t>>& pa
       break;
     auto rest = left(deadline);
     if (rest.count() <= 0)
-      return make_error(errc::timeout, "ring '" + name_ + "' stayed full: its reader is stuck");
+      return make_error(errc::timeout,
+                        "ring '" + name_ + "' stayed full: its reader is stuck");
     futex_wait(&hdr_->space_seq, seen, rest);
   }
   copy_in(head, &len, 8);

@@ -43,7 +43,7 @@ class shm_ring {
 public:
   /// Creates the segment `name` ("/cafex-..."); the creator unlinks it when destroyed.
   static caf::expected<std::unique_ptr<shm_ring>> create(const std::string& name,
-                                                          size_t capacity);
+                                                         size_t capacity);
   /// Opens a segment another process created.
   static caf::expected<std::unique_ptr<shm_ring>> open(const std::string& name);
   ~shm_ring();

@@ -19,10 +19,10 @@ const char* to_string(dtype t);
 struct tensor_desc {
   dtype type = dtype::f32;
   std::vector<int64_t> shape;
-  std::string device = "cpu";   ///< "cpu" or "cuda:N"
-  uint64_t byte_size = 0;       ///< product(shape) * element_size(type)
-  uint64_t step_id = 0;         ///< the step whose data this is
-  std::string tag;              ///< which tensor of the step ("hidden", ...)
+  std::string device = "cpu"; ///< "cpu" or "cuda:N"
+  uint64_t byte_size = 0;     ///< product(shape) * element_size(type)
+  uint64_t step_id = 0;       ///< the step whose data this is
+  std::string tag;            ///< which tensor of the step ("hidden", ...)
 
   int64_t numel() const;
   /// True when byte_size matches shape and dtype.
@@ -35,8 +35,8 @@ tensor_desc make_tensor_desc(dtype type, std::vector<int64_t> shape, uint64_t st
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, tensor_desc& x) {
-  return f(caf::meta::type_name("cafex::tensor_desc"), x.type, x.shape, x.device,
-           x.byte_size, x.step_id, x.tag);
+  return f(caf::meta::type_name("cafex::tensor_desc"), x.type, x.shape, x.device, x.byte_size,
+           x.step_id, x.tag);
 }
 
 } // namespace cafex

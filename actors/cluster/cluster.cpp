@@ -25,16 +25,14 @@
 
 namespace cafex {
 
-namespace {
-
-} // namespace
+namespace {} // namespace
 
 caf::error parse_host_port(const std::string& text, const std::string& what, std::string& host,
                            uint16_t& port) {
   auto colon = text.rfind(':');
   auto bad = [&] {
-    return make_error(errc::invalid_argument, what + " expects HOST:PORT (e.g. 10.0.0.2:7100), got '"
-                                                + text + "'");
+    return make_error(errc::invalid_argument,
+                      what + " expects HOST:PORT (e.g. 10.0.0.2:7100), got '" + text + "'");
   };
   if (colon == std::string::npos || colon == 0 || colon + 1 == text.size())
     return bad();
@@ -55,8 +53,8 @@ caf::error load_cluster_config(const std::string& path, cluster_options& into) {
   try {
     j = nlohmann::json::parse(in);
   } catch (const std::exception& e) {
-    return make_error(errc::invalid_config, "cluster config " + path + " is not JSON: "
-                                              + e.what());
+    return make_error(errc::invalid_config,
+                      "cluster config " + path + " is not JSON: " + e.what());
   }
   auto bad = [&](const std::string& why) {
     return make_error(errc::invalid_config, "cluster config " + path + ": " + why);
@@ -113,8 +111,9 @@ caf::expected<std::string> local_ip_facing(const std::string& peer_ip) {
   hints.ai_socktype = SOCK_DGRAM;
   addrinfo* res = nullptr;
   if (getaddrinfo(peer_ip.c_str(), "9", &hints, &res) != 0 || res == nullptr)
-    return make_error(errc::invalid_argument, "cannot resolve " + peer_ip
-                                                + " to find the driver's address; pass --host-ip");
+    return make_error(errc::invalid_argument,
+                      "cannot resolve " + peer_ip
+                        + " to find the driver's address; pass --host-ip");
   int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
   sockaddr_in local{};
   socklen_t len = sizeof(local);
@@ -124,13 +123,13 @@ caf::expected<std::string> local_ip_facing(const std::string& peer_ip) {
   if (fd >= 0)
     ::close(fd);
   if (!ok)
-    return make_error(errc::invalid_argument, "no route to " + peer_ip
-                                                + " to find the driver's address; pass --host-ip");
+    return make_error(errc::invalid_argument,
+                      "no route to " + peer_ip
+                        + " to find the driver's address; pass --host-ip");
   char buf[INET_ADDRSTRLEN];
   inet_ntop(AF_INET, &local.sin_addr, buf, sizeof(buf));
   return std::string(buf);
 }
-
 
 caf::expected<caf::strong_actor_ptr>
 cluster::impl::caf_connect(const std::string& host, uint16_t port, uint16_t target,
@@ -161,10 +160,11 @@ cluster::impl::caf_connect(const std::string& host, uint16_t port, uint16_t targ
       },
       [&](caf::error& e) {
         out = make_error(errc::node_lost,
-                         what + ": " + (e == caf::sec::request_timeout
-                                          ? "no CAF handshake within "
-                                              + std::to_string(timeout.count()) + " ms"
-                                          : sys.render(e))
+                         what + ": "
+                           + (e == caf::sec::request_timeout
+                                ? "no CAF handshake within " + std::to_string(timeout.count())
+                                    + " ms"
+                                : sys.render(e))
                            + (opts.security.enabled()
                                 ? ""
                                 : "; if the agent requires a token or TLS, pass --token-file "
@@ -192,17 +192,17 @@ caf::error cluster::impl::connect_one(const std::string& address,
   if (!ver)
     return code_of(ver.error()) == errc::version_mismatch
              ? ver.error()
-             : make_error(errc::node_lost, what + " did not tell its version: "
-                                             + describe(ver.error())
-                                             + "; is it a cafex node agent?");
+             : make_error(errc::node_lost,
+                          what + " did not tell its version: " + describe(ver.error())
+                            + "; is it a cafex node agent?");
   if (*ver != version())
     return make_error(errc::version_mismatch, what + " runs cafex " + *ver
                                                 + " but this driver runs cafex " + version()
                                                 + "; run one cafex version on every node");
   auto info = ask<node_info>(n.agent, budget, info_atom::value);
   if (!info)
-    return make_error(errc::node_lost, what + " did not describe itself: "
-                                         + describe(info.error()));
+    return make_error(errc::node_lost,
+                      what + " did not describe itself: " + describe(info.error()));
   n.info = std::move(*info);
   spdlog::info("node {} at {}: ip {}, {} {} device(s)", n.info.node_id, address, n.info.ip,
                n.info.device_ids.size(), n.info.resource_name);
@@ -218,8 +218,9 @@ caf::error cluster::impl::check_nodes() {
   for (const auto& n : nodes) {
     auto [i, fresh] = by_id.emplace(n.info.node_id, &n);
     if (!fresh)
-      return make_error(errc::invalid_config, "node agent " + n.info.node_id + " is listed twice ("
-                                                + i->second->address + " and " + n.address
+      return make_error(errc::invalid_config, "node agent " + n.info.node_id
+                                                + " is listed twice (" + i->second->address
+                                                + " and " + n.address
                                                 + "); list each agent once");
     by_ip.emplace(n.info.ip, &n);
     node_ids.push_back(n.info.node_id);
@@ -239,7 +240,8 @@ caf::error cluster::impl::check_nodes() {
       list += (list.empty() ? "" : ", ") + n.info.node_id.substr(0, 8) + "@" + n.info.ip;
     return make_error(errc::placement_failed,
                       "the driver's IP " + driver_ip + " is not the IP of any node agent ("
-                        + list + "), but the driver's node must hold a bundle; start "
+                        + list
+                        + "), but the driver's node must hold a bundle; start "
                           "`cafex node` on this host too, or pass the right --host-ip");
   }
   return caf::none;
@@ -248,7 +250,8 @@ caf::error cluster::impl::check_nodes() {
 caf::error cluster::connect(std::chrono::steady_clock::time_point deadline) {
   auto& d = *impl_;
   if (d.opts.nodes.empty())
-    return make_error(errc::invalid_argument, "no node agents given; pass --nodes HOST:PORT,...");
+    return make_error(errc::invalid_argument,
+                      "no node agents given; pass --nodes HOST:PORT,...");
   if (auto err = check_tls_files(d.opts.security))
     return err;
   auto dial = dialer::start(d.opts.security);

@@ -55,7 +55,7 @@ public:
     std::string ip;
     int gpu_id = 0;
     node_agent_actor agent;
-    bool moved = false;  ///< on a new bundle of another node (its node was lost)
+    bool moved = false; ///< on a new bundle of another node (its node was lost)
   };
 
   /// Restart policy: starts a new worker on the bundle that created rank `created_rank`
@@ -65,9 +65,9 @@ public:
   /// live node has a free device.
   /// `node_suspect`: the driver already saw that node's agent unreachable; its liveness
   /// probe then gets 200 ms instead of 2 s.
-  caf::expected<respawned> respawn(int created_rank, int rpc_rank, const std::string& log_level,
-                                   std::chrono::steady_clock::time_point deadline,
-                                   bool node_suspect = false);
+  caf::expected<respawned>
+  respawn(int created_rank, int rpc_rank, const std::string& log_level,
+          std::chrono::steady_clock::time_point deadline, bool node_suspect = false);
 
   /// The agent of the node with this id (an invalid handle when unknown).
   node_agent_actor agent_of(const std::string& node_id) const;

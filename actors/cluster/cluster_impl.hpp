@@ -20,7 +20,7 @@ using cluster_clock = std::chrono::steady_clock;
 
 struct cluster::impl {
   struct node {
-    std::string address;    ///< as the user gave it ("" for the embedded agent)
+    std::string address; ///< as the user gave it ("" for the embedded agent)
     std::string host;
     uint16_t port = 0;
     node_agent_actor agent;
@@ -68,13 +68,12 @@ struct cluster::impl {
                                              int rpc_rank, const std::string& log_level,
                                              cluster_clock::time_point deadline);
   /// Reserves a free device on a live node other than `lost_node` and starts it there.
-  caf::expected<cluster::respawned> respawn_elsewhere(const std::string& lost_node, int rpc_rank,
-                                                      const std::string& log_level,
-                                                      cluster_clock::time_point deadline);
+  caf::expected<cluster::respawned>
+  respawn_elsewhere(const std::string& lost_node, int rpc_rank, const std::string& log_level,
+                    cluster_clock::time_point deadline);
   /// Connects straight to a remote worker (see cluster::spawn).
   caf::error direct_route(const worker_actor& w, const std::string& node_id, uint16_t port,
                           int rank, cluster_clock::time_point deadline);
 };
-
 
 } // namespace cafex

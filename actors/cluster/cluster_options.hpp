@@ -18,19 +18,19 @@ namespace cafex {
 
 /// How the driver finds node agents and places bundles. Defaults: the README's.
 struct cluster_options {
-  std::vector<std::string> nodes;       ///< HOST:PORT of each node agent (empty: embedded)
-  std::string host_ip;                  ///< the driver's IP (empty: the interface facing the nodes)
-  link_security security;               ///< token / TLS (must match the agents')
+  std::vector<std::string> nodes; ///< HOST:PORT of each node agent (empty: embedded)
+  std::string host_ip;            ///< the driver's IP (empty: the interface facing the nodes)
+  link_security security;         ///< token / TLS (must match the agents')
   placement_strategy strategy = placement_strategy::pack;
-  int bundles = 0;                      ///< placement group size (0: world size)
-  std::vector<int> bundle_indices;      ///< the seed's VLLM_RAY_BUNDLE_INDICES
-  std::string worker_profiler;          ///< "" or "nsys": agents wrap worker processes
-  double gpus_per_worker = 1.0;         ///< share of one device per bundle, in (0, 1]
-  std::string resource_name = "GPU";    ///< what a bundle asks for (custom accelerators)
-  std::chrono::milliseconds connect_timeout = defaults::connect_timeout;  ///< per node agent
+  int bundles = 0;                   ///< placement group size (0: world size)
+  std::vector<int> bundle_indices;   ///< the seed's VLLM_RAY_BUNDLE_INDICES
+  std::string worker_profiler;       ///< "" or "nsys": agents wrap worker processes
+  double gpus_per_worker = 1.0;      ///< share of one device per bundle, in (0, 1]
+  std::string resource_name = "GPU"; ///< what a bundle asks for (custom accelerators)
+  std::chrono::milliseconds connect_timeout = defaults::connect_timeout; ///< per node agent
   /// Waiting for free resources.
   std::chrono::milliseconds placement_timeout = defaults::placement_timeout;
-  bool direct_worker_routes = true;     ///< connect to remote workers directly
+  bool direct_worker_routes = true; ///< connect to remote workers directly
 };
 
 /// Reads a cluster config file into `into` (fields not yet set there):

@@ -65,7 +65,7 @@ caf::expected<std::vector<bundle>> cluster::impl::try_place(int want, int& slots
   slots = 0;
   for (const auto& n : nodes) {
     if (n.info.resource_name != opts.resource_name)
-      continue;  // this node offers another kind of device
+      continue; // this node offers another kind of device
     node_spec ns{n.info.node_id, n.info.ip, {}};
     for (size_t i = 0; i < n.info.device_ids.size(); ++i) {
       auto free = i < n.info.free_units.size() ? n.info.free_units[i] : 10000;
@@ -101,8 +101,9 @@ caf::error cluster::impl::hold(const std::vector<bundle>& placed,
   for (auto& n : nodes)
     if (per_node.count(n.info.node_id))
       order.push_back(&n);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](node* a, node* b) { return a->info.ip == driver_ip && b->info.ip != driver_ip; });
+  std::stable_sort(order.begin(), order.end(), [&](node* a, node* b) {
+    return a->info.ip == driver_ip && b->info.ip != driver_ip;
+  });
   for (auto* n : order) {
     auto id = ask<uint64_t>(dummy, std::min(opts.connect_timeout, time_left(deadline)),
                             hold_atom::value, n->agent, per_node[n->info.node_id]);
@@ -149,7 +150,7 @@ caf::error cluster::reserve(int world_size, std::chrono::steady_clock::time_poin
         return caf::none;
       }
       if (code_of(why) != errc::placement_failed)
-        return why;  // lost agent, bad request: waiting does not help
+        return why; // lost agent, bad request: waiting does not help
     } else {
       why = placed.error();
       if (code_of(why) != errc::placement_failed)
@@ -180,7 +181,8 @@ caf::error cluster::reserve(int world_size, std::chrono::steady_clock::time_poin
 
 caf::error cluster::spawn(int world_size, const std::string& log_level,
                           std::chrono::steady_clock::time_point deadline,
-                          std::vector<worker_actor>& workers, std::vector<std::string>& nodes) {
+                          std::vector<worker_actor>& workers,
+                          std::vector<std::string>& nodes) {
   auto& d = *impl_;
   if (static_cast<int>(d.indices.size()) != world_size)
     return make_error(errc::not_ready, "spawn before reserve");
@@ -189,8 +191,9 @@ caf::error cluster::spawn(int world_size, const std::string& log_level,
   std::vector<uint16_t> ports(world_size, 0);
   caf::scoped_actor self{d.sys};
   caf::error failure;
-  using handle_t = decltype(self->request(d.dummy, std::chrono::milliseconds(1), spawn_atom::value,
-                                          node_agent_actor{}, spawn_request{}));
+  using handle_t = decltype(self->request(d.dummy, std::chrono::milliseconds(1),
+                                          spawn_atom::value, node_agent_actor{},
+                                          spawn_request{}));
   std::vector<handle_t> handles;
   // Spawn every worker at once, then collect the handles in created-rank order.
   for (int rank = 0; rank < world_size; ++rank) {
@@ -249,7 +252,8 @@ caf::error cluster::impl::direct_route(const worker_actor& w, const std::string&
     return ptr.error();
   auto direct = caf::actor_cast<worker_actor>(std::move(*ptr));
   if (direct.address() != w.address())
-    return make_error(errc::spawn_failed, what + ": its direct port answers with another actor");
+    return make_error(errc::spawn_failed,
+                      what + ": its direct port answers with another actor");
   return caf::none;
 }
 
@@ -268,8 +272,9 @@ cluster::impl::spawn_on(node& n, const bundle& b, uint64_t reservation, int rpc_
   caf::expected<respawned> out{caf::error{}};
   uint16_t port = 0;
   auto where = "restarting rank " + std::to_string(rpc_rank) + " on node " + n.info.node_id;
-  self->request(dummy, time_left(deadline) + defaults::spawn_slack, spawn_atom::value,
-                n.agent, req)
+  self
+    ->request(dummy, time_left(deadline) + defaults::spawn_slack, spawn_atom::value, n.agent,
+              req)
     .receive(
       [&](worker_actor& w, uint16_t p) {
         out = respawned{std::move(w), n.info.node_id, n.info.ip, b.gpu_id, n.agent, false};
@@ -281,8 +286,8 @@ cluster::impl::spawn_on(node& n, const bundle& b, uint64_t reservation, int rpc_
         else if (code_of(e) != errc::none)
           out = make_error(code_of(e), where + ": " + describe(e));
         else
-          out = make_error(errc::node_lost, where + ": its node agent is unreachable ("
-                                              + sys.render(e) + ")");
+          out = make_error(errc::node_lost,
+                           where + ": its node agent is unreachable (" + sys.render(e) + ")");
       });
   if (!out)
     return out;
@@ -323,9 +328,10 @@ cluster::impl::respawn_elsewhere(const std::string& lost_node, int rpc_rank,
       bundle b{next_index, n->info.node_id, n->info.ip, n->info.device_ids[i]};
       auto id = ask<uint64_t>(dummy, std::min(opts.connect_timeout, time_left(deadline)),
                               hold_atom::value, n->agent,
-                              std::vector<bundle_claim>{bundle_claim{b.index, b.gpu_id, need}});
+                              std::vector<bundle_claim>{
+                                bundle_claim{b.index, b.gpu_id, need}});
       if (!id)
-        continue;  // taken meanwhile: try the next device
+        continue; // taken meanwhile: try the next device
       auto out = spawn_on(*n, b, *id, rpc_rank, log_level, deadline);
       if (!out)
         return out;
@@ -349,17 +355,18 @@ cluster::respawn(int created_rank, int rpc_rank, const std::string& log_level,
                  std::chrono::steady_clock::time_point deadline, bool node_suspect) {
   auto& d = *impl_;
   if (created_rank < 0 || created_rank >= static_cast<int>(d.indices.size()))
-    return make_error(errc::invalid_argument, "respawn: no created rank "
-                                                + std::to_string(created_rank));
+    return make_error(errc::invalid_argument,
+                      "respawn: no created rank " + std::to_string(created_rank));
   auto pos = static_cast<size_t>(d.indices[created_rank]);
   const auto b = d.bundles[pos];
   auto* n = d.find(b.node_id);
   // Is its node still there? (A cut link would otherwise hold the spawn until its deadline.)
   // A live agent answers in milliseconds; a lost one's request fails at once, or (link cut)
   // after this short bound rather than the whole connect timeout.
-  const auto probe = std::min({d.opts.connect_timeout,
-                               node_suspect ? defaults::respawn_probe_suspect : defaults::respawn_probe,
-                               time_left(deadline)});
+  const auto probe = std::min(
+    {d.opts.connect_timeout,
+     node_suspect ? defaults::respawn_probe_suspect : defaults::respawn_probe,
+     time_left(deadline)});
   if (n != nullptr && !d.ask<node_info>(n->agent, probe, info_atom::value))
     n = nullptr;
   if (n != nullptr) {

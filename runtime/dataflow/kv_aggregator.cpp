@@ -18,8 +18,7 @@ void count(std::map<std::string, int>& remaining, int expected,
 } // namespace
 
 kv_output_aggregator::kv_output_aggregator(int expected_workers)
-  : expected_(expected_workers < 1 ? 1 : expected_workers) {
-}
+  : expected_(expected_workers < 1 ? 1 : expected_workers) {}
 
 model_runner_output kv_output_aggregator::aggregate(std::vector<model_runner_output> outputs,
                                                     size_t output_index) {

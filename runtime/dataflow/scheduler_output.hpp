@@ -55,8 +55,8 @@ typename Inspector::result_type inspect(Inspector& f, scheduler_output& x) {
 /// What the last pipeline stage answers for one step.
 struct model_runner_output {
   uint64_t step_id = 0;
-  std::vector<std::string> req_ids;    ///< in scheduler order
-  std::vector<int32_t> sampled;        ///< one greedy token per request
+  std::vector<std::string> req_ids; ///< in scheduler order
+  std::vector<int32_t> sampled;     ///< one greedy token per request
   /// Final hidden state (after the last norm) of each request's last token, row-major
   /// [req_ids.size() x hidden_size]; filled only when the model is asked to return it.
   std::vector<float> hidden;
@@ -68,8 +68,8 @@ struct model_runner_output {
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, model_runner_output& x) {
-  return f(caf::meta::type_name("cafex::model_runner_output"), x.step_id, x.req_ids,
-           x.sampled, x.hidden, x.finished_sending, x.finished_recving);
+  return f(caf::meta::type_name("cafex::model_runner_output"), x.step_id, x.req_ids, x.sampled,
+           x.hidden, x.finished_sending, x.finished_recving);
 }
 
 } // namespace cafex

@@ -15,11 +15,11 @@ struct model_config {
   uint64_t seed = 0;
   int vocab_size = 512;
   int hidden_size = 128;
-  int num_heads = 8;        ///< must be divisible by the TP size
-  int num_layers = 4;       ///< split over PP stages; may be 0 (overhead benchmarks)
-  int ffn_size = 512;       ///< MLP width; split into `ffn_blocks` equal blocks
-  int ffn_blocks = 8;       ///< must be divisible by the TP size
-  int max_seq_len = 4096;   ///< per request, prompt plus generated tokens
+  int num_heads = 8;          ///< must be divisible by the TP size
+  int num_layers = 4;         ///< split over PP stages; may be 0 (overhead benchmarks)
+  int ffn_size = 512;         ///< MLP width; split into `ffn_blocks` equal blocks
+  int ffn_blocks = 8;         ///< must be divisible by the TP size
+  int max_seq_len = 4096;     ///< per request, prompt plus generated tokens
   bool return_hidden = false; ///< fill model_runner_output::hidden
 };
 

@@ -27,7 +27,8 @@ model_registry& model_registry::instance() {
 model_registry::model_registry() {
   factories_.emplace("reference", [] { return std::make_unique<reference_model>(); });
 #ifdef CAFEX_HAVE_CUDA
-  factories_.emplace("reference-cuda", [] { return std::make_unique<cuda_reference_model>(); });
+  factories_.emplace("reference-cuda",
+                     [] { return std::make_unique<cuda_reference_model>(); });
 #endif
 }
 
@@ -48,8 +49,7 @@ std::unique_ptr<model_runner> model_registry::create(const std::string& name) co
   return factory(); // outside the lock: a factory may be slow or use the registry
 }
 
-std::string model_registry::resolve(const std::string& name,
-                                    const std::string& device) const {
+std::string model_registry::resolve(const std::string& name, const std::string& device) const {
   std::lock_guard<std::mutex> guard{registry_mutex()};
   auto specific = name + "-" + device;
   return factories_.count(specific) != 0 ? specific : name;

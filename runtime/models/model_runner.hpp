@@ -36,8 +36,8 @@ struct intermediate_tensors {
 
 /// What one stage produces: the next stage's input, or (last stage) the step's output.
 struct stage_result {
-  intermediate_tensors to_next;   ///< valid when this is not the last stage
-  model_runner_output output;     ///< valid on the last stage
+  intermediate_tensors to_next; ///< valid when this is not the last stage
+  model_runner_output output;   ///< valid on the last stage
 };
 
 /// A model shard. Not thread-safe: one worker drives it from one thread.

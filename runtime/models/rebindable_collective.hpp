@@ -47,9 +47,10 @@ public:
       inner_.reset();
     }
     if (!inner_)
-      return make_error(errc::transport_failed,
-                        "the TP communicator of group rank " + std::to_string(rank_)
-                          + " is broken (fault injection); reinitialize_distributed rebuilds it");
+      return make_error(
+        errc::transport_failed,
+        "the TP communicator of group rank " + std::to_string(rank_)
+          + " is broken (fault injection); reinitialize_distributed rebuilds it");
     if (delay_ms_.load() > 0 && take(delay_count_))
       std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_.load()));
     return inner_->all_reduce_sum(data, count);

@@ -25,10 +25,9 @@ void gemm(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t 
           const float* b, int64_t ldb, float* c, int64_t ldc,
           b_layout layout = b_layout::plain) {
   cblas_sgemm(CblasRowMajor, CblasNoTrans,
-              layout == b_layout::transposed ? CblasTrans : CblasNoTrans,
-              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a,
-              static_cast<int>(lda), b, static_cast<int>(ldb), 0.0f, c,
-              static_cast<int>(ldc));
+              layout == b_layout::transposed ? CblasTrans : CblasNoTrans, static_cast<int>(m),
+              static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b,
+              static_cast<int>(ldb), 0.0f, c, static_cast<int>(ldc));
 }
 
 } // namespace
@@ -178,8 +177,8 @@ caf::error reference_model::attention(int l) {
   std::fill(acc_.begin(), acc_.end(), 0);
   for (int i = 0; i < local_heads_; ++i) {
     // Same shapes whatever the TP size: one head's QKV, attention and output projection.
-    gemm(t, 3 * d, h, 1.0f, xn_.data(), h, &w.wqkv[static_cast<size_t>(i * h * 3 * d)],
-         3 * d, qkv_.data(), 3 * d);
+    gemm(t, 3 * d, h, 1.0f, xn_.data(), h, &w.wqkv[static_cast<size_t>(i * h * 3 * d)], 3 * d,
+         qkv_.data(), 3 * d);
     for (const auto& r : rows_)
       attend_one_head(l, i, r);
     gemm(t, h, d, 1.0f, attn_.data(), d, &w.wo[static_cast<size_t>(i * d * h)], h,

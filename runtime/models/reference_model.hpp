@@ -35,8 +35,7 @@ public:
   /// Validates `cfg` and `shard` (check_reference_config) and generates this shard's
   /// weights (make_shard_weights). errc::invalid_argument naming what is wrong;
   /// errc::model_failed when the weights do not fit. Reloading drops all requests.
-  caf::error load(const model_config& cfg, const shard_info& shard,
-                  collective& tp) override;
+  caf::error load(const model_config& cfg, const shard_info& shard, collective& tp) override;
 
   caf::expected<stage_result> execute(const scheduler_output& step,
                                       const intermediate_tensors* input) override;
@@ -86,7 +85,7 @@ private:
   layer_range layers_;
   int head_dim_ = 0;
   int local_heads_ = 0;
-  int block_ = 0;        ///< columns per MLP block
+  int block_ = 0; ///< columns per MLP block
   int local_blocks_ = 0;
   bool first_stage_ = true;
   bool last_stage_ = true;
@@ -100,15 +99,15 @@ private:
   std::vector<step_row> rows_;
   std::vector<std::string> inserted_; ///< new request ids of the running step
   int64_t tokens_ = 0;
-  std::vector<float> x_;       ///< residual stream [tokens x hidden]
-  std::vector<float> xn_;      ///< normed residual [tokens x hidden]
-  std::vector<float> qkv_;     ///< one head [tokens x 3*head_dim]
-  std::vector<float> attn_;    ///< one head's output [tokens x head_dim]
-  std::vector<float> scores_;  ///< [query chunk x positions]
-  std::vector<float> part_;    ///< one contribution [tokens x hidden]
-  std::vector<float> up_;      ///< one MLP block [tokens x block]
-  std::vector<int64_t> acc_;   ///< fixed-point sum [tokens x hidden]
-  std::vector<float> logits_;  ///< [requests x vocab]
+  std::vector<float> x_;      ///< residual stream [tokens x hidden]
+  std::vector<float> xn_;     ///< normed residual [tokens x hidden]
+  std::vector<float> qkv_;    ///< one head [tokens x 3*head_dim]
+  std::vector<float> attn_;   ///< one head's output [tokens x head_dim]
+  std::vector<float> scores_; ///< [query chunk x positions]
+  std::vector<float> part_;   ///< one contribution [tokens x hidden]
+  std::vector<float> up_;     ///< one MLP block [tokens x block]
+  std::vector<int64_t> acc_;  ///< fixed-point sum [tokens x hidden]
+  std::vector<float> logits_; ///< [requests x vocab]
 };
 
 } // namespace cafex

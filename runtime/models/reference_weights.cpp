@@ -17,7 +17,14 @@ namespace {
 // Tensor ids of the weight generator: (global layer + 1) << 40 | kind << 32 | head/block.
 // Model-wide tensors use layer -1. Ids never depend on TP or PP, so shards agree.
 enum tensor_kind : uint64_t {
-  k_attn_norm = 1, k_wqkv, k_wo, k_mlp_norm, k_wup, k_wdown, k_embed, k_lm_head,
+  k_attn_norm = 1,
+  k_wqkv,
+  k_wo,
+  k_mlp_norm,
+  k_wup,
+  k_wdown,
+  k_embed,
+  k_lm_head,
   k_final_norm,
 };
 
@@ -53,9 +60,8 @@ caf::error check_reference_config(const model_config& cfg, const shard_info& sha
                       fmt::format("reference model (tp rank {}, pp rank {}): {}",
                                   shard.tp_rank, shard.pp_rank, what));
   };
-  if (cfg.vocab_size <= 0 || cfg.hidden_size <= 0 || cfg.num_heads <= 0
-      || cfg.ffn_size <= 0 || cfg.ffn_blocks <= 0 || cfg.max_seq_len <= 0
-      || cfg.num_layers < 0)
+  if (cfg.vocab_size <= 0 || cfg.hidden_size <= 0 || cfg.num_heads <= 0 || cfg.ffn_size <= 0
+      || cfg.ffn_blocks <= 0 || cfg.max_seq_len <= 0 || cfg.num_layers < 0)
     return bad("vocab_size, hidden_size, num_heads, ffn_size, ffn_blocks and max_seq_len "
                "must be > 0 and num_layers >= 0: fix the model config");
   if (cfg.hidden_size % cfg.num_heads != 0)
@@ -64,7 +70,8 @@ caf::error check_reference_config(const model_config& cfg, const shard_info& sha
                            cfg.hidden_size, cfg.num_heads));
   if (cfg.ffn_size % cfg.ffn_blocks != 0)
     return bad(fmt::format("ffn_size {} is not divisible by ffn_blocks {}: pick sizes with "
-                           "ffn_size = ffn_blocks * block", cfg.ffn_size, cfg.ffn_blocks));
+                           "ffn_size = ffn_blocks * block",
+                           cfg.ffn_size, cfg.ffn_blocks));
   if (shard.tp_size < 1 || shard.tp_rank < 0 || shard.tp_rank >= shard.tp_size
       || shard.pp_size < 1 || shard.pp_rank < 0 || shard.pp_rank >= shard.pp_size)
     return bad(fmt::format("shard out of range (tp {}/{}, pp {}/{}): ranks must lie in "
@@ -94,7 +101,8 @@ caf::error check_reference_step(const model_config& cfg, const shard_info& shard
   auto check_token = [&](const std::string& id, int32_t t) -> caf::error {
     if (t < 0 || t >= cfg.vocab_size)
       return bad(fmt::format("request '{}' has token {} outside [0, {}): send ids of "
-                             "this model's vocabulary", id, t, cfg.vocab_size));
+                             "this model's vocabulary",
+                             id, t, cfg.vocab_size));
     return caf::none;
   };
   std::unordered_set<std::string> seen;
@@ -102,10 +110,12 @@ caf::error check_reference_step(const model_config& cfg, const shard_info& shard
   for (const auto& r : step.new_requests) {
     if (r.prompt.empty())
       return bad(fmt::format("new request '{}' has an empty prompt: send at least one "
-                             "token", r.req_id));
+                             "token",
+                             r.req_id));
     if (live_len(r.req_id) >= 0 || !seen.insert(r.req_id).second)
       return bad(fmt::format("new request '{}' is already live: finish it first or use "
-                             "a fresh id", r.req_id));
+                             "a fresh id",
+                             r.req_id));
     if (static_cast<int64_t>(r.prompt.size()) > cfg.max_seq_len)
       return bad(fmt::format("new request '{}' has {} prompt tokens, over max_seq_len "
                              "{}: shorten it or raise max_seq_len",
@@ -119,7 +129,8 @@ caf::error check_reference_step(const model_config& cfg, const shard_info& shard
     const int64_t len = live_len(r.req_id);
     if (len < 0)
       return bad(fmt::format("cached request '{}' is unknown: schedule it as a new "
-                             "request first (or it already finished)", r.req_id));
+                             "request first (or it already finished)",
+                             r.req_id));
     if (!seen.insert(r.req_id).second)
       return bad(fmt::format("request '{}' appears twice in the step", r.req_id));
     if (len + 1 > cfg.max_seq_len)
@@ -184,8 +195,7 @@ shard_weights make_shard_weights(const model_config& cfg, const shard_info& shar
     for (int b = 0; b < local_blocks; ++b) {
       const int gb = shard.tp_rank * local_blocks + b; // global block index
       fill_weights(&w.wup[b * hs * fb], hs * fb, seed, tensor_id(g, k_wup, gb), 0, std_h);
-      fill_weights(&w.wdown[b * fb * hs], fb * hs, seed, tensor_id(g, k_wdown, gb), 0,
-                   std_f);
+      fill_weights(&w.wdown[b * fb * hs], fb * hs, seed, tensor_id(g, k_wdown, gb), 0, std_f);
     }
   }
   return out;

@@ -58,9 +58,9 @@ struct layer_weights {
 
 /// The weights of one shard.
 struct shard_weights {
-  std::vector<float> embed;      ///< [vocab x hidden], stage 0 only
-  std::vector<float> final_norm; ///< [hidden], last stage only
-  std::vector<float> lm_head;    ///< [hidden x vocab], last stage only (replicated on TP)
+  std::vector<float> embed;          ///< [vocab x hidden], stage 0 only
+  std::vector<float> final_norm;     ///< [hidden], last stage only
+  std::vector<float> lm_head;        ///< [hidden x vocab], last stage only (replicated on TP)
   std::vector<layer_weights> layers; ///< the stage's layers, in order
 };
 

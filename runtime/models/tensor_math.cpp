@@ -51,7 +51,8 @@ void rmsnorm(const float* x, const float* gain, float* y, size_t rows, size_t co
     double ss = 0.0;
     for (size_t c = 0; c < cols; ++c)
       ss += static_cast<double>(xr[c]) * xr[c];
-    const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(cols) + 1e-6));
+    const float inv = static_cast<float>(1.0
+                                         / std::sqrt(ss / static_cast<double>(cols) + 1e-6));
     for (size_t c = 0; c < cols; ++c)
       yr[c] = xr[c] * inv * gain[c];
   }

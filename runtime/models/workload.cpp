@@ -14,15 +14,15 @@ uint64_t mix(uint64_t x) {
 } // namespace
 
 demo_workload::demo_workload(uint64_t seed, int batch, int vocab_size)
-  : seed_(seed), batch_(batch), vocab_(vocab_size) {
-}
+  : seed_(seed), batch_(batch), vocab_(vocab_size) {}
 
 std::vector<int32_t> demo_workload::prompt(uint64_t seed, int index, int vocab_size) {
   auto len = 3 + static_cast<int>(mix(seed * 1315423911ULL + index) % 9);
   std::vector<int32_t> out;
   out.reserve(static_cast<size_t>(len));
   for (int j = 0; j < len; ++j)
-    out.push_back(static_cast<int32_t>(mix(mix(seed) ^ (index * 1000003ULL + j)) % vocab_size));
+    out.push_back(
+      static_cast<int32_t>(mix(mix(seed) ^ (index * 1000003ULL + j)) % vocab_size));
   return out;
 }
 

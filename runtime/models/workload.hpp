@@ -35,7 +35,7 @@ private:
   uint64_t step_ = 0;
   std::vector<std::string> ids_;
   std::vector<int32_t> last_;
-  std::vector<std::vector<int32_t>> generated_;  ///< per request
+  std::vector<std::vector<int32_t>> generated_; ///< per request
   bool recompute_ = false;
 };
 

@@ -54,8 +54,9 @@ child_process::~child_process() {
     terminate();
 }
 
-caf::expected<child_process> child_process::spawn(
-  const std::vector<std::string>& argv, const std::map<std::string, std::string>& extra_env) {
+caf::expected<child_process>
+child_process::spawn(const std::vector<std::string>& argv,
+                     const std::map<std::string, std::string>& extra_env) {
   if (argv.empty())
     return make_error(errc::invalid_argument, "cannot spawn a process without a program");
   // Everything the child touches is built before fork: only async-signal-safe calls

@@ -18,8 +18,8 @@ namespace cafex {
 /// How a child ended.
 struct exit_status {
   bool signaled = false;
-  int code = 0;     ///< exit code, or the signal number when `signaled`
-  std::string describe() const;  ///< "exit code 3" / "signal 9 (Killed)"
+  int code = 0;                 ///< exit code, or the signal number when `signaled`
+  std::string describe() const; ///< "exit code 3" / "signal 9 (Killed)"
 };
 
 /// This program's own path (/proc/self/exe): the default worker program, since the
@@ -36,8 +36,9 @@ public:
   ~child_process();
 
   /// Starts `argv[0]` with `argv` and the parent's environment plus `extra_env`.
-  static caf::expected<child_process> spawn(const std::vector<std::string>& argv,
-                                            const std::map<std::string, std::string>& extra_env = {});
+  static caf::expected<child_process>
+  spawn(const std::vector<std::string>& argv,
+        const std::map<std::string, std::string>& extra_env = {});
 
   pid_t pid() const { return pid_; }
   bool running() const { return pid_ > 0 && !status_; }

@@ -29,9 +29,9 @@ std::string profiler_program(worker_profiler p) {
   return p == worker_profiler::nsys ? "nsys" : "";
 }
 
-caf::expected<std::vector<std::string>>
-wrap_worker_argv(worker_profiler p, const std::vector<std::string>& argv,
-                 const std::string& nsys_path) {
+caf::expected<std::vector<std::string>> wrap_worker_argv(worker_profiler p,
+                                                         const std::vector<std::string>& argv,
+                                                         const std::string& nsys_path) {
   if (argv.empty())
     return make_error(errc::invalid_argument, "wrap_worker_argv: the worker command is empty");
   if (p == worker_profiler::none)
@@ -42,9 +42,12 @@ wrap_worker_argv(worker_profiler p, const std::vector<std::string>& argv,
                       "PATH: install Nsight Systems there, put its bin directory on PATH, "
                       "or drop --worker-profiler");
   // The options Ray's nsight plugin passes for vLLM's ray_workers_use_nsight.
-  std::vector<std::string> out{nsys_path,        "profile",
-                               "-t",             "cuda,cudnn,cublas",
-                               "-o",             "worker_process_%p",
+  std::vector<std::string> out{nsys_path,
+                               "profile",
+                               "-t",
+                               "cuda,cudnn,cublas",
+                               "-o",
+                               "worker_process_%p",
                                "--cuda-graph-trace=node"};
   out.insert(out.end(), argv.begin(), argv.end());
   return out;
@@ -63,8 +66,8 @@ std::string find_executable(const std::string& name, const std::string& path_lis
   size_t start = 0;
   for (;;) {
     auto end = path_list.find(':', start);
-    auto dir = path_list.substr(start, end == std::string::npos ? std::string::npos
-                                                                : end - start);
+    auto dir = path_list.substr(start,
+                                end == std::string::npos ? std::string::npos : end - start);
     if (dir.empty())
       dir = "."; // POSIX: an empty PATH entry means the current directory
     auto candidate = dir + "/" + name;

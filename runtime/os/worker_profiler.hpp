@@ -33,9 +33,9 @@ std::string profiler_program(worker_profiler p);
 /// directory). `nsys_path` is where nsys was found on the node, empty when it was not:
 /// then errc::invalid_argument saying to install Nsight Systems or drop the flag.
 /// errc::invalid_argument for an empty argv.
-caf::expected<std::vector<std::string>>
-wrap_worker_argv(worker_profiler p, const std::vector<std::string>& argv,
-                 const std::string& nsys_path);
+caf::expected<std::vector<std::string>> wrap_worker_argv(worker_profiler p,
+                                                         const std::vector<std::string>& argv,
+                                                         const std::string& nsys_path);
 
 /// The first executable `name` in the ':'-separated `path_list` (the value of PATH, given
 /// by the caller); a name with a '/' is checked as it is. Empty when none is found.

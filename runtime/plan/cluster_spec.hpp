@@ -20,11 +20,11 @@ namespace cafex {
 struct node_spec {
   std::string node_id;
   std::string ip;
-  std::vector<int> gpu_ids;  ///< as listed in the file; placement uses them sorted
+  std::vector<int> gpu_ids; ///< as listed in the file; placement uses them sorted
 };
 
 struct cluster_spec {
-  std::string driver_ip;  ///< the driver's node is the node with this ip
+  std::string driver_ip; ///< the driver's node is the node with this ip
   std::vector<node_spec> nodes;
 };
 

@@ -24,9 +24,9 @@ using env_map = std::map<std::string, std::string>;
 struct env_policy {
   std::vector<std::string> prefixes{"CAFEX_", "NCCL_", "VLLM_"};
   std::set<std::string> additional{"HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"};
-  std::set<std::string> worker_specific{"CAFEX_HOST_IP",   "CAFEX_HOST_PORT",
-                                        "VLLM_HOST_IP",    "VLLM_HOST_PORT",
-                                        "LOCAL_RANK",      "CUDA_VISIBLE_DEVICES"};
+  std::set<std::string> worker_specific{"CAFEX_HOST_IP", "CAFEX_HOST_PORT",
+                                        "VLLM_HOST_IP",  "VLLM_HOST_PORT",
+                                        "LOCAL_RANK",    "CUDA_VISIBLE_DEVICES"};
   std::set<std::string> non_carry_over;
 };
 

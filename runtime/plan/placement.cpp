@@ -21,8 +21,8 @@ constexpr long long unit = 10000;
 
 struct node_state {
   const node_spec* spec = nullptr;
-  std::vector<int> gpus;        // sorted numerically
-  std::vector<long long> free;  // per gpu, in units
+  std::vector<int> gpus;       // sorted numerically
+  std::vector<long long> free; // per gpu, in units
 
   int slots(long long need) const {
     long long n = 0;
@@ -49,7 +49,9 @@ std::string fmt_num(double x) {
 }
 
 // Python's repr of a list of ints, as the seed's message prints bundle_indices.
-std::string py_list(const std::vector<int>& xs) { return fmt::format("[{}]", fmt::join(xs, ", ")); }
+std::string py_list(const std::vector<int>& xs) {
+  return fmt::format("[{}]", fmt::join(xs, ", "));
+}
 
 } // namespace
 
@@ -79,20 +81,19 @@ caf::expected<placement_strategy> parse_placement_strategy(const std::string& te
 caf::expected<std::vector<bundle>> place_bundles(const cluster_spec& cluster,
                                                  const placement_request& req) {
   if (req.num_bundles < 1)
-    return make_error(errc::invalid_argument,
-                      "a placement group needs at least 1 bundle, got "
-                        + std::to_string(req.num_bundles));
+    return make_error(errc::invalid_argument, "a placement group needs at least 1 bundle, got "
+                                                + std::to_string(req.num_bundles));
   if (!(req.devices_per_bundle > 0.0 && req.devices_per_bundle <= 1.0))
     return make_error(errc::invalid_argument,
                       "devices per bundle must be in (0, 1], got "
                         + fmt_num(req.devices_per_bundle)
                         + "; a worker uses at most one whole GPU (e.g. 1 or 0.5)");
-  const long long need =
-    std::max(1LL, std::llround(req.devices_per_bundle * static_cast<double>(unit)));
+  const long long need = std::max(1LL, std::llround(req.devices_per_bundle
+                                                    * static_cast<double>(unit)));
   const std::string what = "Cannot provide a placement group of "
-                           + std::to_string(req.num_bundles) + " bundles {GPU: "
-                           + fmt_num(req.devices_per_bundle) + "} with strategy "
-                           + to_string(req.strategy) + ": ";
+                           + std::to_string(req.num_bundles)
+                           + " bundles {GPU: " + fmt_num(req.devices_per_bundle)
+                           + "} with strategy " + to_string(req.strategy) + ": ";
   const std::string advice = "; add nodes/GPUs, lower --tp/--pp, or change --strategy";
 
   // Node order for every strategy: the driver's node, then file order.
@@ -147,9 +148,9 @@ caf::expected<std::vector<bundle>> place_bundles(const cluster_spec& cluster,
   switch (req.strategy) {
     case placement_strategy::pack: {
       if (total_slots < want)
-        return make_error(errc::placement_failed,
-                          what + free_text + "; missing " + std::to_string(want - total_slots)
-                            + " bundle(s)" + advice);
+        return make_error(errc::placement_failed, what + free_text + "; missing "
+                                                    + std::to_string(want - total_slots)
+                                                    + " bundle(s)" + advice);
       // Fewest nodes: after the driver's node, biggest nodes first (stable: file order).
       std::stable_sort(nodes.begin() + 1, nodes.end(),
                        [&](const node_state& a, const node_state& b) {
@@ -162,9 +163,9 @@ caf::expected<std::vector<bundle>> place_bundles(const cluster_spec& cluster,
     }
     case placement_strategy::spread: {
       if (total_slots < want)
-        return make_error(errc::placement_failed,
-                          what + free_text + "; missing " + std::to_string(want - total_slots)
-                            + " bundle(s)" + advice);
+        return make_error(errc::placement_failed, what + free_text + "; missing "
+                                                    + std::to_string(want - total_slots)
+                                                    + " bundle(s)" + advice);
       size_t cursor = 0;
       while (static_cast<int>(out.size()) < want) {
         while (nodes[cursor].slots(need) == 0)
@@ -241,10 +242,10 @@ caf::expected<std::vector<int>> select_bundle_indices(const std::vector<bundle>&
   std::map<int, int> seen;
   for (int i : idx)
     if (++seen[i] == 2)
-      return make_error(errc::invalid_argument,
-                        "--bundle-indices cannot have duplicate values, but got bundle_indices="
-                          + py_list(idx) + " (" + std::to_string(i)
-                          + " repeats); give each rank its own bundle");
+      return make_error(
+        errc::invalid_argument,
+        "--bundle-indices cannot have duplicate values, but got bundle_indices=" + py_list(idx)
+          + " (" + std::to_string(i) + " repeats); give each rank its own bundle");
   for (int i : idx)
     if (i < 0 || i >= n)
       return make_error(errc::invalid_argument,

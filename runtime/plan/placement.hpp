@@ -36,7 +36,7 @@ caf::expected<placement_strategy> parse_placement_strategy(const std::string& te
 
 struct placement_request {
   int num_bundles = 1;
-  double devices_per_bundle = 1.0;  ///< the seed's VLLM_RAY_PER_WORKER_GPUS
+  double devices_per_bundle = 1.0; ///< the seed's VLLM_RAY_PER_WORKER_GPUS
   placement_strategy strategy = placement_strategy::pack;
 };
 

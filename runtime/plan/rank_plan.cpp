@@ -48,17 +48,15 @@ std::string py_repr(const Container& xs, char open, char close) {
 
 caf::error validate(const parallel_config& cfg) {
   if (cfg.tensor_parallel_size < 1)
-    return make_error(errc::invalid_argument,
-                      "tensor parallel size must be at least 1, got "
-                        + std::to_string(cfg.tensor_parallel_size) + "; pass --tp 1 or more");
+    return make_error(errc::invalid_argument, "tensor parallel size must be at least 1, got "
+                                                + std::to_string(cfg.tensor_parallel_size)
+                                                + "; pass --tp 1 or more");
   if (cfg.pipeline_parallel_size < 1)
-    return make_error(errc::invalid_argument,
-                      "pipeline parallel size must be at least 1, got "
-                        + std::to_string(cfg.pipeline_parallel_size)
-                        + "; pass --pp 1 or more");
+    return make_error(errc::invalid_argument, "pipeline parallel size must be at least 1, got "
+                                                + std::to_string(cfg.pipeline_parallel_size)
+                                                + "; pass --pp 1 or more");
   // Guard world_size() against int overflow; no cluster has a million GPUs.
-  if (static_cast<long long>(cfg.tensor_parallel_size) * cfg.pipeline_parallel_size
-      > 1000000)
+  if (static_cast<long long>(cfg.tensor_parallel_size) * cfg.pipeline_parallel_size > 1000000)
     return make_error(errc::invalid_argument,
                       "tensor x pipeline parallel size is implausibly large ("
                         + std::to_string(cfg.tensor_parallel_size) + " x "
@@ -80,18 +78,17 @@ caf::error check_unique_ips(const std::vector<std::string>& node_ids,
 }
 
 caf::expected<rank_plan> plan_ranks(const std::vector<worker_report>& reports,
-                                    const std::string& driver_ip,
-                                    const parallel_config& cfg, const env_map& env_to_copy,
-                                    int init_port, const std::string& device_env_var) {
+                                    const std::string& driver_ip, const parallel_config& cfg,
+                                    const env_map& env_to_copy, int init_port,
+                                    const std::string& device_env_var) {
   if (auto err = validate(cfg))
     return err;
   const int world = cfg.world_size();
   const int tp = cfg.tensor_parallel_size;
   if (static_cast<int>(reports.size()) != world)
     return make_error(errc::invalid_argument,
-                      "world size is " + std::to_string(world) + " (tp "
-                        + std::to_string(tp) + " x pp "
-                        + std::to_string(cfg.pipeline_parallel_size) + ") but "
+                      "world size is " + std::to_string(world) + " (tp " + std::to_string(tp)
+                        + " x pp " + std::to_string(cfg.pipeline_parallel_size) + ") but "
                         + std::to_string(reports.size())
                         + " workers reported; create one worker per rank");
   for (int i = 0; i < world; ++i)
@@ -113,14 +110,13 @@ caf::expected<rank_plan> plan_ranks(const std::vector<worker_report>& reports,
   std::iota(order.begin(), order.end(), 0);
   auto key = [&](int i) {
     const auto& ip = reports[i].ip;
-    return std::tuple<int, int, const std::string&>(ip == driver_ip ? 0 : 1,
-                                                    ip_counts[ip], ip);
+    return std::tuple<int, int, const std::string&>(ip == driver_ip ? 0 : 1, ip_counts[ip],
+                                                    ip);
   };
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int a, int b) { return key(a) < key(b); });
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return key(a) < key(b); });
 
   rank_plan plan;
-  std::vector<std::string> node_ids;  // first-seen order, like the seed's defaultdict
+  std::vector<std::string> node_ids; // first-seen order, like the seed's defaultdict
   std::map<std::string, std::vector<int>> node_workers;
   std::map<std::string, std::vector<int>> node_gpus;
   for (int rank = 0; rank < world; ++rank) {
@@ -169,8 +165,8 @@ caf::expected<rank_plan> plan_ranks(const std::vector<worker_report>& reports,
     for (const auto& [name, value] : env_to_copy)
       w.env.emplace(name, value); // emplace keeps the device variable
     const auto& ranks = node_workers[w.node_id];
-    w.local_rank =
-      static_cast<int>(std::find(ranks.begin(), ranks.end(), w.rank) - ranks.begin());
+    w.local_rank = static_cast<int>(std::find(ranks.begin(), ranks.end(), w.rank)
+                                    - ranks.begin());
     w.is_driver_worker = w.rank % tp == 0;
   }
 
@@ -187,11 +183,12 @@ caf::expected<rank_plan> plan_ranks(const std::vector<worker_report>& reports,
   return plan;
 }
 
-caf::expected<planned_worker> plan_moved_rank(const rank_plan& plan, int rank,
-                                              const std::string& node_id, const std::string& ip,
-                                              int gpu_id, const std::string& device_env_var) {
+caf::expected<planned_worker>
+plan_moved_rank(const rank_plan& plan, int rank, const std::string& node_id,
+                const std::string& ip, int gpu_id, const std::string& device_env_var) {
   if (rank < 0 || rank >= static_cast<int>(plan.workers.size()))
-    return make_error(errc::invalid_argument, "plan_moved_rank: no rank " + std::to_string(rank));
+    return make_error(errc::invalid_argument,
+                      "plan_moved_rank: no rank " + std::to_string(rank));
   if (plan.init_host == "127.0.0.1" && plan.workers[rank].node_id != node_id)
     return make_error(errc::invalid_config,
                       "rank " + std::to_string(rank) + " cannot move to node " + node_id

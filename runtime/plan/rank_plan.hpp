@@ -38,30 +38,30 @@ caf::error check_unique_ips(const std::vector<std::string>& node_ids,
 struct worker_report {
   int created_rank = 0;
   int bundle_index = 0;
-  std::string ip;                    ///< get_node_ip
-  std::string node_id;               ///< get_node_and_gpu_ids
-  std::vector<std::string> gpu_ids;  ///< strings, as Ray may give them
+  std::string ip;                   ///< get_node_ip
+  std::string node_id;              ///< get_node_and_gpu_ids
+  std::vector<std::string> gpu_ids; ///< strings, as Ray may give them
 };
 
 struct planned_worker {
-  int rank = 0;          ///< adjusted rank
+  int rank = 0; ///< adjusted rank
   int created_rank = 0;
   int bundle_index = 0;
   std::string node_id;
   std::string ip;
-  std::vector<int> gpu_ids;  ///< this worker's own GPUs, sorted numerically
-  int local_rank = 0;        ///< index of rank among its node's ranks
-  bool is_driver_worker = false;  ///< rank % tp == 0
-  env_map env;               ///< update_environment_variables argument
+  std::vector<int> gpu_ids;      ///< this worker's own GPUs, sorted numerically
+  int local_rank = 0;            ///< index of rank among its node's ranks
+  bool is_driver_worker = false; ///< rank % tp == 0
+  env_map env;                   ///< update_environment_variables argument
 };
 
 struct rank_plan {
-  std::vector<planned_worker> workers;  ///< indexed by (adjusted) rank
-  std::map<int, int> rerank;            ///< created rank -> adjusted rank (adjust_rank)
-  std::string init_host;                ///< 127.0.0.1 on one node, else the driver's ip
+  std::vector<planned_worker> workers; ///< indexed by (adjusted) rank
+  std::map<int, int> rerank;           ///< created rank -> adjusted rank (adjust_rank)
+  std::string init_host;               ///< 127.0.0.1 on one node, else the driver's ip
   int init_port = 0;
-  std::string distributed_init_method;  ///< "tcp://host:port"
-  std::vector<std::vector<int>> pp_tp_ranks;  ///< [pp][tp] = pp * tp_size + tp
+  std::string distributed_init_method;       ///< "tcp://host:port"
+  std::vector<std::vector<int>> pp_tp_ranks; ///< [pp][tp] = pp * tp_size + tp
 };
 
 /// The seed's rules:
@@ -84,16 +84,14 @@ struct rank_plan {
 /// once each), its local rank comes after the ranks already there; the other variables
 /// are kept. The init method is unchanged (a moved rank needs a store reachable across
 /// nodes: errc::invalid_config when the plan's store is on loopback).
-caf::expected<planned_worker> plan_moved_rank(const rank_plan& plan, int rank,
-                                              const std::string& node_id, const std::string& ip,
-                                              int gpu_id,
-                                              const std::string& device_env_var
-                                              = "CUDA_VISIBLE_DEVICES");
+caf::expected<planned_worker>
+plan_moved_rank(const rank_plan& plan, int rank, const std::string& node_id,
+                const std::string& ip, int gpu_id,
+                const std::string& device_env_var = "CUDA_VISIBLE_DEVICES");
 
-caf::expected<rank_plan> plan_ranks(const std::vector<worker_report>& by_created_rank,
-                                    const std::string& driver_ip,
-                                    const parallel_config& cfg, const env_map& env_to_copy,
-                                    int init_port,
-                                    const std::string& device_env_var = "CUDA_VISIBLE_DEVICES");
+caf::expected<rank_plan>
+plan_ranks(const std::vector<worker_report>& by_created_rank, const std::string& driver_ip,
+           const parallel_config& cfg, const env_map& env_to_copy, int init_port,
+           const std::string& device_env_var = "CUDA_VISIBLE_DEVICES");
 
 } // namespace cafex

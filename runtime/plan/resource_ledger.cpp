@@ -26,25 +26,27 @@ caf::expected<uint64_t> resource_ledger::reserve(const std::string& owner,
   std::map<int, int64_t> need;
   for (const auto& c : claims) {
     if (free_.count(c.device_id) == 0)
-      return make_error(errc::invalid_argument,
-                        "node " + node_id + " has no device " + std::to_string(c.device_id)
-                          + "; re-read its node_info");
+      return make_error(errc::invalid_argument, "node " + node_id + " has no device "
+                                                  + std::to_string(c.device_id)
+                                                  + "; re-read its node_info");
     if (c.units <= 0 || c.units > device_units)
-      return make_error(errc::invalid_argument,
-                        "bundle " + std::to_string(c.bundle_index)
-                          + " asks for an invalid device share (" + std::to_string(c.units)
-                          + " units of " + std::to_string(device_units) + ")");
+      return make_error(errc::invalid_argument, "bundle " + std::to_string(c.bundle_index)
+                                                  + " asks for an invalid device share ("
+                                                  + std::to_string(c.units) + " units of "
+                                                  + std::to_string(device_units) + ")");
     need[c.device_id] += c.units;
   }
   std::string missing;
   for (const auto& [dev, units] : need)
     if (free_[dev] < units)
       missing += (missing.empty() ? "" : ", ") + std::string("device ") + std::to_string(dev)
-                 + " has " + fmt::format("{:g}", static_cast<double>(free_[dev]) / device_units)
-                 + " free, needs " + fmt::format("{:g}", static_cast<double>(units) / device_units);
+                 + " has "
+                 + fmt::format("{:g}", static_cast<double>(free_[dev]) / device_units)
+                 + " free, needs "
+                 + fmt::format("{:g}", static_cast<double>(units) / device_units);
   if (!missing.empty())
-    return make_error(errc::placement_failed, "not enough free resources on node " + node_id
-                                                + ": " + missing);
+    return make_error(errc::placement_failed,
+                      "not enough free resources on node " + node_id + ": " + missing);
   for (const auto& [dev, units] : need)
     free_[dev] -= units;
   auto id = next_id_++;

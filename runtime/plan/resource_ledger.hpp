@@ -17,7 +17,7 @@ namespace cafex {
 struct bundle_claim {
   int32_t bundle_index = 0;
   int32_t device_id = 0;
-  int64_t units = 10000;  ///< 10000 = one whole device (fixed point, as Ray does)
+  int64_t units = 10000; ///< 10000 = one whole device (fixed point, as Ray does)
 };
 
 template <class Inspector>
@@ -57,7 +57,7 @@ public:
 
 private:
   std::vector<int> ids_;
-  std::map<int, int64_t> free_;  // device id -> free units
+  std::map<int, int64_t> free_; // device id -> free units
   std::map<uint64_t, reservation> held_;
   uint64_t next_id_ = 1;
 };

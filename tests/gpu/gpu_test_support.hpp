@@ -15,21 +15,22 @@
 
 /// Returns from the test case (with a MESSAGE, not a failure) when fewer than `n` GPUs
 /// are visible: CI machines have the toolkit but no GPU.
-#define CAFEX_REQUIRE_GPUS(n)                                                            \
-  do {                                                                                   \
-    const int cafex_gpus_ = ::cafex::cuda_device_count();                                \
-    if (cafex_gpus_ < (n)) {                                                             \
-      MESSAGE("skipped: needs " << (n) << " GPU(s), this machine has " << cafex_gpus_);  \
-      return;                                                                            \
-    }                                                                                    \
+#define CAFEX_REQUIRE_GPUS(n)                                                                 \
+  do {                                                                                        \
+    const int cafex_gpus_ = ::cafex::cuda_device_count();                                     \
+    if (cafex_gpus_ < (n)) {                                                                  \
+      MESSAGE("skipped: needs " << (n) << " GPU(s), this machine has " << cafex_gpus_);       \
+      return;                                                                                 \
+    }                                                                                         \
   } while (false)
 
 namespace cafex::test {
 
 /// Runs body(rank) for every rank on its own thread; "" means the rank passed. A rank
 /// that does not finish within `bound` is reported (its thread is left to the process).
-inline std::vector<std::string> run_ranks(int ranks, const std::function<std::string(int)>& body,
-                                          std::chrono::seconds bound = std::chrono::seconds{120}) {
+inline std::vector<std::string>
+run_ranks(int ranks, const std::function<std::string(int)>& body,
+          std::chrono::seconds bound = std::chrono::seconds{120}) {
   std::vector<std::future<std::string>> futures;
   for (int r = 0; r < ranks; ++r)
     futures.push_back(std::async(std::launch::async, body, r));

@@ -72,7 +72,7 @@ struct shard_grid {
   int tp = 1;
   int pp = 1;
   std::vector<std::vector<std::unique_ptr<model_runner>>> shards; // [pp][tp]
-  std::vector<std::vector<int>> devices;                           // [pp][tp]
+  std::vector<std::vector<int>> devices;                          // [pp][tp]
 
   caf::expected<stage_result> run_stage(int s, const scheduler_output& step,
                                         const intermediate_tensors* in) {
@@ -175,8 +175,8 @@ struct fake_grid : shard_grid {
         cuda_model_options o;
         o.gemm = gemm;
         auto m = std::make_unique<cuda_reference_model>(o);
-        collective& c = tp == 1 ? static_cast<collective&>(*solos.emplace_back(
-                                    std::make_unique<solo_collective>()))
+        collective& c = tp == 1 ? static_cast<collective&>(
+                          *solos.emplace_back(std::make_unique<solo_collective>()))
                                 : groups.back()->endpoint(r);
         auto err = m->load(cfg, shard_info{r, tp, s, pp}, c);
         REQUIRE_MESSAGE(!err, describe(err));

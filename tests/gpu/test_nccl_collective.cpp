@@ -31,10 +31,9 @@ struct rank_handle {
   std::unique_ptr<nccl_collective> comm;
 };
 
-caf::expected<rank_handle> join(const rendezvous_server& srv, const std::string& group,
-                                int rank, int size, int device,
-                                std::chrono::milliseconds timeout = 60s,
-                                std::chrono::milliseconds op_timeout = 60s) {
+caf::expected<rank_handle>
+join(const rendezvous_server& srv, const std::string& group, int rank, int size, int device,
+     std::chrono::milliseconds timeout = 60s, std::chrono::milliseconds op_timeout = 60s) {
   auto store = rendezvous_client::connect(srv.address(), 10s);
   if (!store)
     return store.error();
@@ -99,16 +98,16 @@ TEST_CASE("2 ranks on 2 GPUs: exact int64 all-reduce on device and host buffers,
       return fail_text(err);
     if (auto err = s.create())
       return fail_text(err);
-    if (auto err = CAFEX_CHECK(cudaMemcpy(buf.data(), host.data(), count * 8,
-                                          cudaMemcpyHostToDevice)))
+    if (auto err = CAFEX_CHECK(
+          cudaMemcpy(buf.data(), host.data(), count * 8, cudaMemcpyHostToDevice)))
       return fail_text(err);
     if (auto err = c.enqueue_all_reduce_sum(buf.as<int64_t>(), count, s.get()))
       return fail_text(err);
     if (auto err = c.wait(s.get()))
       return fail_text(err);
     std::vector<int64_t> got(count);
-    if (auto err = CAFEX_CHECK(cudaMemcpy(got.data(), buf.data(), count * 8,
-                                          cudaMemcpyDeviceToHost)))
+    if (auto err = CAFEX_CHECK(
+          cudaMemcpy(got.data(), buf.data(), count * 8, cudaMemcpyDeviceToHost)))
       return fail_text(err);
     for (size_t i = 0; i < count; ++i)
       if (got[i] != contribution(0, i) + contribution(1, i))
@@ -130,8 +129,8 @@ TEST_CASE("2 ranks on 2 GPUs: exact int64 all-reduce on device and host buffers,
       if (rank == sender) {
         for (size_t i = 0; i < bytes; ++i)
           data[i] = pattern(i, static_cast<uint32_t>(round));
-        if (auto err = CAFEX_CHECK(cudaMemcpy(p2p.data(), data.data(), bytes,
-                                              cudaMemcpyHostToDevice)))
+        if (auto err = CAFEX_CHECK(
+              cudaMemcpy(p2p.data(), data.data(), bytes, cudaMemcpyHostToDevice)))
           return fail_text(err);
         if (auto err = c.send(p2p.data(), bytes, 1 - rank))
           return fail_text(err);
@@ -140,8 +139,8 @@ TEST_CASE("2 ranks on 2 GPUs: exact int64 all-reduce on device and host buffers,
           return fail_text(err);
         if (auto err = c.recv(p2p.data(), bytes, 1 - rank))
           return fail_text(err);
-        if (auto err = CAFEX_CHECK(cudaMemcpy(data.data(), p2p.data(), bytes,
-                                              cudaMemcpyDeviceToHost)))
+        if (auto err = CAFEX_CHECK(
+              cudaMemcpy(data.data(), p2p.data(), bytes, cudaMemcpyDeviceToHost)))
           return fail_text(err);
         for (size_t i = 0; i < bytes; ++i)
           if (data[i] != pattern(i, static_cast<uint32_t>(round)))

@@ -41,10 +41,12 @@ bool has(const std::string& text, const std::string& part) {
 }
 
 void nothing_left() {
-  CHECK(test::wait_until([] {
-    test::reap_zombies();
-    return test::children_of(getpid()).empty();
-  }, 15s));
+  CHECK(test::wait_until(
+    [] {
+      test::reap_zombies();
+      return test::children_of(getpid()).empty();
+    },
+    15s));
 }
 
 const char* kill_rank1 = R"({"name": "k", "cluster": {"tp": 2}, "steps": 8,
@@ -71,7 +73,8 @@ TEST_CASE("bad flags and bad files exit 2 with one clear error line") {
   auto bad_field = chaos({d.write("f.json", R"({"cluster": {"tp": 2, "pipeline": 2},
     "expect": {"outcome": "success"}})")});
   CHECK(bad_field.exit_code == 2);
-  CHECK_MESSAGE(has(bad_field.err, "f.json: cluster has unknown key \"pipeline\""), bad_field.err);
+  CHECK_MESSAGE(has(bad_field.err, "f.json: cluster has unknown key \"pipeline\""),
+                bad_field.err);
   CHECK(bad_field.out.empty());
   auto help = chaos({"--help"});
   CHECK(help.exit_code == 0);
@@ -81,10 +84,10 @@ TEST_CASE("bad flags and bad files exit 2 with one clear error line") {
 TEST_CASE("a matching outcome exits 0 with a JSON report; a wrong expectation exits 1") {
   test::become_subreaper();
   scenario_dir d;
-  auto right = chaos({d.write("right.json", std::string(kill_rank1)
-                                              + R"("expect": {"outcome": "error",
+  auto right = chaos(
+    {d.write("right.json", std::string(kill_rank1) + R"("expect": {"outcome": "error",
     "error": "worker_lost", "contains": "signal 9", "within_ms": 1000}})"),
-                      "--json"});
+     "--json"});
   INFO("stderr: " << right.err);
   REQUIRE(right.exit_code == 0);
   auto j = nlohmann::json::parse(right.out);
@@ -95,16 +98,18 @@ TEST_CASE("a matching outcome exits 0 with a JSON report; a wrong expectation ex
   nothing_left();
 
   // The same fault judged against wrong expectations must fail.
-  auto success = chaos({d.write("s.json", std::string(kill_rank1)
-                                            + R"("expect": {"outcome": "success"}})")});
+  auto success = chaos(
+    {d.write("s.json", std::string(kill_rank1) + R"("expect": {"outcome": "success"}})")});
   CHECK(success.exit_code == 1);
   CHECK_MESSAGE(has(success.out, "FAIL: expected success, got worker_lost"), success.out);
-  auto kind = chaos({d.write("k.json", std::string(kill_rank1)
-                                         + R"("expect": {"outcome": "error", "error": "timeout"}})")});
+  auto kind = chaos(
+    {d.write("k.json", std::string(kill_rank1)
+                         + R"("expect": {"outcome": "error", "error": "timeout"}})")});
   CHECK(kind.exit_code == 1);
   CHECK(has(kind.out, "expected error kind timeout, got worker_lost"));
-  auto text = chaos({d.write("t.json", std::string(kill_rank1)
-                                         + R"("expect": {"outcome": "error", "error": "worker_lost",
+  auto text = chaos(
+    {d.write("t.json", std::string(kill_rank1)
+                         + R"("expect": {"outcome": "error", "error": "worker_lost",
     "contains": "signal 15"}})")});
   CHECK(text.exit_code == 1);
   CHECK(has(text.out, "does not contain \"signal 15\""));

@@ -87,10 +87,11 @@ const char* two_nodes = R"({"driver_ip":"10.0.0.1","nodes":[
   {"node_id":"a","ip":"10.0.0.1","gpu_ids":[0,1]},
   {"node_id":"b","ip":"10.0.0.2","gpu_ids":["1","0"]}]})";
 
-const std::vector<std::string> test_env{
-  "PATH=/usr/bin:/bin",      "HOME=/nonexistent",  "HF_TOKEN=hf_secret",
-  "NCCL_DEBUG=INFO",         "NCCL_NVLS_ENABLE=0", "CUDA_VISIBLE_DEVICES=7",
-  "LOCAL_RANK=3",            "CAFEX_HOST_IP=1.2.3.4", "UNRELATED=1"};
+const std::vector<std::string> test_env{"PATH=/usr/bin:/bin", "HOME=/nonexistent",
+                                        "HF_TOKEN=hf_secret", "NCCL_DEBUG=INFO",
+                                        "NCCL_NVLS_ENABLE=0", "CUDA_VISIBLE_DEVICES=7",
+                                        "LOCAL_RANK=3",       "CAFEX_HOST_IP=1.2.3.4",
+                                        "UNRELATED=1"};
 
 void check_bad_input(const result& r, const std::string& hint) {
   CHECK_MESSAGE(r.rc == 2, hint);
@@ -117,10 +118,14 @@ TEST_CASE("two nodes, four GPUs, tp 2 x pp 2: the exact JSON plan") {
                         {"NCCL_DEBUG", "INFO"},
                         {"NCCL_NVLS_ENABLE", "0"}};
   auto worker = [&](int rank, const char* node, const char* ip, int gpu, int local) {
-    return nlohmann::json{{"rank", rank},           {"created_rank", rank},
-                          {"bundle_index", rank},   {"node_id", node},
-                          {"ip", ip},               {"gpu_ids", {gpu}},
-                          {"local_rank", local},    {"is_driver_worker", rank % 2 == 0},
+    return nlohmann::json{{"rank", rank},
+                          {"created_rank", rank},
+                          {"bundle_index", rank},
+                          {"node_id", node},
+                          {"ip", ip},
+                          {"gpu_ids", {gpu}},
+                          {"local_rank", local},
+                          {"is_driver_worker", rank % 2 == 0},
                           {"env", env}};
   };
   nlohmann::json expected = {
@@ -145,8 +150,7 @@ TEST_CASE("two nodes, four GPUs, tp 2 x pp 2: the exact JSON plan") {
 TEST_CASE("user bundle indices and spread: created order differs from rank order") {
   temp_file cluster(two_nodes);
   auto r = run_plan({"--cluster", cluster.path, "--tensor-parallel-size", "4", "--json",
-                     "--strategy", "spread", "--bundle-indices", "3,2,1,0", "--port",
-                     "1000"},
+                     "--strategy", "spread", "--bundle-indices", "3,2,1,0", "--port", "1000"},
                     {"PATH=/usr/bin"});
   REQUIRE_MESSAGE(r.rc == 0, r.err);
   auto j = nlohmann::json::parse(r.out);
@@ -226,7 +230,7 @@ TEST_CASE("every invalid input exits 2 with one error line and no stdout") {
     {"--tp", "0"},
     {"--pp", "-1"},
     {"--tp", "abc"},
-    {"--tp", "2", "--pp", "4"},  // 8 ranks, 4 GPUs
+    {"--tp", "2", "--pp", "4"}, // 8 ranks, 4 GPUs
     {"--tp", "4", "--bundle-indices", "0,1"},
     {"--tp", "4", "--bundle-indices", "0,1,1,2"},
     {"--tp", "4", "--bundle-indices", "0,1,2,4"},

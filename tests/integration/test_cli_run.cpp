@@ -38,7 +38,8 @@ TEST_CASE("cafex run --json prints the tokens and latencies, and leaves nothing 
   for (auto& step : j["tokens"])
     CHECK(step.size() == 3);
   CHECK(j["step_latency_us"]["p50"].get<double>() > 0);
-  CHECK(j["step_latency_us"]["p99"].get<double>() >= j["step_latency_us"]["p50"].get<double>());
+  CHECK(j["step_latency_us"]["p99"].get<double>()
+        >= j["step_latency_us"]["p50"].get<double>());
   // Every worker was a child of `cafex run`; orphans would be re-parented to us.
   CHECK(test::wait_until(
     [] {
@@ -58,7 +59,8 @@ TEST_CASE("cafex run --json prints the tokens and latencies, and leaves nothing 
 }
 
 TEST_CASE("cafex run prints a line per step and a summary") {
-  auto r = test::run_command({test::binary_from_env("CAFEX_BIN"), "run", "--steps", "3"}, 120s);
+  auto r = test::run_command({test::binary_from_env("CAFEX_BIN"), "run", "--steps", "3"},
+                             120s);
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   CHECK(r.out.find("step 0:") != std::string::npos);
@@ -68,10 +70,15 @@ TEST_CASE("cafex run prints a line per step and a summary") {
 
 TEST_CASE("bad flags exit 2 with one error line") {
   auto bin = test::binary_from_env("CAFEX_BIN");
-  for (auto args : std::vector<std::vector<std::string>>{
-         {"--tp", "0"}, {"--tp", "x"}, {"--device", "tpu"}, {"--bogus"},
-         {"--strategy", "diagonal"}, {"--devices", "1", "--tp", "2"}, {"--channel", "ray"},
-         {"--bundle-indices", "0,0", "--tp", "2"}}) {
+  for (auto args :
+       std::vector<std::vector<std::string>>{{"--tp", "0"},
+                                             {"--tp", "x"},
+                                             {"--device", "tpu"},
+                                             {"--bogus"},
+                                             {"--strategy", "diagonal"},
+                                             {"--devices", "1", "--tp", "2"},
+                                             {"--channel", "ray"},
+                                             {"--bundle-indices", "0,0", "--tp", "2"}}) {
     std::vector<std::string> argv{bin, "run"};
     argv.insert(argv.end(), args.begin(), args.end());
     auto r = test::run_command(argv, 60s);
@@ -114,9 +121,10 @@ TEST_CASE("a driver killed with SIGKILL leaves no worker behind") {
 
 TEST_CASE("cafex node refuses bad device flags with one error line") {
   auto bin = test::binary_from_env("CAFEX_BIN");
-  for (auto args : std::vector<std::vector<std::string>>{
-         {"--gpus", "3"}, {"--gpus", "auto", "--devices", "2"}, {"--devices", "0"},
-         {"--listen", "nonsense"}}) {
+  for (auto args : std::vector<std::vector<std::string>>{{"--gpus", "3"},
+                                                         {"--gpus", "auto", "--devices", "2"},
+                                                         {"--devices", "0"},
+                                                         {"--listen", "nonsense"}}) {
     std::vector<std::string> argv{bin, "node"};
     argv.insert(argv.end(), args.begin(), args.end());
     auto r = test::run_command(argv, 30s);
@@ -127,21 +135,22 @@ TEST_CASE("cafex node refuses bad device flags with one error line") {
   }
 }
 
-TEST_CASE("cafex run --on-worker-failure restart survives a killed worker with the same tokens") {
+TEST_CASE(
+  "cafex run --on-worker-failure restart survives a killed worker with the same tokens") {
   test::become_subreaper();
   auto bin = test::binary_from_env("CAFEX_BIN");
-  const std::vector<std::string> common{"--tp", "2", "--steps", "400", "--batch", "2",
-                                        "--seed", "4"};
+  const std::vector<std::string> common{"--tp",    "2", "--steps", "400",
+                                        "--batch", "2", "--seed",  "4"};
   auto want = run_json(common);
   auto out = "/tmp/cafex-run-restart-" + std::to_string(getpid()) + ".out";
-  std::vector<std::string> argv{bin, "run", "--log-level", "warn", "--on-worker-failure",
+  std::vector<std::string> argv{bin,      "run", "--log-level", "warn", "--on-worker-failure",
                                 "restart"};
   argv.insert(argv.end(), common.begin(), common.end());
   auto err = out + ".err";
   pid_t run = test::start_background(argv, out, err);
   // Kill rank 1 once steps are flowing (a per-step line is printed).
-  REQUIRE(test::wait_until([&] { return test::read_file(out).find("step 20:") != std::string::npos; },
-                           60s));
+  REQUIRE(test::wait_until(
+    [&] { return test::read_file(out).find("step 20:") != std::string::npos; }, 60s));
   pid_t victim = -1;
   for (auto pid : test::children_of(run)) {
     auto cmd = test::read_file("/proc/" + std::to_string(pid) + "/cmdline");
@@ -158,7 +167,8 @@ TEST_CASE("cafex run --on-worker-failure restart survives a killed worker with t
   unlink(err.c_str());
   // The kill landed while steps ran: one step failed and the run waited for recovery.
   CHECK_MESSAGE(log.find("waiting for recovery") != std::string::npos, log);
-  CHECK_MESSAGE((WIFEXITED(status) && WEXITSTATUS(status) == 0), text.substr(text.size() > 2000 ? text.size() - 2000 : 0));
+  CHECK_MESSAGE((WIFEXITED(status) && WEXITSTATUS(status) == 0),
+                text.substr(text.size() > 2000 ? text.size() - 2000 : 0));
   // Every step's tokens, in order, equal the run without the failure.
   std::vector<nlohmann::json> got;
   std::istringstream lines(text);

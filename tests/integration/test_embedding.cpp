@@ -75,7 +75,9 @@ TEST_CASE("8 threads submit steps and rpcs at once; every answer is right") {
           r = ex->execute_model_async(s).get();
         } else {
           std::promise<caf::expected<model_runner_output>> p;
-          ex->submit(s, cafex::when_full::wait, [&p](caf::expected<model_runner_output> x) { p.set_value(std::move(x)); });
+          ex->submit(s, cafex::when_full::wait, [&p](caf::expected<model_runner_output> x) {
+            p.set_value(std::move(x));
+          });
           r = p.get_future().get();
         }
         if (!r || r->sampled.size() != 1) {
@@ -126,7 +128,7 @@ TEST_CASE("async_execute_model runs its handler on the io_context's thread") {
       ++calls;
     });
   });
-  ioc.run_for(30s);  // returns as soon as both handlers ran: the work guard ends then
+  ioc.run_for(30s); // returns as soon as both handlers ran: the work guard ends then
   CHECK(calls == 2);
   CHECK(handler_thread == std::this_thread::get_id());
   ex->shutdown();
@@ -149,8 +151,9 @@ TEST_CASE("submit racing shutdown: every callback runs exactly once") {
   std::thread submitter([&] {
     for (int i = 0; i < n; ++i) {
       scheduler_output s;
-      s.step_id = i;  // empty steps: cheap, still a full round trip
-      ex->submit(s, cafex::when_full::wait, [&](caf::expected<model_runner_output>) { ++called; });
+      s.step_id = i; // empty steps: cheap, still a full round trip
+      ex->submit(s, cafex::when_full::wait,
+                 [&](caf::expected<model_runner_output>) { ++called; });
     }
   });
   ex->shutdown();

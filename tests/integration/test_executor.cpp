@@ -22,7 +22,8 @@ std::unique_ptr<executor> start(executor_options o) {
   return test::start_or_fail(std::move(o));
 }
 
-std::vector<std::vector<int32_t>> run_tokens(executor& ex, uint64_t seed, int batch, int steps) {
+std::vector<std::vector<int32_t>> run_tokens(executor& ex, uint64_t seed, int batch,
+                                             int steps) {
   demo_workload work(seed, batch, 512);
   std::vector<std::vector<int32_t>> out;
   for (int s = 0; s < steps; ++s) {

@@ -33,8 +33,8 @@ executor_options options(int tp, const std::string& model = "sleepy") {
 scheduler_output sleepy_step(uint64_t id, int ms) {
   scheduler_output s;
   s.step_id = id;
-  s.new_requests.push_back(new_request{"sleep" + std::to_string(ms) + "-r" + std::to_string(id),
-                                       {1, 2, 3, 4}});
+  s.new_requests.push_back(
+    new_request{"sleep" + std::to_string(ms) + "-r" + std::to_string(id), {1, 2, 3, 4}});
   return s;
 }
 
@@ -43,10 +43,12 @@ long ms_since(steady::time_point t0) {
 }
 
 void no_children_left() {
-  CHECK(test::wait_until([] {
-    test::reap_zombies();
-    return test::children_of(getpid()).empty();
-  }, 15s));
+  CHECK(test::wait_until(
+    [] {
+      test::reap_zombies();
+      return test::children_of(getpid()).empty();
+    },
+    15s));
 }
 
 bool has(const std::string& text, const std::string& part) {
@@ -60,7 +62,7 @@ TEST_CASE("SIGKILL mid-step: the step fails fast naming rank, node and signal 9"
   auto ex = executor::start(options(2));
   REQUIRE_MESSAGE(ex, describe(ex.error()));
   auto node = (*ex)->plan().workers.at(1).node_id;
-  REQUIRE((*ex)->execute_model(sleepy_step(0, 0)));  // compiles the dataflow
+  REQUIRE((*ex)->execute_model(sleepy_step(0, 0))); // compiles the dataflow
   pid_t victim = worker_pid(1);
   REQUIRE(victim > 0);
   auto pending = (*ex)->execute_model_async(sleepy_step(1, 20000));

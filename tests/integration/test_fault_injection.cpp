@@ -18,7 +18,7 @@ namespace {
 executor_options stock(int tp, const std::string& model) {
   executor_options o;
   o.parallel.tensor_parallel_size = tp;
-  o.worker_program = test::binary_from_env("CAFEX_BIN");  // the stock `cafex worker`
+  o.worker_program = test::binary_from_env("CAFEX_BIN"); // the stock `cafex worker`
   o.log_level = "off";
   o.model.name = model;
   o.step_timeout = 20s;

@@ -36,19 +36,27 @@ struct service {
   explicit service(std::vector<std::string> extra) {
     test::become_subreaper();
     out_file = "/tmp/cafex-serve-test-" + std::to_string(getpid()) + ".out";
-    std::vector<std::string> argv = {test::binary_from_env("CAFEX_SERVE"), "--listen",
-                                     "127.0.0.1:0", "--tp", "2", "--log-level", "warn",
-                                     "--health-interval-ms", "100"};
+    std::vector<std::string> argv = {test::binary_from_env("CAFEX_SERVE"),
+                                     "--listen",
+                                     "127.0.0.1:0",
+                                     "--tp",
+                                     "2",
+                                     "--log-level",
+                                     "warn",
+                                     "--health-interval-ms",
+                                     "100"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     pid = test::start_background(argv, out_file);
     std::regex re("listening on 127\\.0\\.0\\.1:([0-9]+)");
-    bool up = test::wait_until([&] {
-      std::smatch m;
-      auto text = test::read_file(out_file);
-      if (std::regex_search(text, m, re))
-        port = static_cast<uint16_t>(std::stoi(m[1]));
-      return port != 0 || exited();
-    }, 90s);
+    bool up = test::wait_until(
+      [&] {
+        std::smatch m;
+        auto text = test::read_file(out_file);
+        if (std::regex_search(text, m, re))
+          port = static_cast<uint16_t>(std::stoi(m[1]));
+        return port != 0 || exited();
+      },
+      90s);
     REQUIRE_MESSAGE(up, "cafex-serve did not start within 90 s");
     REQUIRE_MESSAGE(port != 0, "cafex-serve exited during start-up");
   }
@@ -77,10 +85,12 @@ struct service {
       test::wait_until([&] { return exited(); }, 10s);
     }
     // Workers notice their driver is gone; the subreaper (this process) reaps them.
-    test::wait_until([] {
-      test::reap_zombies();
-      return test::children_of(getpid()).empty();
-    }, 15s);
+    test::wait_until(
+      [] {
+        test::reap_zombies();
+        return test::children_of(getpid()).empty();
+      },
+      15s);
     unlink(out_file.c_str());
   }
 
@@ -116,12 +126,13 @@ struct outcome {
   std::string transport_error;
   int status = 0;
   std::vector<int32_t> tokens;
-  bool completed = false;  ///< a final answer with all tokens
-  bool errored = false;    ///< an error response or error event
+  bool completed = false; ///< a final answer with all tokens
+  bool errored = false;   ///< an error response or error event
   std::string error;
 };
 
-outcome complete(http_client& c, const std::vector<int32_t>& prompt, int max_tokens, bool stream) {
+outcome complete(http_client& c, const std::vector<int32_t>& prompt, int max_tokens,
+                 bool stream) {
   outcome o;
   auto r = c.request("POST", "/v1/completions", body_for(prompt, max_tokens, stream));
   o.transport_ok = r.transport_ok;
@@ -162,7 +173,9 @@ outcome complete(http_client& c, const std::vector<int32_t>& prompt, int max_tok
   return o;
 }
 
-int status_of(const http_reply& r) { return r.transport_ok ? r.status : -1; }
+int status_of(const http_reply& r) {
+  return r.transport_ok ? r.status : -1;
+}
 
 std::string metric_text(const service& s) {
   auto c = s.client(10s);
@@ -255,7 +268,8 @@ TEST_CASE("32 concurrent clients get the reference tokens while bad requests get
   CHECK(status_of(h) == 200);
   CHECK(json::parse(h.body).at("status") == "healthy");
   auto text = metric_text(svc);
-  std::regex sample(R"(^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_]+="[^"]*"(,[a-zA-Z_]+="[^"]*")*\})? (-?[0-9.eE+-]+|\+Inf|NaN)$)");
+  std::regex sample(
+    R"(^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_]+="[^"]*"(,[a-zA-Z_]+="[^"]*")*\})? (-?[0-9.eE+-]+|\+Inf|NaN)$)");
   size_t lines = 0;
   std::istringstream in(text);
   for (std::string line; std::getline(in, line);) {
@@ -285,10 +299,12 @@ TEST_CASE("/health turns 503 within seconds when a worker is killed") {
   REQUIRE(workers.size() == 2);
   REQUIRE(kill(workers[0], SIGKILL) == 0);
   http_reply h;
-  bool turned = test::wait_until([&] {
-    h = c.request("GET", "/health");
-    return status_of(h) == 503;
-  }, 5s);
+  bool turned = test::wait_until(
+    [&] {
+      h = c.request("GET", "/health");
+      return status_of(h) == 503;
+    },
+    5s);
   CHECK_MESSAGE(turned, "/health still " << h.status << " " << h.body);
   auto j = json::parse(h.body);
   CHECK(j.at("status") == "degraded");
@@ -320,17 +336,18 @@ TEST_CASE("with --on-worker-failure restart: /health back to 200, streams surviv
       got[i] = complete(cc, prompts[i], max_tokens, true);
     });
   }
-  REQUIRE(test::wait_until([&] {
-    return metric(metric_text(svc), "cafex_step_latency_seconds_count") >= 50;
-  }, 30s));
+  REQUIRE(test::wait_until(
+    [&] { return metric(metric_text(svc), "cafex_step_latency_seconds_count") >= 50; }, 30s));
   auto workers = test::children_of(svc.pid);
   REQUIRE(workers.size() == 2);
   REQUIRE(kill(workers[1], SIGKILL) == 0);
   http_reply h;
-  bool back = test::wait_until([&] {
-    h = c.request("GET", "/health");
-    return status_of(h) == 200 && test::children_of(svc.pid).size() == 2;
-  }, 20s);
+  bool back = test::wait_until(
+    [&] {
+      h = c.request("GET", "/health");
+      return status_of(h) == 200 && test::children_of(svc.pid).size() == 2;
+    },
+    20s);
   CHECK_MESSAGE(back, "/health still " << h.status << " " << h.body);
   for (auto& t : pool)
     t.join();
@@ -350,17 +367,20 @@ TEST_CASE("with --on-worker-failure restart: /health back to 200, streams surviv
   CHECK(svc.terminate() == 0);
 }
 
-TEST_CASE("after a failed recovery every request gets a 503 at once, and SIGTERM does not wait") {
+TEST_CASE(
+  "after a failed recovery every request gets a 503 at once, and SIGTERM does not wait") {
   // Issue #14, item 6: the second completion after a given-up recovery hung with no bytes
   // (the batcher stayed paused), and SIGTERM waited the whole 30 s drain for it.
   service svc({"--on-worker-failure", "restart", "--max-restarts", "1"});
   auto c = svc.client(10s);
   auto health_is = [&](const std::string& want, http_reply& h) {
-    return test::wait_until([&] {
-      h = c.request("GET", "/health");
-      auto j = json::parse(h.body, nullptr, false);
-      return h.transport_ok && j.is_object() && j.value("status", "") == want;
-    }, 20s);
+    return test::wait_until(
+      [&] {
+        h = c.request("GET", "/health");
+        auto j = json::parse(h.body, nullptr, false);
+        return h.transport_ok && j.is_object() && j.value("status", "") == want;
+      },
+      20s);
   };
   http_reply h;
   REQUIRE(health_is("healthy", h));
@@ -369,10 +389,12 @@ TEST_CASE("after a failed recovery every request gets a 503 at once, and SIGTERM
   pid_t first = workers[1];
   REQUIRE(kill(first, SIGKILL) == 0);
   // The one recovery --max-restarts allows: back to healthy with a new worker.
-  REQUIRE(test::wait_until([&] {
-    auto now = test::children_of(svc.pid);
-    return now.size() == 2 && std::find(now.begin(), now.end(), first) == now.end();
-  }, 20s));
+  REQUIRE(test::wait_until(
+    [&] {
+      auto now = test::children_of(svc.pid);
+      return now.size() == 2 && std::find(now.begin(), now.end(), first) == now.end();
+    },
+    20s));
   // A completion sent now waits for the recovery and is served: it has ended.
   CHECK(complete(c, {1, 2, 3}, 4, false).status == 200);
   REQUIRE(health_is("healthy", h));
@@ -412,9 +434,8 @@ TEST_CASE("SIGTERM under load: every accepted request completes or gets an error
       got[i] = complete(c, prompts[i], max_tokens, i % 2 == 0);
     });
   // Every request accepted (so none may vanish), then the signal.
-  bool accepted = test::wait_until([&] {
-    return metric(metric_text(svc), "cafex_requests_accepted_total") >= clients;
-  }, 30s);
+  bool accepted = test::wait_until(
+    [&] { return metric(metric_text(svc), "cafex_requests_accepted_total") >= clients; }, 30s);
   REQUIRE(accepted);
   auto rc = svc.terminate();
   for (auto& t : pool)

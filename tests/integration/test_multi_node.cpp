@@ -53,17 +53,18 @@ struct three_hosts {
 
   pid_t start_agent(int host, const std::string& listen, const std::string& tag = "") {
     auto out = dir + "/agent" + std::to_string(host) + tag + ".out";
-    auto pid = test::start_background(
-      hosts.exec_in(host, {bin, "node", "--listen", listen, "--devices", "2", "--token-file",
-                           token, "--log-level", "info"}),
-      out, dir + "/agent" + std::to_string(host) + tag + ".err");
+    auto pid = test::start_background(hosts.exec_in(host, {bin, "node", "--listen", listen,
+                                                           "--devices", "2", "--token-file",
+                                                           token, "--log-level", "info"}),
+                                      out,
+                                      dir + "/agent" + std::to_string(host) + tag + ".err");
     hosts.track(pid);
-    REQUIRE_MESSAGE(test::wait_until(
-                      [&] { return test::read_file(out).find("listening") != std::string::npos; },
-                      10s),
-                    "node agent on host " << host << " did not start: "
-                                          << test::read_file(dir + "/agent" + std::to_string(host)
-                                                             + tag + ".err"));
+    REQUIRE_MESSAGE(
+      test::wait_until(
+        [&] { return test::read_file(out).find("listening") != std::string::npos; }, 10s),
+      "node agent on host " << host << " did not start: "
+                            << test::read_file(dir + "/agent" + std::to_string(host) + tag
+                                               + ".err"));
     agents.push_back(pid);
     addrs.push_back(listen);
     return pid;
@@ -77,8 +78,8 @@ struct three_hosts {
   }
 
   test::command_result drive(std::vector<std::string> extra) {
-    std::vector<std::string> argv{bin, "run", "--nodes", nodes(), "--token-file", token,
-                                  "--log-level", "warn"};
+    std::vector<std::string> argv{bin,   "run",         "--nodes", nodes(), "--token-file",
+                                  token, "--log-level", "warn"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return test::run_command(hosts.exec_in(0, argv), 120s);
   }
@@ -121,7 +122,7 @@ TEST_CASE("tp across three hosts: rank order, per-node environment, tokens") {
     per_ip[w.at("node_ip")]++;
     devices[w.at("node_ip")].push_back(w.at("device_ids").at(0));
   }
-  CHECK(per_ip.size() >= 2);  // it really spans hosts
+  CHECK(per_ip.size() >= 2); // it really spans hosts
   auto key = [&](const json& w) {
     std::string ip = w.at("node_ip");
     return std::make_tuple(ip != c.hosts.ip(0), per_ip[ip], ip);
@@ -142,7 +143,7 @@ TEST_CASE("tp across three hosts: rank order, per-node environment, tokens") {
     std::string cvd;
     for (int id : ids)
       cvd += (cvd.empty() ? "" : ",") + std::to_string(id);
-    CHECK(w.at("CUDA_VISIBLE_DEVICES") == cvd);  // what the worker process itself sees
+    CHECK(w.at("CUDA_VISIBLE_DEVICES") == cvd); // what the worker process itself sees
     pids.insert(w.at("pid").get<int64_t>());
   }
   CHECK(pids.size() == workers.size());
@@ -158,15 +159,17 @@ TEST_CASE("tp across three hosts: rank order, per-node environment, tokens") {
                         "--placement-timeout", "5"});
   CHECK_MESSAGE(again.exit_code == 0, again.err);
   c.stop_agents();
-  CHECK(test::wait_until([] { return test::processes_matching("--node-ip 10.213.1.").empty(); },
-                         10s));
+  CHECK(
+    test::wait_until([] { return test::processes_matching("--node-ip 10.213.1.").empty(); },
+                     10s));
 }
 
 TEST_CASE("direct worker routes against routing through the agent (measured)") {
   test::become_subreaper();
   three_hosts c;
-  auto base = std::vector<std::string>{"--tp", "2", "--strategy", "spread", "--steps", "300",
-                                       "--num-layers", "0", "--json"};
+  auto base = std::vector<std::string>{"--tp",         "2",       "--strategy",
+                                       "spread",       "--steps", "300",
+                                       "--num-layers", "0",       "--json"};
   auto direct = parse_run(c.drive(base));
   base.push_back("--no-direct-routes");
   auto via_agent = parse_run(c.drive(base));
@@ -204,9 +207,9 @@ TEST_CASE("bad clusters are refused with a clear error") {
   SUBCASE("a wrong token is refused and logged with the peer's address") {
     auto bad = c.dir + "/bad";
     std::ofstream(bad) << "ffffffffffffffffffffffffffffffff\n";
-    auto r = test::run_command(
-      c.hosts.exec_in(0, {c.bin, "run", "--nodes", c.nodes(), "--token-file", bad, "--json"}),
-      60s);
+    auto r = test::run_command(c.hosts.exec_in(0, {c.bin, "run", "--nodes", c.nodes(),
+                                                   "--token-file", bad, "--json"}),
+                               60s);
     CHECK(r.exit_code != 0);
     CHECK(r.err.find("refused this driver") != std::string::npos);
     CHECK(test::read_file(c.dir + "/agent0.err").find("refused peer 10.213.1.1:")

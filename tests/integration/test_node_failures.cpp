@@ -88,8 +88,10 @@ struct node_hosts {
                            "debug"}),
       out, err);
     hosts.track(pid);
-    REQUIRE_MESSAGE(test::wait_until([&] { return has(test::read_file(out), "listening"); }, 10s),
-                    "node agent on host " << host << " did not start: " << test::read_file(err));
+    REQUIRE_MESSAGE(test::wait_until([&] { return has(test::read_file(out), "listening"); },
+                                     10s),
+                    "node agent on host " << host
+                                          << " did not start: " << test::read_file(err));
     agents.push_back(pid);
   }
 
@@ -147,13 +149,13 @@ worker_seen worker_on(executor& ex, const std::string& ip) {
 scheduler_output sleepy_step(uint64_t id, int ms) {
   scheduler_output s;
   s.step_id = id;
-  s.new_requests.push_back(new_request{"sleep" + std::to_string(ms) + "-r" + std::to_string(id),
-                                       {1, 2, 3, 4}});
+  s.new_requests.push_back(
+    new_request{"sleep" + std::to_string(ms) + "-r" + std::to_string(id), {1, 2, 3, 4}});
   return s;
 }
 
 bool alive(pid_t pid) {
-  test::reap_zombies();  // this process is the subreaper: orphans end up as our zombies
+  test::reap_zombies(); // this process is the subreaper: orphans end up as our zombies
   return kill(pid, 0) == 0;
 }
 
@@ -163,13 +165,14 @@ void check_reported(executor& ex, std::future<caf::expected<model_runner_output>
                     const worker_seen& lost, steady::time_point t0,
                     std::chrono::milliseconds bound, const char* what) {
   REQUIRE_MESSAGE(pending.wait_for(bound) == std::future_status::ready,
-                  std::string(what) << ": the pending step did not fail within "
-                                    << bound.count() << " ms");
+                  std::string(what)
+                    << ": the pending step did not fail within " << bound.count() << " ms");
   auto took = ms_since(t0);
   auto r = pending.get();
   REQUIRE_FALSE(r);
   auto text = describe(r.error());
-  CHECK_MESSAGE((code_of(r.error()) == errc::worker_lost || code_of(r.error()) == errc::node_lost),
+  CHECK_MESSAGE((code_of(r.error()) == errc::worker_lost
+                 || code_of(r.error()) == errc::node_lost),
                 text);
   CHECK_MESSAGE(has(text, "rank " + std::to_string(lost.rank)), text);
   CHECK_MESSAGE(has(text, lost.node_id), text);
@@ -196,10 +199,12 @@ void check_reported(executor& ex, std::future<caf::expected<model_runner_output>
 
 /// After shutdown: no worker of either host is left (the agents still running keep none).
 void no_workers_left() {
-  CHECK(test::wait_until([&] {
-    test::reap_zombies();
-    return test::processes_matching("--node-ip 10.213.1.").empty();
-  }, 15s));
+  CHECK(test::wait_until(
+    [&] {
+      test::reap_zombies();
+      return test::processes_matching("--node-ip 10.213.1.").empty();
+    },
+    15s));
 }
 
 } // namespace
@@ -214,7 +219,7 @@ TEST_CASE("a node agent SIGKILLed mid-step: typed error naming rank, node and ca
   auto& ex = **started;
   auto lost = worker_on(ex, c.hosts.ip(1));
   REQUIRE(alive(lost.pid));
-  REQUIRE(ex.execute_model(sleepy_step(0, 0)));  // compiles the dataflow
+  REQUIRE(ex.execute_model(sleepy_step(0, 0))); // compiles the dataflow
   auto pending = ex.execute_model_async(sleepy_step(1, 20000));
   REQUIRE(pending.wait_for(200ms) == std::future_status::timeout);
   auto t0 = steady::now();
@@ -260,7 +265,7 @@ TEST_CASE("one node's link cut mid-step: reported unreachable within the heartbe
   // default) and stops that driver's worker: nothing waits for the link to come back.
   CHECK_MESSAGE(test::wait_until([&] { return !alive(lost.pid); }, 10s),
                 "worker pid " << lost.pid << " outlived its driver's link; agent log:\n"
-                  << test::read_file(c.dir + "/agent1.err"));
+                              << test::read_file(c.dir + "/agent1.err"));
   MESSAGE("the worker behind the cut exited " << ms_since(t0) << " ms after the cut");
   c.set_link(1, true);
   auto t1 = steady::now();
@@ -300,7 +305,8 @@ TEST_CASE("restart policy: a rank whose node agent is SIGKILLed moves to a free 
   CHECK(code_of(r.error()) == errc::worker_lost);
   auto bound = o.cluster.connect_timeout + 10s;
   CHECK_MESSAGE(test::wait_until([&] { return ex.state() == executor_state::ready; }, bound),
-                "not ready again within " << bound.count() << " ms: " << to_string(ex.state()));
+                "not ready again within " << bound.count()
+                                          << " ms: " << to_string(ex.state()));
   auto ready_ms = ms_since(t0);
   auto moved = worker_on(ex, c.hosts.ip(spare_host));
   CHECK(moved.rank == lost.rank);

@@ -22,8 +22,8 @@ struct tls_dir {
     dir = mkdtemp(tmpl);
     for (auto ca : {"good", "evil"})
       sh({"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-          path(std::string(ca) + "-ca.key"), "-out", path(std::string(ca) + "-ca.pem"), "-days",
-          "2", "-subj", std::string("/CN=") + ca + "-ca"});
+          path(std::string(ca) + "-ca.key"), "-out", path(std::string(ca) + "-ca.pem"),
+          "-days", "2", "-subj", std::string("/CN=") + ca + "-ca"});
     leaf("good", "agent");
     leaf("good", "driver");
     leaf("evil", "intruder");
@@ -33,8 +33,8 @@ struct tls_dir {
   ~tls_dir() { test::run_command({"/bin/rm", "-rf", dir}); }
   std::string path(const std::string& f) const { return dir + "/" + f; }
   void leaf(const std::string& ca, const std::string& name) {
-    sh({"/usr/bin/openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", path(name + ".key"),
-        "-out", path(name + ".csr"), "-subj", "/CN=" + name});
+    sh({"/usr/bin/openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout",
+        path(name + ".key"), "-out", path(name + ".csr"), "-subj", "/CN=" + name});
     sh({"/usr/bin/openssl", "x509", "-req", "-in", path(name + ".csr"), "-CA",
         path(ca + "-ca.pem"), "-CAkey", path(ca + "-ca.key"), "-CAcreateserial", "-out",
         path(name + ".pem"), "-days", "2"});
@@ -56,8 +56,8 @@ struct agent_proc {
                                   t.path("agent.pem"), "--tls-key", t.path("agent.key"),
                                   "--tls-ca", t.path("good-ca.pem")},
                                  out, err);
-    REQUIRE(test::wait_until([&] { return test::read_file(out).find("node_id") != std::string::npos; },
-                             10s));
+    REQUIRE(test::wait_until(
+      [&] { return test::read_file(out).find("node_id") != std::string::npos; }, 10s));
     auto text = test::read_file(out);
     auto b = text.find("listening ") + 10;
     address = text.substr(b, text.find(' ', b) - b);
@@ -78,13 +78,15 @@ TEST_CASE("the front door refuses bad credentials and keeps serving good ones") 
   tls_dir t;
   agent_proc agent(bin, t);
   auto run = [&](std::vector<std::string> creds) {
-    std::vector<std::string> argv{bin, "run", "--nodes", agent.address, "--tp", "2",
-                                  "--steps", "2", "--json", "--connect-timeout", "5"};
+    std::vector<std::string> argv{
+      bin,       "run", "--nodes", agent.address,       "--tp", "2",
+      "--steps", "2",   "--json",  "--connect-timeout", "5"};
     argv.insert(argv.end(), creds.begin(), creds.end());
     return test::run_command(argv, 60s);
   };
-  const std::vector<std::string> good_tls{"--tls-cert", t.path("driver.pem"), "--tls-key",
-                                          t.path("driver.key"), "--tls-ca", t.path("good-ca.pem")};
+  const std::vector<std::string> good_tls{"--tls-cert", t.path("driver.pem"),
+                                          "--tls-key",  t.path("driver.key"),
+                                          "--tls-ca",   t.path("good-ca.pem")};
   auto with = [](std::vector<std::string> a, const std::vector<std::string>& b) {
     a.insert(a.end(), b.begin(), b.end());
     return a;
@@ -98,7 +100,8 @@ TEST_CASE("the front door refuses bad credentials and keeps serving good ones") 
     CHECK(wrong.exit_code == 1);
     CHECK(wrong.err.find("refused this driver") != std::string::npos);
     auto other_ca = run({"--token-file", t.path("token"), "--tls-cert", t.path("intruder.pem"),
-                         "--tls-key", t.path("intruder.key"), "--tls-ca", t.path("evil-ca.pem")});
+                         "--tls-key", t.path("intruder.key"), "--tls-ca",
+                         t.path("evil-ca.pem")});
     CHECK(other_ca.exit_code == 1);
     CHECK(other_ca.err.find("TLS") != std::string::npos);
     auto plain = run({});

@@ -44,10 +44,12 @@ bool has(const std::string& text, const std::string& part) {
 }
 
 void no_children_left() {
-  CHECK(test::wait_until([] {
-    test::reap_zombies();
-    return test::children_of(getpid()).empty();
-  }, 15s));
+  CHECK(test::wait_until(
+    [] {
+      test::reap_zombies();
+      return test::children_of(getpid()).empty();
+    },
+    15s));
 }
 
 /// A host's view of its requests: what it asked for and what it got so far. Request "a"
@@ -111,7 +113,8 @@ bool ready_within(executor& ex, std::chrono::milliseconds bound) {
 
 } // namespace
 
-TEST_CASE("restart: a SIGKILLed rank is replaced and re-prefilled requests give the same tokens") {
+TEST_CASE(
+  "restart: a SIGKILLed rank is replaced and re-prefilled requests give the same tokens") {
   test::become_subreaper();
   const size_t n = 6;
   const auto want = baseline(2, 1, 100, n);
@@ -180,10 +183,12 @@ TEST_CASE("restart: a SIGSTOPped rank is killed, replaced, and the run goes on")
   CHECK_MESSAGE(has(describe(r.error()), "unresponsive"), describe(r.error()));
   REQUIRE(ready_within(**ex, 15s));
   // The stopped process was killed, not left behind.
-  CHECK(test::wait_until([&] {
-    test::reap_zombies();
-    return kill(victim, 0) != 0;
-  }, 5s));
+  CHECK(test::wait_until(
+    [&] {
+      test::reap_zombies();
+      return kill(victim, 0) != 0;
+    },
+    5s));
   h.lost_caches();
   auto s = (*ex)->execute_model(h.step());
   REQUIRE_MESSAGE(s, describe(s.error()));

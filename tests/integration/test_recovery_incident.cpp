@@ -50,7 +50,8 @@ TEST_CASE("restart: a SIGKILLed TP rank and its peer's transport failure are one
     REQUIRE_MESSAGE(warm, describe(warm.error()));
     // Rank 1 waits before its step, so rank 0 sits in the all-reduce when rank 1 dies and
     // reports the broken collective before the agent has reaped rank 1.
-    auto held = (*ex)->collective_rpc("fault.delay", {{"rank", 1}, {"ms", 10000}, {"steps", 1}});
+    auto held = (*ex)->collective_rpc("fault.delay",
+                                      {{"rank", 1}, {"ms", 10000}, {"steps", 1}});
     REQUIRE_MESSAGE(held, describe(held.error()));
     auto pending = (*ex)->execute_model_async(prefill(id++));
     pid_t victim = test::worker_pid(1);
@@ -59,19 +60,24 @@ TEST_CASE("restart: a SIGKILLed TP rank and its peer's transport failure are one
     REQUIRE(pending.wait_for(5s) == std::future_status::ready);
     CHECK_FALSE(pending.get());
     executor_state st = executor_state::starting;
-    REQUIRE(test::wait_until([&] {
-      st = (*ex)->state();
-      return st == executor_state::ready || st == executor_state::failed;
-    }, 20s));
-    REQUIRE_MESSAGE(st == executor_state::ready,
-                    "kill " << k + 1 << " of " << kills << " exhausted max_restarts = " << kills);
+    REQUIRE(test::wait_until(
+      [&] {
+        st = (*ex)->state();
+        return st == executor_state::ready || st == executor_state::failed;
+      },
+      20s));
+    REQUIRE_MESSAGE(st == executor_state::ready, "kill "
+                                                   << k + 1 << " of " << kills
+                                                   << " exhausted max_restarts = " << kills);
   }
   auto last = (*ex)->execute_model(prefill(id++));
   CHECK_MESSAGE(last, describe(last.error()));
   (*ex)->shutdown();
   unsetenv(fault_injection_env);
-  CHECK(test::wait_until([] {
-    test::reap_zombies();
-    return test::children_of(getpid()).empty();
-  }, 15s));
+  CHECK(test::wait_until(
+    [] {
+      test::reap_zombies();
+      return test::children_of(getpid()).empty();
+    },
+    15s));
 }

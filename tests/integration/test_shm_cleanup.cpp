@@ -35,23 +35,26 @@ std::vector<std::string> rings_of(pid_t pid) {
 TEST_CASE("a driver SIGKILLed mid-run on the shared-memory path leaves no /dev/shm file") {
   cafex::test::become_subreaper();
   auto out = "/tmp/cafex-shm-cleanup-" + std::to_string(getpid()) + ".out";
-  pid_t driver = cafex::test::start_background(
-    {cafex::test::binary_from_env("CAFEX_BIN"), "run", "--tp", "2", "--pp", "2", "--channel",
-     "shm", "--device", "cpu", "--steps", "1000000", "--log-level", "warn"},
-    out);
+  pid_t driver = cafex::test::start_background({cafex::test::binary_from_env("CAFEX_BIN"),
+                                                "run", "--tp", "2", "--pp", "2", "--channel",
+                                                "shm", "--device", "cpu", "--steps", "1000000",
+                                                "--log-level", "warn"},
+                                               out);
   // Steps run: the dataflow is compiled and every worker has its rings open.
-  bool running = cafex::test::wait_until([&] {
-    return cafex::test::read_file(out).find("step 1:") != std::string::npos;
-  }, 60s);
-  REQUIRE_MESSAGE(running, "cafex run did not reach its steps: " << cafex::test::read_file(out));
+  bool running = cafex::test::wait_until(
+    [&] { return cafex::test::read_file(out).find("step 1:") != std::string::npos; }, 60s);
+  REQUIRE_MESSAGE(running,
+                  "cafex run did not reach its steps: " << cafex::test::read_file(out));
   REQUIRE(kill(driver, SIGKILL) == 0);
   int st = 0;
   REQUIRE(waitpid(driver, &st, 0) == driver);
   // Its workers follow it (parent-death signal); then nothing may be left.
-  CHECK(cafex::test::wait_until([] {
-    cafex::test::reap_zombies();
-    return cafex::test::children_of(getpid()).empty();
-  }, 15s));
+  CHECK(cafex::test::wait_until(
+    [] {
+      cafex::test::reap_zombies();
+      return cafex::test::children_of(getpid()).empty();
+    },
+    15s));
   auto left = rings_of(driver);
   CHECK_MESSAGE(left.empty(), left.size() << " file(s) left in /dev/shm, e.g. "
                                           << (left.empty() ? "" : left.front()));

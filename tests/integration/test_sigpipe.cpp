@@ -57,10 +57,12 @@ struct background {
       kill(pid, SIGKILL);
       waitpid(pid, &st, 0);
     }
-    test::wait_until([] {
-      test::reap_zombies();
-      return test::children_of(getpid()).empty();
-    }, 15s);
+    test::wait_until(
+      [] {
+        test::reap_zombies();
+        return test::children_of(getpid()).empty();
+      },
+      15s);
     unlink(out.c_str());
   }
 };
@@ -83,10 +85,12 @@ TEST_CASE("the driver and every worker it starts ignore SIGPIPE") {
     CHECK_MESSAGE(ignores_sigpipe(w), "worker rank " << rank << " would die of SIGPIPE");
   }
   (*ex)->shutdown();
-  CHECK(test::wait_until([] {
-    test::reap_zombies();
-    return test::children_of(getpid()).empty();
-  }, 15s));
+  CHECK(test::wait_until(
+    [] {
+      test::reap_zombies();
+      return test::children_of(getpid()).empty();
+    },
+    15s));
 }
 
 TEST_CASE("cafex node ignores SIGPIPE") {

@@ -39,16 +39,19 @@ TEST_CASE("a worker killed mid-call fails the pending call at once, naming rank 
   auto what = describe(r.error());
   CHECK_MESSAGE(what.find("rank 1") != std::string::npos, what);
   CHECK_MESSAGE(what.find(node) != std::string::npos, what);
-  MESSAGE("failed after " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
-                          << " ms: " << what);
+  MESSAGE(
+    "failed after " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                    << " ms: " << what);
   // Later calls fail at once too.
   auto again = (*ex)->collective_rpc("noop");
   REQUIRE_FALSE(again);
   CHECK(code_of(again.error()) == errc::worker_lost);
   (*ex)->shutdown();
   test::reap_zombies();
-  CHECK(test::wait_until([] {
-    test::reap_zombies();
-    return test::children_of(getpid()).empty();
-  }, 15s));
+  CHECK(test::wait_until(
+    [] {
+      test::reap_zombies();
+      return test::children_of(getpid()).empty();
+    },
+    15s));
 }

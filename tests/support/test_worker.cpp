@@ -61,8 +61,8 @@ int main(int argc, char** argv) {
   });
   extra.add("fail_on", [](worker_state& st, const json& a) -> caf::expected<json> {
     if (a.get<int>() == st.rpc_rank)
-      return make_error(errc::method_failed, "rank " + std::to_string(st.rpc_rank)
-                                               + " was told to fail");
+      return make_error(errc::method_failed,
+                        "rank " + std::to_string(st.rpc_rank) + " was told to fail");
     return json(st.rpc_rank);
   });
   extra.add("throw", [](worker_state&, const json&) -> caf::expected<json> {

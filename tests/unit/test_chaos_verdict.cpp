@@ -131,7 +131,7 @@ TEST_CASE("recovered: an error, ready again in time, every step, same tokens") {
   auto short_run = ok;
   short_run.steps_ok = 5;
   CHECK_FALSE(judged(s, short_run, true, true).pass);
-  CHECK_FALSE(judged(s, started(6), true, true).pass);  // nothing failed: no recovery seen
+  CHECK_FALSE(judged(s, started(6), true, true).pass); // nothing failed: no recovery seen
   // A baseline that failed makes the comparison meaningless: fail, naming it.
   chaos_report rep;
   rep.faulty = ok;

@@ -60,15 +60,20 @@ TEST_CASE("missing or mistyped fields are named") {
   CHECK(contains(fail_text(R"({"driver_ip":"10.0.0.1"})"), "\"nodes\""));
   CHECK(contains(fail_text(R"({"driver_ip":"10.0.0.1","nodes":{}})"), "\"nodes\""));
   CHECK(contains(fail_text(R"({"driver_ip":"10.0.0.1","nodes":[
-    {"ip":"10.0.0.1","gpu_ids":[0]}]})"), "nodes[0]: \"node_id\""));
+    {"ip":"10.0.0.1","gpu_ids":[0]}]})"),
+                 "nodes[0]: \"node_id\""));
   CHECK(contains(fail_text(R"({"driver_ip":"10.0.0.1","nodes":[
-    {"node_id":"a","gpu_ids":[0]}]})"), "node_id \"a\""));
+    {"node_id":"a","gpu_ids":[0]}]})"),
+                 "node_id \"a\""));
   CHECK(contains(fail_text(R"({"driver_ip":"10.0.0.1","nodes":[
-    {"node_id":"a","ip":"10.0.0.1"}]})"), "gpu_ids"));
+    {"node_id":"a","ip":"10.0.0.1"}]})"),
+                 "gpu_ids"));
   CHECK(contains(fail_text(R"({"driver_ip":"10.0.0.1","nodes":[
-    {"node_id":"a","ip":"10.0.0.1","gpu_ids":[0.5]}]})"), "gpu_ids"));
+    {"node_id":"a","ip":"10.0.0.1","gpu_ids":[0.5]}]})"),
+                 "gpu_ids"));
   CHECK(contains(fail_text(R"({"driver_ip":"10.0.0.1","nodes":[
-    {"node_id":"a","ip":"10.0.0.1","gpu_ids":["x"]}]})"), "\"x\""));
+    {"node_id":"a","ip":"10.0.0.1","gpu_ids":["x"]}]})"),
+                 "\"x\""));
   CHECK(contains(fail_text(R"({"driver_ip":"10.0.0.1","nodes":[7]})"), "nodes[0]"));
 }
 
@@ -92,16 +97,20 @@ TEST_CASE("two nodes with one IP are refused, naming both") {
 
 TEST_CASE("negative and duplicate gpu ids are refused") {
   CHECK(contains(fail_text(R"({"driver_ip":"10.0.0.1","nodes":[
-    {"node_id":"a","ip":"10.0.0.1","gpu_ids":[0,-1]}]})"), "negative"));
+    {"node_id":"a","ip":"10.0.0.1","gpu_ids":[0,-1]}]})"),
+                 "negative"));
   CHECK(contains(fail_text(R"({"driver_ip":"10.0.0.1","nodes":[
-    {"node_id":"a","ip":"10.0.0.1","gpu_ids":["-2"]}]})"), "negative"));
+    {"node_id":"a","ip":"10.0.0.1","gpu_ids":["-2"]}]})"),
+                 "negative"));
   CHECK(contains(fail_text(R"({"driver_ip":"10.0.0.1","nodes":[
-    {"node_id":"a","ip":"10.0.0.1","gpu_ids":[1,"1"]}]})"), "gpu id 1 is listed twice"));
+    {"node_id":"a","ip":"10.0.0.1","gpu_ids":[1,"1"]}]})"),
+                 "gpu id 1 is listed twice"));
 }
 
 TEST_CASE("the driver ip must be a node's, and that node needs a GPU") {
   CHECK(contains(fail_text(R"({"driver_ip":"10.0.0.5","nodes":[
-    {"node_id":"a","ip":"10.0.0.1","gpu_ids":[0]}]})"), "not the ip of any node"));
+    {"node_id":"a","ip":"10.0.0.1","gpu_ids":[0]}]})"),
+                 "not the ip of any node"));
   auto t = fail_text(R"({"driver_ip":"10.0.0.1","nodes":[
     {"node_id":"a","ip":"10.0.0.1","gpu_ids":[]},
     {"node_id":"b","ip":"10.0.0.2","gpu_ids":[0]}]})");
@@ -113,14 +122,16 @@ TEST_CASE("IPv4 text is checked") {
   CHECK(is_ipv4("10.0.0.1"));
   CHECK(is_ipv4("255.255.255.255"));
   CHECK(is_ipv4("0.0.0.0"));
-  for (const char* bad : {"", "10.0.0", "10.0.0.1.2", "256.0.0.1", "10.0.0.01", "a.b.c.d",
-                          "10.0.0.", ".10.0.0", "10..0.1", " 10.0.0.1", "10.0.0.-1",
-                          "1000.0.0.1", "localhost"})
+  for (const char* bad :
+       {"", "10.0.0", "10.0.0.1.2", "256.0.0.1", "10.0.0.01", "a.b.c.d", "10.0.0.", ".10.0.0",
+        "10..0.1", " 10.0.0.1", "10.0.0.-1", "1000.0.0.1", "localhost"})
     CHECK_MESSAGE(!is_ipv4(bad), bad);
   CHECK(contains(fail_text(R"({"driver_ip":"10.0.0.1","nodes":[
-    {"node_id":"a","ip":"10.0.0.300","gpu_ids":[0]}]})"), "not an IPv4 address"));
+    {"node_id":"a","ip":"10.0.0.300","gpu_ids":[0]}]})"),
+                 "not an IPv4 address"));
   CHECK(contains(fail_text(R"({"driver_ip":"host","nodes":[
-    {"node_id":"a","ip":"10.0.0.1","gpu_ids":[0]}]})"), "driver_ip"));
+    {"node_id":"a","ip":"10.0.0.1","gpu_ids":[0]}]})"),
+                 "driver_ip"));
 }
 
 TEST_CASE("load_cluster_file names the path") {

@@ -25,7 +25,7 @@ std::string slurp(const std::string& path) {
 // test on tabs, odd indentation or lines that are neither "key: value" nor "- ...".
 std::multimap<std::string, std::string> flatten_yaml(const std::string& text) {
   std::multimap<std::string, std::string> out;
-  std::vector<std::pair<int, std::string>> stack;  // indent, key
+  std::vector<std::pair<int, std::string>> stack; // indent, key
   std::istringstream in(text);
   std::string line;
   int no = 0;
@@ -53,7 +53,7 @@ std::multimap<std::string, std::string> flatten_yaml(const std::string& text) {
     auto colon = body.find(": ");
     bool opens = !body.empty() && body.back() == ':' && colon == std::string::npos;
     if (!opens && colon == std::string::npos) {
-      out.emplace(path.substr(0, path.size() - 1), body);  // a scalar list item
+      out.emplace(path.substr(0, path.size() - 1), body); // a scalar list item
       continue;
     }
     auto key = opens ? body.substr(0, body.size() - 1) : body.substr(0, colon);
@@ -89,8 +89,9 @@ TEST_CASE("the Kubernetes DaemonSet parses and runs an authenticated node agent"
   CHECK(has(y, "spec.template.spec.hostNetwork", "true"));
   bool agent_cmd = false, secret = false;
   for (const auto& [k, v] : y) {
-    agent_cmd = agent_cmd || (v.find("cafex node --listen") != std::string::npos
-                              && v.find("--token-file") != std::string::npos);
+    agent_cmd = agent_cmd
+                || (v.find("cafex node --listen") != std::string::npos
+                    && v.find("--token-file") != std::string::npos);
     secret = secret || (k.find("secretName") != std::string::npos && v == "cafex-token");
   }
   CHECK(agent_cmd);
@@ -98,12 +99,13 @@ TEST_CASE("the Kubernetes DaemonSet parses and runs an authenticated node agent"
 }
 
 TEST_CASE("the Slurm recipe and the namespace script use flags that exist") {
-  for (auto f : {"examples/multi_node/slurm_srun.sh", "examples/multi_node/run_namespaces.sh"}) {
+  for (auto f :
+       {"examples/multi_node/slurm_srun.sh", "examples/multi_node/run_namespaces.sh"}) {
     auto text = slurp(source_file(f));
     bool starts_agents = text.find("\" node --listen") != std::string::npos
                          || text.find("$CAFEX node --listen") != std::string::npos;
     CHECK(starts_agents);
     CHECK(text.find("--token-file") != std::string::npos);
-    CHECK(text.find("--gpus auto") == std::string::npos);  // not implemented
+    CHECK(text.find("--gpus auto") == std::string::npos); // not implemented
   }
 }

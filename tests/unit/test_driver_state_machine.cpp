@@ -44,7 +44,7 @@ struct test_config : system_config {
 
 /// What one fake worker was asked, and how it behaves.
 struct fake_script {
-  bool answer_steps = false;  ///< report every step it runs to the sink (else: hold it)
+  bool answer_steps = false; ///< report every step it runs to the sink (else: hold it)
   int calls = 0;
   int executes = 0;
   int teardowns = 0;
@@ -82,7 +82,7 @@ caf::behavior fake_worker(caf::event_based_actor* self, int32_t rank,
 /// What the fake node agent answers when asked how a worker ended.
 struct agent_script {
   failure_cause answer = process_ended(true, SIGKILL);
-  bool silent = false;  ///< never answer: the driver's cause_timeout decides
+  bool silent = false; ///< never answer: the driver's cause_timeout decides
   int asked = 0;
   std::vector<caf::typed_response_promise<failure_cause>> held;
 };
@@ -98,7 +98,9 @@ caf::behavior fake_agent(caf::event_based_actor* self, std::shared_ptr<agent_scr
       }
       return script->answer;
     },
-    [=](kill_atom, const std::string&) -> failure_cause { return process_ended(true, SIGKILL); },
+    [=](kill_atom, const std::string&) -> failure_cause {
+      return process_ended(true, SIGKILL);
+    },
   };
 }
 
@@ -114,7 +116,7 @@ struct fixture {
   caf::actor agent;
   std::vector<caf::actor> fakes;
   std::vector<std::shared_ptr<fake_script>> scripts;
-  std::vector<std::pair<int32_t, std::string>> recoveries;  ///< on_recover calls
+  std::vector<std::pair<int32_t, std::string>> recoveries; ///< on_recover calls
   driver_actor driver;
 
   explicit fixture(int n, bool restart, bool started = true) {
@@ -162,7 +164,8 @@ struct fixture {
     sched.run();
     REQUIRE_MESSAGE(!self->mailbox().empty(), "the driver did not answer");
     caf::expected<T> out{caf::error{}};
-    handle.receive([&](T& x) { out = std::move(x); }, [&](caf::error& e) { out = std::move(e); });
+    handle.receive([&](T& x) { out = std::move(x); },
+                   [&](caf::error& e) { out = std::move(e); });
     return out;
   }
 
@@ -182,7 +185,8 @@ struct fixture {
     p.client = std::make_unique<caf::scoped_actor>(sys, true);
     scheduler_output step;
     step.step_id = step_id;
-    auto handle = (*p.client)->request(driver, caf::infinite, execute_atom::value, step, false);
+    auto handle = (*p.client)->request(driver, caf::infinite, execute_atom::value, step,
+                                       false);
     p.take = [handle]() mutable {
       caf::expected<model_runner_output> out{caf::error{}};
       handle.receive([&](model_runner_output& x) { out = std::move(x); },

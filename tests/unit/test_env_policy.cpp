@@ -8,12 +8,12 @@
 using namespace cafex;
 
 TEST_CASE("prefixed variables are copied, others are not") {
-  env_map driver{{"CAFEX_LOG_LEVEL", "debug"}, {"NCCL_DEBUG", "INFO"},
-                 {"VLLM_USE_V1", "1"},          {"PATH", "/usr/bin"},
-                 {"HOME", "/root"},             {"XCAFEX_NOT", "1"}};
+  env_map driver{{"CAFEX_LOG_LEVEL", "debug"}, {"NCCL_DEBUG", "INFO"}, {"VLLM_USE_V1", "1"},
+                 {"PATH", "/usr/bin"},         {"HOME", "/root"},      {"XCAFEX_NOT", "1"}};
   auto out = select_env_to_copy(driver, default_env_policy(driver));
-  CHECK(out == env_map{{"CAFEX_LOG_LEVEL", "debug"}, {"NCCL_DEBUG", "INFO"},
-                       {"VLLM_USE_V1", "1"}});
+  CHECK(
+    out
+    == env_map{{"CAFEX_LOG_LEVEL", "debug"}, {"NCCL_DEBUG", "INFO"}, {"VLLM_USE_V1", "1"}});
 }
 
 TEST_CASE("additional variables are copied without a prefix") {

@@ -100,6 +100,7 @@ TEST_CASE("state names are the ones cafex-serve exports") {
   std::vector<std::string> names;
   for (auto s : all_health_states)
     names.emplace_back(to_string(s));
-  CHECK(names == std::vector<std::string>{"healthy", "unresponsive", "dead", "restarting",
-                                          "rebuilding"});
+  CHECK(names
+        == std::vector<std::string>{"healthy", "unresponsive", "dead", "restarting",
+                                    "rebuilding"});
 }

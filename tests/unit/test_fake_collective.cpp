@@ -44,9 +44,9 @@ TEST_CASE("fake collective sums exactly over many rounds") {
   });
   for (int r = 0; r < n; ++r) {
     CHECK(!errs[static_cast<size_t>(r)]);
-    CHECK(out[static_cast<size_t>(r)]
-          == std::vector<int64_t>{0 + 1 + 2 + 3 + n * (rounds - 1), n * (int64_t{1} << 40),
-                                  -6});
+    CHECK(
+      out[static_cast<size_t>(r)]
+      == std::vector<int64_t>{0 + 1 + 2 + 3 + n * (rounds - 1), n * (int64_t{1} << 40), -6});
   }
   CHECK(group.calls() == n * rounds);
 }

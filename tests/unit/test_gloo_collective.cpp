@@ -31,9 +31,9 @@ gloo_options options_for(const rendezvous_server& srv, const std::string& group,
 
 // Runs `body` on every rank of a fresh group, one thread per rank; collects what each
 // rank reports ("" means it passed) so assertions happen on the test thread.
-std::vector<std::string>
-run_group(const rendezvous_server& srv, const std::string& group, int size,
-          const std::function<std::string(gloo_collective&)>& body) {
+std::vector<std::string> run_group(const rendezvous_server& srv, const std::string& group,
+                                   int size,
+                                   const std::function<std::string(gloo_collective&)>& body) {
   std::vector<std::future<std::string>> ranks;
   for (int r = 0; r < size; ++r)
     ranks.push_back(std::async(std::launch::async, [&, r]() -> std::string {
@@ -85,22 +85,23 @@ TEST_CASE("all_reduce_sum gives exact int64 sums for 2 and 4 ranks") {
   REQUIRE(!srv.start());
   for (int size : {2, 4}) {
     CAPTURE(size);
-    auto results = run_group(srv, "ar" + std::to_string(size), size, [size](gloo_collective& c) {
-      // 1 element, an odd count, and 2 MiB (more than Gloo's 1 MiB segment per rank).
-      for (size_t count : {size_t{1}, size_t{1001}, size_t{1} << 18}) {
-        std::vector<int64_t> data(count);
-        for (size_t i = 0; i < count; ++i)
-          data[i] = contribution(c.rank(), i);
-        if (auto err = c.all_reduce_sum(data.data(), count))
-          return describe(err);
-        for (size_t i = 0; i < count; ++i)
-          if (data[i] != expected_sum(size, i))
-            return "rank " + std::to_string(c.rank()) + ": element " + std::to_string(i)
-                   + " of " + std::to_string(count) + " is " + std::to_string(data[i])
-                   + ", expected " + std::to_string(expected_sum(size, i));
-      }
-      return std::string{};
-    });
+    auto results =
+      run_group(srv, "ar" + std::to_string(size), size, [size](gloo_collective& c) {
+        // 1 element, an odd count, and 2 MiB (more than Gloo's 1 MiB segment per rank).
+        for (size_t count : {size_t{1}, size_t{1001}, size_t{1} << 18}) {
+          std::vector<int64_t> data(count);
+          for (size_t i = 0; i < count; ++i)
+            data[i] = contribution(c.rank(), i);
+          if (auto err = c.all_reduce_sum(data.data(), count))
+            return describe(err);
+          for (size_t i = 0; i < count; ++i)
+            if (data[i] != expected_sum(size, i))
+              return "rank " + std::to_string(c.rank()) + ": element " + std::to_string(i)
+                     + " of " + std::to_string(count) + " is " + std::to_string(data[i])
+                     + ", expected " + std::to_string(expected_sum(size, i));
+        }
+        return std::string{};
+      });
     check_all_passed(results);
   }
 }

@@ -63,8 +63,8 @@ TEST_CASE("pack: driver node first, then the biggest node, GPUs in numeric order
 }
 
 TEST_CASE("pack: equal-sized nodes keep file order") {
-  cluster_spec c{"10.0.0.3", {{"a", "10.0.0.1", {0}}, {"b", "10.0.0.2", {0}},
-                              {"c", "10.0.0.3", {0}}}};
+  cluster_spec c{"10.0.0.3",
+                 {{"a", "10.0.0.1", {0}}, {"b", "10.0.0.2", {0}}, {"c", "10.0.0.3", {0}}}};
   auto r = place_bundles(c, {3, 1.0, placement_strategy::pack});
   REQUIRE(r);
   CHECK(where(*r) == P{{"c", 0}, {"a", 0}, {"b", 0}});
@@ -73,8 +73,7 @@ TEST_CASE("pack: equal-sized nodes keep file order") {
 TEST_CASE("spread: round robin from the driver node, skipping full nodes") {
   auto r = place_bundles(three_nodes(), {7, 1.0, placement_strategy::spread});
   REQUIRE(r);
-  CHECK(where(*r)
-        == P{{"b", 0}, {"a", 0}, {"c", 0}, {"b", 1}, {"a", 1}, {"c", 1}, {"c", 2}});
+  CHECK(where(*r) == P{{"b", 0}, {"a", 0}, {"c", 0}, {"b", 1}, {"a", 1}, {"c", 1}, {"c", 2}});
 }
 
 TEST_CASE("strict_pack: all on the driver node, or a clear failure") {
@@ -100,8 +99,8 @@ TEST_CASE("strict_spread: one bundle per node, or a clear failure") {
 }
 
 TEST_CASE("strict_spread skips nodes without GPUs") {
-  cluster_spec c{"10.0.0.1", {{"a", "10.0.0.1", {0}}, {"cpu", "10.0.0.2", {}},
-                              {"c", "10.0.0.3", {5}}}};
+  cluster_spec c{"10.0.0.1",
+                 {{"a", "10.0.0.1", {0}}, {"cpu", "10.0.0.2", {}}, {"c", "10.0.0.3", {5}}}};
   auto r = place_bundles(c, {2, 1.0, placement_strategy::strict_spread});
   REQUIRE(r);
   CHECK(where(*r) == P{{"a", 0}, {"c", 5}});

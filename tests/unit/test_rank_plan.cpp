@@ -18,8 +18,8 @@ struct w {
 std::vector<worker_report> reports(const std::vector<w>& ws) {
   std::vector<worker_report> out;
   for (size_t i = 0; i < ws.size(); ++i)
-    out.push_back({static_cast<int>(i), static_cast<int>(i), ws[i].ip, ws[i].node,
-                   ws[i].gpus});
+    out.push_back(
+      {static_cast<int>(i), static_cast<int>(i), ws[i].ip, ws[i].node, ws[i].gpus});
   return out;
 }
 
@@ -42,8 +42,7 @@ const std::string A = "10.0.0.1", B = "10.0.0.2", C = "10.0.0.3";
 } // namespace
 
 TEST_CASE("workers on the driver node come first") {
-  auto p = plan({{B, "b", {"0"}}, {A, "a", {"0"}}, {B, "b", {"1"}}, {A, "a", {"1"}}}, A,
-                4, 1);
+  auto p = plan({{B, "b", {"0"}}, {A, "a", {"0"}}, {B, "b", {"1"}}, {A, "a", {"1"}}}, A, 4, 1);
   CHECK(created_order(p) == std::vector<int>{1, 3, 0, 2});
   CHECK(p.workers[0].ip == A);
   for (int i = 0; i < 4; ++i)
@@ -52,28 +51,30 @@ TEST_CASE("workers on the driver node come first") {
 
 TEST_CASE("then nodes with fewer workers") {
   // Driver on A with 1 worker; B has 2, C has 1: A, C, B.
-  auto p = plan({{B, "b", {"0"}}, {B, "b", {"1"}}, {C, "c", {"0"}}, {A, "a", {"0"}}}, A,
-                2, 2);
+  auto p = plan({{B, "b", {"0"}}, {B, "b", {"1"}}, {C, "c", {"0"}}, {A, "a", {"0"}}}, A, 2, 2);
   CHECK(created_order(p) == std::vector<int>{3, 2, 0, 1});
 }
 
 TEST_CASE("then IP address as a string, as the seed does") {
   // "10.0.0.10" < "10.0.0.9" as strings although 9 < 10 numerically.
-  auto p = plan({{"10.0.0.9", "n9", {"0"}}, {"10.0.0.10", "n10", {"0"}}, {A, "a", {"0"}}},
-                A, 3, 1);
+  auto p = plan({{"10.0.0.9", "n9", {"0"}}, {"10.0.0.10", "n10", {"0"}}, {A, "a", {"0"}}}, A,
+                3, 1);
   CHECK(created_order(p) == std::vector<int>{2, 1, 0});
 }
 
 TEST_CASE("the sort is stable: one node's workers keep creation order") {
-  auto p = plan({{B, "b", {"3"}}, {A, "a", {"0"}}, {B, "b", {"1"}}, {A, "a", {"2"}},
-                 {B, "b", {"0"}}, {A, "a", {"1"}}},
+  auto p = plan({{B, "b", {"3"}},
+                 {A, "a", {"0"}},
+                 {B, "b", {"1"}},
+                 {A, "a", {"2"}},
+                 {B, "b", {"0"}},
+                 {A, "a", {"1"}}},
                 A, 6, 1);
   CHECK(created_order(p) == std::vector<int>{1, 3, 5, 0, 2, 4});
 }
 
 TEST_CASE("the rerank map sends created ranks to adjusted ranks") {
-  auto p = plan({{B, "b", {"0"}}, {A, "a", {"0"}}, {B, "b", {"1"}}, {A, "a", {"1"}}}, A,
-                2, 2);
+  auto p = plan({{B, "b", {"0"}}, {A, "a", {"0"}}, {B, "b", {"1"}}, {A, "a", {"1"}}}, A, 2, 2);
   CHECK(p.rerank == std::map<int, int>{{0, 2}, {1, 0}, {2, 3}, {3, 1}});
   for (const auto& x : p.workers)
     CHECK(p.rerank.at(x.created_rank) == x.rank);
@@ -81,8 +82,8 @@ TEST_CASE("the rerank map sends created ranks to adjusted ranks") {
 
 TEST_CASE("16 GPUs: ids sort as integers, 10 after 9") {
   std::vector<w> ws;
-  for (const char* g : {"10", "9", "1", "15", "0", "11", "2", "3", "4", "5", "6", "7", "8",
-                        "12", "13", "14"})
+  for (const char* g :
+       {"10", "9", "1", "15", "0", "11", "2", "3", "4", "5", "6", "7", "8", "12", "13", "14"})
     ws.push_back({A, "a", {g}});
   auto p = plan(ws, A, 16, 1);
   CHECK(p.workers[0].env.at("CUDA_VISIBLE_DEVICES")
@@ -116,8 +117,7 @@ TEST_CASE("a driver IP with no worker also breaks the node/IP count") {
 }
 
 TEST_CASE("a non-integer GPU id is an error naming the worker") {
-  auto r = plan_ranks(reports({{A, "a", {"0"}}, {A, "a", {"GPU-1"}}}), A, {2, 1}, {},
-                      29500);
+  auto r = plan_ranks(reports({{A, "a", {"0"}}, {A, "a", {"GPU-1"}}}), A, {2, 1}, {}, 29500);
   REQUIRE_FALSE(r);
   CHECK(code_of(r.error()) == errc::invalid_argument);
   auto t = describe(r.error());
@@ -127,8 +127,7 @@ TEST_CASE("a non-integer GPU id is an error naming the worker") {
 }
 
 TEST_CASE("CUDA_VISIBLE_DEVICES per node holds all of that node's GPUs, sorted") {
-  auto p = plan({{A, "a", {"3"}}, {B, "b", {"1"}}, {A, "a", {"1"}}, {B, "b", {"0"}}}, A,
-                2, 2);
+  auto p = plan({{A, "a", {"3"}}, {B, "b", {"1"}}, {A, "a", {"1"}}, {B, "b", {"0"}}}, A, 2, 2);
   for (const auto& x : p.workers)
     CHECK(x.env.at("CUDA_VISIBLE_DEVICES") == (x.node_id == "a" ? "1,3" : "0,1"));
 }
@@ -141,8 +140,7 @@ TEST_CASE("GPU-sharing workers list their GPU once") {
 TEST_CASE("copied variables join the device variable, which wins") {
   env_map copy{{"NCCL_DEBUG", "INFO"}, {"CUDA_VISIBLE_DEVICES", "7"}};
   auto p = plan({{A, "a", {"0"}}, {A, "a", {"1"}}}, A, 2, 1, copy);
-  CHECK(p.workers[1].env
-        == env_map{{"CUDA_VISIBLE_DEVICES", "0,1"}, {"NCCL_DEBUG", "INFO"}});
+  CHECK(p.workers[1].env == env_map{{"CUDA_VISIBLE_DEVICES", "0,1"}, {"NCCL_DEBUG", "INFO"}});
   auto q = plan_ranks(reports({{A, "a", {"0"}}}), A, {1, 1}, copy, 29500,
                       "HIP_VISIBLE_DEVICES");
   REQUIRE(q);
@@ -151,8 +149,12 @@ TEST_CASE("copied variables join the device variable, which wins") {
 }
 
 TEST_CASE("local rank is the position of the rank within its node") {
-  auto p = plan({{B, "b", {"0"}}, {A, "a", {"0"}}, {B, "b", {"1"}}, {A, "a", {"1"}},
-                 {B, "b", {"2"}}, {C, "c", {"0"}}},
+  auto p = plan({{B, "b", {"0"}},
+                 {A, "a", {"0"}},
+                 {B, "b", {"1"}},
+                 {A, "a", {"1"}},
+                 {B, "b", {"2"}},
+                 {C, "c", {"0"}}},
                 A, 3, 2);
   // Order: A (2 workers), C (1), B (3).
   CHECK(created_order(p) == std::vector<int>{1, 3, 5, 0, 2, 4});
@@ -163,8 +165,12 @@ TEST_CASE("local rank is the position of the rank within its node") {
 }
 
 TEST_CASE("is_driver_worker is rank % tp == 0") {
-  auto p = plan({{A, "a", {"0"}}, {A, "a", {"1"}}, {A, "a", {"2"}}, {A, "a", {"3"}},
-                 {A, "a", {"4"}}, {A, "a", {"5"}}},
+  auto p = plan({{A, "a", {"0"}},
+                 {A, "a", {"1"}},
+                 {A, "a", {"2"}},
+                 {A, "a", {"3"}},
+                 {A, "a", {"4"}},
+                 {A, "a", {"5"}}},
                 A, 3, 2);
   std::vector<bool> drv;
   for (const auto& x : p.workers)
@@ -233,9 +239,10 @@ TEST_CASE("bundle index and ip travel with the worker") {
   CHECK(p->workers[1].node_id == "b");
 }
 
-TEST_CASE("a rank moved to another node in recovery keeps its rank and gets that node's devices") {
-  auto p = plan({{A, "na", {"0"}}, {A, "na", {"1"}}, {B, "nb", {"0"}}, {B, "nb", {"1"}}}, A, 2, 2,
-                {{"VLLM_X", "1"}});
+TEST_CASE(
+  "a rank moved to another node in recovery keeps its rank and gets that node's devices") {
+  auto p = plan({{A, "na", {"0"}}, {A, "na", {"1"}}, {B, "nb", {"0"}}, {B, "nb", {"1"}}}, A, 2,
+                2, {{"VLLM_X", "1"}});
   // Node nb is lost; rank 3 moves to node nc (new bundle on its GPU 5).
   auto m = plan_moved_rank(p, 3, "nc", C, 5);
   REQUIRE_MESSAGE(m, describe(m.error()));

@@ -57,9 +57,8 @@ struct grid {
       std::vector<std::thread> threads;
       for (int r = 0; r < tp; ++r)
         threads.emplace_back([&, r] {
-          res[static_cast<size_t>(r)] = shards[static_cast<size_t>(st)]
-                                              [static_cast<size_t>(r)]
-                                                ->execute(s, st == 0 ? nullptr : &carried);
+          res[static_cast<size_t>(r)] = shards[static_cast<size_t>(st)][static_cast<size_t>(r)]
+                                          ->execute(s, st == 0 ? nullptr : &carried);
         });
       for (auto& t : threads)
         t.join();
@@ -123,12 +122,9 @@ struct script {
 
 script mixed_script() {
   script sc;
-  sc.plans = {{{{"a", 5}, {"b", 1}, {"c", 12}}, {}},
-              {{{"d", 3}}, {}},
-              {{{"e", 7}}, {"b"}},
-              {{}, {}},
-              {{{"f", 2}}, {"a", "unknown-is-ignored"}},
-              {{}, {}}};
+  sc.plans = {
+    {{{"a", 5}, {"b", 1}, {"c", 12}}, {}},     {{{"d", 3}}, {}}, {{{"e", 7}}, {"b"}}, {{}, {}},
+    {{{"f", 2}}, {"a", "unknown-is-ignored"}}, {{}, {}}};
   return sc;
 }
 

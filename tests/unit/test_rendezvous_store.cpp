@@ -45,8 +45,7 @@ bool eventually(Pred pred, std::chrono::milliseconds limit = 5s) {
 }
 
 long long ms_since(clock_type::time_point t) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - t)
-    .count();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - t).count();
 }
 
 // A raw socket to the server for sending frames no well-behaved client would.
@@ -143,8 +142,9 @@ TEST_CASE("get blocks until another client sets the key") {
   auto setter = connect_to(srv);
   auto waited = std::async(std::launch::async, [&] { return getter->get("late", 10s); });
   auto waiter = connect_to(srv);
-  auto waited_all = std::async(std::launch::async,
-                               [&] { return waiter->wait({"late", "later"}, 10s); });
+  auto waited_all = std::async(std::launch::async, [&] {
+    return waiter->wait({"late", "later"}, 10s);
+  });
   REQUIRE(eventually([&] { return srv.blocked_clients() == 2; }));
   REQUIRE(!setter->set("late", bytes("v"), 1s));
   REQUIRE(waited.wait_for(5s) == std::future_status::ready);
@@ -259,8 +259,8 @@ TEST_CASE("stop() wakes every blocked client promptly with an error") {
   for (int i = 0; i < n; ++i)
     clients.push_back(connect_to(srv));
   for (int i = 0; i < n; ++i)
-    gets.push_back(std::async(std::launch::async,
-                              [&, i] { return clients[i]->get("never", 60s); }));
+    gets.push_back(
+      std::async(std::launch::async, [&, i] { return clients[i]->get("never", 60s); }));
   REQUIRE(eventually([&] { return srv.blocked_clients() == size_t{n}; }));
   auto t0 = clock_type::now();
   srv.stop();
@@ -342,6 +342,5 @@ TEST_CASE("binding a port in use fails with the address in the message") {
   auto err = second.start();
   REQUIRE(err);
   CHECK(code_of(err) == errc::transport_failed);
-  CHECK(describe(err).find("127.0.0.1:" + std::to_string(first.port()))
-        != std::string::npos);
+  CHECK(describe(err).find("127.0.0.1:" + std::to_string(first.port())) != std::string::npos);
 }

@@ -16,18 +16,18 @@ TEST_CASE("ledger: reserve all or nothing, fractional shares, release by owner")
   auto a = l.reserve("d1", {{0, 0, 10000}, {1, 1, 5000}}, "n");
   REQUIRE(a);
   CHECK(l.free_units() == std::vector<int64_t>{0, 5000});
-  auto b = l.reserve("d2", {{0, 1, 5000}, {1, 1, 5000}}, "n");  // needs 1.0 of device 1
+  auto b = l.reserve("d2", {{0, 1, 5000}, {1, 1, 5000}}, "n"); // needs 1.0 of device 1
   REQUIRE_FALSE(b);
   CHECK(code_of(b.error()) == errc::placement_failed);
   CHECK(describe(b.error()).find("device 1 has 0.5 free, needs 1") != std::string::npos);
-  CHECK(l.free_units() == std::vector<int64_t>{0, 5000});  // nothing taken
+  CHECK(l.free_units() == std::vector<int64_t>{0, 5000}); // nothing taken
   auto c = l.reserve("d2", {{0, 1, 5000}}, "n");
   REQUIRE(c);
   CHECK(l.holds(*c, 0, 1));
   CHECK_FALSE(l.holds(*c, 0, 0));
   CHECK(l.release("d1", 0) == 1);
   CHECK(l.free_units() == std::vector<int64_t>{10000, 5000});
-  CHECK(l.release("d1", *c) == 0);  // not d1's
+  CHECK(l.release("d1", *c) == 0); // not d1's
   CHECK_FALSE(l.reserve("d3", {{0, 7, 10000}}, "n"));
   CHECK_FALSE(l.reserve("d3", {{0, 0, 0}}, "n"));
 }
@@ -37,10 +37,14 @@ TEST_CASE("link MACs: both sides agree, labels differ, tokens matter") {
   auto ns = make_nonce();
   CHECK(nc.size() == 64);
   CHECK(nc != ns);
-  CHECK(server_mac("secret-token-123", nc, ns, 0) == server_mac("secret-token-123", nc, ns, 0));
-  CHECK(server_mac("secret-token-123", nc, ns, 0) != client_mac("secret-token-123", nc, ns, 0));
-  CHECK(client_mac("secret-token-123", nc, ns, 0) != client_mac("secret-token-124", nc, ns, 0));
-  CHECK(client_mac("secret-token-123", nc, ns, 0) != client_mac("secret-token-123", nc, ns, 1));
+  CHECK(server_mac("secret-token-123", nc, ns, 0)
+        == server_mac("secret-token-123", nc, ns, 0));
+  CHECK(server_mac("secret-token-123", nc, ns, 0)
+        != client_mac("secret-token-123", nc, ns, 0));
+  CHECK(client_mac("secret-token-123", nc, ns, 0)
+        != client_mac("secret-token-124", nc, ns, 0));
+  CHECK(client_mac("secret-token-123", nc, ns, 0)
+        != client_mac("secret-token-123", nc, ns, 1));
   // RFC 4231 test case 2.
   CHECK(hmac_hex("Jefe", "what do ya want for nothing?")
         == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
@@ -68,8 +72,8 @@ TEST_CASE("cluster config file and HOST:PORT") {
     CHECK(o.nodes == std::vector<std::string>{"10.0.0.1:7100", "10.0.0.2:7100"});
     CHECK(o.host_ip == "10.0.0.1");
   }
-  for (auto bad : {"{", R"({"nodes": []})", R"({"nodes": ["10.0.0.1"]})",
-                   R"({"nodes": [7]})", R"({"nodes": ["a:1"], "driver_ip": 3})"}) {
+  for (auto bad : {"{", R"({"nodes": []})", R"({"nodes": ["10.0.0.1"]})", R"({"nodes": [7]})",
+                   R"({"nodes": ["a:1"], "driver_ip": 3})"}) {
     std::ofstream(tmpl) << bad;
     cluster_options o;
     auto err = load_cluster_config(tmpl, o);

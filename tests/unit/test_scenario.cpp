@@ -68,9 +68,10 @@ TEST_CASE("bad files get clear errors") {
   CHECK(has(error_of(R"({"cluster": {"tp": 2}, "faults": [{"action": "kill", "rank": 2}],
                          "expect": {"outcome": "success"}})"),
             "faults[0].rank must be in [0, 1]"));
-  CHECK(has(error_of(R"({"cluster": {}, "steps": 2, "faults": [{"action": "kill", "at_step": 5}],
+  CHECK(
+    has(error_of(R"({"cluster": {}, "steps": 2, "faults": [{"action": "kill", "at_step": 5}],
                          "expect": {"outcome": "success"}})"),
-            "faults[0].at_step must be in [0, 1]"));
+        "faults[0].at_step must be in [0, 1]"));
   CHECK(has(error_of(R"({"cluster": {}, "faults": [{"action": "fail_method", "method": "x"}],
                          "expect": {"outcome": "success"}})"),
             "faults[0].method must be \"fail\" or \"throw\""));
@@ -119,7 +120,8 @@ TEST_CASE("the cluster's failure policy, liveness, step timeout and simulated ho
 
 TEST_CASE("defaults: fail policy, embedded, liveness and timeouts from the executor") {
   auto s = parse_scenario(R"({"cluster": {}, "expect": {"outcome": "start_error",
-    "error": "model_failed", "contains": "load_model"}})", "t");
+    "error": "model_failed", "contains": "load_model"}})",
+                          "t");
   REQUIRE_MESSAGE(s, describe(s.error()));
   CHECK_FALSE(s->restart);
   CHECK(s->hosts == 0);
@@ -131,16 +133,21 @@ TEST_CASE("defaults: fail policy, embedded, liveness and timeouts from the execu
 }
 
 TEST_CASE("bad values of the new fields name the file and the field") {
-  CHECK(has(error_of(R"({"cluster": {"on_worker_failure": "retry"}, "expect": {"outcome": "success"}})"),
-            "t.json: cluster.on_worker_failure must be \"fail\" or \"restart\", got \"retry\""));
+  CHECK(
+    has(error_of(
+          R"({"cluster": {"on_worker_failure": "retry"}, "expect": {"outcome": "success"}})"),
+        "t.json: cluster.on_worker_failure must be \"fail\" or \"restart\", got \"retry\""));
   CHECK(has(error_of(R"({"cluster": {"hosts": -1}, "expect": {"outcome": "success"}})"),
             "cluster.hosts must be in [0, 8]"));
-  CHECK(has(error_of(R"({"cluster": {"hosts": 2, "nodes": ["a:1"]}, "expect": {"outcome": "success"}})"),
-            "exclude each other"));
+  CHECK(
+    has(error_of(
+          R"({"cluster": {"hosts": 2, "nodes": ["a:1"]}, "expect": {"outcome": "success"}})"),
+        "exclude each other"));
   CHECK(has(error_of(R"({"cluster": {"heartbeat_ms": 500, "connection_timeout_ms": 600},
                          "expect": {"outcome": "success"}})"),
             "at least twice heartbeat_ms"));
-  CHECK(has(error_of(R"({"cluster": {"step_timeout_ms": "1s"}, "expect": {"outcome": "success"}})"),
+  CHECK(has(error_of(
+              R"({"cluster": {"step_timeout_ms": "1s"}, "expect": {"outcome": "success"}})"),
             "cluster.step_timeout_ms must be an integer"));
   CHECK(has(error_of(R"({"cluster": {}, "faults": [{"action": "cut_link", "node": 0}],
                          "expect": {"outcome": "success"}})"),
@@ -148,31 +155,40 @@ TEST_CASE("bad values of the new fields name the file and the field") {
   CHECK(has(error_of(R"({"cluster": {}, "faults": [{"action": "kill_agent"}],
                          "expect": {"outcome": "success"}})"),
             "kill_agent acts on a simulated host"));
-  CHECK(has(error_of(R"({"cluster": {"hosts": 2}, "faults": [{"action": "kill_agent", "node": 2}],
+  CHECK(
+    has(error_of(R"({"cluster": {"hosts": 2}, "faults": [{"action": "kill_agent", "node": 2}],
                          "expect": {"outcome": "success"}})"),
-            "faults[0].node must be in [0, 1]"));
-  CHECK(has(error_of(R"({"cluster": {}, "faults": [{"action": "kill", "at_step": 0, "at_ms": 5}],
+        "faults[0].node must be in [0, 1]"));
+  CHECK(
+    has(error_of(R"({"cluster": {}, "faults": [{"action": "kill", "at_step": 0, "at_ms": 5}],
                          "expect": {"outcome": "success"}})"),
-            "has both at_step and at_ms"));
-  CHECK(has(error_of(R"({"cluster": {}, "faults": [{"rank": 0}], "expect": {"outcome": "success"}})"),
+        "has both at_step and at_ms"));
+  CHECK(has(error_of(
+              R"({"cluster": {}, "faults": [{"rank": 0}], "expect": {"outcome": "success"}})"),
             "faults[0].action is required"));
-  CHECK(has(error_of(R"({"cluster": {}, "faults": [{"action": "delay"}], "expect": {"outcome": "success"}})"),
-            "faults[0].ms is required for delay"));
+  CHECK(has(
+    error_of(
+      R"({"cluster": {}, "faults": [{"action": "delay"}], "expect": {"outcome": "success"}})"),
+    "faults[0].ms is required for delay"));
   CHECK(has(error_of(R"({"cluster": {}, "expect": {"outcome": "recovered"}})"),
             "needs cluster.on_worker_failure \"restart\""));
   CHECK(has(error_of(R"({"cluster": {}, "expect": {"outcome": "start_error"}})"),
             "expect.error is required when the outcome is \"start_error\""));
-  CHECK(has(error_of(R"({"cluster": {}, "expect": {"outcome": "success", "error": "timeout"}})"),
-            "expect.error only applies"));
+  CHECK(
+    has(error_of(R"({"cluster": {}, "expect": {"outcome": "success", "error": "timeout"}})"),
+        "expect.error only applies"));
   CHECK(has(error_of(R"({"cluster": {}, "expect": {"outcome": "error", "error": "timeout",
                          "later_steps_succeed": 1}})"),
             "expect.later_steps_succeed must be true or false"));
-  CHECK(has(error_of(R"({"cluster": {}, "expect": {"outcome": "error", "error": "worker_lots"}})"),
-            "expect.error names an unknown error kind \"worker_lots\" (kinds: invalid_argument"));
-  CHECK(has(error_of(R"({"cluster": {}, "expect": {"outcome": "error", "error": "worker_lost|"}})"),
+  CHECK(
+    has(error_of(R"({"cluster": {}, "expect": {"outcome": "error", "error": "worker_lots"}})"),
+        "expect.error names an unknown error kind \"worker_lots\" (kinds: invalid_argument"));
+  CHECK(has(error_of(
+              R"({"cluster": {}, "expect": {"outcome": "error", "error": "worker_lost|"}})"),
             "unknown error kind \"\""));
   auto alt = parse_scenario(R"({"cluster": {}, "expect": {"outcome": "error",
-                                "error": "worker_lost|transport_failed"}})", "t");
+                                "error": "worker_lost|transport_failed"}})",
+                            "t");
   REQUIRE_MESSAGE(alt, describe(alt.error()));
   CHECK(alt->expect.error == "worker_lost|transport_failed");
   CHECK(has(error_of(R"({"cluster": {}, "steps": 0, "expect": {"outcome": "success"}})"),

@@ -74,12 +74,12 @@ TEST_CASE("requests join and leave the batch between steps") {
   REQUIRE(idc);
   CHECK(fx.steps.size() == 1);
   CHECK(b.queued() == 1);
-  fx.complete_ok();  // a gets its first token; the next step carries a (cached) and c (new)
+  fx.complete_ok(); // a gets its first token; the next step carries a (cached) and c (new)
   REQUIRE(fx.steps.size() == 2);
   CHECK(fx.steps[1].new_requests.at(0).req_id == *idc);
   CHECK(fx.steps[1].cached_requests.at(0).req_id == *ida);
   CHECK(fx.steps[1].cached_requests.at(0).token == 100);
-  fx.complete_ok();  // a is done after 2 tokens and leaves; c continues
+  fx.complete_ok(); // a is done after 2 tokens and leaves; c continues
   CHECK(a.done == 1);
   CHECK_FALSE(a.err);
   CHECK(a.tokens.size() == 2);
@@ -113,7 +113,7 @@ TEST_CASE("max_batch and max_in_flight bound each step; a full queue refuses") {
   auto refused = b.add({1}, 1, sink_for(r[5]));
   REQUIRE_FALSE(refused);
   CHECK(code_of(refused.error()) == errc::too_many_in_flight);
-  fx.complete_ok();  // frees a slot: the next step takes max_batch = 2 waiting requests
+  fx.complete_ok(); // frees a slot: the next step takes max_batch = 2 waiting requests
   REQUIRE(fx.steps.size() == 3);
   CHECK(fx.steps[2].num_requests() == 2);
   CHECK(fx.steps[2].finished.size() == 1);
@@ -165,7 +165,7 @@ TEST_CASE("fail_all answers every accepted request once; late results are ignore
   CHECK(a.done == 1);
   CHECK(q.done == 1);
   CHECK(b.idle());
-  fx.complete_ok();  // the step in flight comes back after all
+  fx.complete_ok(); // the step in flight comes back after all
   CHECK(a.done == 1);
   CHECK(a.tokens.empty());
 }
@@ -199,7 +199,7 @@ TEST_CASE("after fail_for_good, queued and new requests fail at once instead of 
   REQUIRE(pauses == 1);
   REQUIRE(b.paused());
   record queued;
-  REQUIRE(b.add({3}, 4, sink_for(queued)));  // waits for the recovery
+  REQUIRE(b.add({3}, 4, sink_for(queued))); // waits for the recovery
   CHECK(queued.done == 0);
   b.fail_for_good(make_error(errc::worker_lost, "the executor gave up"));
   CHECK(first.done == 1);
@@ -211,5 +211,5 @@ TEST_CASE("after fail_for_good, queued and new requests fail at once instead of 
   REQUIRE_FALSE(later);
   CHECK(code_of(later.error()) == errc::worker_lost);
   CHECK(describe(later.error()).find("gave up") != std::string::npos);
-  CHECK(ex.pending.empty());  // nothing was submitted for a request that cannot run
+  CHECK(ex.pending.empty()); // nothing was submitted for a request that cannot run
 }

@@ -51,8 +51,8 @@ TEST_CASE("the executor gave up (every rank dead) or did not answer: failed, 503
   auto h = judged({health_state::dead, health_state::dead});
   CHECK(h.status() == "failed");
   CHECK(h.http_status() == 503);
-  auto silent = judge_health(caf::expected<std::vector<worker_health>>(
-    make_error(errc::timeout, "no answer")));
+  auto silent = judge_health(
+    caf::expected<std::vector<worker_health>>(make_error(errc::timeout, "no answer")));
   CHECK(silent.status() == "failed");
   CHECK(silent.http_status() == 503);
 }

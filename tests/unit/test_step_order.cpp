@@ -41,7 +41,8 @@ TEST_CASE("results are released in step order even when a later step finishes fi
 
 namespace {
 
-model_runner_output out_with(std::vector<std::string> sending, std::vector<std::string> recving,
+model_runner_output out_with(std::vector<std::string> sending,
+                             std::vector<std::string> recving,
                              std::vector<int32_t> tokens = {}) {
   model_runner_output o;
   o.finished_sending = std::move(sending);
@@ -55,7 +56,8 @@ model_runner_output out_with(std::vector<std::string> sending, std::vector<std::
 TEST_CASE("the KV aggregator reports a request only when every worker did") {
   kv_output_aggregator agg(3);
   // Step 1: two of three workers finished sending "a"; one finished receiving "b".
-  auto r1 = agg.aggregate({out_with({"a"}, {}, {7}), out_with({"a"}, {"b"}), out_with({}, {})});
+  auto r1 = agg.aggregate(
+    {out_with({"a"}, {}, {7}), out_with({"a"}, {"b"}), out_with({}, {})});
   CHECK(r1.sampled == std::vector<int32_t>{7});
   CHECK(r1.finished_sending.empty());
   CHECK(r1.finished_recving.empty());

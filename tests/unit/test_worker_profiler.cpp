@@ -38,10 +38,17 @@ TEST_CASE("nsys wraps the worker exactly as ray_workers_use_nsight does") {
   std::vector<std::string> argv{"/opt/cafex/bin/cafex", "worker", "--rank", "3"};
   auto out = wrap_worker_argv(worker_profiler::nsys, argv, "/usr/local/bin/nsys");
   REQUIRE(out);
-  std::vector<std::string> expected{"/usr/local/bin/nsys", "profile", "-t",
-                                    "cuda,cudnn,cublas",   "-o",      "worker_process_%p",
+  std::vector<std::string> expected{"/usr/local/bin/nsys",
+                                    "profile",
+                                    "-t",
+                                    "cuda,cudnn,cublas",
+                                    "-o",
+                                    "worker_process_%p",
                                     "--cuda-graph-trace=node",
-                                    "/opt/cafex/bin/cafex", "worker", "--rank", "3"};
+                                    "/opt/cafex/bin/cafex",
+                                    "worker",
+                                    "--rank",
+                                    "3"};
   CHECK(*out == expected);
 }
 

@@ -5,7 +5,8 @@
 
 using namespace cafex;
 
-TEST_CASE("the demo workload prefills, decodes, and re-prefills prompt + tokens after recovery") {
+TEST_CASE(
+  "the demo workload prefills, decodes, and re-prefills prompt + tokens after recovery") {
   demo_workload w(3, 2, 512);
   auto s0 = w.next_step();
   REQUIRE(s0.new_requests.size() == 2);

@@ -21,10 +21,10 @@ struct cublas_library {
   using set_stream_fn = cublasStatus_t (*)(cublasHandle_t, cudaStream_t);
   using set_math_fn = cublasStatus_t (*)(cublasHandle_t, cublasMath_t);
   using sgemm_batched_fn = cublasStatus_t (*)(cublasHandle_t, cublasOperation_t,
-                                              cublasOperation_t, int, int, int,
-                                              const float*, const float*, int, long long,
-                                              const float*, int, long long, const float*,
-                                              float*, int, long long, int);
+                                              cublasOperation_t, int, int, int, const float*,
+                                              const float*, int, long long, const float*, int,
+                                              long long, const float*, float*, int, long long,
+                                              int);
   void* dl = nullptr;
   std::string error; ///< why loading failed
   create_fn create = nullptr;
@@ -46,14 +46,16 @@ const cublas_library& cublas() {
       lib.error += fmt::format("{}{}", lib.error.empty() ? "" : "; ", why ? why : name);
     }
     if (lib.dl == nullptr) {
-      lib.error = "cuBLAS not found (" + lib.error + "): put its directory on "
-                  "LD_LIBRARY_PATH, or use the builtin gemm";
+      lib.error = "cuBLAS not found (" + lib.error
+                  + "): put its directory on "
+                    "LD_LIBRARY_PATH, or use the builtin gemm";
       return;
     }
     auto sym = [](const char* name) { return dlsym(lib.dl, name); };
     lib.create = reinterpret_cast<cublas_library::create_fn>(sym("cublasCreate_v2"));
     lib.destroy = reinterpret_cast<cublas_library::destroy_fn>(sym("cublasDestroy_v2"));
-    lib.set_stream = reinterpret_cast<cublas_library::set_stream_fn>(sym("cublasSetStream_v2"));
+    lib.set_stream = reinterpret_cast<cublas_library::set_stream_fn>(
+      sym("cublasSetStream_v2"));
     lib.set_math = reinterpret_cast<cublas_library::set_math_fn>(sym("cublasSetMathMode"));
     lib.sgemm_batched = reinterpret_cast<cublas_library::sgemm_batched_fn>(
       sym("cublasSgemmStridedBatched"));
@@ -78,7 +80,7 @@ const char* to_string(gemm_backend b) {
 }
 
 caf::expected<std::unique_ptr<gemm_engine>> gemm_engine::create(gemm_backend want,
-                                                               cudaStream_t stream) {
+                                                                cudaStream_t stream) {
   std::unique_ptr<gemm_engine> self{new gemm_engine(stream)};
   if (want == gemm_backend::builtin) {
     self->why_builtin_ = "builtin gemm requested";
@@ -123,10 +125,11 @@ caf::error gemm_engine::run(const gemm_args& g) {
   // Row-major C = A op(B) is column-major C^T = op(B)^T A^T: swap the operands. The
   // row-major B read column-major is B^T, so op stays N for B and becomes T for B^T.
   const float beta = 0.0f;
-  return CAFEX_CHECK(cublas().sgemm_batched(
-    static_cast<cublasHandle_t>(handle_), g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N,
-    g.n, g.m, g.k, &g.alpha, g.b, g.ldb, g.stride_b, g.a, g.lda, g.stride_a, &beta, g.c,
-    g.ldc, g.stride_c, g.batch));
+  return CAFEX_CHECK(cublas().sgemm_batched(static_cast<cublasHandle_t>(handle_),
+                                            g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N,
+                                            g.n, g.m, g.k, &g.alpha, g.b, g.ldb, g.stride_b,
+                                            g.a, g.lda, g.stride_a, &beta, g.c, g.ldc,
+                                            g.stride_c, g.batch));
 }
 
 } // namespace cafex

@@ -63,8 +63,9 @@ public:
   caf::error run(const gemm_args& g);
 
   /// The backend actually in use: cublas or builtin.
-  gemm_backend backend() const { return handle_ != nullptr ? gemm_backend::cublas
-                                                           : gemm_backend::builtin; }
+  gemm_backend backend() const {
+    return handle_ != nullptr ? gemm_backend::cublas : gemm_backend::builtin;
+  }
 
   /// Why cuBLAS is not in use (empty when it is).
   const std::string& why_builtin() const { return why_builtin_; }

@@ -10,13 +10,15 @@ namespace cafex::cuda_kernels {
 namespace {
 
 constexpr unsigned full_mask = 0xffffffffu;
-constexpr int block_threads = 256;   // multiple of 32: the reductions use whole warps
+constexpr int block_threads = 256; // multiple of 32: the reductions use whole warps
 constexpr int attn_threads = 128;
 constexpr int attn_warps = attn_threads / 32;
 
 struct plus_op {
   template <class T>
-  __device__ T operator()(T a, T b) const { return a + b; }
+  __device__ T operator()(T a, T b) const {
+    return a + b;
+  }
 };
 struct max_op {
   __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
@@ -60,8 +62,8 @@ __global__ void silu_kernel(float* x, size_t n) {
     x[i] = x[i] / (1.0f + expf(-x[i]));
 }
 
-__global__ void append_kv_kernel(const float* qkv, const attn_row* rows, int tokens,
-                                 int heads, int layer, int d) {
+__global__ void append_kv_kernel(const float* qkv, const attn_row* rows, int tokens, int heads,
+                                 int layer, int d) {
   const int row = blockIdx.x, h = blockIdx.y;
   const attn_row ar = rows[row];
   const float* src = qkv + (static_cast<size_t>(h) * tokens + row) * 3 * d;
@@ -73,9 +75,8 @@ __global__ void append_kv_kernel(const float* qkv, const attn_row* rows, int tok
 }
 
 // One block per (row, head). Shared memory: scores[max_keys] | partial[warps][d] | q[d].
-__global__ void attention_kernel(const float* qkv, const attn_row* rows, int tokens,
-                                 int heads, int layer, int d, float scale, int max_keys,
-                                 float* out) {
+__global__ void attention_kernel(const float* qkv, const attn_row* rows, int tokens, int heads,
+                                 int layer, int d, float scale, int max_keys, float* out) {
   extern __shared__ float sm[];
   __shared__ float scratch[32];
   float* sc = sm;
@@ -131,8 +132,8 @@ __global__ void attention_kernel(const float* qkv, const attn_row* rows, int tok
 
 __global__ void fixed_sum_kernel(const float* c, int parts, size_t stride, size_t n,
                                  int64_t* acc) {
-  constexpr double scale = 16777216.0;          // 2^24, tensor_math's fixed_point_scale
-  constexpr double limit = 1125899906842624.0;  // 2^50, accumulate_fixed's clamp
+  constexpr double scale = 16777216.0;         // 2^24, tensor_math's fixed_point_scale
+  constexpr double limit = 1125899906842624.0; // 2^50, accumulate_fixed's clamp
   for (size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<size_t>(gridDim.x) * blockDim.x) {
     int64_t a = 0;
@@ -195,8 +196,8 @@ __global__ void argmax_kernel(const float* logits, int vocab, int32_t* out) {
 constexpr int tile = 16;
 
 __global__ void sgemm_kernel(int m, int n, int k, float alpha, const float* a, int lda,
-                             long long sa, const float* b, int ldb, long long sb,
-                             bool trans_b, float* c, int ldc, long long sc) {
+                             long long sa, const float* b, int ldb, long long sb, bool trans_b,
+                             float* c, int ldc, long long sc) {
   __shared__ float as[tile][tile + 1];
   __shared__ float bs[tile][tile + 1];
   const int z = blockIdx.z;
@@ -209,10 +210,9 @@ __global__ void sgemm_kernel(int m, int n, int k, float alpha, const float* a, i
   for (int t0 = 0; t0 < k; t0 += tile) {
     as[ty][tx] = row < m && t0 + tx < k ? a[static_cast<size_t>(row) * lda + t0 + tx] : 0.0f;
     const int kk = t0 + ty;
-    bs[ty][tx] = kk < k && col < n
-                   ? (trans_b ? b[static_cast<size_t>(col) * ldb + kk]
-                              : b[static_cast<size_t>(kk) * ldb + col])
-                   : 0.0f;
+    bs[ty][tx] = kk < k && col < n ? (trans_b ? b[static_cast<size_t>(col) * ldb + kk]
+                                              : b[static_cast<size_t>(kk) * ldb + col])
+                                   : 0.0f;
     __syncthreads();
     const int steps = min(tile, k - t0);
     for (int i = 0; i < steps; ++i)
@@ -254,8 +254,8 @@ caf::error silu(float* x, size_t n, cudaStream_t s) {
   return launched();
 }
 
-caf::error append_kv(const float* qkv, const attn_row* rows, int tokens, int heads,
-                     int layer, int d, cudaStream_t s) {
+caf::error append_kv(const float* qkv, const attn_row* rows, int tokens, int heads, int layer,
+                     int d, cudaStream_t s) {
   if (tokens <= 0 || heads <= 0)
     return caf::none;
   append_kv_kernel<<<dim3(tokens, heads), 64, 0, s>>>(qkv, rows, tokens, heads, layer, d);
@@ -274,19 +274,19 @@ int attention_max_keys(int d) {
   return keys > 0 ? static_cast<int>(keys) : 0;
 }
 
-caf::error attention(const float* qkv, const attn_row* rows, int tokens, int heads,
-                     int layer, int d, float scale, int max_keys, float* out,
-                     cudaStream_t s) {
+caf::error attention(const float* qkv, const attn_row* rows, int tokens, int heads, int layer,
+                     int d, float scale, int max_keys, float* out, cudaStream_t s) {
   if (tokens <= 0 || heads <= 0)
     return caf::none;
   const size_t shared = attention_shared_bytes(max_keys, d);
   if (shared > 48 * 1024)
-    if (auto err = CAFEX_CHECK(cudaFuncSetAttribute(
-          attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-          static_cast<int>(shared))))
+    if (auto err = CAFEX_CHECK(
+          cudaFuncSetAttribute(attention_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               static_cast<int>(shared))))
       return err;
-  attention_kernel<<<dim3(tokens, heads), attn_threads, shared, s>>>(
-    qkv, rows, tokens, heads, layer, d, scale, max_keys, out);
+  attention_kernel<<<dim3(tokens, heads), attn_threads, shared, s>>>(qkv, rows, tokens, heads,
+                                                                     layer, d, scale, max_keys,
+                                                                     out);
   return launched();
 }
 

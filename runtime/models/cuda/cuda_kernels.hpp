@@ -15,10 +15,10 @@ namespace cafex::cuda_kernels {
 
 /// One token row of a step, as the attention kernels see it.
 struct attn_row {
-  float* k = nullptr;  ///< its request's K slab: [local layers][local heads][cap][head_dim]
-  float* v = nullptr;  ///< its request's V slab, same layout
-  int cap = 0;         ///< positions the slabs hold per (layer, head)
-  int pos = 0;         ///< this token's position (it sees positions 0..pos)
+  float* k = nullptr; ///< its request's K slab: [local layers][local heads][cap][head_dim]
+  float* v = nullptr; ///< its request's V slab, same layout
+  int cap = 0;        ///< positions the slabs hold per (layer, head)
+  int pos = 0;        ///< this token's position (it sees positions 0..pos)
 };
 
 /// y[r] = rmsnorm(x[src(r)]) * gain for `rows` rows of `cols`; src(r) = rows_index[r]
@@ -32,15 +32,14 @@ caf::error silu(float* x, size_t n, cudaStream_t s);
 /// Copies each row's K and V (columns [d, 3d) of qkv[head][row]) into its request's
 /// slabs at its position, for the `heads` local heads of local layer `layer`. qkv is
 /// [heads][tokens][3*d].
-caf::error append_kv(const float* qkv, const attn_row* rows, int tokens, int heads,
-                     int layer, int d, cudaStream_t s);
+caf::error append_kv(const float* qkv, const attn_row* rows, int tokens, int heads, int layer,
+                     int d, cudaStream_t s);
 
 /// Causal attention of each row and head over its request's cached positions 0..pos:
 /// out[head][row] (out is [heads][tokens][d]) = softmax(scale * q.K^T) V, q from qkv. `max_keys` bounds pos + 1 over
 /// the rows (sizes shared memory).
-caf::error attention(const float* qkv, const attn_row* rows, int tokens, int heads,
-                     int layer, int d, float scale, int max_keys, float* out,
-                     cudaStream_t s);
+caf::error attention(const float* qkv, const attn_row* rows, int tokens, int heads, int layer,
+                     int d, float scale, int max_keys, float* out, cudaStream_t s);
 
 /// Largest max_keys attention() accepts on the current device for head size `d`
 /// (its scores live in shared memory); 0 when the device cannot be queried.

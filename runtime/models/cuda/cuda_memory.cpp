@@ -126,7 +126,8 @@ caf::error wait_stream(cudaStream_t stream, std::chrono::milliseconds timeout,
     if (now >= deadline)
       return make_error(errc::timeout,
                         fmt::format("{} did not finish within {} ms: a peer may have died "
-                                    "or the GPU is stuck", what, timeout.count()));
+                                    "or the GPU is stuck",
+                                    what, timeout.count()));
     if (now - start < spin_for)
       std::this_thread::yield();
     else

@@ -61,8 +61,8 @@ caf::error cuda_reference_model::load(const model_config& cfg, const shard_info&
     return make_error(errc::invalid_argument,
                       fmt::format("{}: max_seq_len {} exceeds the {} positions the attention "
                                   "kernel holds in shared memory on GPU {} for head_dim {}: "
-                                  "lower max_seq_len", ctx(), cfg.max_seq_len, max_keys,
-                                  device_, head_dim_));
+                                  "lower max_seq_len",
+                                  ctx(), cfg.max_seq_len, max_keys, device_, head_dim_));
   auto err = stream_.create();
   if (!err) {
     auto engine = gemm_engine::create(opts_.gemm, stream_.get());
@@ -86,8 +86,10 @@ caf::error cuda_reference_model::load(const model_config& cfg, const shard_info&
         const auto& src = w.layers[l];
         auto& dst = w_[l];
         for (auto [d, s] : {std::pair{&dst.attn_norm, &src.attn_norm},
-                            {&dst.mlp_norm, &src.mlp_norm}, {&dst.wqkv, &src.wqkv},
-                            {&dst.wo, &src.wo}, {&dst.wup, &src.wup},
+                            {&dst.mlp_norm, &src.mlp_norm},
+                            {&dst.wqkv, &src.wqkv},
+                            {&dst.wo, &src.wo},
+                            {&dst.wup, &src.wup},
                             {&dst.wdown, &src.wdown}})
           if (!err)
             err = upload(*d, *s);
@@ -95,7 +97,8 @@ caf::error cuda_reference_model::load(const model_config& cfg, const shard_info&
     }
   } catch (const std::exception& e) {
     err = make_error(errc::model_failed, fmt::format("building the weights failed: {}: use a "
-                                                     "smaller model config", e.what()));
+                                                     "smaller model config",
+                                                     e.what()));
   }
   if (err) {
     w_.clear();
@@ -122,9 +125,10 @@ caf::error cuda_reference_model::grow(kv_entry& kv, int64_t need) {
       // Keep the committed rows of every (layer, head) slab at the new stride.
       const size_t width = kv.len * d * sizeof(float);
       for (auto [dst, src] : {std::pair{&nk, &kv.k}, {&nv, &kv.v}})
-        if (auto err = CAFEX_CHECK(cudaMemcpy2DAsync(
-              dst->data(), cap * d * sizeof(float), src->data(), kv.cap * d * sizeof(float),
-              width, slabs, cudaMemcpyDeviceToDevice, stream_.get())))
+        if (auto err = CAFEX_CHECK(cudaMemcpy2DAsync(dst->data(), cap * d * sizeof(float),
+                                                     src->data(), kv.cap * d * sizeof(float),
+                                                     width, slabs, cudaMemcpyDeviceToDevice,
+                                                     stream_.get())))
           return err;
     }
     // The old slabs may still be read by the copies: free them after the step's wait.
@@ -150,8 +154,8 @@ caf::error cuda_reference_model::plan(const scheduler_output& step,
     if (auto err = grow(kv, pos0 + count))
       return err;
     for (int64_t t = 0; t < count; ++t)
-      rows.push_back(k::attn_row{kv.k.as<float>(), kv.v.as<float>(),
-                                 static_cast<int>(kv.cap), static_cast<int>(pos0 + t)});
+      rows.push_back(k::attn_row{kv.k.as<float>(), kv.v.as<float>(), static_cast<int>(kv.cap),
+                                 static_cast<int>(pos0 + t)});
     last.push_back(static_cast<int>(rows.size() - 1));
     step_kv_.push_back(&kv);
     step_end_.push_back(pos0 + count);
@@ -177,16 +181,27 @@ caf::error cuda_reference_model::plan(const scheduler_output& step,
   const size_t fb = static_cast<size_t>(block_);
   const size_t vocab = static_cast<size_t>(cfg_.vocab_size);
   for (auto [buf, bytes] : std::initializer_list<std::pair<device_buffer*, size_t>>{
-         {&x_, t * h * 4}, {&xn_, t * h * 4}, {&qkv_, lh * t * 3 * d * 4},
-         {&attn_, lh * t * d * 4}, {&parts_, std::max(lh, lb) * t * h * 4},
-         {&up_, lb * t * fb * 4}, {&acc_, t * h * 8}, {&rows_, t * sizeof(k::attn_row)},
-         {&last_, n * sizeof(int)}, {&logits_, n * vocab * 4}, {&sampled_, n * 4}})
+         {&x_, t * h * 4},
+         {&xn_, t * h * 4},
+         {&qkv_, lh * t * 3 * d * 4},
+         {&attn_, lh * t * d * 4},
+         {&parts_, std::max(lh, lb) * t * h * 4},
+         {&up_, lb * t * fb * 4},
+         {&acc_, t * h * 8},
+         {&rows_, t * sizeof(k::attn_row)},
+         {&last_, n * sizeof(int)},
+         {&logits_, n * vocab * 4},
+         {&sampled_, n * 4}})
     if (auto err = buf->reserve(bytes))
       return err;
-  for (auto [buf, bytes] : std::initializer_list<std::pair<pinned_buffer*, size_t>>{
-         {&pin_x_, t * h * 4}, {&pin_rows_, t * sizeof(k::attn_row)},
-         {&pin_last_, n * sizeof(int)}, {&pin_acc_, t * h * 8}, {&pin_sampled_, n * 4},
-         {&pin_hidden_, t * h * 4}})
+  for (auto [buf, bytes] :
+       std::initializer_list<std::pair<pinned_buffer*, size_t>>{{&pin_x_, t * h * 4},
+                                                                {&pin_rows_,
+                                                                 t * sizeof(k::attn_row)},
+                                                                {&pin_last_, n * sizeof(int)},
+                                                                {&pin_acc_, t * h * 8},
+                                                                {&pin_sampled_, n * 4},
+                                                                {&pin_hidden_, t * h * 4}})
     if (auto err = buf->reserve(bytes))
       return err;
   // Stage 0 embeds on the host exactly as the CPU model does; later stages take `input`.
@@ -209,12 +224,12 @@ caf::error cuda_reference_model::plan(const scheduler_output& step,
   std::copy(rows.begin(), rows.end(), pin_rows_.as<k::attn_row>());
   std::copy(last.begin(), last.end(), pin_last_.as<int>());
   auto s = stream_.get();
-  if (auto err = CAFEX_CHECK(cudaMemcpyAsync(x_.data(), px, t * h * 4,
-                                             cudaMemcpyHostToDevice, s)))
+  if (auto err = CAFEX_CHECK(
+        cudaMemcpyAsync(x_.data(), px, t * h * 4, cudaMemcpyHostToDevice, s)))
     return err;
   if (auto err = CAFEX_CHECK(cudaMemcpyAsync(rows_.data(), pin_rows_.as<void>(),
-                                             t * sizeof(k::attn_row),
-                                             cudaMemcpyHostToDevice, s)))
+                                             t * sizeof(k::attn_row), cudaMemcpyHostToDevice,
+                                             s)))
     return err;
   return CAFEX_CHECK(cudaMemcpyAsync(last_.data(), pin_last_.as<void>(), n * sizeof(int),
                                      cudaMemcpyHostToDevice, s));
@@ -249,22 +264,22 @@ caf::error cuda_reference_model::reduce_into_x(const char* what, int l) {
       err = tp_dev_->enqueue_all_reduce_sum(acc_.as<int64_t>(), n, s);
     } else {
       // Host collective: stage through pinned memory, waiting with a deadline.
-      err = CAFEX_CHECK(cudaMemcpyAsync(pin_acc_.as<void>(), acc_.data(), n * 8,
-                                        cudaMemcpyDeviceToHost, s));
+      err = CAFEX_CHECK(
+        cudaMemcpyAsync(pin_acc_.as<void>(), acc_.data(), n * 8, cudaMemcpyDeviceToHost, s));
       if (!err)
         err = wait_stream(s, opts_.step_timeout, "copying TP partial sums to the host");
       if (!err)
         err = tp_->all_reduce_sum(pin_acc_.as<int64_t>(), n);
       if (!err)
-        err = CAFEX_CHECK(cudaMemcpyAsync(acc_.data(), pin_acc_.as<void>(), n * 8,
-                                          cudaMemcpyHostToDevice, s));
+        err = CAFEX_CHECK(
+          cudaMemcpyAsync(acc_.data(), pin_acc_.as<void>(), n * 8, cudaMemcpyHostToDevice, s));
     }
     if (err)
       return make_error(errc::transport_failed,
                         fmt::format("TP all_reduce of the {} output of layer {} failed on tp "
-                                    "rank {} of {}, pp rank {}: {}", what, layers_.first + l,
-                                    shard_.tp_rank, shard_.tp_size, shard_.pp_rank,
-                                    describe(err)));
+                                    "rank {} of {}, pp rank {}: {}",
+                                    what, layers_.first + l, shard_.tp_rank, shard_.tp_size,
+                                    shard_.pp_rank, describe(err)));
   }
   return k::add_from_fixed(acc_.as<int64_t>(), x_.as<float>(), n, s);
 }
@@ -367,8 +382,9 @@ void cuda_reference_model::rollback() {
 caf::error cuda_reference_model::fail(const scheduler_output& step, const caf::error& err) {
   rollback();
   return with_context(fmt::format("cuda reference model (tp rank {}, pp rank {}, GPU {}), "
-                                  "step {}{}", shard_.tp_rank, shard_.pp_rank, device_,
-                                  step.step_id, broken_ ? " (shard broken: reload it)" : ""),
+                                  "step {}{}",
+                                  shard_.tp_rank, shard_.pp_rank, device_, step.step_id,
+                                  broken_ ? " (shard broken: reload it)" : ""),
                       err);
 }
 

@@ -52,8 +52,7 @@ public:
   /// As reference_model::load, on the current CUDA device; errc::model_failed naming the
   /// CUDA call when allocation or upload fails, or when max_seq_len does not fit the
   /// attention kernel's shared memory.
-  caf::error load(const model_config& cfg, const shard_info& shard,
-                  collective& tp) override;
+  caf::error load(const model_config& cfg, const shard_info& shard, collective& tp) override;
 
   caf::expected<stage_result> execute(const scheduler_output& step,
                                       const intermediate_tensors* input) override;
@@ -82,9 +81,8 @@ private:
   caf::error plan(const scheduler_output& step, const intermediate_tensors* input);
   caf::error grow(kv_entry& kv, int64_t need);
   caf::error layer(int l);
-  caf::error gemm(int m, int n, int k, const float* a, int lda, long long sa,
-                  const float* b, int ldb, long long sb, float* c, int ldc, long long sc,
-                  int batch);
+  caf::error gemm(int m, int n, int k, const float* a, int lda, long long sa, const float* b,
+                  int ldb, long long sb, float* c, int ldc, long long sc, int batch);
   caf::error reduce_into_x(const char* what, int l);
   caf::error sample(size_t requests);
   caf::error finish_step();
@@ -121,8 +119,8 @@ private:
 
   // Per-step state.
   std::vector<std::string> inserted_;
-  std::vector<kv_entry*> step_kv_;      ///< per request
-  std::vector<int64_t> step_end_;       ///< per request: committed length after the step
+  std::vector<kv_entry*> step_kv_; ///< per request
+  std::vector<int64_t> step_end_;  ///< per request: committed length after the step
   int64_t tokens_ = 0;
   int max_keys_ = 0;
 

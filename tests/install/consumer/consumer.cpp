@@ -26,15 +26,16 @@ int main(int argc, char** argv) {
   step.new_requests.push_back({"r0", {1, 2, 3}});
   boost::asio::io_context ioc;
   int rc = 1;
-  cafex::async_execute_model(**ex, step, ioc, [&](caf::expected<cafex::model_runner_output> r) {
-    if (r && r->sampled.size() == 1) {
-      std::printf("token %d\n", r->sampled[0]);
-      rc = 0;
-    } else {
-      std::fprintf(stderr, "step failed\n");
-    }
-  });
-  ioc.run();  // returns once the handler ran (the work guard kept it busy until then)
+  cafex::async_execute_model(**ex, step, ioc,
+                             [&](caf::expected<cafex::model_runner_output> r) {
+                               if (r && r->sampled.size() == 1) {
+                                 std::printf("token %d\n", r->sampled[0]);
+                                 rc = 0;
+                               } else {
+                                 std::fprintf(stderr, "step failed\n");
+                               }
+                             });
+  ioc.run(); // returns once the handler ran (the work guard kept it busy until then)
   (*ex)->shutdown();
   return rc;
 }

@@ -138,9 +138,10 @@ bool on_stop(driver_ptr self) {
 } // namespace
 
 driver_actor::behavior_type driver_impl(driver_ptr self, driver_options opts) {
-  self->state.opts = opts;
-  self->state.window = step_window(opts.max_concurrent_batches);
-  if (!opts.kv_connector.empty())
+  self->state.opts = std::move(opts);
+  const auto& o = self->state.opts;
+  self->state.window = step_window(o.max_concurrent_batches);
+  if (!o.kv_connector.empty())
     self->state.kv = std::make_unique<kv_output_aggregator>(1);
   self->set_down_handler([self](caf::down_msg& dm) { on_down(self, dm); });
   // Each message forwards to one named handler: the lifecycle above, collective_rpc in

@@ -48,7 +48,7 @@ void remember_end(node_agent_state& st, const std::string& worker_id, failure_ca
     return;
   if (st.ended.size() >= 1024)
     st.ended.erase(st.ended.begin());
-  st.ended[worker_id] = std::move(cause);
+  st.ended[worker_id] = cause;
 }
 
 bool stopped_now(const node_agent_state& st, const std::string& worker_id) {

@@ -116,6 +116,7 @@ caf::error executor::impl::place_and_spawn(clock::time_point deadline) {
     return ok.error();
   // The driver asks these agents how a lost worker ended (signal, exit code).
   std::vector<node_agent_actor> agents;
+  agents.reserve(node_ids.size());
   for (const auto& id : node_ids)
     agents.push_back(nodes->agent_of(id));
   auto told = ask<bool>(driver, time_left(deadline), agents_atom::value, agents);

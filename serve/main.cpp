@@ -86,8 +86,8 @@ serve_options options_from(const cli::parsed_args& a) {
   o.batch.recompute_on_failure = o.exec.on_worker_failure == failure_policy::restart;
   o.limits.vocab_size = o.exec.model.vocab_size;
   o.limits.max_seq_len = o.exec.model.max_seq_len;
-  o.limits.max_tokens_limit = a.get_int("--max-tokens-limit", 1024, 1,
-                                        o.exec.model.max_seq_len - 1);
+  o.limits.max_tokens_limit = static_cast<int>(
+    a.get_int("--max-tokens-limit", 1024, 1, o.exec.model.max_seq_len - 1));
   o.limits.default_max_tokens = std::min(16, o.limits.max_tokens_limit);
   o.max_body_bytes = a.get_int("--max-body-bytes", 1 << 20, 64, 1L << 30);
   o.drain_timeout = std::chrono::milliseconds(
@@ -117,7 +117,7 @@ int run_service(const serve_options& o) {
   obs.paused = [&] {
     // Off the event loop: the health monitor says when the executor is ready again.
     health.when_ready(
-      [&](bool ok, std::string why) {
+      [&](bool ok, const std::string& why) {
         net::post(ioc, [&, ok, why] {
           if (ok)
             paused_batch->resume();
@@ -224,5 +224,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", describe(err).c_str());
     return 2;
   }
-  return run_service(opts);
+  try {
+    return run_service(opts);
+  } catch (const std::exception& e) {
+    // Nothing is expected to throw here; if it does, say so instead of std::terminate.
+    std::fprintf(stderr, "error: cafex-serve: %s\n", e.what());
+    return 1;
+  }
 }

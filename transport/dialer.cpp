@@ -42,8 +42,8 @@ struct client_hs : std::enable_shared_from_this<client_hs> {
   bool server_proved = false;
   bool finished = false;
 
-  client_hs(dialer::impl& di, tcp::endpoint e, uint16_t t, std::chrono::milliseconds timeout,
-            done_fn f)
+  client_hs(dialer::impl& di, const tcp::endpoint& e, uint16_t t,
+            std::chrono::milliseconds timeout, done_fn f)
     : d(di), ep(e), target(t), done(std::move(f)), timer(di.io) {
     where = e.address().to_string() + ":" + std::to_string(e.port());
     timer.expires_after(timeout);
@@ -116,7 +116,7 @@ struct client_hs : std::enable_shared_from_this<client_hs> {
                           });
   }
 
-  void write_then(std::string text, std::function<void()> next) {
+  void write_then(std::string text, const std::function<void()>& next) {
     auto self = shared_from_this();
     auto msg = std::make_shared<std::string>(std::move(text));
     link->async_write(asio::buffer(*msg), [self, msg, next](boost::system::error_code ec,
@@ -200,7 +200,8 @@ caf::expected<tcp::endpoint> endpoint_of(const std::string& host, uint16_t port)
   return res.begin()->endpoint();
 }
 
-void accept_route(dialer::impl& d, tcp::acceptor& acc, tcp::endpoint remote, uint16_t target) {
+void accept_route(dialer::impl& d, tcp::acceptor& acc, const tcp::endpoint& remote,
+                  uint16_t target) {
   acc.async_accept([&d, &acc, remote, target](boost::system::error_code ec, tcp::socket s) {
     if (ec == asio::error::operation_aborted || !acc.is_open())
       return;
@@ -208,7 +209,8 @@ void accept_route(dialer::impl& d, tcp::acceptor& acc, tcp::endpoint remote, uin
       auto local = std::make_shared<link_stream>(std::move(s));
       std::make_shared<client_hs>(
         d, remote, target, d.sec.handshake_timeout,
-        [local](std::string err, std::shared_ptr<link_stream> link, std::string pending) {
+        [local](std::string err, const std::shared_ptr<link_stream>& link,
+                std::string pending) {
           if (!err.empty()) {
             spdlog::error("{}", err);
             return local->close();
@@ -261,8 +263,9 @@ caf::error dialer::probe(const std::string& host, uint16_t port, uint16_t target
   auto fut = result.get_future();
   asio::post(impl_->io, [&, ep = *ep] {
     std::make_shared<client_hs>(*impl_, ep, target, timeout,
-                                [&result](std::string err, std::shared_ptr<link_stream> link,
-                                          std::string) {
+                                [&result](std::string err,
+                                          const std::shared_ptr<link_stream>& link,
+                                          const std::string&) {
                                   if (link)
                                     link->close();
                                   result.set_value(std::move(err));

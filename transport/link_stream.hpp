@@ -73,7 +73,8 @@ private:
 
 /// Takes one complete line (without '\n' or '\r') out of `buf`.
 inline std::string take_line(asio::streambuf& buf, size_t n) {
-  std::string line(asio::buffers_begin(buf.data()), asio::buffers_begin(buf.data()) + n);
+  std::string line(asio::buffers_begin(buf.data()),
+                   asio::buffers_begin(buf.data()) + static_cast<std::ptrdiff_t>(n));
   buf.consume(n);
   while (!line.empty() && (line.back() == '\n' || line.back() == '\r'))
     line.pop_back();
@@ -107,7 +108,8 @@ public:
 private:
   using buffer = std::array<char, 65536>;
 
-  void pump(std::shared_ptr<link_stream> from, std::shared_ptr<link_stream> to, buffer& buf) {
+  void pump(const std::shared_ptr<link_stream>& from, const std::shared_ptr<link_stream>& to,
+            buffer& buf) {
     auto self = shared_from_this();
     from->async_read_some(asio::buffer(buf), [self, from, to,
                                               &buf](boost::system::error_code ec, size_t n) {

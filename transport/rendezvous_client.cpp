@@ -38,7 +38,7 @@ std::string describe_request(rdzv::op op, const std::vector<std::string>& keys) 
 
 struct rendezvous_client::impl {
   impl(store_address a, rendezvous_client_options o)
-    : addr(std::move(a)), opts(std::move(o)), name(addr.to_string()) {}
+    : addr(std::move(a)), opts(o), name(addr.to_string()) {}
 
   asio::io_context io;
   tcp::socket sock{io};
@@ -243,7 +243,7 @@ rendezvous_client::connect(const store_address& addr, duration timeout,
   if (addr.port == 0 || addr.host.empty())
     return make_error(errc::invalid_argument, "rendezvous store address '" + addr.to_string()
                                                 + "' needs a host and a non-zero port");
-  auto ptr = std::make_unique<impl>(addr, std::move(opts));
+  auto ptr = std::make_unique<impl>(addr, opts);
   if (auto err = ptr->connect(clock_type::now() + timeout))
     return err;
   return std::unique_ptr<rendezvous_client>(new rendezvous_client(std::move(ptr)));

@@ -65,11 +65,11 @@ public:
     auto w = reply_if_ready();
     if (!w)
       return false;
-    finish_wait(std::move(*w));
+    finish_wait(*w);
     return true;
   }
 
-  void finish_wait(rdzv::writer w) {
+  void finish_wait(const rdzv::writer& w) {
     waiting_ = false;
     ++wait_gen_;
     timer_.cancel();
@@ -78,7 +78,7 @@ public:
     // Stops the disconnect probe so the write below is the only pending operation.
     boost::system::error_code ignored;
     sock_.cancel(ignored);
-    respond(std::move(w));
+    respond(w);
   }
 
   bool waiting() const { return waiting_; }
@@ -129,7 +129,7 @@ private:
                      });
   }
 
-  void respond(rdzv::writer w) {
+  void respond(const rdzv::writer& w) {
     out_ = w.frame();
     auto self = shared_from_this();
     asio::async_write(sock_, asio::buffer(out_),
@@ -143,7 +143,7 @@ private:
   void respond_status(status s, const std::string& text) {
     rdzv::writer w;
     w.u8(static_cast<uint8_t>(s)).str(text);
-    respond(std::move(w));
+    respond(w);
   }
 
   void handle() {
@@ -164,7 +164,7 @@ private:
           return respond_status(status::bad_request, "value too large");
         st_.data[*key] = std::move(*value);
         st_.notify_waiters();
-        return respond(std::move(w));
+        return respond(w);
       }
       case rdzv::op::get: {
         auto key = r.str();
@@ -190,7 +190,7 @@ private:
         st_.data[*key] = std::vector<char>(text.begin(), text.end());
         st_.notify_waiters();
         w.i64(value);
-        return respond(std::move(w));
+        return respond(w);
       }
       case rdzv::op::check:
       case rdzv::op::wait: {
@@ -203,14 +203,14 @@ private:
         for (auto& k : *keys)
           all = all && st_.has(k);
         w.u8(all ? 1 : 0);
-        return respond(std::move(w));
+        return respond(w);
       }
       case rdzv::op::erase: {
         auto key = r.str();
         if (!key || !r.done())
           return refuse("malformed erase request");
         w.u8(st_.data.erase(*key) != 0 ? 1 : 0);
-        return respond(std::move(w));
+        return respond(w);
       }
     }
     refuse("unknown op " + std::to_string(*op));
@@ -234,7 +234,7 @@ private:
     wait_op_ = op;
     wait_keys_ = std::move(keys);
     if (auto w = reply_if_ready())
-      return respond(std::move(*w));
+      return respond(*w);
     if (wait_ms == 0)
       return respond_status(status::timeout, "keys missing");
     waiting_ = true;
@@ -248,7 +248,7 @@ private:
         return;
       rdzv::writer w;
       w.u8(static_cast<uint8_t>(status::timeout)).str("keys missing");
-      finish_wait(std::move(w));
+      finish_wait(w);
     });
     // A blocking client sends nothing while it waits: readable data or EOF now means
     // it went away (or broke the protocol), so stop holding its waiter.
@@ -330,7 +330,7 @@ void server_state::shutdown() {
       rdzv::writer w;
       w.u8(static_cast<uint8_t>(status::shutting_down))
         .str("rendezvous server " + name + " is stopping");
-      s->finish_wait(std::move(w));
+      s->finish_wait(w);
     } else {
       s->close();
     }
@@ -354,7 +354,12 @@ rendezvous_server::rendezvous_server(rendezvous_server_options opts)
   : impl_(std::make_unique<impl>(std::move(opts))) {}
 
 rendezvous_server::~rendezvous_server() {
-  stop();
+  try {
+    stop();
+  } catch (...) {
+    // stop() joins the I/O thread and closes sockets; a destructor must not throw, and
+    // nothing is left to clean up that the process exit would not.
+  }
 }
 
 caf::error rendezvous_server::start() {

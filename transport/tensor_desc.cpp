@@ -5,7 +5,7 @@ namespace cafex {
 size_t element_size(dtype t) {
   switch (t) {
     case dtype::f32: return 4;
-    case dtype::f16: return 2;
+    case dtype::f16:
     case dtype::bf16: return 2;
     case dtype::i32: return 4;
     case dtype::i64: return 8;

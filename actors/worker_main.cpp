@@ -152,12 +152,11 @@ int worker_main(int argc, char** argv, int first, const method_table& extra) {
   ignore_sigpipe();
   for (int i = first; i < argc; ++i)
     if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
-      std::puts(
-        "usage: cafex worker --agent-fd N --spawn-id N --rank N [--route-fd N]\n"
-        "       [--bundle-index N] [--node-id ID] [--node-ip IP] [--devices i,j]\n"
-        "       [--log-level LEVEL]\n\n"
-        "Internal: a worker process. Node agents start it; it registers with its\n"
-        "agent, serves the driver, and exits when the agent or driver goes away.");
+      std::puts("usage: cafex worker --agent-fd N --spawn-id N --rank N [--route-fd N]\n"
+                "       [--bundle-index N] [--node-id ID] [--node-ip IP] [--devices i,j]\n"
+                "       [--log-level LEVEL]\n\n"
+                "Internal: a worker process. Node agents start it; it registers with its\n"
+                "agent, serves the driver, and exits when the agent or driver goes away.");
       return 0;
     }
   worker_args args;

@@ -207,7 +207,8 @@ int node_command(int argc, char** argv) {
   // never leaves the agent without any for its workers and drivers.
   rlimit nofile{};
   if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
-    fo.max_pending = std::max<size_t>(4, std::min<size_t>(fo.max_pending, nofile.rlim_cur / 4));
+    fo.max_pending = std::max<size_t>(4,
+                                      std::min<size_t>(fo.max_pending, nofile.rlim_cur / 4));
     fo.max_pending_per_peer = std::min(fo.max_pending_per_peer, fo.max_pending);
   }
   fo.has_target = [routes](uint16_t t) { return routes->has(t); };
@@ -239,7 +240,9 @@ int node_command(int argc, char** argv) {
   }
   spdlog::info("node agent {} listening on {}:{} (ip {}, {} {} device(s), cafex {}, {})",
                ao.info.node_id, host, public_port, host_ip, devices, resource, version(),
-               sec.tls() ? "TLS + token check" : generated ? "generated token" : "token check");
+               sec.tls()   ? "TLS + token check"
+               : generated ? "generated token"
+                           : "token check");
   // Tests read the port from this line.
   std::printf("listening %s:%u node_id=%s\n", host.c_str(), public_port,
               ao.info.node_id.c_str());

@@ -42,12 +42,11 @@ caf::expected<caf::strong_actor_ptr> caf_link_connect(caf::actor_system& sys, in
           out = make_error(errc::node_lost, what + " serves nothing on this link");
       },
       [&](caf::error& e) {
-        out = make_error(errc::node_lost,
-                         what + ": "
-                           + (e == caf::sec::request_timeout
-                                ? "no CAF handshake within " + std::to_string(timeout.count())
-                                    + " ms"
-                                : sys.render(e)));
+        out = make_error(errc::node_lost, what + ": "
+                                            + (e == caf::sec::request_timeout
+                                                 ? "no CAF handshake within "
+                                                     + std::to_string(timeout.count()) + " ms"
+                                                 : sys.render(e)));
       });
   if (spare >= 0) {
     if (!out)

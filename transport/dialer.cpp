@@ -132,14 +132,13 @@ struct client_hs : std::enable_shared_from_this<client_hs> {
         if (ec)
           return self->fail(errc::node_lost,
                             "node agent at " + self->where
-                              + " closed the connection during the handshake ("
-                              + ec.message()
+                              + " closed the connection during the handshake (" + ec.message()
                               + "); does it use TLS (--tls-*) while this driver does not?");
         auto line = take_line(self->buf, n);
         if (line.rfind("REFUSED ", 0) == 0)
-          return self->fail(errc::node_lost, "node agent at " + self->where
-                                               + " turned this driver away: "
-                                               + line.substr(8));
+          return self->fail(errc::node_lost,
+                            "node agent at " + self->where
+                              + " turned this driver away: " + line.substr(8));
         std::istringstream in(line);
         std::string word, mac;
         in >> word >> self->server_nonce >> mac;

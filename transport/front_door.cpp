@@ -45,7 +45,10 @@ void front_door::impl::note_refusal(const std::string& addr, const std::string& 
                                     const std::string& why) {
   ++refused;
   auto now = door_clock::now();
-  auto& l = logs[addr];
+  // One line per peer and kind of refusal per interval: an operator sees every distinct
+  // reason, a flood of one kind costs one line (and a count).
+  auto kind = why.substr(0, why.find_first_of("(:0123456789"));
+  auto& l = logs[addr + " " + kind];
   if (l.last == door_clock::time_point{} || now - l.last >= opts.log_interval) {
     spdlog::warn("refused peer {}: {}", peer, why);
     l.last = now;
@@ -65,10 +68,11 @@ void front_door::impl::flush_logs() {
     for (auto i = logs.begin(); i != logs.end();) {
       auto& l = i->second;
       if (l.suppressed > 0) {
-        spdlog::warn("refused {} more connection(s) from {} in the last {} s (last: {})",
-                     l.suppressed, i->first,
-                     std::chrono::duration_cast<std::chrono::seconds>(opts.log_interval).count(),
-                     l.last_why);
+        spdlog::warn(
+          "refused {} more connection(s) from {} in the last {} s (last: {})", l.suppressed,
+          i->first.substr(0, i->first.find(' ')),
+          std::chrono::duration_cast<std::chrono::seconds>(opts.log_interval).count(),
+          l.last_why);
         l.suppressed = 0;
         l.last = now;
       }
@@ -105,7 +109,9 @@ struct session : std::enable_shared_from_this<session> {
   bool holds_slot = true;
 
   session(front_door::impl& d, tcp::socket s, std::string address)
-    : door(d), link(std::make_shared<link_stream>(std::move(s))), timer(d.io),
+    : door(d),
+      link(std::make_shared<link_stream>(std::move(s))),
+      timer(d.io),
       addr(std::move(address)) {
     peer = link->peer();
     ++door.pending_by_peer[addr];

@@ -176,7 +176,8 @@ private:
 /// The socket CAF takes over once a link passed the handshake: a plain link gives up its
 /// own descriptor; a TLS link gets a socketpair whose other end this io context relays
 /// through TLS (with `pending`, bytes already read from the link, first).
-inline caf::expected<int> hand_over(asio::io_context& io, const std::shared_ptr<link_stream>& link,
+inline caf::expected<int> hand_over(asio::io_context& io,
+                                    const std::shared_ptr<link_stream>& link,
                                     std::string pending) {
   if (!link->tls()) {
     int fd = link->release();
@@ -187,7 +188,8 @@ inline caf::expected<int> hand_over(asio::io_context& io, const std::shared_ptr<
   auto pair = make_socketpair();
   if (!pair)
     return pair.error();
-  auto relay = std::make_shared<byte_relay>(link, std::make_shared<local_stream>(io, pair->first));
+  auto relay = std::make_shared<byte_relay>(link,
+                                            std::make_shared<local_stream>(io, pair->first));
   relay->start(std::move(pending));
   return pair->second;
 }

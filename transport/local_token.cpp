@@ -16,9 +16,8 @@ namespace {
 
 caf::expected<std::string> runtime_dir() {
   const char* xdg = std::getenv("XDG_RUNTIME_DIR"); // NOLINT(concurrency-mt-unsafe)
-  std::string dir = xdg != nullptr && *xdg == '/'
-                      ? std::string(xdg) + "/cafex"
-                      : "/tmp/cafex-" + std::to_string(::getuid());
+  std::string dir = xdg != nullptr && *xdg == '/' ? std::string(xdg) + "/cafex"
+                                                  : "/tmp/cafex-" + std::to_string(::getuid());
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
     return make_error(errc::unauthorized,
                       "cannot create " + dir + " for the node token: " + errno_text(errno));
@@ -74,8 +73,7 @@ caf::expected<std::string> read_local_token(uint16_t port) {
   if (::access(path->c_str(), R_OK) != 0)
     return make_error(errc::unauthorized,
                       "the node agent on port " + std::to_string(port)
-                        + " requires a cluster token, and this host has none for it ("
-                        + *path
+                        + " requires a cluster token, and this host has none for it (" + *path
                         + " is missing): pass the agent's --token-file, or start the agent "
                           "on this host without --token-file");
   auto tok = read_token_file(*path);

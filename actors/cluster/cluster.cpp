@@ -134,7 +134,7 @@ caf::expected<std::string> local_ip_facing(const std::string& peer_ip) {
 }
 
 caf::expected<std::string> cluster::impl::token_for(const std::string& host,
-                                                   uint16_t port) const {
+                                                    uint16_t port) const {
   if (!opts.security.token.empty() || opts.security.tls())
     return opts.security.token;
   // A loopback agent given no --token-file keeps a generated one for this user.

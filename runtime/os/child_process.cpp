@@ -5,6 +5,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -123,6 +124,23 @@ child_process::spawn(const std::vector<std::string>& argv,
     for (int i = 0; i < n_inherit; ++i)
       if (dup2(high[static_cast<size_t>(i)], 3 + i) < 0)
         fail(errno);
+    // Nothing else crosses exec: not a descriptor some library opened without
+    // close-on-exec (Asio's listening and accepted sockets are such), which would give
+    // the child the agent's front door or a driver's connection.
+    const int status_fd = 3 + n_inherit;
+    if (fds[1] != status_fd) {
+      if (dup3(fds[1], status_fd, O_CLOEXEC) < 0)
+        _exit(127);
+      fds[1] = status_fd;
+    }
+    if (close_range(static_cast<unsigned>(status_fd + 1), ~0U, 0) != 0) {
+      rlimit lim{};
+      int top = getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < 65536
+                  ? static_cast<int>(lim.rlim_cur)
+                  : 65536;
+      for (int fd = status_fd + 1; fd < top; ++fd)
+        close(fd);
+    }
     execve(cargv[0], cargv.data(), cenv.data());
     int err = errno;
     ssize_t ignored = write(fds[1], &err, sizeof(err));

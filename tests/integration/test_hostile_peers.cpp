@@ -12,6 +12,7 @@
 #include <csignal>
 #include <fcntl.h>
 #include <fstream>
+#include <memory>
 #include <netinet/in.h>
 #include <poll.h>
 #include <set>
@@ -75,8 +76,9 @@ uint16_t agent_port(const proc& agent) {
   return static_cast<uint16_t>(std::stoi(text.substr(b + 20)));
 }
 
-proc start_agent(const std::string& bin, const temp_dir& d, std::vector<std::string> extra,
-                 const std::string& tag = "agent", const std::string& shell_prefix = "") {
+std::unique_ptr<proc>
+start_agent(const std::string& bin, const temp_dir& d, std::vector<std::string> extra,
+            const std::string& tag = "agent", const std::string& shell_prefix = "") {
   std::vector<std::string> argv{bin, "node", "--listen", "127.0.0.1:0", "--devices", "2"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   if (!shell_prefix.empty()) {
@@ -85,9 +87,9 @@ proc start_agent(const std::string& bin, const temp_dir& d, std::vector<std::str
       cmd += " '" + a + "'";
     argv = {"/bin/sh", "-c", cmd};
   }
-  proc p(argv, d, tag);
-  REQUIRE_MESSAGE(test::wait_until([&] { return p.printed("listening"); }, 20s),
-                  "agent did not start: " << test::read_file(p.err));
+  auto p = std::make_unique<proc>(argv, d, tag);
+  REQUIRE_MESSAGE(test::wait_until([&] { return p->printed("listening"); }, 20s),
+                  "agent did not start: " << test::read_file(p->err));
   return p;
 }
 
@@ -158,7 +160,8 @@ TEST_CASE("hostile bytes on every port of a node agent, its workers and cafex-se
   auto bin = test::binary_from_env("CAFEX_BIN");
   temp_dir d;
   auto tok = token_file(d);
-  auto agent = start_agent(bin, d, {"--token-file", tok});
+  auto agent_p = start_agent(bin, d, {"--token-file", tok});
+  auto& agent = *agent_p;
   auto port = agent_port(agent);
   proc serve({test::binary_from_env("CAFEX_SERVE"), "--listen", "127.0.0.1:0", "--nodes",
               "127.0.0.1:" + std::to_string(port), "--token-file", tok, "--tp", "2",
@@ -168,16 +171,20 @@ TEST_CASE("hostile bytes on every port of a node agent, its workers and cafex-se
                   test::read_file(serve.err));
   auto workers = test::children_of(agent.pid);
   REQUIRE(workers.size() == 2);
-  // The agent listens on its front door only; workers and cafex-serve's executor on none
-  // (their links are socketpairs and authenticated connections); cafex-serve on HTTP.
+  // The agent listens on its front door only, the workers on nothing (their links are a
+  // socketpair and connections the front door passed them), cafex-serve on HTTP and its
+  // rendezvous store. None speaks first, as a BASP server would.
   auto agent_ports = test::listening_ports(agent.pid);
   CHECK(agent_ports == std::vector<uint16_t>{port});
   for (auto w : workers)
     CHECK(test::listening_ports(w).empty());
   auto serve_ports = test::listening_ports(serve.pid);
-  CHECK(serve_ports.size() == 1);
+  CHECK(serve_ports.size() == 2);
   std::vector<uint16_t> all = agent_ports;
   all.insert(all.end(), serve_ports.begin(), serve_ports.end());
+  for (auto p : all)
+    CHECK_MESSAGE(!test::port_speaks_first(p),
+                  "port " << p << " speaks before the peer proved anything");
   for (auto p : all)
     for (const auto& bytes : hostile_payloads())
       CHECK_MESSAGE(send_and_wait_close(p, bytes), "port " << p << " kept a hostile peer");
@@ -199,7 +206,11 @@ TEST_CASE("hostile bytes on every port of a node agent, its workers and cafex-se
   for (auto w : workers)
     CHECK(kill(w, 0) == 0);
   // And everything still serves.
-  serve::http_client c("127.0.0.1", serve_ports.front(), 30s);
+  auto out = test::read_file(serve.out);
+  auto at = out.find("listening on 127.0.0.1:");
+  REQUIRE(at != std::string::npos);
+  auto http_port = static_cast<uint16_t>(std::stoi(out.substr(at + 23)));
+  serve::http_client c("127.0.0.1", http_port, 30s);
   auto r = c.request("POST", "/v1/completions",
                      nlohmann::json{{"prompt", {1, 2, 3}}, {"max_tokens", 2}}.dump());
   CHECK_MESSAGE(r.status == 200, r.body);
@@ -211,7 +222,8 @@ TEST_CASE("no port of a node agent lets a driver without the token start a worke
   temp_dir d;
   auto tok = token_file(d);
   std::ofstream(d / "wrong") << "fedcba9876543210fedcba9876543210\n";
-  auto agent = start_agent(bin, d, {"--token-file", tok});
+  auto agent_p = start_agent(bin, d, {"--token-file", tok});
+  auto& agent = *agent_p;
   auto ports = test::listening_ports(agent.pid);
   REQUIRE(!ports.empty());
   // A private, empty runtime dir: no generated token of any agent to fall back on.
@@ -219,10 +231,18 @@ TEST_CASE("no port of a node agent lets a driver without the token start a worke
   for (auto p : ports) {
     for (std::vector<std::string> creds :
          {std::vector<std::string>{}, std::vector<std::string>{"--token-file", d / "wrong"}}) {
-      std::vector<std::string> argv{
-        "/usr/bin/env", "XDG_RUNTIME_DIR=" + d / "xdg", bin, "run", "--nodes",
-        "127.0.0.1:" + std::to_string(p), "--tp", "1", "--steps", "1", "--connect-timeout",
-        "5"};
+      std::vector<std::string> argv{"/usr/bin/env",
+                                    "XDG_RUNTIME_DIR=" + d / "xdg",
+                                    bin,
+                                    "run",
+                                    "--nodes",
+                                    "127.0.0.1:" + std::to_string(p),
+                                    "--tp",
+                                    "1",
+                                    "--steps",
+                                    "1",
+                                    "--connect-timeout",
+                                    "5"};
       argv.insert(argv.end(), creds.begin(), creds.end());
       auto r = test::run_command(argv, 60s);
       CHECK(r.exit_code == 1);
@@ -260,12 +280,12 @@ TEST_CASE("a loopback agent without --token-file generates a token only this use
     CHECK((st.st_mode & 0777) == 0700);
     auto nodes = "127.0.0.1:" + std::to_string(port);
     // This user's driver on this host finds the token; one looking elsewhere does not.
-    auto ok = test::run_command({"/usr/bin/env", env, bin, "run", "--nodes", nodes, "--tp", "2",
-                                 "--steps", "2"},
+    auto ok = test::run_command({"/usr/bin/env", env, bin, "run", "--nodes", nodes, "--tp",
+                                 "2", "--steps", "2"},
                                 60s);
     CHECK_MESSAGE(ok.exit_code == 0, ok.err);
-    auto none = test::run_command({"/usr/bin/env", "XDG_RUNTIME_DIR=" + d / "other", bin, "run",
-                                   "--nodes", nodes, "--tp", "2", "--steps", "2"},
+    auto none = test::run_command({"/usr/bin/env", "XDG_RUNTIME_DIR=" + d / "other", bin,
+                                   "run", "--nodes", nodes, "--tp", "2", "--steps", "2"},
                                   60s);
     CHECK(none.exit_code == 1);
     CHECK_MESSAGE(none.err.find("requires a cluster token") != std::string::npos, none.err);
@@ -282,7 +302,8 @@ TEST_CASE("a flood of silent connections is bounded, timed out and logged once p
   auto tok = token_file(d);
   // A low descriptor limit: without connection limits the flood exhausted it, and the
   // agent then spun on accept() errors with a core pinned.
-  auto agent = start_agent(bin, d, {"--token-file", tok}, "agent", "ulimit -n 256 &&");
+  auto agent_p = start_agent(bin, d, {"--token-file", tok}, "agent", "ulimit -n 256 &&");
+  auto& agent = *agent_p;
   auto port = agent_port(agent);
   auto base_fds = test::open_fds(agent.pid);
   auto t0 = test::cpu_ticks(agent.pid);

@@ -8,7 +8,10 @@
 #include <fstream>
 #include <iterator>
 #include <set>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sstream>
 #include <stdexcept>
 #include <sys/prctl.h>
@@ -204,6 +207,28 @@ std::vector<uint16_t> listening_ports(pid_t pid) {
     }
   }
   return out;
+}
+
+bool port_speaks_first(uint16_t port, std::chrono::milliseconds within) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    if (fd >= 0)
+      ::close(fd);
+    return false;
+  }
+  bool spoke = wait_until(
+    [&] {
+      pollfd p{fd, POLLIN, 0};
+      char c;
+      return ::poll(&p, 1, 20) > 0 && ::recv(fd, &c, 1, MSG_DONTWAIT | MSG_PEEK) > 0;
+    },
+    within);
+  ::close(fd);
+  return spoke;
 }
 
 int open_fds(pid_t pid) {

@@ -17,7 +17,6 @@ using rpc_atom = caf::atom_constant<caf::atom("rpc")>;           ///< collective
 using rerank_atom = caf::atom_constant<caf::atom("rerank")>;     ///< reorder workers
 using health_atom = caf::atom_constant<caf::atom("health")>;     ///< check_health
 using stop_atom = caf::atom_constant<caf::atom("stop")>;         ///< orderly shutdown
-using listen_atom = caf::atom_constant<caf::atom("listen")>;     ///< agent learns its port
 using hold_atom = caf::atom_constant<caf::atom("hold")>;         ///< dummy driver bundle
 using version_atom = caf::atom_constant<caf::atom("version")>;   ///< peer version check
 using reserve_atom = caf::atom_constant<caf::atom("reserve")>;   ///< reserve bundles

@@ -6,6 +6,8 @@
 #include <fstream>
 #include <optional>
 #include <random>
+#include <unistd.h>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -13,12 +15,29 @@
 #include "runtime/failure_cause.hpp"
 #include "runtime/os/worker_profiler.hpp"
 #include "runtime/version.hpp"
+#include "transport/caf_link.hpp"
 
 namespace cafex {
 
 namespace {
 
 using state_ptr = node_agent_actor::stateful_pointer<node_agent_state>;
+
+/// Closes a descriptor unless released.
+struct fd_guard {
+  int fd = -1;
+  fd_guard() = default;
+  explicit fd_guard(int f) : fd(f) {}
+  fd_guard(const fd_guard&) = delete;
+  fd_guard& operator=(const fd_guard&) = delete;
+  ~fd_guard() { reset(); }
+  void reset() {
+    if (fd >= 0)
+      ::close(fd);
+    fd = -1;
+  }
+  int release() { return std::exchange(fd, -1); }
+};
 
 void schedule_reap(state_ptr self) {
   auto& st = self->state;
@@ -214,21 +233,12 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
       auto owner = caf::to_string(caf::actor_cast<caf::actor_addr>(self->current_sender()));
       return self->state.ledger.release(owner, id) > 0;
     },
-    [self](listen_atom, const std::string& host, uint16_t port) {
-      auto sender = self->current_sender();
-      if (!sender || sender->node() != self->node())
-        return; // only the local process may say where the agent listens
-      self->state.listen_host = host;
-      self->state.listen_port = port;
-    },
     [self](spawn_atom, const spawn_request& req) -> caf::result<worker_actor, uint16_t> {
       auto& st = self->state;
       // Read the sender first: make_response_promise() below moves it out of the current
       // message (CAF 0.17), and without an owner a driver that goes away (link cut, crash)
       // left its workers running on this node.
       auto sender = self->current_sender();
-      if (st.listen_port == 0)
-        return make_error(errc::not_ready, "node agent is not published yet");
       if (auto err = check_peer(self, sender))
         return err;
       if (st.opts.require_reservation
@@ -242,8 +252,8 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
       auto id = st.next_spawn_id++;
       std::vector<std::string> argv{st.opts.worker_program,
                                     "worker",
-                                    "--agent",
-                                    st.listen_host + ":" + std::to_string(st.listen_port),
+                                    "--agent-fd",
+                                    "3",
                                     "--spawn-id",
                                     std::to_string(id),
                                     "--rank",
@@ -258,9 +268,25 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
                                     fmt::format("{}", fmt::join(req.device_ids, ",")),
                                     "--log-level",
                                     req.log_level};
-      if (!st.opts.worker_publish_host.empty()) {
-        argv.push_back("--publish");
-        argv.push_back(st.opts.worker_publish_host);
+      // The worker's link to this agent is a socketpair, not a port: no other process can
+      // reach it. With direct routes, a second one carries the drivers' connections.
+      auto link = make_socketpair();
+      if (!link)
+        return link.error();
+      fd_guard agent_end{link->first};
+      fd_guard worker_end{link->second};
+      fd_guard route_agent_end;
+      fd_guard route_worker_end;
+      std::vector<int> inherit{worker_end.fd};
+      if (st.opts.routes) {
+        auto ch = make_socketpair();
+        if (!ch)
+          return ch.error();
+        route_agent_end.fd = ch->first;
+        route_worker_end.fd = ch->second;
+        inherit.push_back(route_worker_end.fd);
+        argv.push_back("--route-fd");
+        argv.push_back("4");
       }
       if (!st.opts.env_allow.empty()) {
         argv.push_back("--env-allow");
@@ -279,14 +305,27 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
           return wrapped.error();
         argv = std::move(*wrapped);
       }
-      auto proc = child_process::spawn(argv);
+      auto proc = child_process::spawn(argv, {}, inherit);
+      worker_end.reset();
+      route_worker_end.reset();
       if (!proc)
         return proc.error();
+      caf_link_serve(self->system(), agent_end.release(),
+                     caf::actor_cast<caf::strong_actor_ptr>(self),
+                     self->system().message_types<node_agent_actor>());
       spdlog::debug("spawned worker rank {} (pid {}) for bundle {}", req.created_rank,
                     proc->pid(), req.bundle_index);
       node_agent_state::child c;
       c.proc = std::move(*proc);
       c.req = req;
+      if (route_agent_end.fd >= 0) {
+        auto route = st.opts.routes->add(route_agent_end.release());
+        if (route)
+          c.route = route_lease(st.opts.routes, *route);
+        else
+          spdlog::warn("worker rank {} gets no direct route: {}", req.created_rank,
+                       describe(route.error()));
+      }
       c.rp = self->make_response_promise<worker_actor, uint16_t>();
       if (sender) {
         c.owner = caf::actor_cast<caf::actor_addr>(sender);
@@ -314,9 +353,10 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
       }
       i->second.registered = true;
       i->second.worker_id = worker_key(handle);
-      if (direct_port != 0 && st.opts.on_worker_port)
-        st.opts.on_worker_port(direct_port);
-      i->second.rp.deliver(handle, direct_port);
+      // `direct_port` != 0: the worker serves drivers on its route channel. Drivers name
+      // the route number in the front door's handshake.
+      uint16_t route = direct_port != 0 ? i->second.route.route() : uint16_t{0};
+      i->second.rp.deliver(handle, route);
       return st.opts.info.node_id;
     },
     [self](kill_atom) -> int32_t {

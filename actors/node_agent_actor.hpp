@@ -17,6 +17,7 @@
 #include "runtime/failure_cause.hpp"
 #include "runtime/plan/resource_ledger.hpp"
 #include "runtime/os/child_process.hpp"
+#include "transport/worker_routes.hpp"
 
 namespace cafex {
 
@@ -29,15 +30,14 @@ struct node_agent_options {
   std::chrono::milliseconds kill_grace = defaults::kill_grace;
   /// How long a cause question waits for a lost worker's process to be reaped.
   std::chrono::milliseconds cause_wait = defaults::cause_wait;
-  /// Workers publish themselves on this host for a direct driver connection (empty: they
-  /// do not; the driver reaches them through the agent's node, as the embedded agent does).
-  std::string worker_publish_host;
+  /// Direct routes from drivers to this node's workers (null: none; drivers reach the
+  /// workers through the agent's process, as with the embedded agent). Each worker gets a
+  /// channel on which the front door passes it the drivers' connections for its route.
+  std::shared_ptr<worker_routes> routes;
   /// Name prefixes of the variables a driver may set on this node's workers (empty: any).
   std::vector<std::string> env_allow;
   /// Spawns must name a live reservation holding their bundle (remote agents).
   bool require_reservation = false;
-  /// Told each worker's direct port once it registered (the front door relays to it).
-  std::function<void(uint16_t)> on_worker_port;
 };
 
 struct node_agent_state {
@@ -49,10 +49,9 @@ struct node_agent_state {
     bool registered = false;
     std::string worker_id; ///< worker_key() of the registered worker
     std::chrono::steady_clock::time_point deadline;
+    route_lease route; ///< its direct route, while the record lasts
   };
   node_agent_options opts;
-  std::string listen_host;
-  uint16_t listen_port = 0;
   uint64_t next_spawn_id = 1;
   std::map<uint64_t, child> children;
   resource_ledger ledger;

@@ -28,11 +28,12 @@ using node_agent_actor = caf::typed_actor<
   caf::replies_to<reserve_atom, std::vector<bundle_claim>>::with<uint64_t>,
   /// Releases one of the sender's reservations (0: all of them).
   caf::replies_to<release_atom, uint64_t>::with<bool>,
-  /// Starts one worker process; answers its handle once it registered, and the port on
-  /// which the worker accepts a direct connection (0: none; reach it through the agent).
+  /// Starts one worker process; answers its handle once it registered, and its direct
+  /// route: the target a driver names in the front door's handshake to reach the worker
+  /// itself (0: none; reach it through the agent).
   caf::replies_to<spawn_atom, spawn_request>::with<worker_actor, uint16_t>,
-  /// (register, spawn id, worker version, handle, direct port) from a worker process;
-  /// answers the node id.
+  /// (register, spawn id, worker version, handle, serves a route: 1 or 0) from a worker
+  /// process; answers the node id.
   caf::replies_to<register_atom, uint64_t, std::string, worker_actor,
                   uint16_t>::with<std::string>,
   /// Stops every worker this agent started for the sender (all of them when the sender
@@ -47,9 +48,7 @@ using node_agent_actor = caf::typed_actor<
   /// still lives after a short wait (its link timed out); unknown when this agent never
   /// started it.
   caf::replies_to<cause_atom, int32_t, std::string>::with<failure_cause>,
-  caf::reacts_to<reap_atom>,
-  /// (listen, host, port): where worker processes reach this agent; local senders only.
-  caf::reacts_to<listen_atom, std::string, uint16_t>>;
+  caf::reacts_to<reap_atom>>;
 
 /// Identifies a worker actor across processes (actor ids repeat in every process).
 inline std::string worker_key(const worker_actor& w) {

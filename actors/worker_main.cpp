@@ -2,7 +2,10 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <fcntl.h>
 #include <string>
+#include <sys/socket.h>
+#include <thread>
 #include <unistd.h>
 
 #include <caf/all.hpp>
@@ -14,21 +17,22 @@
 #include "chaos/worker_faults.hpp"
 #include "runtime/error.hpp"
 #include "runtime/logging.hpp"
+#include "runtime/os/fd_passing.hpp"
 #include "runtime/os/signals.hpp"
 #include "runtime/version.hpp"
+#include "transport/caf_link.hpp"
 
 namespace cafex {
 
 namespace {
 
 struct worker_args {
-  std::string agent_host = "127.0.0.1";
-  uint16_t agent_port = 0;
+  int agent_fd = -1; ///< inherited socketpair end: the link to the node agent
+  int route_fd = -1; ///< inherited channel for drivers' direct connections (-1: none)
   uint64_t spawn_id = 0;
   worker_state st;
   std::string log_level = "info";
   int64_t connect_timeout_ms = 30000;
-  std::string publish_host;           ///< publish for a direct driver connection
   std::vector<std::string> env_allow; ///< the node's policy: allowed variable prefixes
 };
 
@@ -93,12 +97,10 @@ bool parse(int argc, char** argv, int first, worker_args& out, std::string& err)
     }
     std::string v = argv[++i];
     try {
-      if (k == "--agent") {
-        auto colon = v.rfind(':');
-        if (colon == std::string::npos)
-          throw std::invalid_argument("--agent expects HOST:PORT");
-        out.agent_host = v.substr(0, colon);
-        out.agent_port = static_cast<uint16_t>(std::stoi(v.substr(colon + 1)));
+      if (k == "--agent-fd") {
+        out.agent_fd = std::stoi(v);
+      } else if (k == "--route-fd") {
+        out.route_fd = std::stoi(v);
       } else if (k == "--spawn-id") {
         out.spawn_id = std::stoull(v);
       } else if (k == "--rank") {
@@ -118,8 +120,6 @@ bool parse(int argc, char** argv, int first, worker_args& out, std::string& err)
         }
       } else if (k == "--log-level") {
         out.log_level = v;
-      } else if (k == "--publish") {
-        out.publish_host = v;
       } else if (k == "--env-allow") {
         out.env_allow = split_commas(v);
       } else if (k == "--connect-timeout-ms") {
@@ -133,8 +133,12 @@ bool parse(int argc, char** argv, int first, worker_args& out, std::string& err)
       return false;
     }
   }
-  if (out.agent_port == 0) {
-    err = "--agent HOST:PORT is required";
+  if (out.agent_fd < 0 || fcntl(out.agent_fd, F_GETFD) < 0) {
+    err = "--agent-fd N must name the open link its node agent passed";
+    return false;
+  }
+  if (out.route_fd >= 0 && fcntl(out.route_fd, F_GETFD) < 0) {
+    err = "--route-fd " + std::to_string(out.route_fd) + " is not open";
     return false;
   }
   return true;
@@ -148,11 +152,11 @@ int worker_main(int argc, char** argv, int first, const method_table& extra) {
   ignore_sigpipe();
   for (int i = first; i < argc; ++i)
     if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
-      std::puts(
-        "usage: cafex worker --agent HOST:PORT --spawn-id N --rank N [--bundle-index N]\n"
-        "       [--node-id ID] [--node-ip IP] [--devices i,j] [--log-level LEVEL]\n\n"
-        "Internal: a worker process. Node agents start it; it registers with its\n"
-        "agent, serves the driver, and exits when the agent or driver goes away.");
+      std::puts("usage: cafex worker --agent-fd N --spawn-id N --rank N [--route-fd N]\n"
+                "       [--bundle-index N] [--node-id ID] [--node-ip IP] [--devices i,j]\n"
+                "       [--log-level LEVEL]\n\n"
+                "Internal: a worker process. Node agents start it; it registers with its\n"
+                "agent, serves the driver, and exits when the agent or driver goes away.");
       return 0;
     }
   worker_args args;
@@ -170,15 +174,16 @@ int worker_main(int argc, char** argv, int first, const method_table& extra) {
   }
   system_config cfg;
   caf::actor_system sys{cfg};
-  auto& mm = sys.middleman();
-  // The agent normally answers at once; heartbeats bound the connect against a stopped
-  // agent, and a few retries cover an agent still binding.
-  auto agent = mm.remote_actor<node_agent_actor>(args.agent_host, args.agent_port);
-  if (!agent) {
-    spdlog::error("cannot reach node agent at {}:{}: {}", args.agent_host, args.agent_port,
-                  sys.render(agent.error()));
+  // The agent serves itself on the socketpair it made for this worker.
+  auto agent_ptr = caf_link_connect(sys, args.agent_fd,
+                                    std::chrono::milliseconds(args.connect_timeout_ms),
+                                    "node agent");
+  if (!agent_ptr) {
+    spdlog::error("cannot reach the node agent that started this worker: {}",
+                  describe(agent_ptr.error()));
     return 1;
   }
+  auto agent = caf::actor_cast<node_agent_actor>(std::move(*agent_ptr));
   auto methods = method_table::builtins();
   // Failure injection (`cafex chaos`) only when asked for: the one place the worker reads
   // this variable, inherited from its node agent.
@@ -202,25 +207,32 @@ int worker_main(int argc, char** argv, int first, const method_table& extra) {
                 {"CUDA_VISIBLE_DEVICES", cvd ? cvd : ""}};
   });
   auto worker = sys.spawn<caf::detached>(worker_actor_impl, std::move(args.st), methods,
-                                         *agent);
-  // A direct route for the driver: without it, driver -> worker messages travel through
-  // the node agent's process (see examples/multi_node/README.md, "Routing").
-  uint16_t direct_port = 0;
-  if (!args.publish_host.empty()) {
-    auto port = mm.publish(worker, 0, args.publish_host.c_str());
-    if (!port) {
-      spdlog::error("cannot publish the worker on {}: {}", args.publish_host,
-                    sys.render(port.error()));
-      caf::anon_send_exit(worker, caf::exit_reason::user_shutdown);
-      return 1;
-    }
-    direct_port = *port;
+                                         agent);
+  // A direct route for drivers: without it, driver -> worker messages travel through the
+  // node agent's process (see examples/multi_node/README.md, "Routing"). The agent's
+  // front door authenticates each driver and passes its connection here.
+  std::thread routes;
+  if (args.route_fd >= 0) {
+    auto whom = caf::actor_cast<caf::strong_actor_ptr>(worker);
+    auto sigs = sys.message_types<worker_actor>();
+    routes = std::thread([&sys, fd = args.route_fd, whom, sigs] {
+      for (int conn; (conn = receive_fd(fd)) >= 0;)
+        caf_link_serve(sys, conn, whom, sigs);
+    });
   }
+  auto stop_routes = [&] {
+    if (!routes.joinable())
+      return;
+    ::shutdown(args.route_fd, SHUT_RDWR);
+    routes.join();
+    ::close(args.route_fd);
+  };
+  const uint16_t direct_port = args.route_fd >= 0 ? 1 : 0;
   {
     caf::scoped_actor self{sys};
     bool ok = false;
     self
-      ->request(*agent, std::chrono::milliseconds(args.connect_timeout_ms),
+      ->request(agent, std::chrono::milliseconds(args.connect_timeout_ms),
                 register_atom::value, args.spawn_id, std::string(version()), worker,
                 direct_port)
       .receive([&](const std::string& node_id) { ok = true; },
@@ -229,12 +241,13 @@ int worker_main(int argc, char** argv, int first, const method_table& extra) {
                });
     if (!ok) {
       self->send_exit(worker, caf::exit_reason::user_shutdown);
+      stop_routes();
       return 1;
     }
   }
-  spdlog::debug("worker {} registered with node agent {}:{}", args.st.rpc_rank,
-                args.agent_host, args.agent_port);
+  spdlog::debug("worker {} registered with its node agent", args.st.rpc_rank);
   sys.await_all_actors_done();
+  stop_routes();
   return 0;
 }
 

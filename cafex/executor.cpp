@@ -84,18 +84,9 @@ caf::error executor::impl::start_embedded_agent() {
   ao.info.resource_name = opts.cluster.resource_name;
   ao.info.version = version();
   ao.worker_program = opts.worker_program;
+  // No port: each worker reaches this agent through a socketpair made when it is spawned.
   agent = sys.spawn(node_agent_impl, ao);
-  auto port = sys.middleman().publish(agent, 0, opts.host_ip.c_str());
-  if (!port)
-    return make_error(errc::spawn_failed, "cannot publish the node agent on " + opts.host_ip
-                                            + ": " + sys.render(port.error()));
-  {
-    // From a local sender: the agent takes its address from this process only.
-    caf::scoped_actor self{sys};
-    self->send(agent, listen_atom::value, opts.host_ip, *port);
-  }
-  spdlog::info("node agent {} on {}:{} with {} device(s)", ao.info.node_id, opts.host_ip,
-               *port, devices);
+  spdlog::info("node agent {} in this process with {} device(s)", ao.info.node_id, devices);
   return nodes->add_local(agent, opts.host_ip);
 }
 

@@ -114,10 +114,8 @@ struct executor::impl {
     // Stops the workers (waiting until they are reaped) and frees the placement group.
     if (nodes)
       nodes->shutdown();
-    if (agent) {
-      sys.middleman().unpublish(agent);
+    if (agent)
       self->send_exit(agent, caf::exit_reason::user_shutdown);
-    }
     if (store)
       store->stop();
   }

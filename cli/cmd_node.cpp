@@ -3,6 +3,8 @@
 #include <csignal>
 #include <cstdio>
 #include <pthread.h>
+#include <sys/resource.h>
+#include <algorithm>
 #include <unistd.h>
 
 #include <caf/all.hpp>
@@ -21,16 +23,15 @@
 #include "runtime/logging.hpp"
 #include "runtime/plan/cluster_spec.hpp"
 #include "runtime/version.hpp"
+#include "transport/caf_link.hpp"
 #include "transport/front_door.hpp"
 #include "transport/link_security.hpp"
+#include "transport/local_token.hpp"
+#include "transport/worker_routes.hpp"
 
 namespace cafex::cli {
 
 namespace {
-
-bool is_loopback(const std::string& host) {
-  return host.rfind("127.", 0) == 0 || host == "localhost";
-}
 
 std::vector<std::string> split(const std::string& text) {
   std::vector<std::string> out;
@@ -67,7 +68,6 @@ int node_command(int argc, char** argv) {
            "FILE",
            "cluster token: drivers must prove it (HMAC) before anything",
            ""})
-    .flag({{"--insecure"}, "", "allow a non-loopback --listen without token or TLS", ""})
     .flag(
       {{"--tls-cert"}, "FILE", "this agent's certificate (PEM); with --tls-key, --tls-ca", ""})
     .flag({{"--tls-key"}, "FILE", "its private key (PEM)", ""})
@@ -156,12 +156,12 @@ int node_command(int argc, char** argv) {
     sec.tls_ca = a.get("--tls-ca");
     if (auto err = check_tls_files(sec))
       throw usage_error{describe(err)};
-    if (!is_loopback(host) && !sec.enabled() && !a.has("--insecure"))
+    if (!is_loopback_host(host) && !sec.enabled())
       throw usage_error{"--listen " + listen
-                        + " is reachable from other hosts, and a node "
-                          "agent starts processes on request: give it --token-file FILE (the "
-                          "drivers too) and/or --tls-cert/--tls-key/--tls-ca, or accept the "
-                          "risk with --insecure"};
+                        + " is reachable from other hosts, and a node agent starts "
+                          "processes on request: give it --token-file FILE (the drivers "
+                          "too; make one with: openssl rand -hex 32 > FILE && chmod 600 FILE) "
+                          "and/or --tls-cert/--tls-key/--tls-ca"};
   } catch (const usage_error& e) {
     std::fprintf(stderr, "error: %s\n", e.what.c_str());
     return 2;
@@ -178,11 +178,11 @@ int node_command(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   system_config cfg;
   caf::actor_system sys{cfg};
-  // With a token or TLS, CAF listens on loopback only and the public port is the front
-  // door, which authenticates each peer before relaying a byte to CAF.
-  const bool secure = sec.enabled();
-  const std::string caf_host = secure ? "127.0.0.1" : host;
-  auto door = std::make_shared<std::unique_ptr<front_door>>();
+  // Every listener requires a secret: a loopback agent given none makes one and keeps it
+  // where only this user (and so drivers of this user on this host) can read it.
+  const bool generated = !sec.enabled();
+  if (generated)
+    sec.token = make_nonce();
   node_agent_options ao;
   ao.info.node_id = make_node_id();
   ao.info.ip = host_ip;
@@ -192,49 +192,57 @@ int node_command(int argc, char** argv) {
   ao.info.resource_name = resource;
   ao.info.version = version();
   ao.worker_program = worker_program.empty() ? self_executable() : worker_program;
-  ao.worker_publish_host = caf_host;
+  ao.routes = std::make_shared<worker_routes>();
   ao.env_allow = env_allow;
   ao.require_reservation = true;
-  ao.on_worker_port = [door](uint16_t p) {
-    if (*door)
-      (*door)->allow_target(p);
-  };
+  auto routes = ao.routes;
   auto agent = sys.spawn(node_agent_impl, ao);
   auto stop_agent = [&] { caf::anon_send_exit(agent, caf::exit_reason::user_shutdown); };
-  auto bound = sys.middleman().publish(agent,
-                                       secure ? uint16_t{0} : static_cast<uint16_t>(port),
-                                       caf_host.c_str());
-  if (!bound) {
-    std::fprintf(stderr, "error: cannot listen on %s:%d: %s; pick a free port or address\n",
-                 caf_host.c_str(), secure ? 0 : port, sys.render(bound.error()).c_str());
+  // The only port: CAF reads nothing but what the front door hands it after the handshake.
+  front_door_options fo;
+  fo.listen_host = host;
+  fo.listen_port = static_cast<uint16_t>(port);
+  fo.security = sec;
+  // Connections in their handshake take at most a quarter of the descriptors: a flood
+  // never leaves the agent without any for its workers and drivers.
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur != RLIM_INFINITY) {
+    fo.max_pending = std::max<size_t>(4,
+                                      std::min<size_t>(fo.max_pending, nofile.rlim_cur / 4));
+    fo.max_pending_per_peer = std::min(fo.max_pending_per_peer, fo.max_pending);
+  }
+  fo.has_target = [routes](uint16_t t) { return routes->has(t); };
+  fo.deliver = [&sys, routes, whom = caf::actor_cast<caf::strong_actor_ptr>(agent),
+                ifs = sys.message_types<node_agent_actor>()](int fd, uint16_t target) {
+    if (target == 0)
+      return caf_link_serve(sys, fd, whom, ifs);
+    if (auto err = routes->pass(target, fd))
+      spdlog::warn("driver connection for worker route {}: {}", target, describe(err));
+  };
+  auto door = front_door::start(fo);
+  if (!door) {
+    std::fprintf(stderr, "error: %s\n", describe(door.error()).c_str());
     stop_agent();
     return 1;
   }
-  {
-    caf::scoped_actor self{sys};
-    self->send(agent, listen_atom::value, caf_host, *bound);
-  }
-  uint16_t public_port = *bound;
-  if (secure) {
-    front_door_options fo;
-    fo.listen_host = host;
-    fo.listen_port = static_cast<uint16_t>(port);
-    fo.agent_port = *bound;
-    fo.security = sec;
-    auto fd = front_door::start(fo);
-    if (!fd) {
-      std::fprintf(stderr, "error: %s\n", describe(fd.error()).c_str());
-      sys.middleman().unpublish(agent);
+  uint16_t public_port = (*door)->port();
+  if (generated) {
+    auto path = write_local_token(public_port, sec.token);
+    if (!path) {
+      std::fprintf(stderr, "error: %s\n", describe(path.error()).c_str());
+      (*door)->stop();
       stop_agent();
       return 1;
     }
-    public_port = (*fd)->port();
-    *door = std::move(*fd);
+    spdlog::info("no --token-file: generated a token in {} (drivers of this user on this "
+                 "host use it when given no --token-file)",
+                 *path);
   }
   spdlog::info("node agent {} listening on {}:{} (ip {}, {} {} device(s), cafex {}, {})",
                ao.info.node_id, host, public_port, host_ip, devices, resource, version(),
-               secure ? (sec.tls() ? "TLS + token check" : "token check")
-                      : "no authentication");
+               sec.tls()   ? "TLS + token check"
+               : generated ? "generated token"
+                           : "token check");
   // Tests read the port from this line.
   std::printf("listening %s:%u node_id=%s\n", host.c_str(), public_port,
               ao.info.node_id.c_str());
@@ -242,14 +250,14 @@ int node_command(int argc, char** argv) {
   int sig = 0;
   sigwait(&sigs, &sig);
   spdlog::info("signal {}: stopping workers and exiting", sig);
-  if (*door)
-    (*door)->stop();
+  (*door)->stop();
+  if (generated)
+    remove_local_token(public_port);
   {
     caf::scoped_actor self{sys};
     self->request(agent, std::chrono::seconds(10), kill_atom::value)
       .receive([](int32_t) {}, [](caf::error&) {});
   }
-  sys.middleman().unpublish(agent);
   stop_agent();
   return 0;
 }

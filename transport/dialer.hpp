@@ -1,7 +1,8 @@
-// The driver's side of secure links. CAF's remote_actor opens its own plain TCP
-// connection, so the dialer offers a local port on 127.0.0.1 per remote target: each
-// connection CAF makes to it is carried to the remote front door, through TLS and the
-// token handshake (link_security.hpp), and relayed once the agent accepted it.
+// The driver's side of secure links: connects to a node agent's front door, runs TLS (when
+// configured) and the token handshake (link_security.hpp), and returns the connected
+// socket for CAF to take over (caf_link.hpp). No local port is opened: with TLS, the
+// socket is one end of a socketpair whose other end the dialer's thread relays through
+// TLS.
 #pragma once
 
 #include <chrono>
@@ -18,18 +19,16 @@ namespace cafex {
 
 class dialer {
 public:
-  /// Starts the dialer's io thread; `security` may be disabled (plain probes only).
+  /// Starts the dialer's io thread; `security` gives the TLS files (if any).
   static caf::expected<std::unique_ptr<dialer>> start(link_security security);
   ~dialer();
 
-  /// Connects to host:port within `timeout` and, when security is enabled, runs the whole
-  /// handshake for `target` (0: the agent). The error says what failed and what to do.
-  caf::error probe(const std::string& host, uint16_t port, uint16_t target,
-                   std::chrono::milliseconds timeout);
-
-  /// A port on 127.0.0.1 whose connections reach host:port's `target` through the
-  /// handshake (security must be enabled).
-  caf::expected<uint16_t> route(const std::string& host, uint16_t port, uint16_t target);
+  /// Connects to host:port within `timeout` and runs the whole handshake for `target` (0:
+  /// the agent; else a worker route it named), proving `token`. Returns the socket that
+  /// carries the link from then on; the caller owns it. The error (errc::node_lost or
+  /// errc::unauthorized) says what failed and what to do.
+  caf::expected<int> connect(const std::string& host, uint16_t port, uint16_t target,
+                             const std::string& token, std::chrono::milliseconds timeout);
 
   void stop();
 

@@ -1,6 +1,6 @@
-// One TCP connection, optionally inside TLS, and the byte relay between two of them.
-// Used by the front door (node agent side) and the dialer (driver side); every handler
-// runs on the owner's single io thread.
+// One TCP connection, optionally inside TLS, and the relay between a TLS link and the
+// socketpair end whose other end CAF reads (caf_link.hpp). Used by the front door (node
+// agent side) and the dialer (driver side); every handler runs on the owner's io thread.
 #pragma once
 
 #include <array>
@@ -9,6 +9,10 @@
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
+#include <caf/expected.hpp>
+
+#include "runtime/error.hpp"
+#include "transport/caf_link.hpp"
 
 namespace cafex {
 
@@ -59,6 +63,12 @@ public:
     sock_.close(ec);
   }
 
+  /// Gives up the plain socket (no TLS) and returns its descriptor, to hand to CAF.
+  int release() {
+    boost::system::error_code ec;
+    return sock_.release(ec);
+  }
+
   std::string peer() const {
     boost::system::error_code ec;
     auto ep = sock_.remote_endpoint(ec);
@@ -81,12 +91,40 @@ inline std::string take_line(asio::streambuf& buf, size_t n) {
   return line;
 }
 
-/// Copies bytes both ways between a (possibly TLS) link and a plain local socket until
-/// either side closes; then closes both. `pending` holds bytes already read from the
-/// link (after the handshake line) that go to the local side first.
+/// The local side of a relay: one end of an AF_UNIX socketpair.
+class local_stream {
+public:
+  local_stream(asio::io_context& io, int fd) : sock_(io) {
+    boost::system::error_code ec;
+    sock_.assign(asio::local::stream_protocol(), fd, ec);
+  }
+
+  template <class Buffers, class Handler>
+  void async_read_some(const Buffers& b, Handler&& h) {
+    sock_.async_read_some(b, std::forward<Handler>(h));
+  }
+
+  template <class Buffers, class Handler>
+  void async_write(const Buffers& b, Handler&& h) {
+    asio::async_write(sock_, b, std::forward<Handler>(h));
+  }
+
+  void close() {
+    boost::system::error_code ec;
+    sock_.shutdown(asio::local::stream_protocol::socket::shutdown_both, ec);
+    sock_.close(ec);
+  }
+
+private:
+  asio::local::stream_protocol::socket sock_;
+};
+
+/// Copies bytes both ways between a TLS link and a local socketpair end until either side
+/// closes; then closes both. `pending` holds bytes already read from the link that go to
+/// the local side first.
 class byte_relay : public std::enable_shared_from_this<byte_relay> {
 public:
-  byte_relay(std::shared_ptr<link_stream> link, std::shared_ptr<link_stream> local)
+  byte_relay(std::shared_ptr<link_stream> link, std::shared_ptr<local_stream> local)
     : link_(std::move(link)), local_(std::move(local)) {}
 
   void start(std::string pending = "") {
@@ -108,8 +146,8 @@ public:
 private:
   using buffer = std::array<char, 65536>;
 
-  void pump(const std::shared_ptr<link_stream>& from, const std::shared_ptr<link_stream>& to,
-            buffer& buf) {
+  template <class From, class To>
+  void pump(const std::shared_ptr<From>& from, const std::shared_ptr<To>& to, buffer& buf) {
     auto self = shared_from_this();
     from->async_read_some(asio::buffer(buf), [self, from, to,
                                               &buf](boost::system::error_code ec, size_t n) {
@@ -130,9 +168,30 @@ private:
   }
 
   std::shared_ptr<link_stream> link_;
-  std::shared_ptr<link_stream> local_;
+  std::shared_ptr<local_stream> local_;
   buffer up_{};
   buffer down_{};
 };
+
+/// The socket CAF takes over once a link passed the handshake: a plain link gives up its
+/// own descriptor; a TLS link gets a socketpair whose other end this io context relays
+/// through TLS (with `pending`, bytes already read from the link, first).
+inline caf::expected<int> hand_over(asio::io_context& io,
+                                    const std::shared_ptr<link_stream>& link,
+                                    std::string pending) {
+  if (!link->tls()) {
+    int fd = link->release();
+    if (fd < 0)
+      return make_error(errc::transport_failed, "cannot take over the link's socket");
+    return fd;
+  }
+  auto pair = make_socketpair();
+  if (!pair)
+    return pair.error();
+  auto relay = std::make_shared<byte_relay>(link,
+                                            std::make_shared<local_stream>(io, pair->first));
+  relay->start(std::move(pending));
+  return pair->second;
+}
 
 } // namespace cafex

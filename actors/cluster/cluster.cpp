@@ -21,7 +21,9 @@
 #include "runtime/error.hpp"
 #include "runtime/plan/rank_plan.hpp"
 #include "runtime/version.hpp"
+#include "transport/caf_link.hpp"
 #include "transport/dialer.hpp"
+#include "transport/local_token.hpp"
 
 namespace cafex {
 
@@ -131,46 +133,34 @@ caf::expected<std::string> local_ip_facing(const std::string& peer_ip) {
   return std::string(buf);
 }
 
+caf::expected<std::string> cluster::impl::token_for(const std::string& host,
+                                                    uint16_t port) const {
+  if (!opts.security.token.empty() || opts.security.tls())
+    return opts.security.token;
+  // A loopback agent given no --token-file keeps a generated one for this user.
+  if (is_loopback_host(host))
+    return read_local_token(port);
+  return make_error(errc::unauthorized,
+                    "node agent at " + host + ":" + std::to_string(port)
+                      + " requires the cluster token: pass the agent's --token-file (or "
+                        "\"token_file\" in --cluster-config), and/or --tls-*");
+}
+
 caf::expected<caf::strong_actor_ptr>
 cluster::impl::caf_connect(const std::string& host, uint16_t port, uint16_t target,
                            const std::string& what, std::chrono::milliseconds timeout) {
-  std::string h = host;
-  uint16_t p = port;
-  if (opts.security.enabled()) {
-    auto r = dial->route(host, port, target);
-    if (!r)
-      return r.error();
-    h = "127.0.0.1";
-    p = *r;
-  } else if (target != 0) {
-    p = target;
-  }
-  // Through the middleman actor rather than middleman::remote_actor, so that the
-  // request has a deadline even against a peer that accepts and then says nothing.
-  auto mm = sys.middleman().actor_handle();
-  caf::scoped_actor self{sys};
-  caf::expected<caf::strong_actor_ptr> out{caf::error{}};
-  self->request(mm, timeout, caf::connect_atom::value, h, p)
-    .receive(
-      [&](caf::node_id&, caf::strong_actor_ptr& ptr, std::set<std::string>&) {
-        if (ptr)
-          out = std::move(ptr);
-        else
-          out = make_error(errc::node_lost, what + " publishes nothing at that port");
-      },
-      [&](caf::error& e) {
-        out = make_error(errc::node_lost,
-                         what + ": "
-                           + (e == caf::sec::request_timeout
-                                ? "no CAF handshake within " + std::to_string(timeout.count())
-                                    + " ms"
-                                : sys.render(e))
-                           + (opts.security.enabled()
-                                ? ""
-                                : "; if the agent requires a token or TLS, pass --token-file "
-                                  "or --tls-* as it does"));
-      });
-  return out;
+  auto start = cluster_clock::now();
+  auto token = token_for(host, port);
+  if (!token)
+    return token.error();
+  // The front door authenticates this driver, then CAF takes the connection over: no
+  // local port is opened on either side.
+  auto fd = dial->connect(host, port, target, *token, timeout);
+  if (!fd)
+    return fd.error();
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+    timeout - (cluster_clock::now() - start));
+  return caf_link_connect(sys, *fd, std::max(left, std::chrono::milliseconds(1)), what);
 }
 
 caf::error cluster::impl::connect_one(const std::string& address,
@@ -180,8 +170,6 @@ caf::error cluster::impl::connect_one(const std::string& address,
   if (auto err = parse_host_port(address, "--nodes", n.host, n.port))
     return err;
   auto budget = std::min(opts.connect_timeout, time_left(deadline));
-  if (auto err = dial->probe(n.host, n.port, 0, budget))
-    return err;
   auto what = "node agent at " + address;
   auto ptr = caf_connect(n.host, n.port, 0, what, budget);
   if (!ptr)

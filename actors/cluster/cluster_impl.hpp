@@ -55,6 +55,8 @@ struct cluster::impl {
   }
 
   caf::error connect_one(const std::string& address, cluster_clock::time_point deadline);
+  /// The token to prove to the agent at host:port (see local_token.hpp for loopback).
+  caf::expected<std::string> token_for(const std::string& host, uint16_t port) const;
   caf::expected<caf::strong_actor_ptr> caf_connect(const std::string& host, uint16_t port,
                                                    uint16_t target, const std::string& what,
                                                    std::chrono::milliseconds timeout);

@@ -246,14 +246,16 @@ caf::error cluster::impl::direct_route(const worker_actor& w, const std::string&
   if (!opts.direct_worker_routes || n == nullptr || n->local || port == 0)
     return caf::none;
   auto what = "worker for rank " + std::to_string(rank) + " on node " + n->info.node_id;
-  auto ptr = caf_connect(n->host, opts.security.enabled() ? n->port : port, port, what,
+  // Through the worker's node agent's front door, naming the worker's route: the agent
+  // passes the authenticated connection to the worker process itself.
+  auto ptr = caf_connect(n->host, n->port, port, what,
                          std::min(opts.connect_timeout, time_left(deadline)));
   if (!ptr)
     return ptr.error();
   auto direct = caf::actor_cast<worker_actor>(std::move(*ptr));
   if (direct.address() != w.address())
     return make_error(errc::spawn_failed,
-                      what + ": its direct port answers with another actor");
+                      what + ": its direct route answers with another actor");
   return caf::none;
 }
 

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -56,7 +57,8 @@ child_process::~child_process() {
 
 caf::expected<child_process>
 child_process::spawn(const std::vector<std::string>& argv,
-                     const std::map<std::string, std::string>& extra_env) {
+                     const std::map<std::string, std::string>& extra_env,
+                     const std::vector<int>& inherit) {
   if (argv.empty())
     return make_error(errc::invalid_argument, "cannot spawn a process without a program");
   // Everything the child touches is built before fork: only async-signal-safe calls
@@ -80,6 +82,7 @@ child_process::spawn(const std::vector<std::string>& argv,
   for (const auto& e : env_store)
     cenv.push_back(const_cast<char*>(e.c_str()));
   cenv.push_back(nullptr);
+  std::vector<int> high(inherit.size(), -1);
   // A pipe with O_CLOEXEC tells the parent whether exec succeeded.
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0)
@@ -102,6 +105,42 @@ child_process::spawn(const std::vector<std::string>& argv,
     sigemptyset(&none);
     // The forked child has one thread, and sigprocmask is async-signal-safe.
     sigprocmask(SIG_SETMASK, &none, nullptr); // NOLINT(concurrency-mt-unsafe)
+    // Inherited descriptors go to 3, 4, ...: first each one above that range (a source
+    // may sit where another one goes), then into place; dup2 clears close-on-exec.
+    const int n_inherit = static_cast<int>(inherit.size());
+    auto fail = [&](int err) {
+      ssize_t ignored = write(fds[1], &err, sizeof(err));
+      (void) ignored;
+      _exit(127);
+    };
+    if (fds[1] < 3 + n_inherit && (fds[1] = fcntl(fds[1], F_DUPFD_CLOEXEC, 3 + n_inherit)) < 0)
+      _exit(127);
+    for (int i = 0; i < n_inherit; ++i) {
+      auto& h = high[static_cast<size_t>(i)];
+      h = fcntl(inherit[static_cast<size_t>(i)], F_DUPFD_CLOEXEC, 3 + n_inherit);
+      if (h < 0)
+        fail(errno);
+    }
+    for (int i = 0; i < n_inherit; ++i)
+      if (dup2(high[static_cast<size_t>(i)], 3 + i) < 0)
+        fail(errno);
+    // Nothing else crosses exec: not a descriptor some library opened without
+    // close-on-exec (Asio's listening and accepted sockets are such), which would give
+    // the child the agent's front door or a driver's connection.
+    const int status_fd = 3 + n_inherit;
+    if (fds[1] != status_fd) {
+      if (dup3(fds[1], status_fd, O_CLOEXEC) < 0)
+        _exit(127);
+      fds[1] = status_fd;
+    }
+    if (close_range(static_cast<unsigned>(status_fd + 1), ~0U, 0) != 0) {
+      rlimit lim{};
+      int top = getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < 65536
+                  ? static_cast<int>(lim.rlim_cur)
+                  : 65536;
+      for (int fd = status_fd + 1; fd < top; ++fd)
+        close(fd);
+    }
     execve(cargv[0], cargv.data(), cenv.data());
     int err = errno;
     ssize_t ignored = write(fds[1], &err, sizeof(err));

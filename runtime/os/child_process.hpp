@@ -35,10 +35,13 @@ public:
   child_process& operator=(const child_process&) = delete;
   ~child_process();
 
-  /// Starts `argv[0]` with `argv` and the parent's environment plus `extra_env`.
+  /// Starts `argv[0]` with `argv` and the parent's environment plus `extra_env`. The
+  /// child inherits `inherit[i]` as descriptor 3 + i (e.g. a socketpair end) and no other
+  /// descriptor of the parent beyond 0-2 that is close-on-exec.
   static caf::expected<child_process>
   spawn(const std::vector<std::string>& argv,
-        const std::map<std::string, std::string>& extra_env = {});
+        const std::map<std::string, std::string>& extra_env = {},
+        const std::vector<int>& inherit = {});
 
   pid_t pid() const { return pid_; }
   bool running() const { return pid_ > 0 && !status_; }

@@ -121,7 +121,7 @@ TEST_CASE("the front door refuses bad credentials and keeps serving good ones") 
   CHECK(agent.alive());
 }
 
-TEST_CASE("cafex node refuses a public address without token, TLS or --insecure") {
+TEST_CASE("cafex node refuses a public address without token or TLS") {
   auto bin = test::binary_from_env("CAFEX_BIN");
   auto r = test::run_command({bin, "node", "--listen", "0.0.0.0:0"}, 10s);
   CHECK(r.exit_code == 2);

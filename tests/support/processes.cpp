@@ -7,7 +7,11 @@
 #include <fcntl.h>
 #include <fstream>
 #include <iterator>
+#include <set>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sstream>
 #include <stdexcept>
 #include <sys/prctl.h>
@@ -169,6 +173,103 @@ std::vector<pid_t> processes_matching(const std::string& needle) {
       out.push_back(pid);
   }
   return out;
+}
+
+std::vector<uint16_t> listening_ports(pid_t pid) {
+  std::set<std::string> inodes;
+  auto fd_dir = "/proc/" + std::to_string(pid) + "/fd";
+  if (DIR* d = opendir(fd_dir.c_str())) {
+    while (dirent* e = readdir(d)) {
+      char target[256];
+      auto n = readlink((fd_dir + "/" + e->d_name).c_str(), target, sizeof(target) - 1);
+      if (n <= 0)
+        continue;
+      std::string t(target, static_cast<size_t>(n));
+      if (t.rfind("socket:[", 0) == 0)
+        inodes.insert(t.substr(8, t.size() - 9));
+    }
+    closedir(d);
+  }
+  std::vector<uint16_t> out;
+  for (const char* table : {"/net/tcp", "/net/tcp6"}) {
+    std::ifstream in("/proc/" + std::to_string(pid) + table);
+    std::string line;
+    std::getline(in, line); // header
+    while (std::getline(in, line)) {
+      std::istringstream f(line);
+      std::string sl, local, remote, state, queues, timer, retr, uid, timeout, inode;
+      f >> sl >> local >> remote >> state >> queues >> timer >> retr >> uid >> timeout
+        >> inode;
+      if (state != "0A" || inodes.count(inode) == 0) // 0A: LISTEN
+        continue;
+      auto colon = local.rfind(':');
+      out.push_back(static_cast<uint16_t>(std::stoul(local.substr(colon + 1), nullptr, 16)));
+    }
+  }
+  return out;
+}
+
+bool port_speaks_first(uint16_t port, std::chrono::milliseconds within) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) {
+    if (fd >= 0)
+      ::close(fd);
+    return false;
+  }
+  bool spoke = wait_until(
+    [&] {
+      pollfd p{fd, POLLIN, 0};
+      char c;
+      return ::poll(&p, 1, 20) > 0 && ::recv(fd, &c, 1, MSG_DONTWAIT | MSG_PEEK) > 0;
+    },
+    within);
+  ::close(fd);
+  return spoke;
+}
+
+int open_fds(pid_t pid) {
+  auto fd_dir = "/proc/" + std::to_string(pid) + "/fd";
+  DIR* d = opendir(fd_dir.c_str());
+  if (d == nullptr)
+    return -1;
+  int n = 0;
+  while (dirent* e = readdir(d))
+    if (e->d_name[0] != '.')
+      ++n;
+  closedir(d);
+  return n;
+}
+
+long rss_kib(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0)
+      return std::stol(line.substr(6));
+  return -1;
+}
+
+long cpu_ticks(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(in, line))
+    return -1;
+  auto rp = line.rfind(')');
+  std::istringstream rest(line.substr(rp + 2));
+  std::string field;
+  long utime = 0, stime = 0;
+  // Fields 3.. after the command: state is field 3, utime 14, stime 15.
+  for (int i = 3; i <= 15 && rest >> field; ++i) {
+    if (i == 14)
+      utime = std::stol(field);
+    if (i == 15)
+      stime = std::stol(field);
+  }
+  return utime + stime;
 }
 
 std::string read_file(const std::string& path) {

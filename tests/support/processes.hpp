@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <sys/types.h>
@@ -37,6 +38,21 @@ pid_t worker_pid(int rank);
 
 /// Pids of every living process whose command line contains `needle`.
 std::vector<pid_t> processes_matching(const std::string& needle);
+
+/// TCP ports (IPv4 and IPv6) on which process `pid` listens, from /proc (as `ss -ltnp`).
+std::vector<uint16_t> listening_ports(pid_t pid);
+
+/// True when 127.0.0.1:port sends bytes, within `within`, to a peer that sent nothing (as
+/// a BASP server does: its handshake comes first).
+bool port_speaks_first(uint16_t port,
+                       std::chrono::milliseconds within = std::chrono::seconds(1));
+
+/// Open descriptors of `pid`, and its resident memory in KiB (-1 when it is gone).
+int open_fds(pid_t pid);
+long rss_kib(pid_t pid);
+
+/// User + system CPU time of `pid` so far, in clock ticks (-1 when it is gone).
+long cpu_ticks(pid_t pid);
 
 /// Polls `cond` every few ms until it holds or `timeout` passes; returns its last value.
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout);

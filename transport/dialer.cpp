@@ -3,12 +3,12 @@
 #include <functional>
 #include <future>
 #include <list>
-#include <sstream>
 #include <thread>
 
 #include <spdlog/spdlog.h>
 
 #include "runtime/error.hpp"
+#include "transport/link_handshake.hpp"
 #include "transport/link_stream.hpp"
 
 namespace cafex {
@@ -36,7 +36,7 @@ struct client_hs : std::enable_shared_from_this<client_hs> {
   done_fn done;
   std::shared_ptr<link_stream> link;
   asio::steady_timer timer;
-  asio::streambuf buf{512};
+  asio::streambuf buf{handshake::max_line_length};
   std::string client_nonce = make_nonce();
   std::string server_nonce;
   bool server_proved = false;
@@ -145,15 +145,14 @@ struct client_hs : std::enable_shared_from_this<client_hs> {
                               + ec.message()
                               + "); does it use "
                                 "TLS (--tls-*) while this driver does not?");
-        std::istringstream in(take_line(self->buf, n));
-        std::string word, mac;
-        in >> word >> self->server_nonce >> mac;
-        if (word != "CHALLENGE")
+        auto challenge = handshake::parse_challenge(take_line(self->buf, n));
+        if (!challenge)
           return self->finish("node agent at " + self->where
                               + " does not speak the cafex "
                                 "handshake; was it started without --token-file/--tls-*? "
                                 "Then drop them here too, or restart it with them");
-        self->server_proved = equal_secret(mac,
+        self->server_nonce = challenge->server_nonce;
+        self->server_proved = equal_secret(challenge->server_mac,
                                            server_mac(self->d.sec.token, self->client_nonce,
                                                       self->server_nonce, self->target));
         // Answer even when the agent's proof failed, so that it logs the refusal too.
@@ -169,14 +168,16 @@ struct client_hs : std::enable_shared_from_this<client_hs> {
                  self->link->async_read_line(self->buf, [self](boost::system::error_code ec,
                                                                size_t n) {
                    std::string line = ec ? "" : take_line(self->buf, n);
-                   if (line == "OK" && self->server_proved)
+                   auto reply = handshake::parse_reply(line);
+                   if (reply && reply->ok && self->server_proved)
                      return self->finish("");
-                   if (line.rfind("REFUSED", 0) == 0)
+                   if (reply && !reply->ok)
                      return self->finish("node agent at " + self->where
                                          + " refused this "
                                            "driver: "
-                                         + line.substr(std::min<size_t>(8, line.size()))
-                                         + "; use the same --token-file as the agent");
+                                         + reply->why
+                                         + "; use the same --token-file "
+                                           "as the agent");
                    self->finish("node agent at " + self->where
                                 + " could not prove the "
                                   "cluster token; it is not the agent you meant, or its "

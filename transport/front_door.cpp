@@ -3,12 +3,12 @@
 #include <atomic>
 #include <mutex>
 #include <set>
-#include <sstream>
 #include <thread>
 
 #include <spdlog/spdlog.h>
 
 #include "runtime/error.hpp"
+#include "transport/link_handshake.hpp"
 #include "transport/link_stream.hpp"
 
 namespace cafex {
@@ -39,7 +39,7 @@ struct session : std::enable_shared_from_this<session> {
   front_door::impl& door;
   std::shared_ptr<link_stream> link;
   asio::steady_timer timer;
-  asio::streambuf buf{512};
+  asio::streambuf buf{handshake::max_line_length};
   std::string peer;
   std::string client_nonce;
   std::string server_nonce;
@@ -106,14 +106,11 @@ struct session : std::enable_shared_from_this<session> {
       if (ec)
         return self->drop("no handshake line (" + ec.message()
                           + "); a driver without --token-file?");
-      std::istringstream in(take_line(self->buf, n));
-      std::string magic, ver;
-      long t = -1;
-      in >> magic >> ver >> t >> self->client_nonce;
-      if (magic != "CAFEX-LINK" || ver != "1" || t < 0 || t > 65535
-          || self->client_nonce.size() < 32)
+      auto hello = handshake::parse_hello(take_line(self->buf, n));
+      if (!hello)
         return self->drop("malformed handshake");
-      self->target = static_cast<uint16_t>(t);
+      self->client_nonce = std::move(hello->client_nonce);
+      self->target = hello->target;
       self->server_nonce = make_nonce();
       auto line = std::make_shared<std::string>("CHALLENGE " + self->server_nonce + " "
                                                 + server_mac(self->door.opts.security.token,
@@ -134,12 +131,10 @@ struct session : std::enable_shared_from_this<session> {
     link->async_read_line(buf, [self](boost::system::error_code ec, size_t n) {
       if (ec)
         return self->drop("connection closed during the handshake");
-      std::istringstream in(take_line(self->buf, n));
-      std::string word, mac;
-      in >> word >> mac;
+      auto mac = handshake::parse_auth(take_line(self->buf, n));
       const auto& token = self->door.opts.security.token;
       auto want = client_mac(token, self->client_nonce, self->server_nonce, self->target);
-      if (word != "AUTH" || !equal_secret(mac, want))
+      if (!mac || !equal_secret(*mac, want))
         return self->refuse("wrong or missing cluster token");
       if (!self->door.allowed(self->target))
         return self->refuse("unknown target port " + std::to_string(self->target));

@@ -16,7 +16,7 @@
 //
 // Non-ok responses carry a string that says why. A frame whose length exceeds the
 // server's limit, or whose body does not parse, closes that connection only. The server
-// decodes a body with decode_request (pure, unit-tested without a socket).
+// decodes a body with decode_request (pure: unit-tested and fuzzed, tests/fuzz/).
 #pragma once
 
 #include <cstddef>

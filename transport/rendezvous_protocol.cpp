@@ -173,8 +173,13 @@ std::optional<int64_t> add_counter(const std::vector<char>* stored, int64_t delt
       return std::nullopt;
     }
   }
-  value += delta;
-  return value;
+  int64_t sum = 0;
+  if (__builtin_add_overflow(value, delta, &sum)) { // a signed overflow would be UB
+    why = "holds " + std::to_string(value) + ", and adding " + std::to_string(delta)
+          + " would overflow a 64-bit integer";
+    return std::nullopt;
+  }
+  return sum;
 }
 
 const char* to_string(op x) {

@@ -106,7 +106,7 @@ std::optional<request> decode_request(const char* data, size_t size, std::string
 
 /// The counter add leaves: the stored value (decimal text, as add writes it; nullptr when
 /// the key is absent: 0) plus `delta`. nullopt, with `why`, when the stored bytes are not
-/// a decimal int64 (a peer may have set any bytes).
+/// a decimal int64 (a peer may have set any bytes) or the sum would overflow.
 std::optional<int64_t> add_counter(const std::vector<char>* stored, int64_t delta,
                                    std::string& why);
 

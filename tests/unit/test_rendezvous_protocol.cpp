@@ -1,9 +1,11 @@
 // The rendezvous server's request decoding and counter arithmetic
 // (transport/rendezvous_protocol.hpp), without a socket: every request the client writes
-// decodes to its fields, and hostile bodies are refused with the reason the server logs.
+// decodes to its fields, hostile bodies are refused with the reason the server logs, and
+// the cases tests/fuzz/fuzz_rendezvous_request.cpp found stay fixed.
 #include <doctest/doctest.h>
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -12,6 +14,9 @@
 using namespace cafex::rdzv;
 
 namespace {
+
+constexpr auto int64_max = std::numeric_limits<int64_t>::max();
+constexpr auto int64_min = std::numeric_limits<int64_t>::min();
 
 writer header(op o, uint32_t wait_ms = 0) {
   writer w;
@@ -91,7 +96,7 @@ TEST_CASE("lengths and counts that claim more than the body holds are refused") 
   CHECK(refusal(header(op::check).u32(1001).str("")) == "malformed check/wait request");
 }
 
-TEST_CASE("add counts from 0 and parses only a decimal int64") {
+TEST_CASE("add counts from 0, parses only a decimal int64 and refuses to overflow") {
   std::string why;
   CHECK(add_counter(nullptr, 5, why) == 5);
   auto stored = text("41");
@@ -104,4 +109,26 @@ TEST_CASE("add counts from 0 and parses only a decimal int64") {
     CHECK_MESSAGE(!add_counter(&stored, 1, why), "stored '" << bad << "'");
     CHECK(why == "holds a value that is not an integer");
   }
+  stored = text(std::to_string(int64_max));
+  CHECK(add_counter(&stored, 0, why) == int64_max);
+  CHECK_FALSE(add_counter(&stored, 1, why));
+  CHECK(why.find("would overflow") != std::string::npos);
+  stored = text(std::to_string(int64_min));
+  CHECK(add_counter(&stored, 0, why) == int64_min);
+  CHECK_FALSE(add_counter(&stored, -1, why));
+  CHECK(add_counter(nullptr, int64_min, why) == int64_min);
+}
+
+TEST_CASE("fuzzer finding: two adds whose sum overflows int64 are refused, not UB") {
+  // tests/fuzz/corpus/rendezvous_request/add_overflow_found: add "n" 0x5a00000000000005,
+  // then add "n" 0x2c000000fffffffe. The server computed the sum with `+=` on int64_t
+  // (undefined behaviour; UBSan: signed integer overflow) and stored the wrapped value.
+  std::string why;
+  auto first = add_counter(nullptr, 0x5a00000000000005, why);
+  REQUIRE(first);
+  auto stored = text(std::to_string(*first));
+  CHECK_FALSE(add_counter(&stored, 0x2c000000fffffffe, why));
+  CHECK(why
+        == "holds 6485183463413514245, and adding 3170534141963796478 would overflow a "
+           "64-bit integer");
 }

@@ -2,12 +2,12 @@
 
 #include <functional>
 #include <future>
-#include <sstream>
 #include <thread>
 
 #include <spdlog/spdlog.h>
 
 #include "runtime/error.hpp"
+#include "transport/link_handshake.hpp"
 #include "transport/link_stream.hpp"
 
 namespace cafex {
@@ -35,7 +35,7 @@ struct client_hs : std::enable_shared_from_this<client_hs> {
   done_fn done;
   std::shared_ptr<link_stream> link;
   asio::steady_timer timer;
-  asio::streambuf buf{512};
+  asio::streambuf buf{handshake::max_line_length};
   std::string reply;
   char byte = 0;
   std::string client_nonce = make_nonce();
@@ -135,19 +135,18 @@ struct client_hs : std::enable_shared_from_this<client_hs> {
                               + " closed the connection during the handshake (" + ec.message()
                               + "); does it use TLS (--tls-*) while this driver does not?");
         auto line = take_line(self->buf, n);
-        if (line.rfind("REFUSED ", 0) == 0)
-          return self->fail(errc::node_lost,
-                            "node agent at " + self->where
-                              + " turned this driver away: " + line.substr(8));
-        std::istringstream in(line);
-        std::string word, mac;
-        in >> word >> self->server_nonce >> mac;
-        if (word != "CHALLENGE")
+        if (auto early = handshake::parse_reply(line); early && !early->ok)
+          return self->fail(errc::node_lost, "node agent at " + self->where
+                                               + " turned this driver away: " + early->why);
+        auto challenge = handshake::parse_challenge(line);
+        if (!challenge)
           return self->fail(errc::node_lost, "the peer at " + self->where
                                                + " does not speak the cafex handshake; is "
                                                  "it a cafex node agent of this version?");
-        self->server_proved = equal_secret(mac, server_mac(self->token, self->client_nonce,
-                                                           self->server_nonce, self->target));
+        self->server_nonce = challenge->server_nonce;
+        self->server_proved = equal_secret(challenge->server_mac,
+                                           server_mac(self->token, self->client_nonce,
+                                                      self->server_nonce, self->target));
         // Answer even when the agent's proof failed, so that it logs the refusal too.
         self->auth();
       });
@@ -166,20 +165,22 @@ struct client_hs : std::enable_shared_from_this<client_hs> {
     auto self = shared_from_this();
     link->async_read_some(asio::buffer(&byte, 1), [self](boost::system::error_code ec,
                                                          size_t n) {
-      if (!ec && n == 1 && self->byte != '\n' && self->reply.size() < 512) {
+      if (!ec && n == 1 && self->byte != '\n'
+          && self->reply.size() < handshake::max_line_length) {
         self->reply += self->byte;
         return self->read_reply();
       }
       auto line = self->reply;
       if (!line.empty() && line.back() == '\r')
         line.pop_back();
-      if (line == "OK" && self->server_proved)
+      auto reply = handshake::parse_reply(line);
+      if (reply && reply->ok && self->server_proved)
         return self->succeed();
-      if (line.rfind("REFUSED", 0) == 0)
+      if (reply && !reply->ok)
         return self->fail(errc::unauthorized,
-                          "node agent at " + self->where + " refused this driver: "
-                            + line.substr(std::min<size_t>(8, line.size()))
-                            + (line.find("token") != std::string::npos
+                          "node agent at " + self->where
+                            + " refused this driver: " + reply->why
+                            + (reply->why.find("token") != std::string::npos
                                  ? "; use the same --token-file as the agent"
                                  : ""));
       self->fail(errc::unauthorized,

@@ -2,12 +2,12 @@
 
 #include <atomic>
 #include <map>
-#include <sstream>
 #include <thread>
 
 #include <spdlog/spdlog.h>
 
 #include "runtime/error.hpp"
+#include "transport/link_handshake.hpp"
 #include "transport/link_stream.hpp"
 
 namespace cafex {
@@ -99,7 +99,7 @@ struct session : std::enable_shared_from_this<session> {
   front_door::impl& door;
   std::shared_ptr<link_stream> link;
   asio::steady_timer timer;
-  asio::streambuf buf{512};
+  asio::streambuf buf{handshake::max_line_length};
   std::string addr;
   std::string peer;
   std::string client_nonce;
@@ -191,14 +191,11 @@ struct session : std::enable_shared_from_this<session> {
       if (ec)
         return self->drop("no handshake line (" + ec.message()
                           + "); a driver without the cluster token, or not a cafex driver?");
-      std::istringstream in(take_line(self->buf, n));
-      std::string magic, ver;
-      long t = -1;
-      in >> magic >> ver >> t >> self->client_nonce;
-      if (magic != "CAFEX-LINK" || ver != "1" || t < 0 || t > 65535
-          || self->client_nonce.size() < 32)
+      auto hello = handshake::parse_hello(take_line(self->buf, n));
+      if (!hello)
         return self->drop("malformed handshake");
-      self->target = static_cast<uint16_t>(t);
+      self->client_nonce = std::move(hello->client_nonce);
+      self->target = hello->target;
       self->server_nonce = make_nonce();
       auto line = std::make_shared<std::string>("CHALLENGE " + self->server_nonce + " "
                                                 + server_mac(self->door.opts.security.token,
@@ -219,12 +216,10 @@ struct session : std::enable_shared_from_this<session> {
     link->async_read_line(buf, [self](boost::system::error_code ec, size_t n) {
       if (ec)
         return self->drop("connection closed during the handshake");
-      std::istringstream in(take_line(self->buf, n));
-      std::string word, mac;
-      in >> word >> mac;
+      auto mac = handshake::parse_auth(take_line(self->buf, n));
       const auto& token = self->door.opts.security.token;
       auto want = client_mac(token, self->client_nonce, self->server_nonce, self->target);
-      if (word != "AUTH" || !equal_secret(mac, want))
+      if (!mac || !equal_secret(*mac, want))
         return self->refuse("wrong or missing cluster token");
       // A driver sends nothing more until it read OK: bytes here are not a driver's.
       if (self->buf.size() != 0)

@@ -12,6 +12,7 @@
 //   client: "AUTH <client mac>"                           HMAC(token, "client|" ns|nc|t)
 //   server: "OK" or "REFUSED <why>", then raw bytes both ways.
 // Distinct "server|"/"client|" labels stop a peer from reflecting one side's MAC.
+// The lines are parsed, strictly, by link_handshake.hpp.
 #pragma once
 
 #include <chrono>

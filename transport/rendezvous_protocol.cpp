@@ -1,5 +1,6 @@
 #include "transport/rendezvous_protocol.hpp"
 
+#include <charconv>
 #include <cstring>
 
 namespace cafex::rdzv {
@@ -83,6 +84,102 @@ std::optional<std::string> reader::str() {
   std::string out(data_ + pos_, *n);
   pos_ += *n;
   return out;
+}
+
+namespace {
+
+std::optional<std::vector<std::string>> read_keys(reader& r) {
+  auto n = r.u32();
+  // Each key takes at least its 4-byte length: a count beyond that is a lie, refused
+  // before the vector below reserves room for it.
+  if (!n || *n > r.remaining() / 4)
+    return std::nullopt;
+  std::vector<std::string> keys;
+  keys.reserve(*n);
+  for (uint32_t i = 0; i < *n; ++i) {
+    auto k = r.str();
+    if (!k)
+      return std::nullopt;
+    keys.push_back(std::move(*k));
+  }
+  return keys;
+}
+
+} // namespace
+
+std::optional<request> decode_request(const char* data, size_t size, std::string& why) {
+  reader r(data, size);
+  auto code = r.u8();
+  auto wait_ms = r.u32();
+  if (!code || !wait_ms) {
+    why = "truncated request header";
+    return std::nullopt;
+  }
+  request req;
+  req.op = static_cast<op>(*code);
+  req.wait_ms = *wait_ms;
+  auto malformed = [&why](const char* what) {
+    why = std::string("malformed ") + what + " request";
+    return std::nullopt;
+  };
+  switch (req.op) {
+    case op::set: {
+      auto key = r.str();
+      auto value = r.bytes();
+      if (!key || !value || !r.done())
+        return malformed("set");
+      req.keys.push_back(std::move(*key));
+      req.value = std::move(*value);
+      return req;
+    }
+    case op::get:
+    case op::erase: {
+      auto key = r.str();
+      if (!key || !r.done())
+        return malformed(to_string(req.op));
+      req.keys.push_back(std::move(*key));
+      return req;
+    }
+    case op::add: {
+      auto key = r.str();
+      auto delta = r.i64();
+      if (!key || !delta || !r.done())
+        return malformed("add");
+      req.keys.push_back(std::move(*key));
+      req.delta = *delta;
+      return req;
+    }
+    case op::check:
+    case op::wait: {
+      auto keys = read_keys(r);
+      if (!keys || !r.done())
+        return malformed("check/wait");
+      req.keys = std::move(*keys);
+      return req;
+    }
+  }
+  why = "unknown op " + std::to_string(*code);
+  return std::nullopt;
+}
+
+std::optional<int64_t> add_counter(const std::vector<char>* stored, int64_t delta,
+                                   std::string& why) {
+  int64_t value = 0;
+  if (stored) {
+    const char* end = stored->data() + stored->size();
+    auto [last, err] = std::from_chars(stored->data(), end, value);
+    if (err != std::errc{} || last != end) {
+      why = "holds a value that is not an integer";
+      return std::nullopt;
+    }
+  }
+  int64_t sum = 0;
+  if (__builtin_add_overflow(value, delta, &sum)) { // a signed overflow would be UB
+    why = "holds " + std::to_string(value) + ", and adding " + std::to_string(delta)
+          + " would overflow a 64-bit integer";
+    return std::nullopt;
+  }
+  return sum;
 }
 
 const char* to_string(op x) {

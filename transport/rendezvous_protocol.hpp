@@ -15,7 +15,8 @@
 //   erase (6)   key                        u8 existed
 //
 // Non-ok responses carry a string that says why. A frame whose length exceeds the
-// server's limit, or whose body does not parse, closes that connection only.
+// server's limit, or whose body does not parse, closes that connection only. The server
+// decodes a body with decode_request (pure: unit-tested and fuzzed, tests/fuzz/).
 #pragma once
 
 #include <cstddef>
@@ -74,6 +75,8 @@ public:
   /// True when every byte was consumed; trailing garbage marks a malformed frame.
   bool done() const { return pos_ == size_; }
 
+  size_t remaining() const { return size_ - pos_; }
+
 private:
   bool has(size_t n) const { return size_ - pos_ >= n; }
 
@@ -84,6 +87,28 @@ private:
 
 /// Decodes the 4-byte length prefix.
 uint32_t decode_length(const char* header);
+
+/// One request as the server reads it from a frame's body.
+struct request {
+  rdzv::op op = op::get;
+  uint32_t wait_ms = 0;
+  std::vector<std::string> keys; ///< one for set, get, add, erase; n for check and wait
+  std::vector<char> value;       ///< set
+  int64_t delta = 0;             ///< add
+};
+
+/// Decodes a request body: nullopt, with `why` saying what is wrong, for a truncated
+/// body, an unknown op, a field that overruns the body or trailing bytes. Every length
+/// and count is checked against the bytes left before anything is allocated, so the
+/// result holds at most 8 bytes per body byte (an empty key: 4 bytes on the wire, one
+/// std::string in memory), whatever the lengths claim.
+std::optional<request> decode_request(const char* data, size_t size, std::string& why);
+
+/// The counter add leaves: the stored value (decimal text, as add writes it; nullptr when
+/// the key is absent: 0) plus `delta`. nullopt, with `why`, when the stored bytes are not
+/// a decimal int64 (a peer may have set any bytes) or the sum would overflow.
+std::optional<int64_t> add_counter(const std::vector<char>* stored, int64_t delta,
+                                   std::string& why);
 
 const char* to_string(op x);
 

@@ -1,7 +1,6 @@
 #include "transport/rendezvous_server.hpp"
 
 #include <atomic>
-#include <charconv>
 #include <future>
 #include <set>
 #include <thread>
@@ -147,87 +146,48 @@ private:
   }
 
   void handle() {
-    rdzv::reader r(body_.data(), body_.size());
-    auto op = r.u8();
-    auto wait_ms = r.u32();
-    if (!op || !wait_ms)
-      return refuse("truncated request header");
+    std::string why;
+    auto req = rdzv::decode_request(body_.data(), body_.size(), why);
+    if (!req)
+      return refuse(why);
     rdzv::writer w;
     w.u8(static_cast<uint8_t>(status::ok));
-    switch (static_cast<rdzv::op>(*op)) {
+    switch (req->op) {
       case rdzv::op::set: {
-        auto key = r.str();
-        auto value = r.bytes();
-        if (!key || !value || !r.done())
-          return refuse("malformed set request");
-        if (value->size() > st_.opts.max_value_size)
+        if (req->value.size() > st_.opts.max_value_size)
           return respond_status(status::bad_request, "value too large");
-        st_.data[*key] = std::move(*value);
+        st_.data[req->keys.front()] = std::move(req->value);
         st_.notify_waiters();
         return respond(w);
       }
-      case rdzv::op::get: {
-        auto key = r.str();
-        if (!key || !r.done())
-          return refuse("malformed get request");
-        return begin_wait(rdzv::op::get, {std::move(*key)}, *wait_ms);
-      }
+      case rdzv::op::get: return begin_wait(rdzv::op::get, std::move(req->keys), req->wait_ms);
       case rdzv::op::add: {
-        auto key = r.str();
-        auto delta = r.i64();
-        if (!key || !delta || !r.done())
-          return refuse("malformed add request");
-        int64_t value = 0;
-        if (auto i = st_.data.find(*key); i != st_.data.end()) {
-          auto& v = i->second;
-          auto [end, err] = std::from_chars(v.data(), v.data() + v.size(), value);
-          if (err != std::errc{} || end != v.data() + v.size())
-            return respond_status(status::bad_request,
-                                  "key '" + *key + "' holds a value that is not an integer");
-        }
-        value += *delta;
-        auto text = std::to_string(value);
-        st_.data[*key] = std::vector<char>(text.begin(), text.end());
+        const auto& key = req->keys.front();
+        auto i = st_.data.find(key);
+        auto value = rdzv::add_counter(i == st_.data.end() ? nullptr : &i->second, req->delta,
+                                       why);
+        if (!value)
+          return respond_status(status::bad_request, "key '" + key + "' " + why);
+        auto text = std::to_string(*value);
+        st_.data[key] = std::vector<char>(text.begin(), text.end());
         st_.notify_waiters();
-        w.i64(value);
+        w.i64(*value);
         return respond(w);
       }
-      case rdzv::op::check:
-      case rdzv::op::wait: {
-        auto keys = read_keys(r);
-        if (!keys || !r.done())
-          return refuse("malformed check/wait request");
-        if (static_cast<rdzv::op>(*op) == rdzv::op::wait)
-          return begin_wait(rdzv::op::wait, std::move(*keys), *wait_ms);
+      case rdzv::op::check: {
         bool all = true;
-        for (auto& k : *keys)
+        for (auto& k : req->keys)
           all = all && st_.has(k);
         w.u8(all ? 1 : 0);
         return respond(w);
       }
+      case rdzv::op::wait:
+        return begin_wait(rdzv::op::wait, std::move(req->keys), req->wait_ms);
       case rdzv::op::erase: {
-        auto key = r.str();
-        if (!key || !r.done())
-          return refuse("malformed erase request");
-        w.u8(st_.data.erase(*key) != 0 ? 1 : 0);
+        w.u8(st_.data.erase(req->keys.front()) != 0 ? 1 : 0);
         return respond(w);
       }
     }
-    refuse("unknown op " + std::to_string(*op));
-  }
-
-  static std::optional<std::vector<std::string>> read_keys(rdzv::reader& r) {
-    auto n = r.u32();
-    if (!n)
-      return std::nullopt;
-    std::vector<std::string> keys;
-    for (uint32_t i = 0; i < *n; ++i) {
-      auto k = r.str(); // a bogus count fails here, at the end of the body
-      if (!k)
-        return std::nullopt;
-      keys.push_back(std::move(*k));
-    }
-    return keys;
   }
 
   void begin_wait(rdzv::op op, std::vector<std::string> keys, uint32_t wait_ms) {

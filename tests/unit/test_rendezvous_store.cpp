@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <future>
+#include <limits>
 #include <set>
 #include <thread>
 
@@ -119,6 +120,22 @@ TEST_CASE("set, get, add, check, wait and erase against a real server") {
     bin[i] = static_cast<char>(i * 7);
   REQUIRE(!c->set("bin", bin, 1s));
   CHECK(*c->get("bin", 1s) == bin);
+}
+
+TEST_CASE("an add that would overflow int64 is refused and leaves the counter as it was") {
+  // Found by tests/fuzz/fuzz_rendezvous_request.cpp: the server's sum was signed overflow.
+  rendezvous_server srv;
+  REQUIRE(!srv.start());
+  auto c = connect_to(srv);
+  auto max = std::to_string(std::numeric_limits<int64_t>::max());
+  REQUIRE(!c->set("n", bytes(max), 1s));
+  auto over = c->add("n", 1, 1s);
+  REQUIRE_FALSE(over);
+  CHECK(code_of(over.error()) == errc::invalid_argument);
+  CHECK(describe(over.error()).find("would overflow") != std::string::npos);
+  CHECK(*c->get("n", 1s) == bytes(max)); // unchanged, and the connection still serves
+  CHECK(*c->add("n", -1, 1s) == std::numeric_limits<int64_t>::max() - 1);
+  CHECK(srv.refused_frames() == 0); // a well-formed request: answered, not dropped
 }
 
 TEST_CASE("prefix_store keeps groups apart") {

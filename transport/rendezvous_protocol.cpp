@@ -91,8 +91,8 @@ namespace {
 std::optional<std::vector<std::string>> read_keys(reader& r) {
   auto n = r.u32();
   // Each key takes at least its 4-byte length: a count beyond that is a lie, refused
-  // before the vector below reserves room for it.
-  if (!n || *n > r.remaining() / 4)
+  // before the vector below reserves room for it; so is one beyond the per-request bound.
+  if (!n || *n > r.remaining() / 4 || *n > max_keys_per_request)
     return std::nullopt;
   std::vector<std::string> keys;
   keys.reserve(*n);

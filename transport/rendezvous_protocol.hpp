@@ -42,6 +42,11 @@ constexpr size_t frame_header_size = 4;
 /// Room for op, wait_ms and string lengths on top of a value of maximal size.
 constexpr size_t frame_overhead = 1024;
 
+/// Keys one check or wait may name. Gloo's connectFullMesh waits for one key per peer
+/// rank, so this bounds a world of 65536 ranks; a request naming more is refused, which
+/// caps what one frame of empty keys makes the server hold (about 2 MiB, not 8x the frame).
+constexpr uint32_t max_keys_per_request = 65536;
+
 /// Appends big-endian integers and length-prefixed strings to a byte buffer.
 class writer {
 public:

@@ -96,6 +96,23 @@ TEST_CASE("lengths and counts that claim more than the body holds are refused") 
   CHECK(refusal(header(op::check).u32(1001).str("")) == "malformed check/wait request");
 }
 
+TEST_CASE("a check or wait names at most max_keys_per_request keys") {
+  // A frame of empty keys held 8 bytes of vector per body byte: 64 MiB of frame became
+  // 512 MiB of server memory. One key past the bound is refused however long the body.
+  auto at_bound = header(op::wait).u32(max_keys_per_request);
+  auto past = header(op::wait).u32(max_keys_per_request + 1);
+  for (uint32_t i = 0; i <= max_keys_per_request; ++i) {
+    if (i < max_keys_per_request)
+      at_bound.str("");
+    past.str("");
+  }
+  std::string why;
+  auto ok = decode(at_bound, why);
+  REQUIRE(ok);
+  CHECK(ok->keys.size() == max_keys_per_request);
+  CHECK(refusal(past) == "malformed check/wait request");
+}
+
 TEST_CASE("add counts from 0, parses only a decimal int64 and refuses to overflow") {
   std::string why;
   CHECK(add_counter(nullptr, 5, why) == 5);

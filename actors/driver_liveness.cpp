@@ -88,13 +88,16 @@ void on_link_down(driver_ptr self, int rank, const caf::error& link) {
           });
 }
 
-/// A node agent's link dropped: ranks waiting for its answer get "unreachable" now
-/// instead of after cause_timeout, and later losses on that node skip the question.
+/// A node agent's link dropped (killed, stopped, cut off, shut down): the node is lost.
+/// Its workers are lost with it, now: they exit once they lose their agent (a stopped
+/// agent's after their own connection timeout), and nobody is left there to start, stop
+/// or report on them. Ranks waiting for its answer get "unreachable" now instead of after
+/// cause_timeout, and later losses on that node skip the question.
 void on_agent_down(driver_ptr self, const caf::actor_addr& agent, const caf::error& link) {
   auto& st = self->state;
   st.lost_agents.insert(agent);
   for (size_t r = 0; r < st.ranks.size(); ++r)
-    if (st.ranks[r].agent.address() == agent && st.ranks[r].probing)
+    if (st.ranks[r].agent.address() == agent)
       on_worker_down(self, static_cast<int>(r), unreachable(), link);
 }
 

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <unistd.h>
 
@@ -21,6 +22,42 @@
 #include "transport/rendezvous_server.hpp"
 
 namespace cafex {
+
+namespace {
+
+/// Every start-up error says that start-up failed and in which phase, whatever its
+/// origin (a lost worker's error, say, would otherwise read as one of a running executor).
+caf::error startup_failed(std::optional<startup_phase> phase, const caf::error& err) {
+  if (code_of(err) == errc::none)
+    return err; // not a cafex error: no text of ours to add to
+  const auto& ctx = err.context();
+  std::string text = ctx.match_elements<std::string>() ? ctx.get_as<std::string>(0) : "";
+  return make_error(code_of(err), std::string("start-up failed")
+                                    + (phase ? std::string(" in ") + to_string(*phase) : "")
+                                    + ": " + text);
+}
+
+} // namespace
+
+void executor::impl::begin_phase(startup_phase p, clock::time_point deadline) {
+  phase = p;
+  if (!opts.on_startup_phase)
+    return;
+  startup_event ev;
+  ev.phase = p;
+  if (p >= startup_phase::update_environment) {
+    // Ranked by now: the pids by rank, asked once (only a hook needs them).
+    if (worker_pids.empty())
+      if (auto info = rpc("process_info", "null", time_left(deadline))) {
+        for (const auto& s : *info) {
+          auto j = nlohmann::json::parse(s, nullptr, false);
+          worker_pids.push_back(j.is_object() ? j.value("pid", int64_t{-1}) : -1);
+        }
+      }
+    ev.worker_pids = worker_pids;
+  }
+  opts.on_startup_phase(ev);
+}
 
 caf::error executor::impl::start_up() {
   auto deadline = clock::now() + opts.start_timeout;
@@ -94,8 +131,10 @@ caf::error executor::impl::place_and_spawn(clock::time_point deadline) {
   auto world = opts.parallel.world_size();
   // Placement group across the nodes (reservations held by the dummy driver), then one
   // worker per selected bundle on its node's agent.
+  begin_phase(startup_phase::placement, deadline);
   if (auto err = nodes->reserve(world, deadline))
     return err;
+  begin_phase(startup_phase::spawn_workers, deadline);
   std::vector<worker_actor> workers;
   std::vector<std::string> node_ids;
   if (auto err = nodes->spawn(world, opts.log_level, deadline, workers, node_ids))
@@ -128,7 +167,7 @@ caf::expected<std::unique_ptr<executor>> executor::start(executor_options option
   auto p = std::make_unique<impl>(std::move(options));
   if (auto err = p->start_up()) {
     p->shutdown();
-    return err;
+    return startup_failed(p->phase, err);
   }
   return std::unique_ptr<executor>(new executor(std::move(p)));
 }
@@ -271,6 +310,20 @@ executor_state summarize_health(const std::vector<worker_health>& workers) {
       degraded = true;
   }
   return degraded ? executor_state::degraded : executor_state::ready;
+}
+
+const char* to_string(startup_phase p) {
+  switch (p) {
+    case startup_phase::placement: return "placement";
+    case startup_phase::spawn_workers: return "spawn_workers";
+    case startup_phase::rank_workers: return "rank_workers";
+    case startup_phase::update_environment: return "update_environment";
+    case startup_phase::init_worker: return "init_worker";
+    case startup_phase::init_device: return "init_device";
+    case startup_phase::load_model: return "load_model";
+    case startup_phase::compile_dataflow: return "compile_dataflow";
+  }
+  return "?";
 }
 
 const char* to_string(executor_state s) {

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <future>
 #include <memory>
@@ -54,6 +55,29 @@ namespace cafex {
 ///            host (prompt plus the tokens generated so far).
 enum class failure_policy { fail, restart };
 
+/// The phases of start(), in the seed's order, as executor_options::on_startup_phase
+/// reports them; a start-up error names the phase it failed in.
+enum class startup_phase {
+  placement,          ///< reserving the placement group's bundles on the node agents
+  spawn_workers,      ///< starting one worker process per bundle
+  rank_workers,       ///< node and GPU ids, the rank plan, the rerank
+  update_environment, ///< update_environment_variables on every worker
+  init_worker,        ///< init_worker: ranks, distributed_init_method, the model config
+  init_device,        ///< init_device: the device and the TP communicator
+  load_model,         ///< load_model
+  compile_dataflow,   ///< the compiled dataflow and its channels
+};
+
+const char* to_string(startup_phase p);
+
+/// What executor_options::on_startup_phase hears as a phase begins.
+struct startup_event {
+  startup_phase phase = startup_phase::placement;
+  /// By rank, each worker's process id as the worker reports it (its process_info), from
+  /// update_environment on; empty before (no worker is ranked yet).
+  std::vector<int64_t> worker_pids;
+};
+
 /// Everything start() needs. Defaults are the documented ones (README, "C++ API").
 struct executor_options {
   parallel_config parallel;   ///< tensor x pipeline parallel sizes
@@ -87,6 +111,11 @@ struct executor_options {
   liveness_options liveness;
   failure_policy on_worker_failure = failure_policy::fail;
   int max_restarts = 3; ///< restart: recoveries allowed before giving up
+  /// Called on start()'s thread as each start-up phase begins: progress reports, and the
+  /// hook `cafex chaos` injects start-up faults from. It runs inside start()'s deadline:
+  /// return quickly, and never call into an executor from it. Empty (the default): never
+  /// called, and start-up asks no worker for its pid.
+  std::function<void(const startup_event&)> on_startup_phase;
 };
 
 /// PP size, or 2 with async scheduling (the seed's max_concurrent_batches): how many steps

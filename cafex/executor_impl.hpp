@@ -5,6 +5,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -59,7 +60,12 @@ struct executor::impl {
                                          rpc_atom::value, method, args, ro);
   }
 
+  std::optional<startup_phase> phase; ///< the start-up phase running (none: not there yet)
+  std::vector<int64_t> worker_pids;   ///< by rank, once begin_phase asked for them
+
   caf::error start_up();
+  /// Enters start-up phase `p`: records it and tells options.on_startup_phase.
+  void begin_phase(startup_phase p, clock::time_point deadline);
   caf::error start_embedded_agent();
   caf::error place_and_spawn(clock::time_point deadline);
   /// The seed's lifecycle after the workers exist, one phase per function, in its order

@@ -12,6 +12,7 @@
 namespace cafex {
 
 caf::error executor::impl::configure(clock::time_point deadline) {
+  begin_phase(startup_phase::rank_workers, deadline);
   auto reports = collect_reports(deadline);
   if (!reports)
     return reports.error();
@@ -19,14 +20,19 @@ caf::error executor::impl::configure(clock::time_point deadline) {
     return err;
   if (auto err = rerank_workers(deadline))
     return err;
+  begin_phase(startup_phase::update_environment, deadline);
   if (auto err = update_environment(deadline))
     return err;
+  begin_phase(startup_phase::init_worker, deadline);
   if (auto err = init_workers(deadline))
     return err;
+  begin_phase(startup_phase::init_device, deadline);
   if (auto err = init_devices(deadline))
     return err;
+  begin_phase(startup_phase::load_model, deadline);
   if (auto err = load_models(deadline))
     return err;
+  begin_phase(startup_phase::compile_dataflow, deadline);
   return configure_dataflow(deadline);
 }
 

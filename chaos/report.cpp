@@ -39,8 +39,11 @@ nlohmann::json run_json(const chaos_run& r) {
                       {"shutdown_ms", r.shutdown_ms},
                       {"faults_applied", r.faults_applied},
                       {"tokens", r.tokens}};
-  if (!r.started)
+  if (!r.started) {
     j["start_error"] = {{"kind", r.start_error_kind}, {"text", r.start_error_text}};
+    if (r.fault_to_start_error_ms >= 0)
+      j["start_error"]["fault_to_error_ms"] = r.fault_to_start_error_ms;
+  }
   if (r.saw_error)
     j["error"] = {{"kind", r.error_kind},
                   {"text", r.error_text},
@@ -76,8 +79,22 @@ void judge(const scenario& s, chaos_report& rep) {
     if (r.started)
       return fail("expected start-up to fail with " + e.error + ", but it succeeded");
     auto why = error_mismatch(e, r.start_error_kind, r.start_error_text);
-    return why.empty() ? pass("start-up failed as expected: " + r.start_error_kind)
-                       : fail(why);
+    if (!why.empty())
+      return fail(why);
+    bool at_startup = false;
+    for (const auto& f : s.faults)
+      at_startup = at_startup || f.during.has_value();
+    if (!at_startup)
+      return pass("start-up failed as expected: " + r.start_error_kind);
+    if (r.fault_to_start_error_ms < 0)
+      return fail("start-up failed before any start-up fault was applied: "
+                  + quoted_error(r.start_error_kind, r.start_error_text));
+    if (r.fault_to_start_error_ms > e.within_ms)
+      return fail("start-up failed " + std::to_string(r.fault_to_start_error_ms)
+                  + " ms after the fault, over the bound of " + std::to_string(e.within_ms)
+                  + " ms");
+    return pass("start-up failed as expected: " + r.start_error_kind + ", "
+                + std::to_string(r.fault_to_start_error_ms) + " ms after the fault");
   }
   if (!r.started)
     return fail("start-up failed: " + quoted_error(r.start_error_kind, r.start_error_text));
@@ -155,8 +172,11 @@ std::string chaos_report::to_text() const {
   o << "result:   " << (pass ? "PASS" : "FAIL") << ": " << reason << "\n";
   for (const auto& f : faulty.faults_applied)
     o << "fault:    " << f << "\n";
-  if (!faulty.started)
-    o << "start-up: " << faulty.start_error_kind << ": " << faulty.start_error_text << "\n";
+  if (!faulty.started) {
+    o << "start-up: " << faulty.start_error_text << "\n";
+    if (faulty.fault_to_start_error_ms >= 0)
+      o << "fault -> start-up error: " << faulty.fault_to_start_error_ms << " ms\n";
+  }
   if (faulty.saw_error) {
     o << "error:    " << faulty.error_kind << ": " << faulty.error_text << "\n";
     if (faulty.fault_to_error_ms >= 0)

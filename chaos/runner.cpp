@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <deque>
+#include <future>
 #include <optional>
 #include <thread>
 
@@ -88,6 +89,34 @@ struct chaos_runner::run_state {
   }
 };
 
+caf::expected<std::unique_ptr<executor>> chaos_runner::start_with_faults(run_state& rs,
+                                                                         executor_options o) {
+  bool at_startup = false;
+  for (const auto& f : rs.with_faults ? s_.faults : rs.none)
+    at_startup = at_startup || f.during.has_value();
+  if (!at_startup)
+    return executor::start(std::move(o));
+  // The hook fires on start()'s thread as each phase begins (and applies the faults due
+  // at once); this thread applies those due at_ms into a phase meanwhile.
+  auto* faults = rs.faults.get();
+  o.on_startup_phase = [faults](const startup_event& ev) { faults->phase_begins(ev); };
+  auto bound = o.start_timeout + milliseconds(10000); // start() ends by its own deadline
+  auto started = std::async(std::launch::async, [o] { return executor::start(o); });
+  auto deadline = clock_type::now() + bound;
+  while (started.wait_for(milliseconds(5)) != std::future_status::ready) {
+    faults->apply_due(-1);
+    if (clock_type::now() > deadline) {
+      // Never expected: start() is bounded by start_timeout. Waiting on is all that is
+      // left (the future's destructor would wait too), so say why it takes so long.
+      rs.log("start() did not return within its deadline plus 10 s; still waiting");
+      deadline = clock_type::now() + milliseconds(1000);
+    }
+  }
+  auto ex = started.get();
+  faults->startup_over();
+  return ex;
+}
+
 chaos_runner::chaos_runner(scenario s, chaos_options opts)
   : s_(std::move(s)), opts_(std::move(opts)) {}
 
@@ -130,20 +159,25 @@ chaos_run chaos_runner::run_once(bool with_faults) {
   o.on_worker_failure = s_.restart ? failure_policy::restart : failure_policy::fail;
   rs.log(std::string(with_faults ? "faulty" : "baseline")
          + " run: starting tp=" + std::to_string(s_.tp) + " pp=" + std::to_string(s_.pp));
-  auto ex = executor::start(o);
+  rs.faults = std::make_unique<fault_injector>(
+    with_faults ? s_.faults : rs.none, opts_.hosts,
+    [&rs](const caf::error& err, const std::string& where) { rs.observe_error(err, where); },
+    [&rs](const std::string& line) { rs.log(line); });
+  auto ex = start_with_faults(rs, o);
   if (!ex) {
     rs.out.start_error_kind = to_string(code_of(ex.error()));
     rs.out.start_error_text = describe(ex.error());
+    if (auto t = rs.faults->last_fault())
+      rs.out.fault_to_start_error_ms = ms_between(*t, clock_type::now());
     rs.log("start-up failed: " + rs.out.start_error_text);
+    rs.out.faults_applied = rs.faults->applied();
+    rs.faults->release();
     rs.out.wall_ms = static_cast<double>(ms_between(t0, clock_type::now()));
     return rs.out;
   }
   rs.ex = std::move(*ex);
   rs.out.started = true;
-  rs.faults = std::make_unique<fault_injector>(
-    with_faults ? s_.faults : rs.none, *rs.ex, opts_.hosts,
-    [&rs](const caf::error& err, const std::string& where) { rs.observe_error(err, where); },
-    [&rs](const std::string& line) { rs.log(line); });
+  rs.faults->attach(*rs.ex);
   rs.faults->refresh_pids();
 
   // The workload: max_concurrent_batches batches of `requests` requests each.

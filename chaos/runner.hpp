@@ -12,17 +12,21 @@
 #include <nlohmann/json.hpp>
 
 #include "actors/cluster/cluster.hpp"
+#include "cafex/executor.hpp"
 #include "chaos/scenario.hpp"
 
 namespace cafex {
 
-/// The node-level faults, on simulated hosts (cli/simulated_hosts); null when embedded.
+/// The node-level faults, on simulated hosts (chaos/simulated_hosts); null when embedded.
 class host_faults {
 public:
   virtual ~host_faults() = default;
   virtual caf::error cut_link(int node) = 0;
   virtual caf::error restore_link(int node) = 0;
-  virtual caf::error kill_agent(int node) = 0;
+  /// Sends `signal` to the node's agent: SIGKILL (a crash), SIGTERM (a clean stop).
+  virtual caf::error kill_agent(int node, int signal) = 0;
+  virtual caf::error stop_agent(int node) = 0;     ///< SIGSTOP: alive but silent
+  virtual caf::error continue_agent(int node) = 0; ///< SIGCONT
 };
 
 struct chaos_options {
@@ -36,6 +40,7 @@ struct chaos_options {
 struct chaos_run {
   bool started = false;
   std::string start_error_kind, start_error_text;
+  int64_t fault_to_start_error_ms = -1; ///< from the last start-up fault to start() failing
   int steps_ok = 0;
   std::vector<std::vector<int32_t>> tokens; ///< per request: tokens generated
   bool saw_error = false;
@@ -75,6 +80,9 @@ public:
 private:
   struct run_state;
   chaos_run run_once(bool with_faults);
+  /// executor::start, with the start-up faults applied in their phases.
+  caf::expected<std::unique_ptr<executor>> start_with_faults(run_state& rs,
+                                                             executor_options o);
 
   scenario s_;
   chaos_options opts_;

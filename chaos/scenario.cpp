@@ -94,9 +94,15 @@ bool parse_enum(const std::string& s, const E (&all)[N], E& out) {
 
 using act = scenario_fault::action;
 using outc = scenario_expectation::outcome;
-constexpr act all_actions[] = {act::kill,        act::stop,         act::cont,
-                               act::fail_method, act::delay,        act::break_collective,
-                               act::cut_link,    act::restore_link, act::kill_agent};
+constexpr act all_actions[] = {act::kill,        act::stop,          act::cont,
+                               act::fail_method, act::delay,         act::break_collective,
+                               act::cut_link,    act::restore_link,  act::kill_agent,
+                               act::stop_agent,  act::continue_agent};
+using phase = startup_phase;
+constexpr phase all_phases[] = {phase::placement,    phase::spawn_workers,
+                                phase::rank_workers, phase::update_environment,
+                                phase::init_worker,  phase::init_device,
+                                phase::load_model,   phase::compile_dataflow};
 constexpr outc all_outcomes[] = {outc::success, outc::error, outc::start_error,
                                  outc::recovered};
 
@@ -146,13 +152,41 @@ caf::error parse_cluster(reader& r, const json& c, scenario& s) {
   return caf::none;
 }
 
+/// `during`: a start-up phase. Rank signals need the workers' pids (known once they are
+/// ranked); the fault methods need a started executor.
+caf::error parse_during(reader& r, const json& f, const std::string& where,
+                        scenario_fault& x) {
+  std::string name;
+  if (!r.get_str(f, "during", where, name))
+    return r.err;
+  startup_phase p{};
+  if (!parse_enum(name, all_phases, p))
+    return r.bad(where + ".during", "must be a start-up phase (" + listing(all_phases)
+                                      + "), got \"" + name + "\"");
+  if (f.contains("at_step"))
+    return r.bad(where, "has both during and at_step: a start-up fault fires in a phase, "
+                        "at_ms after it began");
+  if (x.by_method())
+    return r.bad(where + ".action",
+                 std::string(to_string(x.what))
+                   + " calls a worker method, which needs a started executor: use kill, "
+                     "stop, continue or a node action during start-up");
+  if (!x.on_node() && p < startup_phase::update_environment)
+    return r.bad(where + ".during", std::string(to_string(x.what))
+                                      + " signals a rank, whose process is known "
+                                        "once the workers are ranked: use "
+                                        "update_environment or a later phase");
+  x.during = p;
+  return caf::none;
+}
+
 caf::error parse_fault(reader& r, const json& f, const std::string& where, const scenario& s,
                        scenario_fault& x) {
   if (!f.is_object())
     return r.bad(where, "must be an object");
   if (!r.check_keys(f, where,
-                    {"at_step", "at_ms", "action", "rank", "node", "signal", "ms", "steps",
-                     "method"}))
+                    {"at_step", "at_ms", "during", "action", "rank", "node", "signal", "ms",
+                     "steps", "method"}))
     return r.err;
   std::string action;
   if (!r.get_str(f, "action", where, action))
@@ -189,6 +223,8 @@ caf::error parse_fault(reader& r, const json& f, const std::string& where, const
                  "must be \"fail\" or \"throw\" for fail_method, got \"" + x.method + "\"");
   if (x.what == act::delay && !f.contains("ms"))
     return r.bad(where + ".ms", "is required for delay (how long each delayed step waits)");
+  if (f.contains("during"))
+    return parse_during(r, f, where, x);
   return caf::none;
 }
 
@@ -256,6 +292,8 @@ const char* to_string(scenario_fault::action a) {
     case act::cut_link: return "cut_link";
     case act::restore_link: return "restore_link";
     case act::kill_agent: return "kill_agent";
+    case act::stop_agent: return "stop_agent";
+    case act::continue_agent: return "continue_agent";
   }
   return "?";
 }

@@ -148,11 +148,19 @@ caf::error simulated_hosts::restore_link(int node) {
   return caf::none;
 }
 
-caf::error simulated_hosts::kill_agent(int node) {
+caf::error simulated_hosts::kill_agent(int node, int signal) {
   if (auto err = check(node))
     return err;
-  agents_[static_cast<size_t>(node)].signal(SIGKILL);
+  agents_[static_cast<size_t>(node)].signal(signal);
   return caf::none;
+}
+
+caf::error simulated_hosts::stop_agent(int node) {
+  return kill_agent(node, SIGSTOP);
+}
+
+caf::error simulated_hosts::continue_agent(int node) {
+  return kill_agent(node, SIGCONT);
 }
 
 } // namespace cafex

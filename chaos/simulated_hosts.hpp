@@ -1,8 +1,8 @@
 // `cafex chaos` with cluster.hosts = N: N simulated hosts (network namespaces), each
 // running a `cafex node` agent, with the calling process (the driver) moved into host 0,
 // as a vLLM driver shares its node with rank 0 (placement requires the driver's node to
-// hold a bundle). Node-level faults (cut_link, restore_link, kill_agent) act on these
-// hosts; hit node 1 and up to spare the driver. Root only; everything is removed when the
+// hold a bundle). Node-level faults (cut_link, restore_link, kill_agent, stop_agent,
+// continue_agent) act on these hosts; hit node 1 and up to spare the driver. Root only; everything is removed when the
 // object goes away, and at exit or on a fatal signal.
 #pragma once
 
@@ -32,7 +32,9 @@ public:
 
   caf::error cut_link(int node) override;
   caf::error restore_link(int node) override;
-  caf::error kill_agent(int node) override;
+  caf::error kill_agent(int node, int signal) override;
+  caf::error stop_agent(int node) override;
+  caf::error continue_agent(int node) override;
 
 private:
   simulated_hosts(int n);

@@ -62,6 +62,28 @@ private:
   reference_model inner_;
 };
 
+/// How long slow_load's load_model takes on every rank.
+constexpr std::chrono::milliseconds slow_load_time{1000};
+
+/// The reference model, with a load_model that takes slow_load_time on every rank: room
+/// for a start-up fault to land while the model loads.
+class slow_load_model final : public model_runner {
+public:
+  caf::error load(const model_config& cfg, const shard_info& shard, collective& tp) override {
+    std::this_thread::sleep_for(slow_load_time);
+    return inner_.load(cfg, shard, tp);
+  }
+  caf::expected<stage_result> execute(const scheduler_output& step,
+                                      const intermediate_tensors* input) override {
+    return inner_.execute(step, input);
+  }
+  size_t live_requests() const override { return inner_.live_requests(); }
+  bool drop_requests() override { return inner_.drop_requests(); }
+
+private:
+  reference_model inner_;
+};
+
 int my_rank(const worker_state& st) {
   return st.rank >= 0 ? st.rank : st.rpc_rank;
 }
@@ -131,6 +153,7 @@ void register_fault_models() {
   auto& reg = model_registry::instance();
   reg.add("sleepy", [] { return std::make_unique<sleepy_model>(); });
   reg.add("failing_load", [] { return std::make_unique<failing_load_model>(); });
+  reg.add("slow_load", [] { return std::make_unique<slow_load_model>(); });
 }
 
 } // namespace cafex

@@ -25,8 +25,8 @@ bool fault_injection_enabled(const char* value);
 method_table fault_methods();
 
 /// Registers the test models: `sleepy` (the reference model; a step holding a request
-/// named "sleepN-..." sleeps N ms on every stage) and `failing_load` (load fails on TP
-/// rank 1). Idempotent.
+/// named "sleepN-..." sleeps N ms on every stage), `failing_load` (load fails on TP
+/// rank 1) and `slow_load` (load takes 1 s on every rank). Idempotent.
 void register_fault_models();
 
 } // namespace cafex

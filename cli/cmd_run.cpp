@@ -85,7 +85,8 @@ int run_command(int argc, char** argv) {
   auto t0 = std::chrono::steady_clock::now();
   auto ex = executor::start(opts);
   if (!ex) {
-    std::fprintf(stderr, "error: start-up failed: %s\n", describe(ex.error()).c_str());
+    // The error itself says that start-up failed, and in which phase.
+    std::fprintf(stderr, "error: %s\n", describe(ex.error()).c_str());
     return code_of(ex.error()) == errc::invalid_argument ? 2 : 1;
   }
   auto startup_ms =

@@ -100,7 +100,8 @@ serve_options options_from(const cli::parsed_args& a) {
 int run_service(const serve_options& o) {
   auto ex = executor::start(o.exec);
   if (!ex) {
-    std::fprintf(stderr, "error: start-up failed: %s\n", describe(ex.error()).c_str());
+    // The error itself says that start-up failed, and in which phase.
+    std::fprintf(stderr, "error: %s\n", describe(ex.error()).c_str());
     return 1;
   }
   // Declared first, destroyed last: pending handlers may own sessions (see http_server).

@@ -130,3 +130,61 @@ TEST_CASE("a stopped worker is continued before shutdown: nothing is left stoppe
   CHECK_MESSAGE(r.exit_code == 0, r.out << r.err);
   nothing_left();
 }
+
+TEST_CASE("restart policy: a SIGKILL during load_model fails start-up and says so") {
+  test::become_subreaper();
+  auto r = chaos(
+    {std::string(CAFEX_SOURCE_DIR) + "/tests/scenarios/startup_kill_load_model_restart.json",
+     "--json"});
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  REQUIRE(r.exit_code == 0);
+  auto j = nlohmann::json::parse(r.out);
+  CHECK(j["pass"] == true);
+  auto run = j["run"];
+  CHECK(run["started"] == false);
+  REQUIRE(run["faults_applied"].size() == 1);
+  auto fault = run["faults_applied"][0].get<std::string>();
+  CHECK_MESSAGE(has(fault, "300 ms into load_model: kill rank 0 signal 9 (pid "), fault);
+  CHECK(run["start_error"]["kind"] == "worker_lost");
+  auto text = run["start_error"]["text"].get<std::string>();
+  CHECK_MESSAGE(has(text, "start-up failed in load_model"), text);
+  CHECK_MESSAGE(has(text, "rank 0"), text);
+  CHECK_MESSAGE(has(text, "signal 9"), text);
+  // Nothing promises a replacement: the restart policy starts once the executor is ready.
+  CHECK_MESSAGE(!has(text, "the executor replaces it"), text);
+  CHECK_MESSAGE(!has(text, "is replacing it"), text);
+  CHECK_MESSAGE(!has(text, "resubmit"), text);
+  CHECK(run["start_error"]["fault_to_error_ms"].get<int64_t>() <= 1000);
+  nothing_left();
+}
+
+TEST_CASE("start-up faults: judged like any other, and missed when their phase ends first") {
+  test::become_subreaper();
+  scenario_dir d;
+  // The same kill, against an expectation of success: start-up failed, so exit 1.
+  auto wrong = chaos({d.write("w.json", R"({"cluster": {"tp": 2, "model": "slow_load"},
+    "faults": [{"during": "load_model", "at_ms": 300, "action": "kill", "rank": 1}],
+    "expect": {"outcome": "success", "same_tokens": false}})")});
+  CHECK(wrong.exit_code == 1);
+  CHECK_MESSAGE(has(wrong.out, "FAIL: start-up failed: worker_lost"), wrong.out);
+  // sleepy loads in milliseconds: a fault 5 s into load_model never fires.
+  auto missed = chaos({d.write("m.json", R"({"cluster": {"tp": 2},
+    "faults": [{"during": "load_model", "at_ms": 5000, "action": "kill", "rank": 1}],
+    "expect": {"outcome": "start_error", "error": "worker_lost"}})"),
+                       "--json"});
+  INFO("stderr: " << missed.err);
+  CHECK(missed.exit_code == 1);
+  auto j = nlohmann::json::parse(missed.out);
+  CHECK_MESSAGE(has(j["reason"].get<std::string>(), "expected start-up to fail"), j["reason"]);
+  REQUIRE(j["run"]["faults_applied"].size() == 1);
+  CHECK_MESSAGE(has(j["run"]["faults_applied"][0].get<std::string>(),
+                    "missed: kill during load_model at 5000 ms: load_model ended first"),
+                j["run"]["faults_applied"][0]);
+  // A SIGSTOP as init_device begins: liveness finds the rank unresponsive, start-up fails.
+  auto stop = chaos(
+    {std::string(CAFEX_SOURCE_DIR) + "/tests/scenarios/startup_stop_init_device.json",
+     "--json"});
+  INFO("stop: " << stop.out << stop.err);
+  CHECK(stop.exit_code == 0);
+  nothing_left();
+}

@@ -1,10 +1,13 @@
-// The stock worker's fault injection (actors/worker_faults): off without
+// The stock worker's fault injection (chaos/worker_faults): off without
 // CAFEX_FAULT_INJECTION=1 (the fault.* methods are unknown), and each method does what
-// `cafex chaos` relies on when it is on. Every wait has a deadline.
+// `cafex chaos` relies on when it is on; the start-up hook its start-up faults use, and
+// start-up errors that name their phase. Every wait has a deadline.
 #include <doctest/doctest.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "cafex/executor.hpp"
 #include "processes.hpp"
@@ -107,4 +110,51 @@ TEST_CASE("with CAFEX_FAULT_INJECTION=1 each fault hits only its rank") {
   CHECK(steady::now() - t0 < 5s);
   CHECK_MESSAGE(code_of(r.error()) == errc::transport_failed, describe(r.error()));
   (*ex)->shutdown();
+}
+
+TEST_CASE("on_startup_phase hears every phase in order, with the workers' pids once ranked") {
+  test::become_subreaper();
+  fault_env env{true};
+  auto o = stock(2, "sleepy");
+  std::vector<startup_event> seen;
+  o.on_startup_phase = [&seen](const startup_event& ev) { seen.push_back(ev); };
+  auto ex = executor::start(o);
+  REQUIRE_MESSAGE(ex, describe(ex.error()));
+  std::vector<std::string> names;
+  for (const auto& ev : seen)
+    names.push_back(to_string(ev.phase));
+  CHECK(names
+        == std::vector<std::string>{"placement", "spawn_workers", "rank_workers",
+                                    "update_environment", "init_worker", "init_device",
+                                    "load_model", "compile_dataflow"});
+  // No pids before the workers are ranked; then the same pids as process_info, by rank.
+  REQUIRE(seen.size() == 8);
+  for (size_t i = 0; i < 3; ++i)
+    CHECK(seen[i].worker_pids.empty());
+  auto info = (*ex)->collective_rpc("process_info");
+  REQUIRE_MESSAGE(info, describe(info.error()));
+  std::vector<int64_t> pids;
+  for (const auto& w : *info)
+    pids.push_back(w.at("pid").get<int64_t>());
+  for (size_t i = 3; i < seen.size(); ++i)
+    CHECK_MESSAGE(seen[i].worker_pids == pids, to_string(seen[i].phase));
+  (*ex)->shutdown();
+}
+
+TEST_CASE("a start-up error says that start-up failed and names the phase") {
+  test::become_subreaper();
+  fault_env env{true};
+  auto ex = executor::start(stock(2, "failing_load"));
+  REQUIRE_FALSE(ex);
+  CHECK(code_of(ex.error()) == errc::model_failed);
+  auto what = describe(ex.error());
+  CHECK_MESSAGE(has(what, "start-up failed in load_model: "), what);
+  CHECK_MESSAGE(has(what, "rank 1 was told to fail load_model"), what);
+  // Before any phase (argument checks): start-up failed, no phase.
+  auto bad = stock(0, "sleepy");
+  auto r = executor::start(bad);
+  REQUIRE_FALSE(r);
+  CHECK(code_of(r.error()) == errc::invalid_argument);
+  CHECK_MESSAGE(has(describe(r.error()), "start-up failed: tensor and pipeline"),
+                describe(r.error()));
 }

@@ -1,8 +1,9 @@
-// Losing a whole node: its agent SIGKILLed, or its link cut. Two network namespace hosts
-// each run `cafex node` (starting the test worker, for the sleepy model); this test
-// process joins the first host's namespace and drives a tp=2 executor spread over both.
-// Every wait has a deadline; nothing sleeps as synchronisation. Needs root (CI runs as
-// root); a machine where namespaces cannot be made FAILS these tests.
+// Losing a whole node: its agent SIGKILLed, SIGSTOPped or stopped cleanly, or its link
+// cut. Two network namespace hosts each run `cafex node` (starting the test worker, for
+// the sleepy model); this test process joins the first host's namespace and drives a
+// tp=2 executor spread over both. Every wait has a deadline; nothing sleeps as
+// synchronisation. Needs root (CI runs as root); a machine where namespaces cannot be
+// made FAILS these tests.
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -54,9 +55,11 @@ private:
 };
 
 /// Namespace hosts (two by default), a token-protected `cafex node` with one device in
-/// each that starts the test worker.
+/// each that starts the test worker. Without the token (`--insecure`) the driver's direct
+/// routes reach the workers themselves; with it they pass through the agent's front door.
 struct node_hosts {
   int n;
+  bool with_token;
   test::netns_hosts hosts{n};
   std::string bin = test::binary_from_env("CAFEX_BIN");
   std::string worker = test::binary_from_env("CAFEX_TEST_WORKER");
@@ -64,7 +67,7 @@ struct node_hosts {
   std::string token;
   std::vector<pid_t> agents;
 
-  explicit node_hosts(int count = 2) : n(count) {
+  explicit node_hosts(int count = 2, bool token_on = true) : n(count), with_token(token_on) {
     char tmpl[] = "/tmp/cafex-nf-XXXXXX";
     dir = mkdtemp(tmpl);
     token = dir + "/token";
@@ -82,11 +85,16 @@ struct node_hosts {
   void start_agent(int host) {
     auto out = dir + "/agent" + std::to_string(host) + ".out";
     auto err = dir + "/agent" + std::to_string(host) + ".err";
-    auto pid = test::start_background(
-      hosts.exec_in(host, {bin, "node", "--listen", hosts.ip(host) + ":7100", "--devices", "1",
-                           "--token-file", token, "--worker-program", worker, "--log-level",
-                           "debug"}),
-      out, err);
+    auto argv = hosts.exec_in(host,
+                              {bin, "node", "--listen", hosts.ip(host) + ":7100", "--devices",
+                               "1", "--worker-program", worker, "--log-level", "debug"});
+    if (with_token) {
+      argv.push_back("--token-file");
+      argv.push_back(token);
+    } else {
+      argv.push_back("--insecure");
+    }
+    auto pid = test::start_background(argv, out, err);
     hosts.track(pid);
     REQUIRE_MESSAGE(test::wait_until([&] { return has(test::read_file(out), "listening"); },
                                      10s),
@@ -103,7 +111,8 @@ struct node_hosts {
     o.worker_program = worker;
     for (int i = 0; i < n; ++i)
       o.cluster.nodes.push_back(hosts.ip(i) + ":7100");
-    o.cluster.security.token = "0123456789abcdef0123456789abcdef";
+    if (with_token)
+      o.cluster.security.token = "0123456789abcdef0123456789abcdef";
     return o;
   }
 
@@ -118,8 +127,10 @@ struct node_hosts {
 
   void stop_agents() {
     for (auto pid : agents)
-      if (pid > 0 && kill(pid, SIGTERM) == 0)
+      if (pid > 0 && kill(pid, SIGTERM) == 0) {
+        kill(pid, SIGCONT); // a stopped agent takes its SIGTERM once continued
         waitpid(pid, nullptr, 0);
+      }
     agents.clear();
   }
 };
@@ -271,6 +282,74 @@ TEST_CASE("one node's link cut mid-step: reported unreachable within the heartbe
   auto t1 = steady::now();
   ex.shutdown();
   MESSAGE("shutdown with one node cut off took " << ms_since(t1) << " ms");
+  no_workers_left();
+}
+
+TEST_CASE("a node agent SIGSTOPped mid-step: its node is reported lost within the liveness "
+          "bounds") {
+  test::become_subreaper();
+  // No token: the driver reaches the worker directly, so the worker keeps answering while
+  // its agent is silent (through a token's front door, the stopped agent relays nothing).
+  node_hosts c(2, false);
+  in_netns driver_host(c.hosts.ns(0));
+  auto o = c.options();
+  o.liveness.heartbeat_interval = 200ms;
+  o.liveness.connection_timeout = 1000ms;
+  o.liveness.cause_timeout = 300ms;
+  auto started = executor::start(o);
+  REQUIRE_MESSAGE(started, describe(started.error()));
+  auto& ex = **started;
+  auto lost = worker_on(ex, c.hosts.ip(1));
+  REQUIRE(ex.execute_model(sleepy_step(0, 0)));
+  auto pending = ex.execute_model_async(sleepy_step(1, 20000));
+  REQUIRE(pending.wait_for(200ms) == std::future_status::timeout);
+  auto t0 = steady::now();
+  REQUIRE(kill(c.agents[1], SIGSTOP) == 0);
+  // The stopped agent's worker still runs and still answers the driver; the agent is
+  // silent. The driver's own liveness must find the node lost: after its
+  // connection_timeout (checked every heartbeat), not once the worker gives up on its
+  // agent after its own connection timeout (2 s, the default). 500 ms margin, as for a
+  // cut link.
+  auto bound = o.liveness.connection_timeout + o.liveness.heartbeat_interval + 500ms;
+  check_reported(ex, pending, lost, t0, bound, "agent SIGSTOP");
+  REQUIRE(kill(c.agents[1], SIGCONT) == 0);
+  auto t1 = steady::now();
+  ex.shutdown();
+  MESSAGE("shutdown with one node's agent stopped and continued took " << ms_since(t1)
+                                                                       << " ms");
+  no_workers_left();
+}
+
+TEST_CASE("a node agent stopped cleanly (SIGTERM) mid-step: its node's rank fails fast") {
+  test::become_subreaper();
+  node_hosts c;
+  in_netns driver_host(c.hosts.ns(0));
+  auto o = c.options();
+  auto started = executor::start(o);
+  REQUIRE_MESSAGE(started, describe(started.error()));
+  auto& ex = **started;
+  auto lost = worker_on(ex, c.hosts.ip(1));
+  REQUIRE(ex.execute_model(sleepy_step(0, 0)));
+  auto pending = ex.execute_model_async(sleepy_step(1, 20000));
+  REQUIRE(pending.wait_for(200ms) == std::future_status::timeout);
+  auto t0 = steady::now();
+  REQUIRE(kill(c.agents[1], SIGTERM) == 0);
+  // The agent stops its worker and exits: both links drop at once.
+  auto bound = o.liveness.cause_timeout + 1000ms;
+  REQUIRE_MESSAGE(pending.wait_for(bound) == std::future_status::ready,
+                  "the pending step did not fail within " << bound.count() << " ms");
+  auto r = pending.get();
+  REQUIRE_FALSE(r);
+  auto text = describe(r.error());
+  CHECK_MESSAGE(code_of(r.error()) == errc::worker_lost, text);
+  CHECK_MESSAGE(has(text, "rank " + std::to_string(lost.rank)), text);
+  MESSAGE("agent SIGTERM: the step failed " << ms_since(t0) << " ms after it: " << text);
+  int status = 0;
+  REQUIRE(waitpid(c.agents[1], &status, 0) == c.agents[1]);
+  CHECK_MESSAGE((WIFEXITED(status) && WEXITSTATUS(status) == 0), "agent status " << status);
+  c.agents[1] = -1;
+  CHECK(test::wait_until([&] { return !alive(lost.pid); }, 5s));
+  ex.shutdown();
   no_workers_left();
 }
 

@@ -194,3 +194,77 @@ TEST_CASE("bad values of the new fields name the file and the field") {
   CHECK(has(error_of(R"({"cluster": {}, "steps": 0, "expect": {"outcome": "success"}})"),
             "t.json: steps must be in [1, 1000]"));
 }
+
+TEST_CASE("start-up faults: during a phase, at once or at_ms into it") {
+  auto s = parse_scenario(R"({"cluster": {"tp": 2, "on_worker_failure": "restart"},
+    "faults": [{"during": "load_model", "at_ms": 300, "action": "kill", "rank": 0},
+               {"during": "init_device", "action": "stop", "rank": 1},
+               {"during": "update_environment", "action": "continue", "rank": 1}],
+    "expect": {"outcome": "start_error", "error": "worker_lost",
+               "contains": "start-up failed in load_model", "within_ms": 1000}})",
+                          "t.json");
+  REQUIRE_MESSAGE(s, describe(s.error()));
+  REQUIRE(s->faults.size() == 3);
+  REQUIRE(s->faults[0].during);
+  CHECK(*s->faults[0].during == startup_phase::load_model);
+  CHECK(s->faults[0].at_ms == 300);
+  CHECK(s->faults[0].what == scenario_fault::action::kill);
+  CHECK(*s->faults[1].during == startup_phase::init_device);
+  CHECK(s->faults[1].at_ms == -1); // at once, as the phase begins
+  CHECK(*s->faults[2].during == startup_phase::update_environment);
+  CHECK(s->expect.within_ms == 1000);
+  // Run-time faults have no phase.
+  auto run = parse_scenario(R"({"cluster": {}, "faults": [{"action": "kill"}],
+    "expect": {"outcome": "success"}})",
+                            "t");
+  REQUIRE(run);
+  CHECK_FALSE(run->faults[0].during);
+}
+
+TEST_CASE("start-up faults that cannot happen are refused, naming the field") {
+  CHECK(has(error_of(R"({"cluster": {}, "faults": [{"during": "warm_up", "action": "kill"}],
+                         "expect": {"outcome": "success"}})"),
+            "faults[0].during must be a start-up phase (placement, spawn_workers, "
+            "rank_workers, update_environment, init_worker, init_device, load_model, "
+            "compile_dataflow), got \"warm_up\""));
+  CHECK(has(error_of(R"({"cluster": {}, "steps": 2,
+                         "faults": [{"during": "load_model", "at_step": 1, "action": "kill"}],
+                         "expect": {"outcome": "success"}})"),
+            "faults[0] has both during and at_step"));
+  CHECK(has(error_of(R"({"cluster": {}, "faults": [{"during": "load_model",
+                         "action": "delay", "ms": 5}], "expect": {"outcome": "success"}})"),
+            "delay calls a worker method, which needs a started executor"));
+  CHECK(has(error_of(R"({"cluster": {}, "faults": [{"during": "placement", "action": "kill"}],
+                         "expect": {"outcome": "success"}})"),
+            "kill signals a rank, whose process is known once the workers are ranked"));
+  CHECK(has(error_of(R"({"cluster": {}, "faults": [{"during": 3, "action": "kill"}],
+                         "expect": {"outcome": "success"}})"),
+            "faults[0].during must be a string"));
+  // Node actions need no pid: any phase, on simulated hosts.
+  auto s = parse_scenario(R"({"cluster": {"tp": 2, "hosts": 2},
+    "faults": [{"during": "placement", "action": "stop_agent", "node": 1}],
+    "expect": {"outcome": "start_error", "error": "node_lost|timeout"}})",
+                          "t");
+  REQUIRE_MESSAGE(s, describe(s.error()));
+  CHECK(*s->faults[0].during == startup_phase::placement);
+}
+
+TEST_CASE("agent actions: kill_agent with a signal, stop_agent, continue_agent") {
+  auto s = parse_scenario(R"({"cluster": {"tp": 2, "hosts": 2},
+    "faults": [{"at_ms": 100, "action": "stop_agent", "node": 1},
+               {"at_ms": 200, "action": "continue_agent", "node": 1},
+               {"at_ms": 300, "action": "kill_agent", "node": 1, "signal": 15}],
+    "expect": {"outcome": "error", "error": "worker_lost"}})",
+                          "t");
+  REQUIRE_MESSAGE(s, describe(s.error()));
+  CHECK(s->faults[0].what == scenario_fault::action::stop_agent);
+  CHECK(s->faults[0].on_node());
+  CHECK(s->faults[0].is_fault());
+  CHECK(s->faults[1].what == scenario_fault::action::continue_agent);
+  CHECK_FALSE(s->faults[1].is_fault());
+  CHECK(s->faults[2].signal == 15);
+  CHECK(std::string(to_string(s->faults[1].what)) == "continue_agent");
+  CHECK(has(error_of(R"({"cluster": {}, "faults": [{"action": "stop_agent"}],
+                         "expect": {"outcome": "success"}})"),
+            "stop_agent acts on a simulated host"));
+}

@@ -55,11 +55,11 @@ private:
 };
 
 /// Namespace hosts (two by default), a token-protected `cafex node` with one device in
-/// each that starts the test worker. Without the token (`--insecure`) the driver's direct
-/// routes reach the workers themselves; with it they pass through the agent's front door.
+/// each that starts the test worker. The driver's direct routes reach the workers
+/// themselves: the agent's front door authenticates the driver and passes the connection
+/// to the worker process.
 struct node_hosts {
   int n;
-  bool with_token;
   test::netns_hosts hosts{n};
   std::string bin = test::binary_from_env("CAFEX_BIN");
   std::string worker = test::binary_from_env("CAFEX_TEST_WORKER");
@@ -67,7 +67,7 @@ struct node_hosts {
   std::string token;
   std::vector<pid_t> agents;
 
-  explicit node_hosts(int count = 2, bool token_on = true) : n(count), with_token(token_on) {
+  explicit node_hosts(int count = 2) : n(count) {
     char tmpl[] = "/tmp/cafex-nf-XXXXXX";
     dir = mkdtemp(tmpl);
     token = dir + "/token";
@@ -88,12 +88,8 @@ struct node_hosts {
     auto argv = hosts.exec_in(host,
                               {bin, "node", "--listen", hosts.ip(host) + ":7100", "--devices",
                                "1", "--worker-program", worker, "--log-level", "debug"});
-    if (with_token) {
-      argv.push_back("--token-file");
-      argv.push_back(token);
-    } else {
-      argv.push_back("--insecure");
-    }
+    argv.push_back("--token-file");
+    argv.push_back(token);
     auto pid = test::start_background(argv, out, err);
     hosts.track(pid);
     REQUIRE_MESSAGE(test::wait_until([&] { return has(test::read_file(out), "listening"); },
@@ -111,8 +107,7 @@ struct node_hosts {
     o.worker_program = worker;
     for (int i = 0; i < n; ++i)
       o.cluster.nodes.push_back(hosts.ip(i) + ":7100");
-    if (with_token)
-      o.cluster.security.token = "0123456789abcdef0123456789abcdef";
+    o.cluster.security.token = "0123456789abcdef0123456789abcdef";
     return o;
   }
 
@@ -288,9 +283,9 @@ TEST_CASE("one node's link cut mid-step: reported unreachable within the heartbe
 TEST_CASE("a node agent SIGSTOPped mid-step: its node is reported lost within the liveness "
           "bounds") {
   test::become_subreaper();
-  // No token: the driver reaches the worker directly, so the worker keeps answering while
-  // its agent is silent (through a token's front door, the stopped agent relays nothing).
-  node_hosts c(2, false);
+  // The driver's direct route is the worker's own connection (the front door passed it
+  // over), so the worker keeps answering while its agent is silent.
+  node_hosts c(2);
   in_netns driver_host(c.hosts.ns(0));
   auto o = c.options();
   o.liveness.heartbeat_interval = 200ms;

@@ -149,7 +149,9 @@ make_gloo_collective(const gloo_options& opts) {
   auto who = "gloo group '" + opts.group + "' rank " + std::to_string(opts.rank) + "/"
              + std::to_string(opts.size);
   auto deadline = clock_type::now() + opts.timeout;
-  auto client = rendezvous_client::connect(opts.store, opts.timeout);
+  rendezvous_client_options co;
+  co.generation = opts.generation;
+  auto client = rendezvous_client::connect(opts.store, opts.timeout, co);
   if (!client)
     return make_error(code_of(client.error()), who + ": " + context_text(client.error()));
   auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline

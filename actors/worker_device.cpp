@@ -45,6 +45,8 @@ caf::error open_cpu(worker_state& st) {
   opts.size = st.tp_size;
   opts.bind_host = st.node_ip;
   opts.timeout = std::chrono::milliseconds(st.init_timeout_ms);
+  // A later rebuild (a recovery that started again) fences this rendezvous off.
+  opts.generation = static_cast<uint32_t>(st.comm_generation);
   auto group = make_gloo_collective(opts);
   if (!group)
     return group.error();
@@ -80,8 +82,11 @@ caf::error open_cuda(worker_state& st) {
   if (!addr)
     return addr.error();
   const auto timeout = std::chrono::milliseconds(st.init_timeout_ms);
-  // The store is needed only while the communicator forms.
-  auto store = rendezvous_client::connect(*addr, timeout);
+  // The store is needed only while the communicator forms; a later rebuild (a recovery
+  // that started again) fences this rendezvous off.
+  rendezvous_client_options co;
+  co.generation = static_cast<uint32_t>(st.comm_generation);
+  auto store = rendezvous_client::connect(*addr, timeout, co);
   if (!store)
     return with_context(fmt::format("{}: reaching the rendezvous store at {}", who,
                                     addr->to_string()),

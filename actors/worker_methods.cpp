@@ -206,6 +206,8 @@ caf::expected<std::string> invoke_method(const method_table& table, worker_state
     return make_error(errc::unknown_method, "rank " + std::to_string(st.rpc_rank) + " on node "
                                               + st.node_id + " has no method '" + name
                                               + "'; register it in the worker program");
+  if (st.faults)
+    st.faults->before_method(name); // fault injection: a crash armed for this method
   try {
     json parsed = args.empty() ? json() : json::parse(args);
     auto result = (*fn)(st, parsed);

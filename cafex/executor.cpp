@@ -282,6 +282,7 @@ caf::error executor::reinitialize_distributed(bool shutdown_current_rank) {
     std::lock_guard<std::mutex> guard{d.recovery_mtx};
     gen = ++d.comm_generation;
   }
+  d.fence_rendezvous(gen);
   nlohmann::json args = {{"generation", gen}};
   auto r = d.rpc("reinitialize_distributed", args.dump(), d.opts.start_timeout);
   if (!r)

@@ -96,6 +96,9 @@ struct executor::impl {
   void request_recovery(int32_t rank, std::string why);
   void recovery_loop();
   caf::error recover_once(const std::string& why);
+  /// Communicator generation `generation` starts: rendezvous of earlier generations
+  /// still waiting on the store are answered at once (rendezvous_server::fence).
+  void fence_rendezvous(int generation);
   /// Drops queued loss reports that the running attempt covers: a broken communicator
   /// (rank -1) and the ranks in `covered` (one incident, one recovery).
   void join_incident(const std::set<int32_t>& covered);

@@ -62,11 +62,13 @@ void executor::impl::recovery_loop() {
     else
       err = recover_once(why);
     {
-      // Another loss while recovering: recover again before steps may run. A worker that
-      // vanished under a communicator-only recovery is reported by its monitor a few ms
-      // later: wait (bounded) for that report rather than giving up.
+      // Another loss while recovering: recover again before steps may run. The attempt
+      // it cut short fails with whatever its ranks saw first (the lost rank's calls fail
+      // with worker_lost; its peers' rendezvous with transport_failed or a timeout), and
+      // the loss itself is reported a few ms later: after any failed attempt, wait
+      // (bounded) for such a report rather than giving up.
       std::unique_lock<std::mutex> guard{recovery_mtx};
-      if (err && code_of(err) == errc::worker_lost && recoveries <= opts.max_restarts)
+      if (err && recoveries <= opts.max_restarts)
         recovery_cv.wait_for(guard, opts.liveness.cause_timeout + defaults::recovery_settle,
                              [&] { return recovery_stop || !recovery_requests.empty(); });
       if (recovery_stop)
@@ -142,10 +144,25 @@ caf::expected<int32_t> executor::impl::respawn_rank(const worker_health& w,
   return rank;
 }
 
+void executor::impl::fence_rendezvous(int generation) {
+  if (store)
+    store->fence(static_cast<uint32_t>(generation));
+}
+
 caf::error executor::impl::recover_once(const std::string& why) {
   const auto t0 = clock::now();
   const auto deadline = t0 + opts.start_timeout;
   spdlog::warn("recovery {}: {}", recoveries, why);
+  // This attempt's communicator generation, taken first: the ranks that still wait in the
+  // rendezvous of an attempt a second loss cut short (for a peer that died) give up now,
+  // so they answer this attempt's calls instead of holding them until their deadline.
+  int generation = 0;
+  {
+    // executor::reinitialize_distributed bumps it too, from the caller's thread.
+    std::lock_guard<std::mutex> guard{recovery_mtx};
+    generation = ++comm_generation;
+  }
+  fence_rendezvous(generation);
   std::vector<int32_t> replaced;
   for (;;) {
     auto health = settled_health(deadline);
@@ -205,12 +222,6 @@ caf::error executor::impl::recover_once(const std::string& why) {
                      during_recovery(replaced));
         !r)
       return r.error();
-  }
-  int generation = 0;
-  {
-    // executor::reinitialize_distributed bumps it too, from the caller's thread.
-    std::lock_guard<std::mutex> guard{recovery_mtx};
-    generation = ++comm_generation;
   }
   nlohmann::json args = {{"generation", generation},
                          {"timeout_ms", time_left(deadline).count()}};

@@ -1,10 +1,14 @@
 // Fault injection on a worker's step path (`cafex chaos`): a small object the worker's
-// stage consults before every step. Off unless a fault.* method armed it; atomics, because
-// methods (actor thread) arm it while the hot loop's thread runs steps.
+// stage consults before every step, and its method dispatch before every method. Off
+// unless a fault.* method armed it; atomics, because methods (actor thread) arm it while
+// the hot loop's thread runs steps.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <csignal>
+#include <mutex>
+#include <string>
 #include <thread>
 
 namespace cafex {
@@ -32,9 +36,26 @@ public:
 
   int pending_delays() const { return delay_steps_.load(); }
 
+  /// The next time this worker starts `method`, it crashes (SIGKILL to itself) before
+  /// the method does anything: a loss at a chosen point of the lifecycle, e.g. inside a
+  /// recovery's reinitialize_distributed, where no outside kill can be timed.
+  void die_in(std::string method) {
+    std::lock_guard<std::mutex> guard{die_mtx_};
+    die_in_ = std::move(method);
+  }
+
+  /// Called before every worker method runs: dies when a crash in `method` is armed.
+  void before_method(const std::string& method) {
+    std::lock_guard<std::mutex> guard{die_mtx_};
+    if (!die_in_.empty() && die_in_ == method)
+      std::raise(SIGKILL);
+  }
+
 private:
   std::atomic<int> delay_ms_{0};
   std::atomic<int> delay_steps_{0};
+  std::mutex die_mtx_;
+  std::string die_in_; ///< empty: no crash armed
 };
 
 } // namespace cafex

@@ -130,6 +130,18 @@ method_table fault_methods() {
     }
     return json(my_rank(st));
   });
+  t.add("fault.die_in", [](worker_state& st, const json& a) -> caf::expected<json> {
+    auto r = target(a, "fault.die_in");
+    if (!r)
+      return r.error();
+    if (!a.contains("method") || !a["method"].is_string()
+        || a["method"].get<std::string>().empty())
+      return make_error(errc::invalid_argument,
+                        "fault.die_in expects {\"rank\": R, \"method\": NAME}");
+    if (*r == my_rank(st))
+      st.faults->die_in(a["method"].get<std::string>());
+    return json(my_rank(st));
+  });
   t.add("fault.fail", [](worker_state& st, const json& a) -> caf::expected<json> {
     auto r = target(a, "fault.fail");
     if (!r)

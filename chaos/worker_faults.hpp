@@ -19,6 +19,8 @@ bool fault_injection_enabled(const char* value);
 ///     communicator stays broken until reinitialize_distributed (peers fail too).
 /// fault.delay {"rank": R, "ms": M, "steps": N}: rank R's next N steps each wait M ms
 ///     before running, and its next N all-reduces each wait M ms.
+/// fault.die_in {"rank": R, "method": M}: rank R crashes (SIGKILL to itself) the next
+///     time it starts method M, e.g. reinitialize_distributed during a recovery.
 /// fault.fail {"rank": R}: fails with method_failed on rank R; other ranks answer.
 /// fault.throw {"rank": R}: throws on rank R (the worker survives: method_failed).
 /// Every method answers its rank on the ranks it does not hit.

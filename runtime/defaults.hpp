@@ -103,6 +103,13 @@ inline constexpr milliseconds shm_command_timeout{1000};
 inline constexpr milliseconds shm_driver_wake{200};
 inline constexpr milliseconds shm_worker_wake{100};
 
+// Rendezvous (transport/gloo_collective.cpp) ---------------------------------------------
+
+/// While a rank connects its Gloo pairs, its watch wakes at least this often to see
+/// whether the rank is done (it normally learns that at once, from the rank's own
+/// "connected" key; this bounds the wait only when that key cannot be set).
+inline constexpr milliseconds rendezvous_watch_interval{500};
+
 // Workers (actors/worker_*) --------------------------------------------------------------
 
 /// init_worker's rendezvous and channel deadline when the driver names none.

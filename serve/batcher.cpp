@@ -55,6 +55,10 @@ bool batcher::recompute(const caf::error& err) {
     return false;
   bool was_paused = paused_;
   paused_ = true;
+  // Every step still in flight is stale from here on: a request it holds is queued below,
+  // and a late success must not mark it cached again (it would then be decoded from a
+  // cache the recovery dropped, and re-prefilled as well).
+  ++epoch_;
   // Every KV cache is dropped in the recovery: running requests prefill again, first,
   // in their id order; the ones still waiting keep their place after them.
   std::vector<std::string> again;
@@ -161,17 +165,31 @@ void batcher::pump() {
       requests_.at(id).in_step = true;
     ++in_flight_;
     auto t0 = std::chrono::steady_clock::now();
-    submit_(step, [this, ids, t0](caf::expected<model_runner_output> r) mutable {
-      on_result(std::move(ids), t0, std::move(r));
-    });
+    submit_(step,
+            [this, ids, epoch = epoch_, t0](caf::expected<model_runner_output> r) mutable {
+              on_result(std::move(ids), epoch, t0, std::move(r));
+            });
   }
 }
 
-void batcher::on_result(std::vector<std::string> ids, std::chrono::steady_clock::time_point t0,
+void batcher::on_result(std::vector<std::string> ids, uint64_t epoch,
+                        std::chrono::steady_clock::time_point t0,
                         caf::expected<model_runner_output> r) {
   --in_flight_;
   if (r && r->req_ids != ids)
     r = make_error(errc::model_failed, "the step answered for other requests than it ran");
+  if (epoch != epoch_) {
+    // A recompute queued this step's requests again (the caches are being dropped): its
+    // answer, success or failure, is no news about them. The re-prefill computes the
+    // token a success carried again, so the client gets it exactly once.
+    if (r && obs_.step_ok)
+      obs_.step_ok(std::chrono::steady_clock::now() - t0, ids.size());
+    else if (!r && obs_.step_failed)
+      obs_.step_failed(r.error());
+    pump();
+    check_idle();
+    return;
+  }
   if (!r) {
     if (obs_.step_failed)
       obs_.step_failed(r.error());

@@ -108,7 +108,8 @@ private:
   };
 
   void pump();
-  void on_result(std::vector<std::string> ids, std::chrono::steady_clock::time_point t0,
+  void on_result(std::vector<std::string> ids, uint64_t epoch,
+                 std::chrono::steady_clock::time_point t0,
                  caf::expected<model_runner_output> r);
   void finish(std::map<std::string, request>::iterator it, const caf::error& err);
   void check_idle();
@@ -124,6 +125,11 @@ private:
   size_t in_flight_ = 0;
   uint64_t next_id_ = 0;
   uint64_t next_step_ = 0;
+  /// Bumped by every recompute(): a step submitted before it is stale, because its
+  /// requests were queued again for a re-prefill (their KV caches are being dropped).
+  /// A stale step's answer changes no request, even when it succeeded: the re-prefill
+  /// computes the same token again.
+  uint64_t epoch_ = 0;
   bool draining_ = false;
   bool paused_ = false;
   caf::error failed_; ///< set by fail_for_good: why no request can run any more

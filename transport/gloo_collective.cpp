@@ -10,6 +10,7 @@
 #include <gloo/types.h>
 
 #include "runtime/error.hpp"
+#include "transport/gloo_mesh_watch.hpp"
 #include "transport/gloo_store.hpp"
 #include "transport/rendezvous_client.hpp"
 
@@ -149,28 +150,49 @@ make_gloo_collective(const gloo_options& opts) {
   auto who = "gloo group '" + opts.group + "' rank " + std::to_string(opts.rank) + "/"
              + std::to_string(opts.size);
   auto deadline = clock_type::now() + opts.timeout;
-  auto client = rendezvous_client::connect(opts.store, opts.timeout);
+  rendezvous_client_options co;
+  co.generation = opts.generation;
+  auto client = rendezvous_client::connect(opts.store, opts.timeout, co);
   if (!client)
     return make_error(code_of(client.error()), who + ": " + context_text(client.error()));
   auto remaining = std::chrono::duration_cast<std::chrono::milliseconds>(deadline
                                                                          - clock_type::now());
   gloo_store_adapter store(**client, opts.group,
                            std::max(remaining, std::chrono::milliseconds{1}));
+  std::shared_ptr<gloo::transport::Device> dev;
+  std::shared_ptr<watched_device> watched;
   try {
     gloo::transport::tcp::attr attr;
     attr.hostname = opts.bind_host;
-    auto dev = gloo::transport::tcp::CreateDevice(attr);
-    auto ctx = std::make_shared<gloo::rendezvous::Context>(opts.rank, opts.size);
-    ctx->setTimeout(opts.timeout);
-    ctx->connectFullMesh(store, dev);
-    return std::unique_ptr<gloo_collective>(new gloo_collective(opts, std::move(ctx)));
+    watched = std::make_shared<watched_device>(gloo::transport::tcp::CreateDevice(attr));
+    dev = watched;
   } catch (const std::exception& e) {
-    // A store failure carries our own error (with its code); the rest is Gloo's.
-    if (auto& err = store.last_error())
-      return make_error(code_of(err), who + ": rendezvous failed: " + context_text(err));
-    return make_error(classify(e.what()), who + ": connecting the full mesh (binding "
-                                            + opts.bind_host + ") failed: " + e.what());
+    return make_error(errc::transport_failed, who + ": creating the Gloo device (binding "
+                                                + opts.bind_host + ") failed: " + e.what());
   }
+  mesh_watch watch(opts, deadline, store, *watched);
+  if (auto err = watch.start())
+    return make_error(code_of(err), who + ": " + context_text(err));
+  auto ctx = std::make_shared<gloo::rendezvous::Context>(opts.rank, opts.size);
+  ctx->setTimeout(opts.timeout);
+  std::string failure;
+  try {
+    ctx->connectFullMesh(store, dev);
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  watch.stop(**client);
+  // A watch that gave up explains best why (the generation was superseded, or the
+  // deadline passed while a pair waited for its peer); then a store failure, which
+  // carries our own error and code; the rest is Gloo's.
+  if (auto err = watch.why())
+    return make_error(code_of(err), who + ": rendezvous abandoned: " + context_text(err));
+  if (failure.empty())
+    return std::unique_ptr<gloo_collective>(new gloo_collective(opts, std::move(ctx)));
+  if (auto& err = store.last_error())
+    return make_error(code_of(err), who + ": rendezvous failed: " + context_text(err));
+  return make_error(classify(failure), who + ": connecting the full mesh (binding "
+                                         + opts.bind_host + ") failed: " + failure);
 }
 
 } // namespace cafex

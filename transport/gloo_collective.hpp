@@ -37,6 +37,10 @@ struct gloo_options {
   std::string bind_host = "127.0.0.1";
   /// Bounds the whole connection phase and every later operation.
   std::chrono::milliseconds timeout{30000};
+  /// The communicator generation the group belongs to, named in every rendezvous
+  /// request: once the server starts a later one (rendezvous_server::fence), a rank still
+  /// waiting here for its peers fails at once instead of at `timeout`. 0: never fenced.
+  uint32_t generation = 0;
 };
 
 /// A connected Gloo group. One operation at a time per direction: all_reduce_sum is

@@ -5,6 +5,8 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -30,12 +32,23 @@ public:
   /// The error behind the last exception this adapter threw (none if it never threw).
   const caf::error& last_error() const { return last_error_; }
 
+  /// Called after every successful set, with the key as Gloo named it (no prefix).
+  void on_set(std::function<void(const std::string& key)> fn) { on_set_ = std::move(fn); }
+
+  /// From any thread: every later call fails with `why` (the rendezvous was given up).
+  void abandon(caf::error why);
+
 private:
   [[noreturn]] void fail(caf::error err);
+  /// Fails when abandon() was called.
+  void check_abandoned();
 
   prefix_store store_;
   std::chrono::milliseconds timeout_;
   caf::error last_error_;
+  std::function<void(const std::string&)> on_set_;
+  std::mutex mtx_;       // guards abandoned_
+  caf::error abandoned_; // set by abandon()
 };
 
 } // namespace cafex

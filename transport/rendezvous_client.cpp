@@ -205,7 +205,9 @@ static caf::expected<T> call(rendezvous_client::impl& self, rdzv::op op,
   auto wait_ms = std::min<long long>(std::max<long long>(timeout.count(), 0),
                                      std::numeric_limits<uint32_t>::max());
   rdzv::writer req;
-  req.u8(static_cast<uint8_t>(op)).u32(static_cast<uint32_t>(wait_ms));
+  req.u8(static_cast<uint8_t>(op))
+    .u32(static_cast<uint32_t>(wait_ms))
+    .u32(self.opts.generation);
   payload(req);
   auto body = self.exchange(op, req, keys, deadline, io_deadline);
   if (!body)
@@ -226,6 +228,13 @@ static caf::expected<T> call(rendezvous_client::impl& self, rdzv::op op,
     return make_error(errc::invalid_argument, "rendezvous store at " + self.name + " refused "
                                                 + what + ": "
                                                 + why.value_or("no reason given"));
+  } else if (st && *st == static_cast<uint8_t>(status::superseded)) {
+    // The reply kept the stream in sync: the connection stays usable.
+    auto why = r.str();
+    return make_error(errc::transport_failed,
+                      "rendezvous store at " + self.name + ": " + what
+                        + " was abandoned: " + why.value_or("its generation was superseded")
+                        + "; the group must be rebuilt under the new generation");
   } else if (st && *st == static_cast<uint8_t>(status::shutting_down)) {
     self.drop();
     return make_error(errc::transport_failed, "rendezvous store at " + self.name

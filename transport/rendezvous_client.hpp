@@ -25,6 +25,10 @@ struct rendezvous_client_options {
   /// First and largest pause between connection attempts while the server is not up.
   std::chrono::milliseconds first_retry{20};
   std::chrono::milliseconds max_retry{500};
+  /// The rendezvous generation every request names (a communicator generation): once the
+  /// server is fenced past it (rendezvous_server::fence), every call fails at once with
+  /// errc::transport_failed, a blocked get/wait included. 0: never fenced.
+  uint32_t generation = 0;
 };
 
 /// One TCP connection to a rendezvous server. Calls from several threads serialise on

@@ -111,13 +111,15 @@ std::optional<request> decode_request(const char* data, size_t size, std::string
   reader r(data, size);
   auto code = r.u8();
   auto wait_ms = r.u32();
-  if (!code || !wait_ms) {
+  auto generation = r.u32();
+  if (!code || !wait_ms || !generation) {
     why = "truncated request header";
     return std::nullopt;
   }
   request req;
   req.op = static_cast<op>(*code);
   req.wait_ms = *wait_ms;
+  req.generation = *generation;
   auto malformed = [&why](const char* what) {
     why = std::string("malformed ") + what + " request";
     return std::nullopt;

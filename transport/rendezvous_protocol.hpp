@@ -2,7 +2,7 @@
 // server and the client so that both sides parse one definition.
 //
 //   frame    = u32 body_length (big-endian) , body
-//   request  = u8 op , u32 wait_ms , op payload
+//   request  = u8 op , u32 wait_ms , u32 generation , op payload
 //   response = u8 status , status/op payload
 //   string   = u32 length , bytes          (keys and values)
 //
@@ -17,6 +17,11 @@
 // Non-ok responses carry a string that says why. A frame whose length exceeds the
 // server's limit, or whose body does not parse, closes that connection only. The server
 // decodes a body with decode_request (pure: unit-tested and fuzzed, tests/fuzz/).
+//
+// `generation` is the rendezvous generation the request belongs to (a communicator
+// generation; 0: none). Once the server is fenced at generation G (a recovery starts a
+// new one), every request of a generation from 1 to G-1 is answered `superseded`, and
+// so is every get/wait of such a generation that is blocked at that moment.
 #pragma once
 
 #include <cstddef>
@@ -34,6 +39,7 @@ enum class status : uint8_t {
   timeout = 1,       ///< the key(s) did not appear within wait_ms
   bad_request = 2,   ///< well-framed but refused (value too large, add on non-number)
   shutting_down = 3, ///< the server stops; the client should give up or retry elsewhere
+  superseded = 4,    ///< the request's generation was fenced off: a newer one started
 };
 
 /// Bytes of the length prefix.
@@ -97,6 +103,7 @@ uint32_t decode_length(const char* header);
 struct request {
   rdzv::op op = op::get;
   uint32_t wait_ms = 0;
+  uint32_t generation = 0;       ///< 0: none (never superseded)
   std::vector<std::string> keys; ///< one for set, get, add, erase; n for check and wait
   std::vector<char> value;       ///< set
   int64_t delta = 0;             ///< add

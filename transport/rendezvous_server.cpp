@@ -36,12 +36,23 @@ struct server_state {
   std::set<session_ptr> sessions;
   std::set<session_ptr> waiting; // sessions blocked in get/wait
   bool stopping = false;
+  std::atomic<uint32_t> fence{0}; // requests of generations 1..fence-1 are superseded
   std::atomic<size_t> refused{0};
   std::atomic<size_t> open{0};
   std::atomic<size_t> blocked{0}; // mirrors waiting.size() for other threads
 
   bool has(const std::string& key) const { return data.count(key) != 0; }
+  /// True when requests of `generation` are fenced off (0 never is).
+  bool superseded(uint32_t generation) const {
+    return generation != 0 && generation < fence.load();
+  }
+  std::string superseded_text(uint32_t generation) const {
+    return "rendezvous generation " + std::to_string(generation)
+           + " was superseded: generation " + std::to_string(fence.load())
+           + " started (a recovery began again)";
+  }
   void notify_waiters();
+  void abandon_superseded();
   void accept();
   void shutdown();
 };
@@ -81,6 +92,7 @@ public:
   }
 
   bool waiting() const { return waiting_; }
+  uint32_t generation() const { return generation_; }
 
   void close() {
     boost::system::error_code ignored;
@@ -150,6 +162,9 @@ private:
     auto req = rdzv::decode_request(body_.data(), body_.size(), why);
     if (!req)
       return refuse(why);
+    generation_ = req->generation;
+    if (st_.superseded(generation_))
+      return respond_status(status::superseded, st_.superseded_text(generation_));
     rdzv::writer w;
     w.u8(static_cast<uint8_t>(status::ok));
     switch (req->op) {
@@ -244,6 +259,7 @@ private:
   std::vector<std::string> wait_keys_;
   bool waiting_ = false;
   uint64_t wait_gen_ = 0;
+  uint32_t generation_ = 0; // the rendezvous generation of the current request
 };
 
 void server_state::notify_waiters() {
@@ -252,6 +268,18 @@ void server_state::notify_waiters() {
   for (auto& s : blocked)
     if (s->waiting())
       s->try_complete_wait();
+}
+
+void server_state::abandon_superseded() {
+  // Copy: completing a wait removes the session from `waiting`.
+  std::vector<session_ptr> blocked(waiting.begin(), waiting.end());
+  for (auto& s : blocked) {
+    if (!s->waiting() || !superseded(s->generation()))
+      continue;
+    rdzv::writer w;
+    w.u8(static_cast<uint8_t>(status::superseded)).str(superseded_text(s->generation()));
+    s->finish_wait(w);
+  }
 }
 
 void server_state::accept() {
@@ -389,6 +417,24 @@ void rendezvous_server::stop() {
   st.sessions.clear();
   st.open = 0;
   st.blocked = 0;
+}
+
+void rendezvous_server::fence(uint32_t generation) {
+  auto& st = impl_->st;
+  auto prev = st.fence.load();
+  while (generation > prev && !st.fence.compare_exchange_weak(prev, generation)) {
+  }
+  if (generation <= prev)
+    return;
+  // New requests of an older generation are refused by their handler from now on; the
+  // ones already blocked are answered on the io thread, which owns them.
+  std::lock_guard<std::mutex> guard{impl_->mtx};
+  if (impl_->thread.joinable())
+    asio::post(st.io, [&st] { st.abandon_superseded(); });
+}
+
+uint32_t rendezvous_server::fence_generation() const {
+  return impl_->st.fence.load();
 }
 
 size_t rendezvous_server::refused_frames() const {

@@ -52,6 +52,18 @@ public:
   /// bind_address:port, for clients in this process and for error messages.
   store_address address() const;
 
+  /// A new rendezvous generation starts (a recovery rebuilds the communicators): from
+  /// now on every request of an earlier generation (1 to generation - 1; generation 0,
+  /// a client that names none, is never fenced) is answered status superseded, and so,
+  /// at once, is every client blocked in get/wait under one. A rank still meeting its
+  /// peers in a rebuild that a second loss cut short lets go, instead of waiting for a
+  /// peer that never comes until its deadline. Never lowers the fence; any thread.
+  void fence(uint32_t generation);
+
+  /// The generation of the last fence() (0 before any): requests of generations from 1
+  /// to this minus one are superseded.
+  uint32_t fence_generation() const;
+
   /// Refuses new connections, answers every client blocked in get/wait with
   /// status shutting_down, closes all connections and joins the io thread. Idempotent.
   void stop();

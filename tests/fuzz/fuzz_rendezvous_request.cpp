@@ -28,7 +28,7 @@ constexpr size_t frame_limit = (size_t{64} << 20) + frame_overhead;
 
 std::vector<char> encode(const request& r) {
   writer w;
-  w.u8(static_cast<uint8_t>(r.op)).u32(r.wait_ms);
+  w.u8(static_cast<uint8_t>(r.op)).u32(r.wait_ms).u32(r.generation);
   switch (r.op) {
     case op::set: w.str(r.keys.at(0)).str(r.value); break;
     case op::get:

@@ -8,8 +8,12 @@
 #include <future>
 #include <vector>
 
+#include <gloo/transport/context.h>
+#include <gloo/transport/tcp/device.h>
+
 #include "runtime/error.hpp"
 #include "transport/gloo_collective.hpp"
+#include "transport/rendezvous_client.hpp"
 #include "transport/rendezvous_server.hpp"
 
 using namespace cafex;
@@ -167,6 +171,95 @@ TEST_CASE("a rank whose peer never shows up fails within its deadline") {
   MESSAGE(text); // shows what an operator would read
   CHECK(text.find("gloo group 'lonely' rank 0/2") != std::string::npos);
   CHECK(took < 2000ms);
+}
+
+/// Rank 1 of a group of two that published its address in the rendezvous and then died
+/// before connecting (a real Gloo pair that never connects). It listens on 127.0.0.2, so
+/// rank 0 (on 127.0.0.1) is always the side of the pair that waits for the connection:
+/// Gloo's own wait there is five times the group's timeout.
+struct published_then_dead {
+  std::shared_ptr<gloo::transport::Device> dev;
+  std::shared_ptr<gloo::transport::Context> ctx;
+
+  published_then_dead(const rendezvous_server& srv, const std::string& group) {
+    gloo::transport::tcp::attr attr;
+    attr.hostname = "127.0.0.2";
+    dev = gloo::transport::tcp::CreateDevice(attr);
+    ctx = dev->createContext(1, 2);
+    auto bytes = ctx->createPair(0)->address().bytes();
+    auto c = rendezvous_client::connect(srv.address(), 5s);
+    REQUIRE_MESSAGE(c, describe(c.error()));
+    // connectFullMesh's keys: "rank_R" (the host name) and "R" (the pairs' addresses).
+    REQUIRE(!(*c)->set(group + "/rank_1", {'x'}, 1s));
+    REQUIRE(!(*c)->set(group + "/1", bytes, 1s));
+  }
+};
+
+/// Blocks until rank 0 of `group` has published its own addresses: it then goes on to
+/// connect its pair to rank 1.
+void wait_published(const rendezvous_server& srv, const std::string& group) {
+  auto c = rendezvous_client::connect(srv.address(), 5s);
+  REQUIRE_MESSAGE(c, describe(c.error()));
+  REQUIRE((*c)->get(group + "/0", 10s));
+}
+
+TEST_CASE("a rank whose peer published its address and died fails within its deadline") {
+  // Issue #14, item 5: Gloo waits five times the timeout for the peer of a pair to
+  // connect; the rendezvous must end at the group's own deadline.
+  rendezvous_server srv;
+  REQUIRE(!srv.start());
+  published_then_dead peer(srv, "dead");
+  auto t0 = clock_type::now();
+  auto c = make_gloo_collective(options_for(srv, "dead", 0, 2, 1s));
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - t0);
+  REQUIRE_FALSE(c);
+  MESSAGE(describe(c.error()));
+  CHECK(code_of(c.error()) == errc::timeout);
+  CHECK(took < 2500ms);
+}
+
+TEST_CASE("a rank connecting to a peer that died lets go when a newer generation starts") {
+  // Issue #14, item 5: a rebuild cut short by a second loss leaves its ranks waiting for
+  // the dead peer; the next rebuild fences the old generation off on the server, and a
+  // rank still connecting under it must give up at once, not at its deadline.
+  rendezvous_server srv;
+  REQUIRE(!srv.start());
+  published_then_dead peer(srv, "tp1/g1");
+  auto o = options_for(srv, "tp1/g1", 0, 2, 30s);
+  o.generation = 1;
+  auto rank0 = std::async(std::launch::async, [&] { return make_gloo_collective(o); });
+  wait_published(srv, "tp1/g1");
+  auto t0 = clock_type::now();
+  srv.fence(2);
+  REQUIRE(rank0.wait_for(10s) == std::future_status::ready);
+  auto took = std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - t0);
+  auto c = rank0.get();
+  REQUIRE_FALSE(c);
+  MESSAGE(describe(c.error()));
+  CHECK(code_of(c.error()) == errc::transport_failed);
+  CHECK(describe(c.error()).find("superseded") != std::string::npos);
+  CHECK(took < 2000ms);
+  // The next generation meets as usual on the same server.
+  std::vector<std::future<std::string>> ranks;
+  ranks.reserve(2);
+  for (int r = 0; r < 2; ++r)
+    ranks.push_back(std::async(std::launch::async, [&, r]() -> std::string {
+      auto g = options_for(srv, "tp1/g2", r, 2);
+      g.generation = 2;
+      auto c2 = make_gloo_collective(g);
+      if (!c2)
+        return describe(c2.error());
+      std::vector<int64_t> x{r + 1};
+      auto err = (*c2)->all_reduce_sum(x.data(), x.size());
+      if (err)
+        return describe(err);
+      return x[0] == 3 ? "" : "wrong sum " + std::to_string(x[0]);
+    }));
+  for (auto& f : ranks) {
+    REQUIRE(f.wait_for(30s) == std::future_status::ready);
+    auto r = f.get();
+    CHECK_MESSAGE(r.empty(), r);
+  }
 }
 
 TEST_CASE("a recv whose peer never sends times out and breaks the group") {

@@ -20,7 +20,7 @@ constexpr auto int64_min = std::numeric_limits<int64_t>::min();
 
 writer header(op o, uint32_t wait_ms = 0) {
   writer w;
-  w.u8(static_cast<uint8_t>(o)).u32(wait_ms);
+  w.u8(static_cast<uint8_t>(o)).u32(wait_ms).u32(0); // generation 0: none
   return w;
 }
 

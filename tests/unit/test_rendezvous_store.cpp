@@ -213,7 +213,11 @@ TEST_CASE("a client that disconnects mid-request does not disturb the others") {
   {
     raw_socket raw{srv.port()};
     rdzv::writer w;
-    w.u8(static_cast<uint8_t>(rdzv::op::set)).u32(0).str("k").str(std::string(100, 'x'));
+    w.u8(static_cast<uint8_t>(rdzv::op::set))
+      .u32(0)
+      .u32(0)
+      .str("k")
+      .str(std::string(100, 'x'));
     auto frame = w.frame();
     frame.resize(frame.size() / 2); // half a frame, then close
     raw.send(frame);
@@ -222,7 +226,7 @@ TEST_CASE("a client that disconnects mid-request does not disturb the others") {
     // Blocked in get, then gone: the server must drop the waiter, not keep it.
     raw_socket raw{srv.port()};
     rdzv::writer w;
-    w.u8(static_cast<uint8_t>(rdzv::op::get)).u32(60000).str("never");
+    w.u8(static_cast<uint8_t>(rdzv::op::get)).u32(60000).u32(0).str("never");
     raw.send(w.frame());
     REQUIRE(eventually([&] { return srv.blocked_clients() == 1; }));
   }
@@ -246,14 +250,14 @@ TEST_CASE("malformed and oversized frames close only their connection") {
   {
     raw_socket raw{srv.port()};
     rdzv::writer w;
-    w.u8(99).u32(0).str("k"); // unknown op
+    w.u8(99).u32(0).u32(0).str("k"); // unknown op
     raw.send(w.frame());
     CHECK(raw.closed_by_server());
   }
   {
     raw_socket raw{srv.port()};
     rdzv::writer w;
-    w.u8(static_cast<uint8_t>(rdzv::op::wait)).u32(0).u32(1000000); // bogus key count
+    w.u8(static_cast<uint8_t>(rdzv::op::wait)).u32(0).u32(0).u32(1000000); // bogus key count
     raw.send(w.frame());
     CHECK(raw.closed_by_server());
   }
@@ -290,6 +294,68 @@ TEST_CASE("stop() wakes every blocked client promptly with an error") {
   }
   CHECK(ms_since(t0) < 2000);
   srv.stop(); // idempotent
+}
+
+TEST_CASE("fence() releases waits of earlier generations at once, and only those") {
+  // Issue #14, item 5: a rank waiting in the rendezvous of a rebuild that a second loss
+  // cut short (its peer died before publishing its address) must let go as soon as the
+  // next rebuild starts, not at its own deadline.
+  rendezvous_server srv;
+  REQUIRE(!srv.start());
+  auto at = [&](uint32_t generation) {
+    rendezvous_client_options o;
+    o.generation = generation;
+    auto c = rendezvous_client::connect(srv.address(), 5s, o);
+    REQUIRE_MESSAGE(c, describe(c.error()));
+    return std::move(*c);
+  };
+  auto none = at(0); // the dataflow's channels name no generation: never fenced
+  auto old1 = at(1);
+  auto old2 = at(2);
+  auto next = at(3);
+  auto g_none = std::async(std::launch::async, [&] { return none->get("tp1/peer", 60s); });
+  auto g_old1 = std::async(std::launch::async, [&] { return old1->get("tp1/g1/peer", 60s); });
+  auto w_old2 = std::async(std::launch::async,
+                           [&] { return old2->wait({"tp1/g2/peer"}, 60s); });
+  auto g_next = std::async(std::launch::async, [&] { return next->get("tp1/g3/peer", 60s); });
+  REQUIRE(eventually([&] { return srv.blocked_clients() == 4; }));
+  auto t0 = clock_type::now();
+  srv.fence(3);
+  CHECK(srv.fence_generation() == 3);
+  REQUIRE(g_old1.wait_for(5s) == std::future_status::ready);
+  REQUIRE(w_old2.wait_for(5s) == std::future_status::ready);
+  CHECK(ms_since(t0) < 2000);
+  auto r1 = g_old1.get();
+  REQUIRE_FALSE(r1);
+  CHECK(code_of(r1.error()) == errc::transport_failed);
+  CHECK_MESSAGE(describe(r1.error()).find("superseded") != std::string::npos,
+                describe(r1.error()));
+  auto r2 = w_old2.get();
+  REQUIRE(r2);
+  CHECK(code_of(r2) == errc::transport_failed);
+  // The current generation and generation 0 still wait, and get their keys.
+  CHECK(srv.blocked_clients() == 2);
+  auto setter = connect_to(srv);
+  REQUIRE(!setter->set("tp1/g3/peer", bytes("3"), 1s));
+  REQUIRE(!setter->set("tp1/peer", bytes("0"), 1s));
+  REQUIRE(g_next.wait_for(5s) == std::future_status::ready);
+  REQUIRE(g_none.wait_for(5s) == std::future_status::ready);
+  CHECK(*g_next.get() == bytes("3"));
+  CHECK(*g_none.get() == bytes("0"));
+  // Later requests of a fenced generation fail at once, on the same connection (the
+  // reply kept it in sync), even for a key that exists.
+  REQUIRE(!setter->set("tp1/g1/peer", bytes("1"), 1s));
+  auto t1 = clock_type::now();
+  auto late = old1->get("tp1/g1/peer", 60s);
+  REQUIRE_FALSE(late);
+  CHECK(code_of(late.error()) == errc::transport_failed);
+  CHECK(ms_since(t1) < 1000);
+  CHECK(old1->set("tp1/g1/other", bytes("x"), 1s));
+  // A fence never goes back, and a client of the new generation is served.
+  srv.fence(2);
+  CHECK(srv.fence_generation() == 3);
+  REQUIRE(!next->set("tp1/g3/other", bytes("y"), 1s));
+  CHECK(*next->get("tp1/g3/other", 1s) == bytes("y"));
 }
 
 TEST_CASE("get on a missing key times out in about its deadline") {

@@ -6,6 +6,8 @@
 
 #include "batcher.hpp"
 #include "runtime/error.hpp"
+#include "runtime/models/collective.hpp"
+#include "runtime/models/reference_model.hpp"
 
 using namespace cafex;
 using namespace cafex::serve;
@@ -42,6 +44,61 @@ struct fake_executor {
     auto d = std::move(pending.front());
     pending.erase(pending.begin());
     d(std::move(e));
+  }
+};
+
+/// A fake executor whose one worker is the real reference model (tp 1, pp 1): a step
+/// that names a request the worker holds no KV cache for fails as it would in a worker.
+/// The test answers each pending step by position, and drops every cache as a recovery's
+/// reinitialize_distributed does.
+struct model_executor {
+  solo_collective tp;
+  reference_model model;
+  std::vector<std::pair<scheduler_output, step_done>> pending;
+
+  model_executor() {
+    model_config cfg;
+    cfg.seed = 3;
+    cfg.vocab_size = 64;
+    cfg.hidden_size = 32;
+    cfg.num_heads = 4;
+    cfg.num_layers = 2;
+    cfg.ffn_size = 64;
+    cfg.ffn_blocks = 4;
+    cfg.max_seq_len = 64;
+    auto err = model.load(cfg, shard_info{0, 1, 0, 1}, tp);
+    REQUIRE_MESSAGE(!err, describe(err));
+  }
+
+  step_submitter submitter() {
+    return [this](const scheduler_output& s, step_done d) {
+      pending.emplace_back(s, std::move(d));
+    };
+  }
+  std::pair<scheduler_output, step_done> take(size_t i) {
+    REQUIRE(i < pending.size());
+    auto p = std::move(pending[i]);
+    pending.erase(pending.begin() + static_cast<long>(i));
+    return p;
+  }
+  /// Runs pending step `i` on the model and answers it (with the model's error, if any).
+  void run(size_t i = 0) {
+    auto [step, done] = take(i);
+    auto r = model.execute(step, nullptr);
+    if (!r)
+      done(r.error());
+    else
+      done(r->output);
+  }
+  void refuse(size_t i, caf::error e) {
+    auto p = take(i);
+    p.second(std::move(e));
+  }
+  /// Runs every step, oldest first, until none is pending.
+  void run_all() {
+    for (int guard = 0; !pending.empty() && guard < 1000; ++guard)
+      run(0);
+    CHECK(pending.empty());
   }
 };
 
@@ -212,4 +269,63 @@ TEST_CASE("after fail_for_good, queued and new requests fail at once instead of 
   CHECK(code_of(later.error()) == errc::worker_lost);
   CHECK(describe(later.error()).find("gave up") != std::string::npos);
   CHECK(ex.pending.empty()); // nothing was submitted for a request that cannot run
+}
+
+TEST_CASE("a step that succeeds after a recompute began leaves its requests to the "
+          "re-prefill") {
+  // Issue #14, item 7 (HTTP 500 "cached request 'cmpl-...' is unknown" after a recovery).
+  // Two steps in flight: the newer one is refused at once (a rank's link dropped), which
+  // pauses the batcher and queues every request for a re-prefill; then the older one,
+  // which did not need the lost rank, succeeds. Its requests must not count as cached:
+  // the recovery drops every KV cache, and each request must be re-prefilled (prompt
+  // plus the tokens it streamed), never decoded from a cache that is gone.
+  const std::vector<int32_t> pa{5, 9, 2, 7, 1};
+  const std::vector<int32_t> pb{3, 3, 8};
+  const int n = 5;
+  batcher_options o;
+  o.max_in_flight = 2;
+  o.recompute_on_failure = true;
+  record want_a, want_b;
+  {
+    model_executor ex;
+    batcher b(o, ex.submitter());
+    REQUIRE(b.add(pa, n, sink_for(want_a)));
+    REQUIRE(b.add(pb, n, sink_for(want_b)));
+    ex.run_all();
+    REQUIRE(want_a.done == 1);
+    REQUIRE_MESSAGE(!want_a.err, describe(want_a.err));
+    REQUIRE(want_b.done == 1);
+    REQUIRE(want_a.tokens.size() == static_cast<size_t>(n));
+  }
+  model_executor ex;
+  int pauses = 0;
+  batcher_observer obs;
+  obs.paused = [&] { ++pauses; };
+  batcher b(o, ex.submitter(), obs);
+  record a, c;
+  REQUIRE(b.add(pa, n, sink_for(a)));
+  ex.run(0); // a's prefill; its first decode step is submitted
+  REQUIRE(ex.pending.size() == 1);
+  REQUIRE(ex.pending[0].first.cached_requests.size() == 1);
+  REQUIRE(b.add(pb, n, sink_for(c))); // c's prefill: a second step in flight
+  REQUIRE(ex.pending.size() == 2);
+  ex.refuse(1, make_error(errc::worker_lost, "rank 1 is gone (its link dropped)"));
+  REQUIRE(pauses == 1);
+  REQUIRE(b.paused());
+  ex.run(0); // a's decode step succeeds after all
+  // The recovery: every worker drops its KV caches; then the host resumes.
+  REQUIRE(ex.model.drop_requests());
+  b.resume();
+  REQUIRE_FALSE(ex.pending.empty());
+  for (const auto& r : ex.pending[0].first.cached_requests)
+    CHECK_MESSAGE(false, "request " << r.req_id << " is decoded from a cache the recovery "
+                                    << "dropped");
+  ex.run_all();
+  CHECK(a.done == 1);
+  CHECK_MESSAGE(!a.err, describe(a.err));
+  CHECK(c.done == 1);
+  CHECK_MESSAGE(!c.err, describe(c.err));
+  CHECK(a.tokens == want_a.tokens);
+  CHECK(c.tokens == want_b.tokens);
+  CHECK(b.idle());
 }

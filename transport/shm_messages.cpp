@@ -105,7 +105,8 @@ caf::expected<step_message> read_step_message(const std::vector<char>& bytes, bo
   if (!handoff)
     return m;
   int64_t dims[2];
-  if (!in.get(dims[0]) || !in.get(dims[1]) || dims[0] < 0 || dims[1] < 0)
+  if (!in.get(dims[0]) || !in.get(dims[1]) || dims[0] < 0 || dims[1] < 0
+      || (dims[1] != 0 && dims[0] > static_cast<int64_t>(bytes.size()) / dims[1]))
     return malformed("tensor header");
   auto n = static_cast<size_t>(dims[0] * dims[1]);
   if (in.pos + n * sizeof(float) != bytes.size())
@@ -114,7 +115,8 @@ caf::expected<step_message> read_step_message(const std::vector<char>& bytes, bo
   m.tensors.num_tokens = dims[0];
   m.tensors.hidden_size = dims[1];
   m.tensors.hidden.resize(n);
-  std::memcpy(m.tensors.hidden.data(), bytes.data() + in.pos, n * sizeof(float));
+  if (n > 0) // an empty vector's data() may be null, which memcpy must not get
+    std::memcpy(m.tensors.hidden.data(), bytes.data() + in.pos, n * sizeof(float));
   return m;
 }
 

@@ -15,12 +15,26 @@ namespace cafex {
 
 namespace {
 
-/// The reference model, slowed down on purpose (see register_fault_models).
-class sleepy_model final : public model_runner {
+/// The reference model behind every test model: each overrides only what it changes.
+class reference_wrapper : public model_runner {
 public:
   caf::error load(const model_config& cfg, const shard_info& shard, collective& tp) override {
     return inner_.load(cfg, shard, tp);
   }
+  caf::expected<stage_result> execute(const scheduler_output& step,
+                                      const intermediate_tensors* input) override {
+    return inner_.execute(step, input);
+  }
+  size_t live_requests() const override { return inner_.live_requests(); }
+  bool drop_requests() override { return inner_.drop_requests(); }
+
+private:
+  reference_model inner_;
+};
+
+/// The reference model, slowed down on purpose (see register_fault_models).
+class sleepy_model final : public reference_wrapper {
+public:
   caf::expected<stage_result> execute(const scheduler_output& step,
                                       const intermediate_tensors* input) override {
     int ms = 0;
@@ -34,32 +48,18 @@ public:
       scan(r.req_id);
     if (ms > 0)
       std::this_thread::sleep_for(std::chrono::milliseconds(ms));
-    return inner_.execute(step, input);
+    return reference_wrapper::execute(step, input);
   }
-  size_t live_requests() const override { return inner_.live_requests(); }
-  bool drop_requests() override { return inner_.drop_requests(); }
-
-private:
-  reference_model inner_;
 };
 
 /// The reference model, except that load fails on TP rank 1: start-up must fail cleanly.
-class failing_load_model final : public model_runner {
+class failing_load_model final : public reference_wrapper {
 public:
   caf::error load(const model_config& cfg, const shard_info& shard, collective& tp) override {
     if (shard.tp_rank == 1)
       return make_error(errc::model_failed, "rank 1 was told to fail load_model");
-    return inner_.load(cfg, shard, tp);
+    return reference_wrapper::load(cfg, shard, tp);
   }
-  caf::expected<stage_result> execute(const scheduler_output& step,
-                                      const intermediate_tensors* input) override {
-    return inner_.execute(step, input);
-  }
-  size_t live_requests() const override { return inner_.live_requests(); }
-  bool drop_requests() override { return inner_.drop_requests(); }
-
-private:
-  reference_model inner_;
 };
 
 /// How long slow_load's load_model takes on every rank.
@@ -67,21 +67,12 @@ constexpr std::chrono::milliseconds slow_load_time{1000};
 
 /// The reference model, with a load_model that takes slow_load_time on every rank: room
 /// for a start-up fault to land while the model loads.
-class slow_load_model final : public model_runner {
+class slow_load_model final : public reference_wrapper {
 public:
   caf::error load(const model_config& cfg, const shard_info& shard, collective& tp) override {
     std::this_thread::sleep_for(slow_load_time);
-    return inner_.load(cfg, shard, tp);
+    return reference_wrapper::load(cfg, shard, tp);
   }
-  caf::expected<stage_result> execute(const scheduler_output& step,
-                                      const intermediate_tensors* input) override {
-    return inner_.execute(step, input);
-  }
-  size_t live_requests() const override { return inner_.live_requests(); }
-  bool drop_requests() override { return inner_.drop_requests(); }
-
-private:
-  reference_model inner_;
 };
 
 int my_rank(const worker_state& st) {

@@ -10,15 +10,29 @@
 
 namespace cafex {
 
-caf::error send_fd(int channel, int fd) {
+namespace {
+
+/// One data byte and room for one descriptor: what both sides send and receive.
+struct fd_message {
   char byte = 'F';
   iovec iov{&byte, 1};
   alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
   msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = ctrl;
-  msg.msg_controllen = sizeof(ctrl);
+  fd_message() {
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctrl;
+    msg.msg_controllen = sizeof(ctrl);
+  }
+  fd_message(const fd_message&) = delete;
+  fd_message& operator=(const fd_message&) = delete;
+};
+
+} // namespace
+
+caf::error send_fd(int channel, int fd) {
+  fd_message m;
+  auto& msg = m.msg;
   cmsghdr* c = CMSG_FIRSTHDR(&msg);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
@@ -37,14 +51,8 @@ caf::error send_fd(int channel, int fd) {
 
 int receive_fd(int channel) {
   for (;;) {
-    char byte = 0;
-    iovec iov{&byte, 1};
-    alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = ctrl;
-    msg.msg_controllen = sizeof(ctrl);
+    fd_message m;
+    auto& msg = m.msg;
     ssize_t n = ::recvmsg(channel, &msg, MSG_CMSG_CLOEXEC);
     if (n < 0 && errno == EINTR)
       continue;

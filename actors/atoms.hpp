@@ -34,5 +34,6 @@ using cause_atom = caf::atom_constant<caf::atom("cause")>;         ///< why a wo
 using agents_atom = caf::atom_constant<caf::atom("agents")>;       ///< node agent per rank
 using replace_atom = caf::atom_constant<caf::atom("replace")>;     ///< a respawned worker
 using recovered_atom = caf::atom_constant<caf::atom("recovered")>; ///< recovery ended
+using recover_atom = caf::atom_constant<caf::atom("recover")>;     ///< for a recovery
 
 } // namespace cafex

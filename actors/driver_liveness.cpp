@@ -123,7 +123,8 @@ void begin_recovery(driver_ptr self, int rank, const std::string& reason) {
     st.recovery_reason = reason;
   st.recovering = true;
   // This generation's dataflow is gone: nothing pending survives it, and every live worker
-  // drops its channels (a stage blocked on the lost rank fails and lets go of its runner).
+  // drops its channels and its TP communicator (a stage blocked on the lost rank, or in a
+  // collective with a peer whose input died with it, fails and lets go of its runner).
   fail_all_steps(self,
                  make_error(errc::worker_lost, reason
                                                  + "; the executor is recovering: "
@@ -134,7 +135,9 @@ void begin_recovery(driver_ptr self, int rank, const std::string& reason) {
   st.shm.reset();
   for (const auto& slot : st.ranks)
     if (!slot.gone)
-      self->request(slot.worker, defaults::worker_teardown_timeout, teardown_atom::value)
+      self
+        ->request(slot.worker, defaults::worker_teardown_timeout, teardown_atom::value,
+                  recover_atom::value)
         .then([](bool) {}, [](caf::error&) {});
   spdlog::warn("recovering: {}", reason);
   st.opts.on_recover(rank, reason);

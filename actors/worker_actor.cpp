@@ -120,6 +120,17 @@ worker_actor::behavior_type worker_actor_impl(state_ptr self, worker_state st,
       self->state.stage.reset();
       return true;
     },
+    [self](teardown_atom, recover_atom) -> bool {
+      auto& s = self->state;
+      // A peer blocked in a collective this rank will never join (its step's input died
+      // with the lost rank) waits for Gloo's timeout unless this rank's end of the group
+      // closes. Once the hot loop has stopped nothing here uses the group.
+      s.hot.reset();
+      s.stage.reset();
+      std::lock_guard<std::mutex> guard{s.runner_mutex};
+      s.st.tp_group->close("the executor is recovering");
+      return true;
+    },
   };
 }
 

@@ -126,6 +126,9 @@ caf::expected<json> reinitialize_distributed(worker_state& st, const json& args)
   // The rendezvous of the rebuilt group is bounded by the caller's deadline.
   if (args.contains("timeout_ms") && args["timeout_ms"].is_number_integer())
     st.init_timeout_ms = std::max<int64_t>(1, args["timeout_ms"].get<int64_t>());
+  // The old group goes first: a peer still blocked in one of its collectives (its step's
+  // input died with a lost rank) fails now instead of holding this rebuild.
+  st.tp_group->close("rebuilt at generation " + std::to_string(st.comm_generation));
   if (auto err = open_device(st))
     return err;
   st.device_ready = true;

@@ -24,6 +24,10 @@ using worker_actor = caf::typed_actor<
   /// Later stages: the previous stage's output; the bytes arrive on the channel.
   caf::reacts_to<stage_atom, uint64_t, scheduler_output, tensor_desc>,
   /// Drop the dataflow (close channels).
-  caf::replies_to<teardown_atom>::with<bool>>;
+  caf::replies_to<teardown_atom>::with<bool>,
+  /// Drop the dataflow for a recovery: also close the TP communicator, so that a peer
+  /// blocked in a collective this rank will never join fails now and lets go
+  /// (reinitialize_distributed reopens it).
+  caf::replies_to<teardown_atom, recover_atom>::with<bool>>;
 
 } // namespace cafex

@@ -93,6 +93,8 @@ caf::expected<worker_stage::outcome> worker_stage::run(model_runner& runner, uin
     return r.error();
   outcome out;
   if (!last()) {
+    if (faults_)
+      faults_->before_forward(); // fault.die_before_forward
     out.tensors = std::move(r->to_next);
     out.forward = make_tensor_desc(dtype::f32,
                                    {out.tensors.num_tokens, out.tensors.hidden_size}, seq,

@@ -51,7 +51,20 @@ public:
       std::raise(SIGKILL);
   }
 
+  /// This rank's next step that hands its output to a next stage crashes it (SIGKILL to
+  /// itself) after its collectives, before the hand-off: its TP peer has sent its part,
+  /// so the next stage's ranks disagree on which step they run (one waits for input that
+  /// never comes, its TP peer waits in a collective for it).
+  void die_before_forward() { die_before_forward_.store(true); }
+
+  /// Called by the stage once a step's output is ready for the next stage.
+  void before_forward() {
+    if (die_before_forward_.load())
+      std::raise(SIGKILL);
+  }
+
 private:
+  std::atomic<bool> die_before_forward_{false};
   std::atomic<int> delay_ms_{0};
   std::atomic<int> delay_steps_{0};
   std::mutex die_mtx_;

@@ -133,6 +133,15 @@ method_table fault_methods() {
       st.faults->die_in(a["method"].get<std::string>());
     return json(my_rank(st));
   });
+  t.add("fault.die_before_forward",
+        [](worker_state& st, const json& a) -> caf::expected<json> {
+          auto r = target(a, "fault.die_before_forward");
+          if (!r)
+            return r.error();
+          if (*r == my_rank(st))
+            st.faults->die_before_forward();
+          return json(my_rank(st));
+        });
   t.add("fault.fail", [](worker_state& st, const json& a) -> caf::expected<json> {
     auto r = target(a, "fault.fail");
     if (!r)

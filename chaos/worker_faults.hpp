@@ -21,6 +21,9 @@ bool fault_injection_enabled(const char* value);
 ///     before running, and its next N all-reduces each wait M ms.
 /// fault.die_in {"rank": R, "method": M}: rank R crashes (SIGKILL to itself) the next
 ///     time it starts method M, e.g. reinitialize_distributed during a recovery.
+/// fault.die_before_forward {"rank": R}: rank R crashes in its next step, after its
+///     collectives and before it hands its output to the next stage (pp > 1 only): the
+///     next stage's TP ranks then wait, one for input, the other in a collective.
 /// fault.fail {"rank": R}: fails with method_failed on rank R; other ranks answer.
 /// fault.throw {"rank": R}: throws on rank R (the worker survives: method_failed).
 /// Every method answers its rank on the ranks it does not hit.

@@ -24,6 +24,19 @@ public:
   void rebind(std::unique_ptr<collective> inner) {
     inner_ = inner ? std::move(inner) : std::make_unique<solo_collective>();
     break_next_.store(false);
+    closed_.clear();
+  }
+
+  /// Closes the communicator (its peers blocked in a collective with this rank fail at
+  /// once); every later all-reduce fails, naming `why`, until rebind(). Same caller
+  /// guarantee as rebind().
+  void close(std::string why) {
+    if (inner_) {
+      rank_ = inner_->rank();
+      size_ = inner_->size();
+      inner_.reset();
+    }
+    closed_ = std::move(why);
   }
 
   /// Fault injection: the next all-reduce fails and the communicator is closed, as when a
@@ -46,6 +59,11 @@ public:
       size_ = inner_->size();
       inner_.reset();
     }
+    if (!inner_ && !closed_.empty())
+      return make_error(errc::transport_failed, "the TP communicator of group rank "
+                                                  + std::to_string(rank_) + " is closed ("
+                                                  + closed_
+                                                  + "); reinitialize_distributed reopens it");
     if (!inner_)
       return make_error(
         errc::transport_failed,
@@ -67,6 +85,7 @@ private:
 
   std::unique_ptr<collective> inner_;
   std::atomic<bool> break_next_{false};
+  std::string closed_;
   int rank_ = 0;
   int size_ = 1;
   std::atomic<int> delay_ms_{0};

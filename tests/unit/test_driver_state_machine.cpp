@@ -48,6 +48,7 @@ struct fake_script {
   int calls = 0;
   int executes = 0;
   int teardowns = 0;
+  int recovery_teardowns = 0; ///< of which for a recovery (the TP communicator closed too)
 };
 
 /// A worker: answers every method with "ok", compiles, runs steps (reporting them when
@@ -74,6 +75,11 @@ caf::behavior fake_worker(caf::event_based_actor* self, int32_t rank,
     },
     [=](teardown_atom) -> bool {
       ++script->teardowns;
+      return true;
+    },
+    [=](teardown_atom, recover_atom) -> bool {
+      ++script->teardowns;
+      ++script->recovery_teardowns;
       return true;
     },
   };
@@ -305,7 +311,8 @@ TEST_CASE("restart policy: a rank lost during a recovery joins it; both come bac
   CHECK(code_of(r.error()) == errc::worker_lost);
   REQUIRE(f.recoveries.size() == 1);
   CHECK(f.recoveries[0].first == 1);
-  CHECK(f.scripts[0]->teardowns == 1); // the survivor drops its channels
+  CHECK(f.scripts[0]->teardowns == 1);          // the survivor drops its channels
+  CHECK(f.scripts[0]->recovery_teardowns == 1); // and closes its TP communicator
   auto h = f.health();
   CHECK(h[0].state == health_state::rebuilding);
   CHECK(h[1].state == health_state::restarting);

@@ -70,9 +70,10 @@ struct rank_slot {
   std::string node_ip;    ///< where its channel binds (empty: not told yet, loopback)
   health_state state = health_state::healthy;     ///< while probing it reads unresponsive
   failure_cause cause{failure_cause::kind::none}; ///< why it is gone (none: alive)
-  std::string why;      ///< for humans: why it is gone, empty while alive
-  bool gone = false;    ///< lost (or given up): it takes no calls and no steps
-  bool probing = false; ///< its link dropped: asking its agent how it ended
+  std::string why;          ///< for humans: why it is gone, empty while alive
+  bool gone = false;        ///< lost (or given up): it takes no calls and no steps
+  bool probing = false;     ///< its link dropped: asking its agent how it ended
+  std::string tp_transport; ///< its TP group's transport, as it answered the compile
 };
 
 struct driver_state {

@@ -1,5 +1,7 @@
 #include "actors/driver_dataflow.hpp"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -115,10 +117,11 @@ void compile(driver_ptr self) {
     cfg.sink = caf::actor_cast<caf::strong_actor_ptr>(self);
     self->request(st.ranks[r].worker, deadline, dag_atom::value, cfg)
       .then(
-        [self, gen, remaining, failed](bool) {
+        [self, gen, remaining, failed, r](std::string& transport) {
           auto& st = self->state;
           if (*failed || st.generation != gen)
             return;
+          st.ranks[r].tp_transport = std::move(transport);
           if (--*remaining == 0) {
             // Every rank has mapped its rings (workers open them before answering).
             if (st.shm)
@@ -288,6 +291,11 @@ std::string dataflow_stats(const driver_state& st) {
                       {"queued", st.queued.size()},
                       {"steps_ok", st.steps_ok},
                       {"steps_failed", st.steps_failed}};
+  // Each PP stage's TP group, by the transport its ranks said they use.
+  auto stages = nlohmann::json::array();
+  for (size_t r = 0; r < st.ranks.size(); r += static_cast<size_t>(std::max(1, st.tp)))
+    stages.push_back(st.ranks[r].tp_transport.empty() ? "unknown" : st.ranks[r].tp_transport);
+  j["tp_transport"] = stages;
   return j.dump();
 }
 

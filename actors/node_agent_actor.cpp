@@ -16,6 +16,7 @@
 #include "runtime/os/worker_profiler.hpp"
 #include "runtime/version.hpp"
 #include "transport/caf_link.hpp"
+#include "transport/shm_collective.hpp"
 
 namespace cafex {
 
@@ -122,6 +123,9 @@ void reap(state_ptr self) {
         spdlog::warn("worker rank {} (pid {}) ended: {}", rank, c.proc.pid(),
                      status->describe());
       remember_end(st, c.worker_id, process_ended(status->signaled, status->code));
+      // A TP group's segment its creator made and died before its peers mapped it.
+      if (int n = remove_shm_collectives_of(c.proc.pid()); n > 0)
+        spdlog::info("removed {} shared-memory segment(s) of worker pid {}", n, c.proc.pid());
       i = st.children.erase(i);
       continue;
     }

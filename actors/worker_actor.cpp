@@ -77,7 +77,7 @@ worker_actor::behavior_type worker_actor_impl(state_ptr self, worker_state st,
         return r.error();
       return std::move(*r);
     },
-    [self](dag_atom, dag_config& cfg) -> caf::result<bool> {
+    [self](dag_atom, dag_config& cfg) -> caf::result<std::string> {
       auto& s = self->state;
       if (!s.st.runner)
         return make_error(errc::not_ready, "rank " + std::to_string(s.st.rank)
@@ -94,7 +94,7 @@ worker_actor::behavior_type worker_actor_impl(state_ptr self, worker_state st,
           return hot.error();
         s.hot = std::move(*hot);
       }
-      return true;
+      return std::string(s.st.tp_group->transport());
     },
     [self](execute_atom, uint64_t seq, const scheduler_output& step) {
       auto& s = self->state;

@@ -1,19 +1,23 @@
 #include "actors/worker_device.hpp"
 
 #include <cstdlib>
+#include <unistd.h>
+#include <vector>
 
 #include <cblas.h>
 #include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "runtime/error.hpp"
 #include "transport/gloo_collective.hpp"
+#include "transport/rendezvous_client.hpp"
 #include "transport/rendezvous_store.hpp"
+#include "transport/shm_collective.hpp"
 
 #ifdef CAFEX_HAVE_CUDA
 #include "runtime/models/cuda/cuda_check.hpp"
 #include "runtime/models/cuda/cuda_memory.hpp"
 #include "transport/nccl_collective.hpp"
-#include "transport/rendezvous_client.hpp"
 #endif
 
 namespace cafex {
@@ -28,6 +32,57 @@ std::string group_name(const char* kind, const worker_state& st) {
   return name;
 }
 
+/// Whether every rank of the TP group `group` runs on this rank's node: each rank
+/// publishes its node id on the rendezvous store and reads its peers', so all of them
+/// come to the same answer.
+caf::expected<bool> group_on_one_node(rendezvous_client& store, const std::string& group,
+                                      const worker_state& st,
+                                      std::chrono::milliseconds timeout) {
+  auto key = [&](int r) { return group + "/node/" + std::to_string(r); };
+  std::vector<char> mine(st.node_id.begin(), st.node_id.end());
+  if (auto err = store.set(key(st.tp_rank()), mine, timeout))
+    return err;
+  for (int r = 0; r < st.tp_size; ++r) {
+    auto theirs = store.get(key(r), timeout);
+    if (!theirs)
+      return theirs.error();
+    if (*theirs != mine)
+      return false;
+  }
+  return true;
+}
+
+/// The group over one shared-memory segment: rank 0 creates it and publishes its name,
+/// the others map it, rank 0 removes the name once all of them have.
+caf::expected<std::unique_ptr<collective>> open_shm(worker_state& st, rendezvous_client& store,
+                                                    const std::string& group,
+                                                    std::chrono::milliseconds timeout) {
+  shm_collective_options o;
+  o.rank = st.tp_rank();
+  o.size = st.tp_size;
+  o.timeout = timeout;
+  const auto key = group + "/shm";
+  if (o.rank == 0) {
+    o.name = shm_collective_name(static_cast<int>(getpid()), group);
+    auto g = shm_collective::create(o);
+    if (!g)
+      return g.error();
+    if (auto err = store.set(key, std::vector<char>(o.name.begin(), o.name.end()), timeout))
+      return err;
+    if (auto err = (*g)->wait_mapped())
+      return err;
+    return std::unique_ptr<collective>(std::move(*g));
+  }
+  auto name = store.get(key, timeout);
+  if (!name)
+    return name.error();
+  o.name.assign(name->begin(), name->end());
+  auto g = shm_collective::open(o);
+  if (!g)
+    return g.error();
+  return std::unique_ptr<collective>(std::move(*g));
+}
+
 caf::error open_cpu(worker_state& st) {
   // One BLAS thread per worker: several workers share this node's cores.
   openblas_set_num_threads(1);
@@ -38,19 +93,47 @@ caf::error open_cpu(worker_state& st) {
   auto addr = parse_store_url(st.distributed_init_method);
   if (!addr)
     return addr.error();
+  const auto timeout = std::chrono::milliseconds(st.init_timeout_ms);
+  const auto group = group_name("tp", st);
+  if (st.tp_transport != "gloo") {
+    rendezvous_client_options co;
+    co.generation = static_cast<uint32_t>(st.comm_generation);
+    auto store = rendezvous_client::connect(*addr, timeout, co);
+    if (!store)
+      return store.error();
+    bool shm = st.tp_transport == "shm";
+    if (!shm) { // auto
+      auto one_node = group_on_one_node(**store, group, st, timeout);
+      if (!one_node)
+        return one_node.error();
+      shm = *one_node && st.tp_size <= shm_collective::max_ranks;
+    }
+    if (shm) {
+      auto g = open_shm(st, **store, group, timeout);
+      if (!g)
+        return g.error();
+      spdlog::info("rank {}: TP group {} over shared memory ({})", st.rank, group,
+                   st.tp_transport == "shm" ? "--tp-transport shm"
+                                            : "every rank on this node");
+      st.tp_group->rebind(std::move(*g));
+      return caf::none;
+    }
+  }
   gloo_options opts;
   opts.store = *addr;
-  opts.group = group_name("tp", st);
+  opts.group = group;
   opts.rank = st.tp_rank();
   opts.size = st.tp_size;
   opts.bind_host = st.node_ip;
-  opts.timeout = std::chrono::milliseconds(st.init_timeout_ms);
+  opts.timeout = timeout;
   // A later rebuild (a recovery that started again) fences this rendezvous off.
   opts.generation = static_cast<uint32_t>(st.comm_generation);
-  auto group = make_gloo_collective(opts);
-  if (!group)
-    return group.error();
-  st.tp_group->rebind(std::move(*group));
+  auto g = make_gloo_collective(opts);
+  if (!g)
+    return g.error();
+  spdlog::info("rank {}: TP group {} over Gloo ({})", st.rank, group,
+               st.tp_transport == "gloo" ? "--tp-transport gloo" : "ranks on several nodes");
+  st.tp_group->rebind(std::move(*g));
   return caf::none;
 }
 

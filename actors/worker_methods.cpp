@@ -65,6 +65,7 @@ caf::expected<json> init_worker(worker_state& st, const json& args) {
     st.tp_size = kw->at("tensor_parallel_size").get<int>();
     st.pp_size = kw->at("pipeline_parallel_size").get<int>();
     st.device = kw->value("device", std::string("cpu"));
+    st.tp_transport = kw->value("tp_transport", std::string("auto"));
     st.init_timeout_ms = kw->value("init_timeout_ms", defaults::worker_init_timeout.count());
     kw->at("model").get_to(st.model); // runtime/models/model_config.hpp
   } catch (const json::exception& e) {

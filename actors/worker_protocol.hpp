@@ -17,8 +17,9 @@ namespace cafex {
 using worker_actor = caf::typed_actor<
   /// (call, method, JSON args) -> JSON result; unknown methods fail with unknown_method.
   caf::replies_to<call_atom, std::string, std::string>::with<std::string>,
-  /// Compile: learn the stage, open the channel to the next stage.
-  caf::replies_to<dag_atom, dag_config>::with<bool>,
+  /// Compile: learn the stage, open the channel to the next stage. Answers the transport
+  /// of the rank's TP group ("shm", "gloo", "nccl", "solo").
+  caf::replies_to<dag_atom, dag_config>::with<std::string>,
   /// Stage 0: run step `seq` from the scheduler output.
   caf::reacts_to<execute_atom, uint64_t, scheduler_output>,
   /// Later stages: the previous stage's output; the bytes arrive on the channel.

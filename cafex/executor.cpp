@@ -83,6 +83,9 @@ caf::error executor::impl::start_up() {
   auto channel = parse_channel_type(opts.channel);
   if (!channel)
     return channel.error();
+  if (opts.tp_transport != "auto" && opts.tp_transport != "shm" && opts.tp_transport != "gloo")
+    return make_error(errc::invalid_argument, "unknown TP transport '" + opts.tp_transport
+                                                + "'; use auto, shm or gloo");
   if (!opts.kv_connector.empty() && opts.kv_connector != "loopback")
     return make_error(errc::invalid_argument, "unknown KV connector '" + opts.kv_connector
                                                 + "'; use loopback or none");

@@ -118,6 +118,7 @@ caf::error executor::impl::init_workers(clock::time_point deadline) {
                       {"tensor_parallel_size", opts.parallel.tensor_parallel_size},
                       {"pipeline_parallel_size", opts.parallel.pipeline_parallel_size},
                       {"device", opts.device},
+                      {"tp_transport", opts.tp_transport},
                       {"init_timeout_ms", time_left(deadline).count()},
                       {"model", model}});
   auto r = rpc("init_worker", kwargs.dump(), time_left(deadline));

@@ -126,6 +126,9 @@ int run_command(int argc, char** argv) {
                   nlohmann::json(out->sampled).dump().c_str(), us);
   }
   nlohmann::json workers = report_workers ? worker_report(**ex) : nlohmann::json();
+  nlohmann::json transports = nlohmann::json::array();
+  if (auto stats = (*ex)->dataflow_stats(); stats && stats->contains("tp_transport"))
+    transports = (*stats)["tp_transport"];
   (*ex)->shutdown();
   auto p50 = percentile(lat_us, 50);
   auto p99 = percentile(lat_us, 99);
@@ -137,7 +140,8 @@ int run_command(int argc, char** argv) {
                         {"seed", opts.model.seed},
                         {"tokens", tokens},
                         {"step_latency_us", {{"p50", p50}, {"p99", p99}}},
-                        {"startup_ms", startup_ms}};
+                        {"startup_ms", startup_ms},
+                        {"tp_transport", transports}};
     if (report_workers)
       j["workers"] = workers;
     std::printf("%s\n", j.dump().c_str());
@@ -145,10 +149,11 @@ int run_command(int argc, char** argv) {
     if (report_workers)
       for (const auto& w : workers)
         std::printf("worker %s\n", w.dump().c_str());
-    std::printf("done: %d step(s) x %d request(s) on tp=%d pp=%d; step latency p50 %.1f us, "
-                "p99 %.1f us; start-up %.0f ms\n",
+    std::printf("done: %d step(s) x %d request(s) on tp=%d pp=%d (TP over %s); step latency "
+                "p50 %.1f us, p99 %.1f us; start-up %.0f ms\n",
                 steps, batch, opts.parallel.tensor_parallel_size,
-                opts.parallel.pipeline_parallel_size, p50, p99, startup_ms);
+                opts.parallel.pipeline_parallel_size, transports.dump().c_str(), p50, p99,
+                startup_ms);
   }
   return 0;
 }

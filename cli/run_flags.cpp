@@ -62,6 +62,10 @@ arg_parser& add_executor_flags(arg_parser& p) {
     .flag({{"--rpc-timeout"}, "SECONDS", "default collective_rpc deadline", "60"})
     .flag({{"--step-timeout"}, "SECONDS", "deadline of one step", "300"})
     .flag({{"--channel"}, "TYPE", "intermediate tensors: auto, nccl, gloo or shm", "auto"})
+    .flag({{"--tp-transport"},
+           "TYPE",
+           "CPU TP collectives: auto (shm on one node, else gloo), shm or gloo",
+           "auto"})
     .flag({{"--async-scheduling"}, "", "allow 2 steps in flight instead of PP size", ""})
     .flag({{"--on-worker-failure"},
            "fail|restart",
@@ -193,6 +197,10 @@ executor_options executor_options_from(const parsed_args& a) {
   if (!channel)
     throw usage_error{"--channel: " + describe(channel.error())};
   o.channel = a.get("--channel", "auto");
+  o.tp_transport = a.get("--tp-transport", "auto");
+  if (o.tp_transport != "auto" && o.tp_transport != "shm" && o.tp_transport != "gloo")
+    throw usage_error{"--tp-transport: unknown '" + o.tp_transport
+                      + "'; use auto, shm or gloo"};
   o.async_scheduling = a.has("--async-scheduling");
   auto policy = a.get("--on-worker-failure", "fail");
   if (policy == "restart")

@@ -14,8 +14,12 @@ public:
   int rank() const override { return rank_; }
   int size() const override { return group_.size(); }
   caf::error all_reduce_sum(int64_t* data, size_t count) override {
-    return group_.all_reduce(rank_, data, count);
+    return group_.all_reduce(rank_, data, nullptr, count);
   }
+  caf::error all_reduce_sum_f32(float* data, size_t count) override {
+    return group_.all_reduce(rank_, nullptr, data, count);
+  }
+  const char* transport() const override { return "fake"; }
 
 private:
   fake_collective_group& group_;
@@ -63,7 +67,9 @@ void fake_collective_group::leave(uint64_t index, round& r) {
     rounds_.erase(index);
 }
 
-caf::error fake_collective_group::all_reduce(int rank, int64_t* data, size_t count) {
+caf::error fake_collective_group::all_reduce(int rank, int64_t* data, float* fdata,
+                                             size_t count) {
+  const bool f32 = fdata != nullptr;
   std::unique_lock<std::mutex> lock{mx_};
   ++calls_;
   const uint64_t index = next_round_[static_cast<size_t>(rank)]++;
@@ -86,18 +92,32 @@ caf::error fake_collective_group::all_reduce(int rank, int64_t* data, size_t cou
     return fail(errc::transport_failed, "the round was abandoned by another rank");
   if (r.arrived == 0) {
     r.count = count;
+    r.f32 = f32;
     r.sum.assign(count, 0);
-  } else if (r.count != count) {
+    r.parts.assign(static_cast<size_t>(size()), {});
+  } else if (r.count != count || r.f32 != f32) {
     r.broken = true;
     cv_.notify_all();
-    return fail(errc::transport_failed, "ranks passed buffers of different lengths ("
+    return fail(errc::transport_failed, "ranks passed buffers of different lengths or types ("
                                           + std::to_string(r.count) + " and "
-                                          + std::to_string(count) + ")");
+                                          + std::to_string(count) + " elements)");
   }
-  for (size_t i = 0; i < count; ++i)
-    r.sum[i] += data[i];
-  if (++r.arrived == size())
+  if (f32) {
+    r.parts[static_cast<size_t>(rank)].assign(fdata, fdata + count);
+  } else {
+    for (size_t i = 0; i < count; ++i)
+      r.sum[i] += data[i];
+  }
+  if (++r.arrived == size()) {
+    if (f32) {
+      // Rank order, as the shared-memory transport: the same bits on every run.
+      r.fsum = r.parts[0];
+      for (size_t p = 1; p < r.parts.size(); ++p)
+        for (size_t i = 0; i < count; ++i)
+          r.fsum[i] += r.parts[p][i];
+    }
     cv_.notify_all();
+  }
   const auto until = std::chrono::steady_clock::now() + deadline_;
   if (!cv_.wait_until(lock, until, [&] { return r.arrived == size() || r.broken; })) {
     r.broken = true;
@@ -107,7 +127,10 @@ caf::error fake_collective_group::all_reduce(int rank, int64_t* data, size_t cou
   }
   if (r.arrived != size())
     return fail(errc::transport_failed, "the round was abandoned by another rank");
-  std::copy(r.sum.begin(), r.sum.end(), data);
+  if (f32)
+    std::copy(r.fsum.begin(), r.fsum.end(), fdata);
+  else
+    std::copy(r.sum.begin(), r.sum.end(), data);
   leave(index, r);
   return caf::none;
 }

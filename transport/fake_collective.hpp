@@ -55,12 +55,16 @@ private:
     bool fail = false;   ///< injected failure
     bool broken = false; ///< a rank timed out or sent a different length
     size_t count = 0;
+    bool f32 = false;
     std::vector<int64_t> sum;
+    std::vector<std::vector<float>> parts; ///< f32: each rank's input, summed in rank order
+    std::vector<float> fsum;
     int arrived = 0;
     int left = 0;
   };
 
-  caf::error all_reduce(int rank, int64_t* data, size_t count);
+  /// One round: int64 `data` or float32 `fdata` (the other is null).
+  caf::error all_reduce(int rank, int64_t* data, float* fdata, size_t count);
   void leave(uint64_t index, round& r);
 
   mutable std::mutex mx_;

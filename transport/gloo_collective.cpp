@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 
+#include <gloo/allgather.h>
 #include <gloo/allreduce.h>
+#include <gloo/broadcast.h>
 #include <gloo/common/error.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/transport/tcp/device.h>
@@ -47,6 +50,14 @@ void sum_int64(void* out, const void* a, const void* b, size_t n) {
   auto o = static_cast<int64_t*>(out);
   auto x = static_cast<const int64_t*>(a);
   auto y = static_cast<const int64_t*>(b);
+  for (size_t i = 0; i < n; ++i)
+    o[i] = x[i] + y[i];
+}
+
+void sum_f32(void* out, const void* a, const void* b, size_t n) {
+  auto o = static_cast<float*>(out);
+  auto x = static_cast<const float*>(a);
+  auto y = static_cast<const float*>(b);
   for (size_t i = 0; i < n; ++i)
     o[i] = x[i] + y[i];
 }
@@ -112,6 +123,54 @@ caf::error gloo_collective::all_reduce_sum(int64_t* data, size_t count) {
     o.setTimeout(opts_.timeout);
     gloo::allreduce(o);
   });
+}
+
+caf::error gloo_collective::all_reduce_sum_f32(float* data, size_t count) {
+  if (opts_.size == 1 || count == 0)
+    return caf::none;
+  return guarded("all_reduce_sum of " + std::to_string(count) + " float32", [&] {
+    gloo::AllreduceOptions o(ctx_);
+    o.setOutput(data, count);
+    o.setReduceFunction(&sum_f32);
+    o.setTimeout(opts_.timeout);
+    gloo::allreduce(o);
+  });
+}
+
+caf::error gloo_collective::all_gather(const void* in, void* out, size_t bytes) {
+  if (bytes == 0)
+    return caf::none;
+  auto* mine = static_cast<char*>(out) + bytes * static_cast<size_t>(opts_.rank);
+  if (opts_.size == 1) {
+    if (in != mine)
+      std::memmove(mine, in, bytes);
+    return caf::none;
+  }
+  return guarded("all_gather of " + std::to_string(bytes) + " bytes per rank", [&] {
+    gloo::AllgatherOptions o(ctx_);
+    if (in != mine) // else already in place: Gloo sends this rank's part of the output
+      o.setInput(const_cast<char*>(static_cast<const char*>(in)), bytes);
+    o.setOutput(static_cast<char*>(out), bytes * static_cast<size_t>(opts_.size));
+    o.setTimeout(opts_.timeout);
+    gloo::allgather(o);
+  });
+}
+
+caf::error gloo_collective::broadcast(void* data, size_t bytes, int root) {
+  if (root < 0 || root >= opts_.size)
+    return make_error(errc::invalid_argument, who() + ": broadcast from rank "
+                                                + std::to_string(root) + ": no such rank");
+  if (opts_.size == 1 || bytes == 0)
+    return caf::none;
+  return guarded("broadcast of " + std::to_string(bytes) + " bytes from rank "
+                   + std::to_string(root),
+                 [&] {
+                   gloo::BroadcastOptions o(ctx_);
+                   o.setOutput(static_cast<char*>(data), bytes);
+                   o.setRoot(root);
+                   o.setTimeout(opts_.timeout);
+                   gloo::broadcast(o);
+                 });
 }
 
 caf::error gloo_collective::send(const void* data, size_t bytes, int peer, uint32_t tag) {

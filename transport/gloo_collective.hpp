@@ -56,6 +56,10 @@ public:
 
   /// Exact element-wise int64 sum across the group, in place.
   caf::error all_reduce_sum(int64_t* data, size_t count) override;
+  caf::error all_reduce_sum_f32(float* data, size_t count) override;
+  caf::error all_gather(const void* in, void* out, size_t bytes) override;
+  caf::error broadcast(void* data, size_t bytes, int root) override;
+  const char* transport() const override { return "gloo"; }
 
   /// Sends `bytes` bytes to `peer`; returns once they are handed to the socket. The
   /// peer must post a recv of the same size and tag.

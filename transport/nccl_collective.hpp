@@ -60,6 +60,7 @@ public:
 
   /// Host buffers: copies in, sums on the group's stream, copies back, waits.
   caf::error all_reduce_sum(int64_t* data, size_t count) override;
+  const char* transport() const override { return "nccl"; }
 
   /// Device buffers on the caller's stream (see device_collective).
   caf::error enqueue_all_reduce_sum(int64_t* data, size_t count, cudaStream_t stream) override;

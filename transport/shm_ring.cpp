@@ -1,40 +1,21 @@
 #include "transport/shm_ring.hpp"
 
 #include <cerrno>
-#include <climits>
 #include <cstring>
 #include <fcntl.h>
-#include <linux/futex.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "runtime/error.hpp"
 #include "runtime/os/errno_text.hpp"
+#include "transport/shm_futex.hpp"
 
 namespace cafex {
 
 namespace {
 
 using clock = std::chrono::steady_clock;
-
-// Shared (not private) futexes: the word lives in memory mapped by several processes.
-void futex_wait(const std::atomic<uint32_t>* word, uint32_t seen,
-                std::chrono::microseconds timeout) {
-  if (timeout.count() <= 0)
-    return;
-  timespec ts;
-  ts.tv_sec = static_cast<time_t>(timeout.count() / 1000000);
-  ts.tv_nsec = static_cast<long>((timeout.count() % 1000000) * 1000);
-  syscall(SYS_futex, reinterpret_cast<const uint32_t*>(word), FUTEX_WAIT, seen, &ts, nullptr,
-          0);
-}
-
-void futex_wake(std::atomic<uint32_t>* word) {
-  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT_MAX, nullptr, nullptr,
-          0);
-}
 
 caf::error sys_error(const std::string& what, const std::string& name) {
   return make_error(errc::transport_failed, what + " '" + name + "': " + errno_text(errno));

@@ -9,8 +9,11 @@
 
 namespace cafex {
 
-/// A TP group: `size()` ranks that sum buffers together. Every rank calls `all_reduce_sum`
-/// with buffers of the same length, in the same order.
+/// A TP group: `size()` ranks that combine buffers together. Every rank makes the same
+/// calls with buffers of the same length, in the same order. Every call is in place over
+/// the caller's host buffer, bounded by the group's deadline, and fails with a typed error
+/// (errc::timeout, errc::transport_failed, errc::invalid_argument) that names the group;
+/// after a failure the group is broken and must be rebuilt.
 class collective {
 public:
   virtual ~collective() = default;
@@ -25,6 +28,24 @@ public:
   /// and so independent of the order in which ranks contribute: the reference model
   /// reduces in fixed point to keep tokens identical for every TP size.
   virtual caf::error all_reduce_sum(int64_t* data, size_t count) = 0;
+
+  /// Sums `count` float32 values element-wise, in place. Every rank gets the same bits;
+  /// transports that promise a fixed order (shared memory: rank 0 + rank 1 + ...) give
+  /// the same bits on every run too. The default fails: the transport has no float sum.
+  virtual caf::error all_reduce_sum_f32(float* data, size_t count);
+
+  /// Gathers `bytes` bytes from every rank: `out` (size() * bytes) holds rank r's `in` at
+  /// offset r * bytes on every rank (vocab-parallel logits). `in` may alias this rank's
+  /// part of `out`. The default goes through an exact int64 sum of zero-padded words.
+  virtual caf::error all_gather(const void* in, void* out, size_t bytes);
+
+  /// Copies `bytes` bytes of rank `root`'s `data` into every rank's `data`. The default
+  /// goes through an exact int64 sum in which every other rank adds zeros.
+  virtual caf::error broadcast(void* data, size_t bytes, int root);
+
+  /// The transport under this group ("solo", "shm", "gloo", "nccl", "fake"), for
+  /// dataflow_stats() and the logs.
+  virtual const char* transport() const { return "unknown"; }
 };
 
 /// The collective of a group of one: nothing to exchange.
@@ -33,6 +54,10 @@ public:
   int rank() const override { return 0; }
   int size() const override { return 1; }
   caf::error all_reduce_sum(int64_t*, size_t) override { return caf::none; }
+  caf::error all_reduce_sum_f32(float*, size_t) override { return caf::none; }
+  caf::error all_gather(const void* in, void* out, size_t bytes) override;
+  caf::error broadcast(void*, size_t, int root) override;
+  const char* transport() const override { return "solo"; }
 };
 
 } // namespace cafex

@@ -54,6 +54,34 @@ public:
   int size() const override { return inner_ ? inner_->size() : size_; }
 
   caf::error all_reduce_sum(int64_t* data, size_t count) override {
+    if (auto err = usable())
+      return err;
+    return inner_->all_reduce_sum(data, count);
+  }
+
+  caf::error all_reduce_sum_f32(float* data, size_t count) override {
+    if (auto err = usable())
+      return err;
+    return inner_->all_reduce_sum_f32(data, count);
+  }
+
+  caf::error all_gather(const void* in, void* out, size_t bytes) override {
+    if (auto err = usable())
+      return err;
+    return inner_->all_gather(in, out, bytes);
+  }
+
+  caf::error broadcast(void* data, size_t bytes, int root) override {
+    if (auto err = usable())
+      return err;
+    return inner_->broadcast(data, bytes, root);
+  }
+
+  const char* transport() const override { return inner_ ? inner_->transport() : "closed"; }
+
+private:
+  /// Before every collective: the injected faults, and a closed or broken communicator.
+  caf::error usable() {
     if (break_next_.exchange(false) && inner_) {
       rank_ = inner_->rank();
       size_ = inner_->size();
@@ -71,10 +99,9 @@ public:
           + " is broken (fault injection); reinitialize_distributed rebuilds it");
     if (delay_ms_.load() > 0 && take(delay_count_))
       std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms_.load()));
-    return inner_->all_reduce_sum(data, count);
+    return caf::none;
   }
 
-private:
   static bool take(std::atomic<int>& n) {
     int v = n.load();
     while (v > 0)

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <unistd.h>
 
 #include "cafex/executor.hpp"
@@ -97,6 +98,38 @@ TEST_CASE("the Gloo path and the shared-memory path give the same tokens") {
   auto ex2 = start(o);
   REQUIRE(ex2->execute_model(new_step(0, "a")));
   CHECK((*ex2->dataflow_stats())["hot_path"] == "gloo");
+}
+
+TEST_CASE("TP groups on one node use shared memory; Gloo, when asked, gives the same bits") {
+  test::become_subreaper();
+  auto o = options(2, 2);
+  o.model.seed = 5;
+  o.model.return_hidden = true;
+  std::map<std::string, run_result> runs;
+  for (const std::string transport : {"auto", "gloo", "shm"}) {
+    INFO("tp_transport " << transport);
+    o.tp_transport = transport;
+    auto ex = start(o);
+    demo_workload work(3, 4, o.model.vocab_size);
+    for (int s = 0; s < 4; ++s) {
+      auto r = ex->execute_model(work.next_step());
+      REQUIRE_MESSAGE(r, describe(r.error()));
+      work.observe(*r);
+      runs[transport].tokens.push_back(r->sampled);
+      runs[transport].hidden.push_back(r->hidden);
+    }
+    auto stats = ex->dataflow_stats();
+    REQUIRE(stats);
+    const std::string want = transport == "gloo" ? "gloo" : "shm";
+    CHECK((*stats)["tp_transport"] == nlohmann::json::array({want, want}));
+  }
+  CHECK(runs["auto"].tokens == runs["gloo"].tokens);
+  CHECK(runs["auto"].hidden == runs["gloo"].hidden);
+  CHECK(runs["auto"].hidden == runs["shm"].hidden);
+  o.tp_transport = "infiniband";
+  auto bad = executor::start(o);
+  REQUIRE_FALSE(bad);
+  CHECK(describe(bad.error()).find("auto, shm or gloo") != std::string::npos);
 }
 
 TEST_CASE("pipelining: in flight never exceeds max_concurrent_batches and reaches it") {

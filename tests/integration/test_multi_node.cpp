@@ -147,6 +147,15 @@ TEST_CASE("tp across three hosts: rank order, per-node environment, tokens") {
     pids.insert(w.at("pid").get<int64_t>());
   }
   CHECK(pids.size() == workers.size());
+  // The automatic choice per TP group: shared memory when its ranks share a host.
+  json want = json::array();
+  for (int stage = 0; stage < pipeline_parallel_size; ++stage) {
+    std::set<std::string> ips;
+    for (int t = 0; t < tensor_parallel_size; ++t)
+      ips.insert(workers[static_cast<size_t>(stage * tensor_parallel_size + t)].at("node_ip"));
+    want.push_back(ips.size() == 1 ? "shm" : "gloo");
+  }
+  CHECK(j.at("tp_transport") == want);
   // Tokens equal the single-process (embedded) run.
   auto one = test::run_command({c.bin, "run", "--tp", std::to_string(tensor_parallel_size),
                                 "--pp", std::to_string(pipeline_parallel_size), "--steps", "4",
@@ -154,6 +163,21 @@ TEST_CASE("tp across three hosts: rank order, per-node environment, tokens") {
                                120s);
   auto single = parse_run(one);
   CHECK(j.at("tokens") == single.at("tokens"));
+  // One TP group over the three hosts (spread): Gloo, with the same tokens as the same
+  // group on one machine (over shared memory).
+  auto wide = c.drive({"--tp", "4", "--strategy", "spread", "--steps", "3", "--seed", "7",
+                       "--report-workers", "--json"});
+  auto jw = parse_run(wide);
+  std::set<std::string> wide_ips;
+  for (const auto& w : jw.at("workers"))
+    wide_ips.insert(w.at("node_ip"));
+  CHECK(wide_ips.size() == 3);
+  CHECK(jw.at("tp_transport") == json::array({"gloo"}));
+  auto narrow = parse_run(test::run_command({c.bin, "run", "--tp", "4", "--steps", "3",
+                                             "--seed", "7", "--json", "--log-level", "warn"},
+                                            120s));
+  CHECK(narrow.at("tp_transport") == json::array({"shm"}));
+  CHECK(jw.at("tokens") == narrow.at("tokens"));
   // The agents released the placement group: the same run fits again at once.
   auto again = c.drive({"--tp", "2", "--strategy", "spread", "--steps", "1", "--json",
                         "--placement-timeout", "5"});

@@ -67,8 +67,8 @@ void stuck_peer_case(const std::string& channel) {
     20s);
   auto took =
     std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t0).count();
-  REQUIRE_MESSAGE(st == executor_state::ready,
-                  "state " << std::string(to_string(st)) << ", " << took << " ms after the loss");
+  REQUIRE_MESSAGE(st == executor_state::ready, "state " << std::string(to_string(st)) << ", "
+                                                        << took << " ms after the loss");
   MESSAGE(channel << ": loss to ready again in " << took << " ms");
   // Well under Gloo's 30 s wait: a few hundred ms here, seconds on a loaded machine.
   CHECK(took < 15000);
@@ -89,7 +89,8 @@ void stuck_peer_case(const std::string& channel) {
 
 } // namespace
 
-TEST_CASE("restart: a survivor blocked in a collective lets go when the recovery starts (shm)") {
+TEST_CASE(
+  "restart: a survivor blocked in a collective lets go when the recovery starts (shm)") {
   stuck_peer_case("shm");
 }
 

@@ -61,9 +61,9 @@ caf::behavior fake_worker(caf::event_based_actor* self, int32_t rank,
       ++script->calls;
       return "\"ok:" + method + "\"";
     },
-    [=](dag_atom, const dag_config& cfg) -> bool {
+    [=](dag_atom, const dag_config& cfg) -> std::string {
       *sink = cfg.sink;
-      return true;
+      return "fake";
     },
     [=](execute_atom, uint64_t seq, const scheduler_output& step) {
       ++script->executes;

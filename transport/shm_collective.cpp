@@ -42,7 +42,9 @@ struct alignas(64) counter {
   std::atomic<uint64_t> value;
 };
 
-constexpr size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+constexpr size_t round_up(size_t n, size_t to) {
+  return (n + to - 1) / to * to;
+}
 
 void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -88,7 +90,9 @@ struct shm_collective::header {
 
 namespace {
 
-size_t header_bytes() { return round_up(sizeof(shm_collective::header), 4096); }
+size_t header_bytes() {
+  return round_up(sizeof(shm_collective::header), 4096);
+}
 
 } // namespace
 
@@ -127,22 +131,22 @@ shm_collective::map(const shm_collective_options& o, bool create) {
   auto who = "shm group '" + o.name + "' rank " + std::to_string(o.rank) + "/"
              + std::to_string(o.size);
   if (o.size < 1 || o.size > max_ranks || o.rank < 0 || o.rank >= o.size)
-    return make_error(errc::invalid_argument,
-                      who + ": a shared-memory group holds 1 to "
-                        + std::to_string(max_ranks) + " ranks");
+    return make_error(errc::invalid_argument, who + ": a shared-memory group holds 1 to "
+                                                + std::to_string(max_ranks) + " ranks");
   if (o.name.size() < 2 || o.name[0] != '/' || o.name.find('/', 1) != std::string::npos)
     return make_error(errc::invalid_argument, who + ": the name must look like /cafex-...");
   if (o.slot_bytes < 4096 || o.slot_bytes % 64 != 0 || o.timeout.count() <= 0)
     return make_error(errc::invalid_argument,
-                      who + ": slot_bytes must be a multiple of 64 of at least 4096 and "
-                            "the timeout positive");
+                      who
+                        + ": slot_bytes must be a multiple of 64 of at least 4096 and "
+                          "the timeout positive");
   const size_t total = shm_collective_bytes(o.size, o.slot_bytes);
   int fd = create ? shm_open(o.name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600)
                   : shm_open(o.name.c_str(), O_RDWR, 0600);
   if (fd < 0)
     return make_error(errc::transport_failed,
-                      who + ": " + (create ? "creating" : "opening") + " the segment: "
-                        + errno_text(errno)
+                      who + ": " + (create ? "creating" : "opening")
+                        + " the segment: " + errno_text(errno)
                         + (create ? "" : " (its creator, rank 0, may have died)"));
   std::unique_ptr<shm_collective> g{new shm_collective(o)};
   g->owner_ = create;
@@ -150,7 +154,8 @@ shm_collective::map(const shm_collective_options& o, bool create) {
   auto fail_fd = [&](const std::string& what) {
     auto err = make_error(errc::transport_failed, who + ": " + what + ": " + errno_text(errno)
                                                     + "; is /dev/shm full? ("
-                                                    + std::to_string(total) + " bytes needed)");
+                                                    + std::to_string(total)
+                                                    + " bytes needed)");
     ::close(fd);
     if (create)
       shm_unlink(o.name.c_str());
@@ -182,13 +187,13 @@ shm_collective::map(const shm_collective_options& o, bool create) {
     h->version = segment_version;
     std::atomic_thread_fence(std::memory_order_release);
     h->magic.store(segment_magic, std::memory_order_release);
-  } else if (h->magic.load(std::memory_order_acquire)
-               != segment_magic
+  } else if (h->magic.load(std::memory_order_acquire) != segment_magic
              || h->version != segment_version || h->size != o.size
              || h->slot_bytes != o.slot_bytes) {
     return make_error(errc::transport_failed,
-                      who + ": the segment is not this group's (another cafex version, or "
-                            "a different size)");
+                      who
+                        + ": the segment is not this group's (another cafex version, or "
+                          "a different size)");
   }
   h->pid[o.rank].store(static_cast<int32_t>(getpid()));
   h->bell.fetch_add(1);
@@ -256,8 +261,9 @@ void shm_collective::unlink() {
 
 char* shm_collective::slot(uint64_t op, int r) const {
   auto base = reinterpret_cast<char*>(hdr_) + header_bytes();
-  return base + opts_.slot_bytes * ((op & 1) * static_cast<size_t>(opts_.size)
-                                    + static_cast<size_t>(r));
+  return base
+         + opts_.slot_bytes
+             * ((op & 1) * static_cast<size_t>(opts_.size) + static_cast<size_t>(r));
 }
 
 char* shm_collective::result(uint64_t op) const {
@@ -388,7 +394,8 @@ caf::error shm_collective::reduce_chunk(T* data, size_t n, clock::time_point dea
     return caf::none;
   }
   // Each rank sums one slice into the shared result, the same formula as above.
-  const size_t per = (n + static_cast<size_t>(opts_.size) - 1) / static_cast<size_t>(opts_.size);
+  const size_t per = (n + static_cast<size_t>(opts_.size) - 1)
+                     / static_cast<size_t>(opts_.size);
   const size_t lo = std::min(n, per * static_cast<size_t>(me));
   const size_t hi = std::min(n, lo + per);
   auto* out = reinterpret_cast<T*>(result(op));
@@ -454,8 +461,8 @@ caf::error shm_collective::all_gather(const void* in, void* out, size_t bytes) {
 
 caf::error shm_collective::broadcast(void* data, size_t bytes, int root) {
   if (root < 0 || root >= opts_.size)
-    return make_error(errc::invalid_argument,
-                      who() + ": broadcast from rank " + std::to_string(root) + ": no such rank");
+    return make_error(errc::invalid_argument, who() + ": broadcast from rank "
+                                                + std::to_string(root) + ": no such rank");
   if (broken_)
     return make_error(errc::transport_failed,
                       who() + ": broadcast refused: the group failed earlier; recreate it");

@@ -35,7 +35,7 @@ struct shm_collective_options {
   /// Bounds every call (and open() waiting for the creator's segment).
   std::chrono::milliseconds timeout{30000};
   /// Bytes each rank's slot holds; larger calls go in chunks of this size.
-  size_t slot_bytes = size_t{1} << 20;
+  size_t slot_bytes = size_t{256} << 10;
   /// Calls up to this many bytes are reduced by every rank over all slots.
   size_t small_bytes = size_t{32} << 10;
 };
@@ -46,7 +46,8 @@ public:
   static constexpr int max_ranks = 8;
 
   /// Rank 0 creates the segment (exclusive: a name in use is an error).
-  static caf::expected<std::unique_ptr<shm_collective>> create(const shm_collective_options& o);
+  static caf::expected<std::unique_ptr<shm_collective>>
+  create(const shm_collective_options& o);
   /// The other ranks map it, waiting (bounded) for the creator to have set it up.
   static caf::expected<std::unique_ptr<shm_collective>> open(const shm_collective_options& o);
 

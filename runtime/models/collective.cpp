@@ -10,12 +10,14 @@ namespace cafex {
 
 namespace {
 
-size_t words_for(size_t bytes) { return (bytes + sizeof(int64_t) - 1) / sizeof(int64_t); }
+size_t words_for(size_t bytes) {
+  return (bytes + sizeof(int64_t) - 1) / sizeof(int64_t);
+}
 
 caf::error bad_root(const collective& c, int root) {
-  return make_error(errc::invalid_argument,
-                    "broadcast from rank " + std::to_string(root) + " in a group of "
-                      + std::to_string(c.size()) + " ranks");
+  return make_error(errc::invalid_argument, "broadcast from rank " + std::to_string(root)
+                                              + " in a group of " + std::to_string(c.size())
+                                              + " ranks");
 }
 
 } // namespace

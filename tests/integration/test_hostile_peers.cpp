@@ -188,7 +188,9 @@ TEST_CASE("hostile bytes on every port of a node agent, its workers and cafex-se
   for (auto p : all)
     for (const auto& bytes : hostile_payloads())
       CHECK_MESSAGE(send_and_wait_close(p, bytes), "port " << p << " kept a hostile peer");
-  // Four at once claiming 1 GiB each (this took 3.1 GB of RSS before the fix).
+  // Four at once claiming 1 GiB each (this took 3.1 GB of RSS before the fix). The bound
+  // is on the growth: a sanitizer build starts far above a release build.
+  const auto rss_before = test::rss_kib(agent.pid);
   std::vector<int> held;
   for (int i = 0; i < 4; ++i)
     if (int fd = connect_to(port); fd >= 0) {
@@ -198,7 +200,7 @@ TEST_CASE("hostile bytes on every port of a node agent, its workers and cafex-se
       held.push_back(fd);
     }
   CHECK(agent.alive());
-  CHECK(test::rss_kib(agent.pid) < 256 * 1024);
+  CHECK(test::rss_kib(agent.pid) - rss_before < 128 * 1024);
   for (int fd : held)
     ::close(fd);
   CHECK(agent.alive());

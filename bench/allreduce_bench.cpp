@@ -156,8 +156,8 @@ std::vector<double> futex_pingpong(size_t iters, size_t payload) {
     std::atomic<uint32_t> turn;
     char data[2][4096];
   };
-  void* mem = mmap(nullptr, sizeof(pp), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                   -1, 0);
+  void* mem = mmap(nullptr, sizeof(pp), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1,
+                   0);
   auto* p = new (mem) pp{};
   std::vector<char> buf(payload, 1);
   pid_t kid = fork();
@@ -258,13 +258,14 @@ int main(int argc, char** argv) {
   auto futex = bench::latency_of(futex_pingpong(iters, 4096));
   auto tcp_rtt = bench::latency_of(*tcp);
   const double memcpy_bw = memcpy_gbps(size_t{16} << 20);
-  nlohmann::json out = {{"machine", bench::machine_summary()},
-                        {"busy_neighbours", busy},
-                        {"floors",
-                         {{"futex_pingpong_4k_rtt_us", {{"p50", futex.p50}, {"p99", futex.p99}}},
-                          {"tcp_loopback_4k_rtt_us", {{"p50", tcp_rtt.p50}, {"p99", tcp_rtt.p99}}},
-                          {"memcpy_16mib_gbps", memcpy_bw}}},
-                        {"rows", nlohmann::json::array()}};
+  nlohmann::json out = {
+    {"machine", bench::machine_summary()},
+    {"busy_neighbours", busy},
+    {"floors",
+     {{"futex_pingpong_4k_rtt_us", {{"p50", futex.p50}, {"p99", futex.p99}}},
+      {"tcp_loopback_4k_rtt_us", {{"p50", tcp_rtt.p50}, {"p99", tcp_rtt.p99}}},
+      {"memcpy_16mib_gbps", memcpy_bw}}},
+    {"rows", nlohmann::json::array()}};
   std::printf("# %s, %d busy neighbour(s)\n", bench::machine_summary().c_str(), busy);
   std::printf("# floors: futex ping-pong 4 KB rtt p50 %.1f us p99 %.1f us; loopback TCP 4 KB "
               "rtt p50 %.1f us p99 %.1f us; memcpy 16 MiB %.2f GB/s\n",

@@ -371,12 +371,20 @@ TEST_CASE("restart policy: a rank whose node agent is SIGKILLed moves to a free 
   auto lost = worker_on(ex, c.hosts.ip(victim_host));
   REQUIRE(ex.execute_model(sleepy_step(0, 0)));
   auto pending = ex.execute_model_async(sleepy_step(1, 100));
+  // The step is running before the kill (else, on a loaded machine, it could reach the
+  // driver after the loss and be refused as "recovering" instead).
+  REQUIRE(test::wait_until(
+    [&] {
+      auto stats = ex.dataflow_stats();
+      return stats && (*stats)["in_flight"].get<int>() == 1;
+    },
+    5s));
   auto t0 = steady::now();
   REQUIRE(kill(c.agents[static_cast<size_t>(victim_host)], SIGKILL) == 0);
   REQUIRE(pending.wait_for(o.liveness.cause_timeout) == std::future_status::ready);
   auto r = pending.get();
   REQUIRE_FALSE(r);
-  CHECK(code_of(r.error()) == errc::worker_lost);
+  CHECK_MESSAGE(code_of(r.error()) == errc::worker_lost, describe(r.error()));
   auto bound = o.cluster.connect_timeout + 10s;
   CHECK_MESSAGE(test::wait_until([&] { return ex.state() == executor_state::ready; }, bound),
                 "not ready again within " << bound.count()

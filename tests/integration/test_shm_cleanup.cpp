@@ -1,6 +1,7 @@
 // A SIGKILLed driver leaves nothing in /dev/shm (issue #14, item 11): the driver removes
-// its rings' names as soon as every worker has opened them, so the segments live only as
-// long as the processes that map them.
+// its rings' names as soon as every worker has opened them, and rank 0 of each TP group its
+// shared-memory collective's name once every rank has mapped it, so the segments live only
+// as long as the processes that map them.
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -17,7 +18,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-/// The /dev/shm entries that a driver with `pid` created ("cafex-<pid>-...").
+/// The /dev/shm entries that a process with `pid` created ("cafex-<pid>-...").
 std::vector<std::string> rings_of(pid_t pid) {
   std::vector<std::string> out;
   auto prefix = "cafex-" + std::to_string(pid) + "-";
@@ -45,6 +46,10 @@ TEST_CASE("a driver SIGKILLed mid-run on the shared-memory path leaves no /dev/s
     [&] { return cafex::test::read_file(out).find("step 1:") != std::string::npos; }, 60s);
   REQUIRE_MESSAGE(running,
                   "cafex run did not reach its steps: " << cafex::test::read_file(out));
+  // The workers (the embedded agent's children): their TP groups' segments are named
+  // after rank 0's pid ("cafex-<pid>-tp-...").
+  auto workers = cafex::test::children_of(driver);
+  CHECK(workers.size() == 4);
   REQUIRE(kill(driver, SIGKILL) == 0);
   int st = 0;
   REQUIRE(waitpid(driver, &st, 0) == driver);
@@ -56,6 +61,9 @@ TEST_CASE("a driver SIGKILLed mid-run on the shared-memory path leaves no /dev/s
     },
     15s));
   auto left = rings_of(driver);
+  for (auto w : workers)
+    for (auto& name : rings_of(w))
+      left.push_back(name);
   CHECK_MESSAGE(left.empty(), left.size() << " file(s) left in /dev/shm, e.g. "
                                           << (left.empty() ? "" : left.front()));
   // Never leave them behind, even when the check above fails (before the fix).

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <future>
 #include <map>
 #include <unistd.h>
 
@@ -255,6 +256,43 @@ TEST_CASE("teardown fails nothing silently and the next step compiles again") {
   auto late = ex->execute_model(new_step(2, "c"));
   REQUIRE_FALSE(late);
   CHECK(code_of(late.error()) == errc::not_ready);
+}
+
+TEST_CASE("teardown with steps and TP collectives in flight, then a recompile") {
+  test::become_subreaper();
+  auto o = options(2, 2);
+  o.model.num_layers = 64; // steps long enough to be inside their all-reduces
+  o.model.seed = 11;
+  auto ex = start(o);
+  REQUIRE(ex->execute_model(new_step(0, "warm")));
+  int completed = 0;
+  int failed = 0;
+  for (int round = 0; round < 5; ++round) {
+    INFO("round " << round);
+    std::vector<std::future<caf::expected<model_runner_output>>> pending;
+    for (int k = 0; k < 2; ++k)
+      pending.push_back(
+        ex->execute_model_async(new_step(static_cast<uint64_t>(100 + round * 2 + k),
+                                         "r" + std::to_string(round * 2 + k))));
+    auto t0 = std::chrono::steady_clock::now();
+    REQUIRE_FALSE(ex->teardown_dataflow());
+    // Every pending step ends, one way or the other, well before any TP timeout (60 s).
+    for (auto& f : pending) {
+      REQUIRE(f.wait_for(10s) == std::future_status::ready);
+      auto got = f.get();
+      if (got)
+        ++completed;
+      else
+        ++failed;
+    }
+    auto r = ex->execute_model(
+      new_step(static_cast<uint64_t>(200 + round), "after" + std::to_string(round)));
+    REQUIRE_MESSAGE(r, describe(r.error()));
+    auto took = std::chrono::steady_clock::now() - t0;
+    CHECK(took < 10s);
+  }
+  MESSAGE("steps in flight at teardown: " << completed << " completed, " << failed
+                                          << " failed");
 }
 
 TEST_CASE("an unknown channel type is refused with the valid values") {

@@ -20,6 +20,13 @@
 
 namespace cafex {
 
+node_agent_state::~node_agent_state() {
+  for (auto& [id, c] : children) {
+    c.proc.terminate(opts.kill_grace);
+    remove_shm_collectives_of(c.proc.pid());
+  }
+}
+
 namespace {
 
 using state_ptr = node_agent_actor::stateful_pointer<node_agent_state>;
@@ -131,6 +138,7 @@ void reap(state_ptr self) {
     }
     if (!c.registered && now > c.deadline) {
       c.proc.terminate(st.opts.kill_grace);
+      remove_shm_collectives_of(c.proc.pid());
       c.rp.deliver(make_error(errc::timeout, "worker for rank " + rank + " on node "
                                                + st.opts.info.node_id
                                                + " did not register in time; is the node "
@@ -151,6 +159,7 @@ int32_t kill_children_of(state_ptr self, const caf::actor_addr& owner) {
       continue;
     }
     auto status = i->second.proc.terminate(st.opts.kill_grace);
+    remove_shm_collectives_of(i->second.proc.pid());
     remember_end(st, i->second.worker_id, process_ended(status.signaled, status.code));
     spdlog::debug("stopped worker rank {}: {}", i->second.req.created_rank, status.describe());
     if (!i->second.registered)
@@ -391,6 +400,7 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
         // SIGKILL first: a stopped process would not act on SIGTERM.
         c.proc.signal(SIGKILL);
         auto status = c.proc.terminate(st.opts.kill_grace);
+        remove_shm_collectives_of(c.proc.pid());
         auto cause = process_ended(status.signaled, status.code);
         remember_end(st, c.worker_id, cause);
         spdlog::warn("killed worker rank {} (being replaced): {}", c.req.created_rank,

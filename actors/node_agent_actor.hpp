@@ -41,6 +41,10 @@ struct node_agent_options {
 };
 
 struct node_agent_state {
+  /// The agent's end: its children are terminated (child_process), and what their TP
+  /// groups may have left in /dev/shm goes with them.
+  ~node_agent_state();
+
   struct child {
     child_process proc;
     spawn_request req;

@@ -46,18 +46,12 @@ errc classify(const std::string& what) {
   return errc::transport_failed;
 }
 
-void sum_int64(void* out, const void* a, const void* b, size_t n) {
-  auto o = static_cast<int64_t*>(out);
-  auto x = static_cast<const int64_t*>(a);
-  auto y = static_cast<const int64_t*>(b);
-  for (size_t i = 0; i < n; ++i)
-    o[i] = x[i] + y[i];
-}
-
-void sum_f32(void* out, const void* a, const void* b, size_t n) {
-  auto o = static_cast<float*>(out);
-  auto x = static_cast<const float*>(a);
-  auto y = static_cast<const float*>(b);
+/// Gloo's reduce function for element type T: out = a + b, element-wise.
+template <class T>
+void sum_of(void* out, const void* a, const void* b, size_t n) {
+  auto o = static_cast<T*>(out);
+  auto x = static_cast<const T*>(a);
+  auto y = static_cast<const T*>(b);
   for (size_t i = 0; i < n; ++i)
     o[i] = x[i] + y[i];
 }
@@ -113,28 +107,25 @@ caf::error gloo_collective::guarded(const std::string& what, F&& f) {
   }
 }
 
-caf::error gloo_collective::all_reduce_sum(int64_t* data, size_t count) {
+template <class T>
+caf::error gloo_collective::sum_in_place(T* data, size_t count, const char* type) {
   if (opts_.size == 1 || count == 0)
     return caf::none;
-  return guarded("all_reduce_sum of " + std::to_string(count) + " int64", [&] {
+  return guarded("all_reduce_sum of " + std::to_string(count) + " " + type, [&] {
     gloo::AllreduceOptions o(ctx_);
     o.setOutput(data, count);
-    o.setReduceFunction(&sum_int64);
+    o.setReduceFunction(&sum_of<T>);
     o.setTimeout(opts_.timeout);
     gloo::allreduce(o);
   });
 }
 
+caf::error gloo_collective::all_reduce_sum(int64_t* data, size_t count) {
+  return sum_in_place(data, count, "int64");
+}
+
 caf::error gloo_collective::all_reduce_sum_f32(float* data, size_t count) {
-  if (opts_.size == 1 || count == 0)
-    return caf::none;
-  return guarded("all_reduce_sum of " + std::to_string(count) + " float32", [&] {
-    gloo::AllreduceOptions o(ctx_);
-    o.setOutput(data, count);
-    o.setReduceFunction(&sum_f32);
-    o.setTimeout(opts_.timeout);
-    gloo::allreduce(o);
-  });
+  return sum_in_place(data, count, "float32");
 }
 
 caf::error gloo_collective::all_gather(const void* in, void* out, size_t bytes) {

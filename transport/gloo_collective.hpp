@@ -82,6 +82,10 @@ private:
   /// "gloo group 'tp' rank 1/4".
   std::string who() const;
 
+  /// The all-reduce of both element types.
+  template <class T>
+  caf::error sum_in_place(T* data, size_t count, const char* type);
+
   /// Runs a Gloo call, mapping its exceptions to errors and marking the group broken.
   template <class F>
   caf::error guarded(const std::string& what, F&& f);

@@ -78,6 +78,7 @@ TEST_CASE("bad flags exit 2 with one error line") {
                                              {"--strategy", "diagonal"},
                                              {"--devices", "1", "--tp", "2"},
                                              {"--channel", "ray"},
+                                             {"--tp-transport", "rdma"},
                                              {"--bundle-indices", "0,0", "--tp", "2"}}) {
     std::vector<std::string> argv{bin, "run"};
     argv.insert(argv.end(), args.begin(), args.end());

@@ -11,6 +11,7 @@
 
 #include "cafex/executor.hpp"
 #include "chaos/worker_faults.hpp"
+#include "executor_fixture.hpp"
 #include "processes.hpp"
 
 using namespace cafex;
@@ -18,12 +19,7 @@ using namespace std::chrono_literals;
 
 namespace {
 
-scheduler_output prefill(uint64_t id) {
-  scheduler_output s;
-  s.step_id = id;
-  s.new_requests.push_back({"r" + std::to_string(id), {5, 9, 2, 7, 1}});
-  return s;
-}
+using test::prefill;
 
 } // namespace
 
@@ -34,13 +30,7 @@ TEST_CASE("restart: a SIGKILLed TP rank and its peer's transport failure are one
   // Each kill races the two reports; several kills make the double count all but certain
   // before the fix (measured there: 6 kills failed 5 runs in 5, 3 kills 3 in 4).
   constexpr int kills = 6;
-  executor_options o;
-  o.parallel.tensor_parallel_size = 2;
-  o.worker_program = test::binary_from_env("CAFEX_TEST_WORKER");
-  o.log_level = "off";
-  o.on_worker_failure = failure_policy::restart;
-  o.max_restarts = kills;
-  o.liveness.connection_timeout = 1000ms;
+  auto o = test::restart_options(2, 1, kills);
   auto ex = executor::start(o);
   REQUIRE_MESSAGE(ex, describe(ex.error()));
   uint64_t id = 0;

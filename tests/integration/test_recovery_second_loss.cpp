@@ -12,6 +12,7 @@
 
 #include "cafex/executor.hpp"
 #include "chaos/worker_faults.hpp"
+#include "executor_fixture.hpp"
 #include "processes.hpp"
 
 using namespace cafex;
@@ -21,26 +22,10 @@ using steady = std::chrono::steady_clock;
 namespace {
 
 executor_options options(int max_restarts) {
-  executor_options o;
-  o.parallel.tensor_parallel_size = 2;
-  o.parallel.pipeline_parallel_size = 2;
-  o.worker_program = test::binary_from_env("CAFEX_TEST_WORKER");
-  o.log_level = "off";
-  o.on_worker_failure = failure_policy::restart;
-  o.max_restarts = max_restarts;
-  o.liveness.connection_timeout = 1000ms;
-  // Bounds each recovery attempt, and so each rank's rendezvous in it: a rank that waited
-  // out the cut-short attempt's rendezvous would overrun the test's bound by far.
-  o.start_timeout = 30s;
-  return o;
+  return test::restart_options(2, 2, max_restarts);
 }
 
-scheduler_output prefill(uint64_t id) {
-  scheduler_output s;
-  s.step_id = id;
-  s.new_requests.push_back({"r" + std::to_string(id), {5, 9, 2, 7, 1}});
-  return s;
-}
+using test::prefill;
 
 /// After a kill: waits (bounded) until the executor has noticed it (it leaves ready),
 /// then until it is ready or failed again; answers the state it saw last.

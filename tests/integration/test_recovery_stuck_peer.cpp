@@ -13,6 +13,7 @@
 
 #include "cafex/executor.hpp"
 #include "chaos/worker_faults.hpp"
+#include "executor_fixture.hpp"
 #include "processes.hpp"
 
 using namespace cafex;
@@ -22,25 +23,12 @@ using steady = std::chrono::steady_clock;
 namespace {
 
 executor_options options(const std::string& channel) {
-  executor_options o;
-  o.parallel.tensor_parallel_size = 2;
-  o.parallel.pipeline_parallel_size = 2;
-  o.worker_program = test::binary_from_env("CAFEX_TEST_WORKER");
-  o.log_level = "off";
-  o.on_worker_failure = failure_policy::restart;
-  o.max_restarts = 2;
+  auto o = test::restart_options(2, 2, 2);
   o.channel = channel;
-  o.liveness.connection_timeout = 1000ms;
-  o.start_timeout = 30s;
   return o;
 }
 
-scheduler_output prefill(uint64_t id) {
-  scheduler_output s;
-  s.step_id = id;
-  s.new_requests.push_back({"r" + std::to_string(id), {5, 9, 2, 7, 1}});
-  return s;
-}
+using test::prefill;
 
 void stuck_peer_case(const std::string& channel) {
   test::become_subreaper();

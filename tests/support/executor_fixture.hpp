@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <memory>
+#include <string>
 
 #include <doctest/doctest.h>
 
@@ -20,6 +21,30 @@ inline executor_options test_options(int tp, int pp = 1) {
   o.log_level = "warn";
   o.start_timeout = std::chrono::seconds(60);
   return o;
+}
+
+/// The recovery tests' options: tp x pp CPU workers under the restart policy, liveness at
+/// a 1 s connection timeout, quiet logs. start_timeout bounds each recovery attempt, and
+/// so each rank's rendezvous in it.
+inline executor_options restart_options(int tp, int pp, int max_restarts) {
+  executor_options o;
+  o.parallel.tensor_parallel_size = tp;
+  o.parallel.pipeline_parallel_size = pp;
+  o.worker_program = binary_from_env("CAFEX_TEST_WORKER");
+  o.log_level = "off";
+  o.on_worker_failure = failure_policy::restart;
+  o.max_restarts = max_restarts;
+  o.liveness.connection_timeout = std::chrono::milliseconds{1000};
+  o.start_timeout = std::chrono::seconds{30};
+  return o;
+}
+
+/// A step that schedules the new request "r<id>" with a fixed five-token prompt.
+inline scheduler_output prefill(uint64_t id) {
+  scheduler_output s;
+  s.step_id = id;
+  s.new_requests.push_back({"r" + std::to_string(id), {5, 9, 2, 7, 1}});
+  return s;
 }
 
 inline std::unique_ptr<executor> start_or_fail(executor_options o) {

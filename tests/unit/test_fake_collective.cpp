@@ -1,6 +1,8 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -110,4 +112,51 @@ TEST_CASE("fake collective rejects buffers of different lengths") {
   });
   CHECK(code_of(errs[0]) == errc::transport_failed);
   CHECK(code_of(errs[1]) == errc::transport_failed);
+}
+
+TEST_CASE("fake collective: float32 sums in rank order; all_gather and broadcast by default") {
+  fake_collective_group g(3);
+  std::vector<std::vector<float>> f = {{1e8F, 1.0F}, {1.0F, 2.0F}, {-1e8F, 3.0F}};
+  std::vector<std::vector<uint8_t>> all(3, std::vector<uint8_t>(3 * 5));
+  std::vector<std::vector<uint8_t>> b(3, std::vector<uint8_t>(5, 0));
+  b[1] = {9, 8, 7, 6, 5};
+  std::vector<caf::error> errs(3);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 3; ++r)
+    ranks.emplace_back([&, r] {
+      auto& c = g.endpoint(r);
+      if ((errs[r] = c.all_reduce_sum_f32(f[r].data(), 2)))
+        return;
+      std::vector<uint8_t> mine(5, static_cast<uint8_t>(10 * r + 1));
+      if ((errs[r] = c.all_gather(mine.data(), all[r].data(), 5)))
+        return;
+      errs[r] = c.broadcast(b[r].data(), 5, 1);
+    });
+  for (auto& t : ranks)
+    t.join();
+  for (int r = 0; r < 3; ++r) {
+    REQUIRE_MESSAGE(!errs[r], describe(errs[r]));
+    // (1e8 + 1) + -1e8 in float is 0: rank order, not the exact sum 1.
+    CHECK(f[r][0] == (1e8F + 1.0F) + -1e8F);
+    CHECK(f[r][1] == 6.0F);
+    for (int p = 0; p < 3; ++p)
+      for (int i = 0; i < 5; ++i)
+        CHECK(all[r][p * 5 + i] == 10 * p + 1);
+    CHECK(b[r] == std::vector<uint8_t>{9, 8, 7, 6, 5});
+  }
+  CHECK(code_of(g.endpoint(0).broadcast(b[0].data(), 5, 3)) == errc::invalid_argument);
+}
+
+TEST_CASE("a group of one: all_gather copies, broadcast only from rank 0") {
+  solo_collective solo;
+  uint8_t in[3] = {1, 2, 3};
+  uint8_t out[3] = {0, 0, 0};
+  CHECK_FALSE(solo.all_gather(in, out, 3));
+  CHECK(std::memcmp(in, out, 3) == 0);
+  CHECK_FALSE(solo.broadcast(in, 3, 0));
+  CHECK(code_of(solo.broadcast(in, 3, 1)) == errc::invalid_argument);
+  CHECK(std::string(solo.transport()) == "solo");
+  float x = 2.5F;
+  CHECK_FALSE(solo.all_reduce_sum_f32(&x, 1));
+  CHECK(x == 2.5F);
 }

@@ -110,6 +110,61 @@ TEST_CASE("all_reduce_sum gives exact int64 sums for 2 and 4 ranks") {
   }
 }
 
+TEST_CASE("float32 all-reduce, all_gather (in place too) and broadcast for 2 and 3 ranks") {
+  rendezvous_server srv;
+  REQUIRE(!srv.start());
+  for (int size : {2, 3}) {
+    CAPTURE(size);
+    auto results =
+      run_group(srv, "ops" + std::to_string(size), size, [size](gloo_collective& c) {
+        const int me = c.rank();
+        auto fail = [&](const std::string& what) {
+          return "rank " + std::to_string(me) + ": " + what;
+        };
+        // Small integers in float: every sum is exact, whatever the order.
+        std::vector<float> f(1001);
+        for (size_t i = 0; i < f.size(); ++i)
+          f[i] = static_cast<float>((i % 97) * (me + 1));
+        if (auto err = c.all_reduce_sum_f32(f.data(), f.size()))
+          return fail(describe(err));
+        const float weights = static_cast<float>(size * (size + 1) / 2);
+        for (size_t i = 0; i < f.size(); ++i)
+          if (f[i] != static_cast<float>(i % 97) * weights)
+            return fail("float sum wrong at " + std::to_string(i));
+        const size_t bytes = 777; // not a multiple of anything
+        std::vector<uint8_t> mine(bytes), all(bytes * static_cast<size_t>(size));
+        for (size_t i = 0; i < bytes; ++i)
+          mine[i] = pattern(i, static_cast<uint32_t>(me));
+        if (auto err = c.all_gather(mine.data(), all.data(), bytes))
+          return fail(describe(err));
+        std::vector<uint8_t> in_place(all.size(), 0);
+        std::memcpy(in_place.data() + bytes * static_cast<size_t>(me), mine.data(), bytes);
+        if (auto err = c.all_gather(in_place.data() + bytes * static_cast<size_t>(me),
+                                    in_place.data(), bytes))
+          return fail(describe(err));
+        for (int r = 0; r < size; ++r)
+          for (size_t i = 0; i < bytes; ++i) {
+            auto want = pattern(i, static_cast<uint32_t>(r));
+            if (all[bytes * static_cast<size_t>(r) + i] != want
+                || in_place[bytes * static_cast<size_t>(r) + i] != want)
+              return fail("all_gather wrong for rank " + std::to_string(r));
+          }
+        std::vector<uint8_t> b(bytes, 0);
+        if (me == size - 1)
+          b = mine;
+        if (auto err = c.broadcast(b.data(), bytes, size - 1))
+          return fail(describe(err));
+        for (size_t i = 0; i < bytes; ++i)
+          if (b[i] != pattern(i, static_cast<uint32_t>(size - 1)))
+            return fail("broadcast wrong at " + std::to_string(i));
+        if (code_of(c.broadcast(b.data(), bytes, size)) != errc::invalid_argument)
+          return fail("a broadcast from a rank outside the group was not refused");
+        return std::string{};
+      });
+    check_all_passed(results);
+  }
+}
+
 TEST_CASE("send and recv move 1 MiB and 16 MiB exactly, both directions") {
   rendezvous_server srv;
   REQUIRE(!srv.start());

@@ -270,3 +270,24 @@ TEST_CASE("a timeout names the group; bad shapes are refused") {
   REQUIRE_FALSE(none);
   CHECK(describe(none.error()).find("rank 0") != std::string::npos);
 }
+
+TEST_CASE("what a creator that died before its peers mapped the segment left is removed") {
+  pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    shm_collective_options o;
+    o.name = shm_collective_name(static_cast<int>(getpid()), "tp0/g2");
+    o.size = 2;
+    auto g = shm_collective::create(o);
+    _exit(g ? 0 : 3); // no destructor: the name stays, as after a SIGKILL
+  }
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  REQUIRE((WIFEXITED(status) && WEXITSTATUS(status) == 0));
+  const auto name = shm_collective_name(child, "tp0/g2");
+  CHECK(name == "/cafex-" + std::to_string(child) + "-tp-tp0-g2");
+  REQUIRE(segment_exists(name));
+  CHECK(remove_shm_collectives_of(child) == 1);
+  CHECK_FALSE(segment_exists(name));
+  CHECK(remove_shm_collectives_of(child) == 0);
+}

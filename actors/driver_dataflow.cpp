@@ -254,6 +254,10 @@ void fail_all_steps(driver_ptr self, const caf::error& err) {
 
 caf::result<bool> teardown_dataflow(driver_ptr self) {
   auto& st = self->state;
+  // Steps in flight may have left the TP ranks of a stage at different collectives (one
+  // read its step, its peer's ring closed first): then every rank closes its
+  // communicator too, and the answer (true) tells the executor to rebuild them.
+  const bool closes = st.window.in_flight() > 0;
   ++st.generation; // late compile answers of the old generation are ignored
   st.dag = driver_state::dag_state::none;
   fail_all_steps(self, make_error(errc::not_ready, "the dataflow was torn down while this "
@@ -263,20 +267,25 @@ caf::result<bool> teardown_dataflow(driver_ptr self) {
   auto rp = self->make_response_promise<bool>();
   auto remaining = std::make_shared<size_t>(st.ranks.size());
   if (*remaining == 0) {
-    rp.deliver(true);
+    rp.deliver(false);
     return rp;
   }
-  for (auto& slot : st.ranks)
-    self->request(slot.worker, defaults::worker_teardown_timeout, teardown_atom::value)
-      .then(
-        [rp, remaining](bool) mutable {
-          if (--*remaining == 0)
-            rp.deliver(true);
-        },
-        [rp, remaining](caf::error&) mutable {
-          if (--*remaining == 0)
-            rp.deliver(true);
-        });
+  auto answered = [rp, remaining, closes]() mutable {
+    if (--*remaining == 0)
+      rp.deliver(closes);
+  };
+  for (auto& slot : st.ranks) {
+    if (closes)
+      self
+        ->request(slot.worker, defaults::worker_teardown_timeout, teardown_atom::value,
+                  recover_atom::value)
+        .then([answered](bool) mutable { answered(); },
+              [answered](caf::error&) mutable { answered(); });
+    else
+      self->request(slot.worker, defaults::worker_teardown_timeout, teardown_atom::value)
+        .then([answered](bool) mutable { answered(); },
+              [answered](caf::error&) mutable { answered(); });
+  }
   return rp;
 }
 

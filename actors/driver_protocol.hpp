@@ -37,7 +37,8 @@ using driver_actor = step_sink_actor::extend<
   /// fail_fast; answers in step order.
   caf::replies_to<execute_atom, scheduler_output, bool>::with<model_runner_output>,
   caf::reacts_to<deadline_atom, uint64_t>,
-  /// Tears the compiled dataflow down; the next step compiles it again.
+  /// Tears the compiled dataflow down; the next step compiles it again. True: steps were
+  /// in flight, so the ranks closed their TP communicators too and they must be rebuilt.
   caf::replies_to<teardown_atom>::with<bool>,
   /// Dataflow counters as JSON text.
   caf::replies_to<stats_atom>::with<std::string>,

@@ -259,7 +259,24 @@ size_t max_concurrent_batches(const executor_options& opts) {
 caf::error executor::teardown_dataflow() {
   if (impl_->stopped)
     return make_error(errc::not_ready, "teardown after shutdown");
-  auto r = impl_->ask<bool>(impl_->driver, defaults::teardown_timeout, teardown_atom::value);
+  auto closed = impl_->ask<bool>(impl_->driver, defaults::teardown_timeout,
+                                 teardown_atom::value);
+  if (!closed)
+    return closed.error();
+  // Steps were in flight: the TP ranks may stand at different collectives, so the driver
+  // had them close their communicators; rebuild them (the KV caches go with them).
+  return *closed ? impl_->rebuild_communicators() : caf::none;
+}
+
+caf::error executor::impl::rebuild_communicators() {
+  int gen = 0;
+  {
+    std::lock_guard<std::mutex> guard{recovery_mtx};
+    gen = ++comm_generation;
+  }
+  fence_rendezvous(gen);
+  nlohmann::json args = {{"generation", gen}, {"timeout_ms", opts.start_timeout.count()}};
+  auto r = rpc("reinitialize_distributed", args.dump(), opts.start_timeout);
   return r ? caf::none : r.error();
 }
 
@@ -278,18 +295,11 @@ caf::error executor::reinitialize_distributed(bool shutdown_current_rank) {
   if (d.stopped)
     return make_error(errc::not_ready, "reinitialize_distributed after shutdown");
   // Pending steps fail (the dataflow is rebuilt with the new communicators).
-  if (auto err = teardown_dataflow())
+  auto torn = d.ask<bool>(d.driver, defaults::teardown_timeout, teardown_atom::value);
+  if (!torn)
+    return torn.error();
+  if (auto err = d.rebuild_communicators())
     return err;
-  int gen = 0;
-  {
-    std::lock_guard<std::mutex> guard{d.recovery_mtx};
-    gen = ++d.comm_generation;
-  }
-  d.fence_rendezvous(gen);
-  nlohmann::json args = {{"generation", gen}};
-  auto r = d.rpc("reinitialize_distributed", args.dump(), d.opts.start_timeout);
-  if (!r)
-    return r.error();
   // The seed's SHUTDOWN_CURRENT_RANK: this executor leaves the (scaled-down) deployment.
   if (shutdown_current_rank)
     shutdown();

@@ -94,6 +94,9 @@ struct executor::impl {
 
   /// Called by the driver (must not block): queues the loss for the recovery thread.
   void request_recovery(int32_t rank, std::string why);
+  /// Every rank rebuilds its TP communicator under a new generation (and drops its KV
+  /// cache): reinitialize_distributed, and a teardown with steps in flight.
+  caf::error rebuild_communicators();
   void recovery_loop();
   caf::error recover_once(const std::string& why);
   /// Communicator generation `generation` starts: rendezvous of earlier generations

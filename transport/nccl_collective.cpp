@@ -46,6 +46,7 @@ nccl_collective::nccl_collective(nccl_options opts, int device)
   : opts_(std::move(opts)), device_(device) {}
 
 nccl_collective::~nccl_collective() {
+  watchdog_.reset(); // joined: nothing else touches comm_ from here on
   if (comm_ == nullptr)
     return;
   cudaSetDevice(device_);
@@ -67,13 +68,27 @@ std::string nccl_collective::who() const {
                      opts_.size, device_);
 }
 
-void nccl_collective::abort() {
+void nccl_collective::abort_locked() {
   if (comm_ != nullptr) {
     cudaSetDevice(device_);
     ncclCommAbort(comm_); // releases kernels waiting on peers; nothing to do if it fails
     comm_ = nullptr;
   }
+}
+
+void nccl_collective::abort() {
+  if (watchdog_) {
+    auto guard = watchdog_->guard();
+    abort_locked();
+  } else {
+    abort_locked();
+  }
   broken_ = true;
+}
+
+void nccl_collective::enqueued() {
+  if (watchdog_)
+    watchdog_->arm(clock_type::now() + opts_.op_timeout);
 }
 
 caf::error nccl_collective::fail(const char* what, const caf::error& err) {
@@ -85,6 +100,13 @@ caf::error nccl_collective::fail(const char* what, const caf::error& err) {
 }
 
 caf::error nccl_collective::usable(const char* what) {
+  if (watchdog_ && watchdog_->fired()) {
+    broken_ = true;
+    return make_error(errc::transport_failed,
+                      fmt::format("{}: {} on a broken group: {}; recreate the group under "
+                                  "a new name",
+                                  who(), what, describe(watchdog_->failure())));
+  }
   if (broken_ || comm_ == nullptr)
     return make_error(errc::transport_failed,
                       fmt::format("{}: {} on a broken group: an earlier operation failed; "
@@ -96,66 +118,88 @@ caf::error nccl_collective::usable(const char* what) {
 }
 
 caf::error nccl_collective::settle(const char* what) {
-  if (auto err = poll_comm(comm_, clock_type::now() + opts_.op_timeout, what))
-    return fail(what, err);
+  return poll_comm(comm_, clock_type::now() + opts_.op_timeout, what);
+}
+
+template <class Enqueue>
+caf::error nccl_collective::locked_enqueue(const char* what, bool empty, Enqueue&& enqueue) {
+  caf::error err;
+  {
+    auto guard = watchdog_->guard();
+    if (auto e = usable(what))
+      return e;
+    if (empty)
+      return caf::none;
+    err = check_call(enqueue(), what, __FILE__, __LINE__);
+    if (!err)
+      err = settle(what); // ncclInProgress: NCCL still accepting it
+  }
+  if (err)
+    return fail(what, err); // aborts (takes the guard itself)
+  enqueued();
   return caf::none;
 }
 
 caf::error nccl_collective::enqueue_all_reduce_sum(int64_t* data, size_t count,
                                                    cudaStream_t stream) {
-  if (auto err = usable("all_reduce_sum"))
-    return err;
-  if (count == 0)
-    return caf::none;
-  if (auto err = CAFEX_CHECK(
-        ncclAllReduce(data, data, count, ncclInt64, ncclSum, comm_, stream)))
-    return fail("ncclAllReduce", err);
-  return settle("ncclAllReduce");
+  return enqueue_all_reduce(data, count, ncclInt64, stream);
+}
+
+caf::error nccl_collective::enqueue_all_reduce_sum_f32(float* data, size_t count,
+                                                       cudaStream_t stream) {
+  return enqueue_all_reduce(data, count, ncclFloat32, stream);
+}
+
+caf::error nccl_collective::enqueue_all_reduce_sum_bf16(void* data, size_t count,
+                                                        cudaStream_t stream) {
+  return enqueue_all_reduce(data, count, ncclBfloat16, stream);
+}
+
+caf::error nccl_collective::enqueue_all_reduce(void* data, size_t count, ncclDataType_t type,
+                                               cudaStream_t stream) {
+  return locked_enqueue("ncclAllReduce", count == 0, [&] {
+    return ncclAllReduce(data, data, count, type, ncclSum, comm_, stream);
+  });
 }
 
 caf::error nccl_collective::enqueue_send(const void* data, size_t bytes, int peer,
                                          cudaStream_t stream) {
-  if (auto err = usable("send"))
-    return err;
   if (peer < 0 || peer >= opts_.size || peer == opts_.rank)
     return make_error(errc::invalid_argument,
                       fmt::format("{}: send to peer {}: pick another rank of the group", who(),
                                   peer));
-  if (bytes == 0)
-    return caf::none;
-  if (auto err = CAFEX_CHECK(ncclSend(data, bytes, ncclUint8, peer, comm_, stream)))
-    return fail("ncclSend", err);
-  return settle("ncclSend");
+  return locked_enqueue("ncclSend", bytes == 0,
+                        [&] { return ncclSend(data, bytes, ncclUint8, peer, comm_, stream); });
 }
 
 caf::error nccl_collective::enqueue_recv(void* data, size_t bytes, int peer,
                                          cudaStream_t stream) {
-  if (auto err = usable("recv"))
-    return err;
   if (peer < 0 || peer >= opts_.size || peer == opts_.rank)
     return make_error(errc::invalid_argument,
                       fmt::format("{}: recv from peer {}: pick another rank of the group",
                                   who(), peer));
-  if (bytes == 0)
-    return caf::none;
-  if (auto err = CAFEX_CHECK(ncclRecv(data, bytes, ncclUint8, peer, comm_, stream)))
-    return fail("ncclRecv", err);
-  return settle("ncclRecv");
+  return locked_enqueue("ncclRecv", bytes == 0,
+                        [&] { return ncclRecv(data, bytes, ncclUint8, peer, comm_, stream); });
 }
 
 caf::error nccl_collective::wait(cudaStream_t stream) {
-  if (auto err = usable("wait"))
-    return err;
-  auto async_error = [this]() -> caf::error {
-    ncclResult_t state = ncclSuccess;
-    if (auto err = CAFEX_CHECK(ncclCommGetAsyncError(comm_, &state)))
+  {
+    auto guard = watchdog_->guard();
+    if (auto err = usable("wait"))
       return err;
-    if (state == ncclSuccess || state == ncclInProgress)
-      return caf::none;
-    return check_call(state, "ncclCommGetAsyncError", __FILE__, __LINE__);
+  }
+  // Only the stream is polled here: the watchdog probes the communicator and aborts it
+  // on an error or at the deadline, which ends kernels stuck on a dead peer.
+  auto aborted = [this]() -> caf::error {
+    return watchdog_->fired() ? watchdog_->failure() : caf::none;
   };
-  if (auto err = wait_stream(stream, opts_.op_timeout, "the group's operations", async_error))
+  auto err = wait_stream(stream, opts_.op_timeout + 4 * opts_.watchdog_period,
+                         "the group's operations", aborted);
+  if (!err && watchdog_->fired())
+    err = watchdog_->failure(); // finished as the watchdog gave up: trust neither
+  if (err)
     return fail("waiting for the stream", err);
+  watchdog_->disarm();
   return caf::none;
 }
 
@@ -250,6 +294,23 @@ make_nccl_collective(kv_store& store, const nccl_options& opts) {
                      "ncclCommInitRankConfig returned no communicator");
   if (!err)
     err = poll_comm(self->comm_, deadline, "ncclCommInitRankConfig");
+  if (!err) {
+    auto* raw = self.get();
+    comm_watchdog::hooks hooks;
+    hooks.probe = [raw]() -> caf::error {
+      if (raw->comm_ == nullptr)
+        return caf::none;
+      ncclResult_t state = ncclSuccess;
+      if (auto e = CAFEX_CHECK(ncclCommGetAsyncError(raw->comm_, &state)))
+        return e;
+      if (state == ncclSuccess || state == ncclInProgress)
+        return caf::none;
+      return check_call(state, "ncclCommGetAsyncError", __FILE__, __LINE__);
+    };
+    hooks.abort = [raw] { raw->abort_locked(); };
+    self->watchdog_ = std::make_unique<comm_watchdog>(self->who(), std::move(hooks),
+                                                      opts.watchdog_period);
+  }
   if (err) {
     self->abort();
     auto what =

@@ -2,11 +2,13 @@
 // (CUDA builds only). Ranks meet through the driver's rendezvous store: rank 0 creates
 // the NCCL unique id and stores it under "<group>/nccl_unique_id", the others read it
 // with a deadline. Communicators are nonblocking (ncclConfig_t::blocking = 0), so no
-// call here waits inside NCCL: initialisation and every operation are polled with
-// ncclCommGetAsyncError and cudaStreamQuery against the group's deadline, and a failure
-// or a missed deadline aborts the communicator (ncclCommAbort), which releases kernels
-// stuck on a dead peer. After that the group is broken and must be recreated under a
-// new group name.
+// call here waits inside NCCL. Operations are stream-ordered: an enqueue returns at once
+// and arms the group's watchdog thread (comm_watchdog.hpp), which probes
+// ncclCommGetAsyncError every few milliseconds while work is outstanding and aborts the
+// communicator (ncclCommAbort, releasing kernels stuck on a dead peer) on an asynchronous
+// error or when the work misses op_timeout. The model thread waits once per step, by
+// polling its stream only. After an abort the group is broken and must be recreated
+// under a new group name.
 //
 // Buffers: collective::all_reduce_sum keeps its host-buffer contract (staged through a
 // device buffer on the group's own stream); the device_collective methods and send/recv
@@ -26,6 +28,7 @@
 #include "runtime/models/collective.hpp"
 #include "runtime/models/cuda/cuda_collective.hpp"
 #include "runtime/models/cuda/cuda_memory.hpp"
+#include "transport/comm_watchdog.hpp"
 #include "transport/rendezvous_store.hpp"
 
 namespace cafex {
@@ -41,8 +44,12 @@ struct nccl_options {
   int device = -1;
   /// Bounds the whole initialisation (rendezvous and NCCL's connection setup).
   std::chrono::milliseconds timeout{30000};
-  /// Bounds every later wait for an operation (wait(), the blocking calls, finalize).
+  /// Bounds every later wait for an operation (wait(), the blocking calls, finalize):
+  /// outstanding work older than this aborts the communicator.
   std::chrono::milliseconds op_timeout{30000};
+  /// How often the watchdog probes the communicator while work is outstanding: how late
+  /// a dead peer's asynchronous error is acted on.
+  std::chrono::milliseconds watchdog_period{5};
 };
 
 /// A connected NCCL group. Not thread-safe: one thread drives it (the model's).
@@ -64,6 +71,10 @@ public:
 
   /// Device buffers on the caller's stream (see device_collective).
   caf::error enqueue_all_reduce_sum(int64_t* data, size_t count, cudaStream_t stream) override;
+  caf::error enqueue_all_reduce_sum_f32(float* data, size_t count,
+                                        cudaStream_t stream) override;
+  caf::error enqueue_all_reduce_sum_bf16(void* data, size_t count,
+                                         cudaStream_t stream) override;
   caf::error wait(cudaStream_t stream) override;
 
   /// Enqueues a send of `bytes` bytes at device pointer `data` to group rank `peer` on
@@ -80,8 +91,8 @@ public:
   /// Aborts the communicator now; later calls fail at once. Idempotent.
   void abort();
 
-  /// True after a failure or abort().
-  bool broken() const { return broken_; }
+  /// True after a failure, abort(), or the watchdog's abort.
+  bool broken() const { return broken_ || (watchdog_ && watchdog_->fired()); }
 
   const std::string& group() const { return opts_.group; }
   int device() const { return device_; }
@@ -97,19 +108,35 @@ private:
   /// "nccl group 'tp0' rank 1/2 (GPU 1)".
   std::string who() const;
 
-  /// Fails at once when broken; binds the calling thread to the group's device.
+  /// Fails at once when broken; binds the calling thread to the group's device. Called
+  /// under the watchdog's guard.
   caf::error usable(const char* what);
+
+  /// Aborts comm_ unless already aborted; under the watchdog's guard.
+  void abort_locked();
+
+  /// Enqueued: the watchdog times the work from now.
+  void enqueued();
 
   /// After an enqueue that may return ncclInProgress: polls until NCCL accepted it.
   caf::error settle(const char* what);
+
+  caf::error enqueue_all_reduce(void* data, size_t count, ncclDataType_t type,
+                                cudaStream_t stream);
+
+  /// Under the guard: checks the group, runs `enqueue` (an NCCL call) unless `empty`,
+  /// settles it; then arms the watchdog. A failure aborts the group.
+  template <class Enqueue>
+  caf::error locked_enqueue(const char* what, bool empty, Enqueue&& enqueue);
 
   /// Marks the group broken, aborts, and returns `err` with the group's context.
   caf::error fail(const char* what, const caf::error& err);
 
   nccl_options opts_;
   int device_ = 0;
-  ncclComm_t comm_ = nullptr;
+  ncclComm_t comm_ = nullptr; ///< written under the watchdog's guard once it runs
   bool broken_ = false;
+  std::unique_ptr<comm_watchdog> watchdog_; ///< after comm_ exists
   cuda_stream stream_;
   device_buffer staging_;      ///< host-buffer all_reduce_sum: device side
   pinned_buffer host_staging_; ///< and its pinned host side

@@ -77,6 +77,45 @@ TEST_CASE("a group of one sums nothing away, on one GPU") {
   CHECK(v == std::vector<int64_t>{1, -2, 3});
 }
 
+TEST_CASE("stream-ordered float32 and bfloat16 sums on one GPU: many enqueues, one wait") {
+  CAFEX_REQUIRE_GPUS(1);
+  server_fixture f;
+  auto h = join(f.srv, "solo-f32", 0, 1, 0);
+  REQUIRE_MESSAGE(h, describe(h.error()));
+  auto& c = *h->comm;
+  const size_t n = 4099; // not a multiple of anything NCCL chunks by
+  std::vector<float> in(n);
+  for (size_t i = 0; i < n; ++i)
+    in[i] = static_cast<float>(i) * 0.37f - 611.0f;
+  std::vector<uint16_t> in16(n);
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t bits = 0;
+    std::memcpy(&bits, &in[i], 4);
+    in16[i] = static_cast<uint16_t>(bits >> 16); // truncated to bfloat16
+  }
+  device_buffer d32, d16;
+  cuda_stream s;
+  REQUIRE(!d32.reserve(n * 4));
+  REQUIRE(!d16.reserve(n * 2));
+  REQUIRE(!s.create());
+  REQUIRE(!CAFEX_CHECK(cudaMemcpy(d32.data(), in.data(), n * 4, cudaMemcpyHostToDevice)));
+  REQUIRE(!CAFEX_CHECK(cudaMemcpy(d16.data(), in16.data(), n * 2, cudaMemcpyHostToDevice)));
+  // 64 collectives enqueued back to back return without waiting for each other.
+  for (int i = 0; i < 32; ++i) {
+    REQUIRE(!c.enqueue_all_reduce_sum_f32(d32.as<float>(), n, s.get()));
+    REQUIRE(!c.enqueue_all_reduce_sum_bf16(d16.data(), n, s.get()));
+  }
+  auto err = c.wait(s.get());
+  REQUIRE_MESSAGE(!err, describe(err));
+  std::vector<float> out(n);
+  std::vector<uint16_t> out16(n);
+  REQUIRE(!CAFEX_CHECK(cudaMemcpy(out.data(), d32.data(), n * 4, cudaMemcpyDeviceToHost)));
+  REQUIRE(!CAFEX_CHECK(cudaMemcpy(out16.data(), d16.data(), n * 2, cudaMemcpyDeviceToHost)));
+  CHECK(std::memcmp(out.data(), in.data(), n * 4) == 0); // a group of one: the identity
+  CHECK(out16 == in16);
+  CHECK_FALSE(c.broken());
+}
+
 TEST_CASE("2 ranks on 2 GPUs: exact int64 all-reduce on device and host buffers, send/recv") {
   CAFEX_REQUIRE_GPUS(2);
   server_fixture f;

@@ -25,9 +25,19 @@ public:
   virtual caf::error enqueue_all_reduce_sum(int64_t* data, size_t count,
                                             cudaStream_t stream) = 0;
 
-  /// Waits until `stream` is idle, polling the communicator's asynchronous error against
-  /// the collective's deadline. On an error or the deadline the communicator is aborted
-  /// (kernels waiting on a dead peer return) and the group is broken for good.
+  /// The same for float32 values. Every rank gets the same bits (NCCL reduces each chunk
+  /// once and broadcasts it); the order is fixed for a given size and configuration.
+  virtual caf::error enqueue_all_reduce_sum_f32(float* data, size_t count,
+                                                cudaStream_t stream) = 0;
+
+  /// The same for bfloat16 values (`count` 2-byte elements at `data`, the layout of
+  /// __nv_bfloat16), summed by NCCL in bfloat16.
+  virtual caf::error enqueue_all_reduce_sum_bf16(void* data, size_t count,
+                                                 cudaStream_t stream) = 0;
+
+  /// Waits until `stream` is idle. An asynchronous error of the communicator or a missed
+  /// deadline aborts it (kernels waiting on a dead peer return): the wait then fails and
+  /// the group is broken for good.
   virtual caf::error wait(cudaStream_t stream) = 0;
 };
 

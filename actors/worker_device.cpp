@@ -13,6 +13,7 @@
 #include "transport/rendezvous_client.hpp"
 #include "transport/rendezvous_store.hpp"
 #include "transport/shm_collective.hpp"
+#include "transport/tcp_collective.hpp"
 
 #ifdef CAFEX_HAVE_CUDA
 #include "runtime/models/cuda/cuda_check.hpp"
@@ -102,7 +103,7 @@ caf::error open_cpu(worker_state& st) {
     if (!store)
       return store.error();
     bool shm = st.tp_transport == "shm";
-    if (!shm) { // auto
+    if (st.tp_transport == "auto") {
       auto one_node = group_on_one_node(**store, group, st, timeout);
       if (!one_node)
         return one_node.error();
@@ -118,6 +119,19 @@ caf::error open_cpu(worker_state& st) {
       st.tp_group->rebind(std::move(*g));
       return caf::none;
     }
+    tcp_collective_options opts;
+    opts.group = group;
+    opts.rank = st.tp_rank();
+    opts.size = st.tp_size;
+    opts.bind_host = st.node_ip;
+    opts.timeout = timeout;
+    auto g = make_tcp_collective(**store, opts);
+    if (!g)
+      return g.error();
+    spdlog::info("rank {}: TP group {} over the TCP mesh ({})", st.rank, group,
+                 st.tp_transport == "tcp" ? "--tp-transport tcp" : "ranks on several nodes");
+    st.tp_group->rebind(std::move(*g));
+    return caf::none;
   }
   gloo_options opts;
   opts.store = *addr;
@@ -131,8 +145,7 @@ caf::error open_cpu(worker_state& st) {
   auto g = make_gloo_collective(opts);
   if (!g)
     return g.error();
-  spdlog::info("rank {}: TP group {} over Gloo ({})", st.rank, group,
-               st.tp_transport == "gloo" ? "--tp-transport gloo" : "ranks on several nodes");
+  spdlog::info("rank {}: TP group {} over Gloo (--tp-transport gloo)", st.rank, group);
   st.tp_group->rebind(std::move(*g));
   return caf::none;
 }

@@ -40,7 +40,7 @@ struct worker_state {
   int tp_size = 1;
   int pp_size = 1;
   std::string device = "cpu";
-  std::string tp_transport = "auto"; ///< CPU TP groups: auto, shm or gloo
+  std::string tp_transport = "auto"; ///< CPU TP groups: auto, shm, tcp or gloo
   model_config model;
   int64_t init_timeout_ms = defaults::worker_init_timeout.count();
   // Set by init_device / load_model.

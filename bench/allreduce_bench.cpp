@@ -29,6 +29,8 @@
 #include "transport/rendezvous_server.hpp"
 #include "transport/shm_collective.hpp"
 #include "transport/shm_futex.hpp"
+#include "transport/tcp_collective.hpp"
+#include "transport/rendezvous_client.hpp"
 
 using namespace cafex;
 using clock_type = std::chrono::steady_clock;
@@ -138,6 +140,32 @@ std::vector<std::vector<double>> bench_gloo(int n, const std::vector<size_t>& si
     o.size = n;
     o.timeout = std::chrono::seconds{60};
     auto g = make_gloo_collective(o);
+    if (!g) {
+      std::fprintf(stderr, "rank %d: %s\n", r, describe(g.error()).c_str());
+      std::exit(1);
+    }
+    auto s = run_sizes(**g, sizes, iters);
+    if (r == 0)
+      result = std::move(s);
+  });
+  return result;
+}
+
+std::vector<std::vector<double>> bench_tcp(int n, const std::vector<size_t>& sizes,
+                                           size_t iters, uint16_t port) {
+  std::vector<std::vector<double>> result;
+  with_ranks(n, [&](int r) {
+    auto store = rendezvous_client::connect({"127.0.0.1", port}, std::chrono::seconds{10});
+    if (!store) {
+      std::fprintf(stderr, "rank %d: %s\n", r, describe(store.error()).c_str());
+      std::exit(1);
+    }
+    tcp_collective_options o;
+    o.group = "bench/tcp" + std::to_string(n);
+    o.rank = r;
+    o.size = n;
+    o.timeout = std::chrono::seconds{60};
+    auto g = make_tcp_collective(**store, o);
     if (!g) {
       std::fprintf(stderr, "rank %d: %s\n", r, describe(g.error()).c_str());
       std::exit(1);
@@ -281,8 +309,10 @@ int main(int argc, char** argv) {
   for (int n : {2, 4}) {
     std::vector<std::pair<std::string, std::vector<std::vector<double>>>> paths;
     paths.emplace_back("shm", bench_shm(n, sizes, iters, slot_kib << 10));
-    if (with_gloo)
+    if (with_gloo) {
+      paths.emplace_back("tcp", bench_tcp(n, sizes, iters, srv.port()));
       paths.emplace_back("gloo", bench_gloo(n, sizes, iters / 4 + 10, srv.port()));
+    }
     for (auto& [path, per_size] : paths)
       for (size_t i = 0; i < sizes.size(); ++i) {
         auto s = bench::latency_of(per_size[i]);

@@ -18,6 +18,7 @@
 #include "actors/client_actor.hpp"
 #include "runtime/logging.hpp"
 #include "runtime/version.hpp"
+#include "runtime/models/collective.hpp"
 #include "transport/channel.hpp"
 #include "transport/rendezvous_server.hpp"
 
@@ -83,9 +84,8 @@ caf::error executor::impl::start_up() {
   auto channel = parse_channel_type(opts.channel);
   if (!channel)
     return channel.error();
-  if (opts.tp_transport != "auto" && opts.tp_transport != "shm" && opts.tp_transport != "gloo")
-    return make_error(errc::invalid_argument, "unknown TP transport '" + opts.tp_transport
-                                                + "'; use auto, shm or gloo");
+  if (auto err = check_tp_transport(opts.tp_transport))
+    return err;
   if (!opts.kv_connector.empty() && opts.kv_connector != "loopback")
     return make_error(errc::invalid_argument, "unknown KV connector '" + opts.kv_connector
                                                 + "'; use loopback or none");

@@ -107,7 +107,8 @@ struct executor_options {
   std::chrono::milliseconds step_timeout = defaults::step_timeout;
   std::string channel = "auto"; ///< auto, nccl, gloo or shm (the seed's channel type)
   /// CPU TP groups' collectives: auto (shared memory when every rank of the group runs on
-  /// one node, else Gloo), shm or gloo (tests and comparisons). GPUs always use NCCL.
+  /// one node, else the TCP mesh), shm, tcp or gloo (tests and comparisons). GPUs always
+  /// use NCCL.
   std::string tp_transport = "auto";
   bool async_scheduling = false; ///< max_concurrent_batches = 2 instead of PP size
   std::string kv_connector;      ///< "" (none) or "loopback" (every rank reports)

@@ -4,6 +4,7 @@
 
 #include "runtime/plan/cluster_spec.hpp"
 #include "runtime/error.hpp"
+#include "runtime/models/collective.hpp"
 #include "runtime/os/worker_profiler.hpp"
 #include "transport/channel.hpp"
 #ifdef CAFEX_HAVE_CUDA
@@ -64,7 +65,7 @@ arg_parser& add_executor_flags(arg_parser& p) {
     .flag({{"--channel"}, "TYPE", "intermediate tensors: auto, nccl, gloo or shm", "auto"})
     .flag({{"--tp-transport"},
            "TYPE",
-           "CPU TP collectives: auto (shm on one node, else gloo), shm or gloo",
+           "CPU TP collectives: auto (shm on one node, else tcp), shm, tcp or gloo",
            "auto"})
     .flag({{"--async-scheduling"}, "", "allow 2 steps in flight instead of PP size", ""})
     .flag({{"--on-worker-failure"},
@@ -198,9 +199,8 @@ executor_options executor_options_from(const parsed_args& a) {
     throw usage_error{"--channel: " + describe(channel.error())};
   o.channel = a.get("--channel", "auto");
   o.tp_transport = a.get("--tp-transport", "auto");
-  if (o.tp_transport != "auto" && o.tp_transport != "shm" && o.tp_transport != "gloo")
-    throw usage_error{"--tp-transport: unknown '" + o.tp_transport
-                      + "'; use auto, shm or gloo"};
+  if (auto err = check_tp_transport(o.tp_transport))
+    throw usage_error{"--tp-transport: " + describe(err)};
   o.async_scheduling = a.has("--async-scheduling");
   auto policy = a.get("--on-worker-failure", "fail");
   if (policy == "restart")

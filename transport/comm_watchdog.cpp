@@ -7,8 +7,10 @@
 namespace cafex {
 
 comm_watchdog::comm_watchdog(std::string who, hooks h, std::chrono::milliseconds period)
-  : who_(std::move(who)), hooks_(std::move(h)),
-    period_(std::max(period, std::chrono::milliseconds{1})), thread_([this] { run(); }) {}
+  : who_(std::move(who)),
+    hooks_(std::move(h)),
+    period_(std::max(period, std::chrono::milliseconds{1})),
+    thread_([this] { run(); }) {}
 
 comm_watchdog::~comm_watchdog() {
   {

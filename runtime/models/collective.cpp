@@ -63,6 +63,13 @@ caf::error solo_collective::all_gather(const void* in, void* out, size_t bytes) 
   return caf::none;
 }
 
+caf::error check_tp_transport(const std::string& choice) {
+  if (choice == "auto" || choice == "shm" || choice == "tcp" || choice == "gloo")
+    return caf::none;
+  return make_error(errc::invalid_argument,
+                    "unknown TP transport '" + choice + "'; use auto, shm, tcp or gloo");
+}
+
 caf::error solo_collective::broadcast(void*, size_t, int root) {
   return root == 0 ? caf::none : bad_root(*this, root);
 }

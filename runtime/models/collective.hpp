@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include <caf/error.hpp>
 
@@ -47,6 +48,11 @@ public:
   /// dataflow_stats() and the logs.
   virtual const char* transport() const { return "unknown"; }
 };
+
+/// Checks a CPU TP transport choice (executor_options::tp_transport, --tp-transport):
+/// "auto" (shared memory when every rank of the group is on one node, else the TCP mesh),
+/// "shm", "tcp" or "gloo". errc::invalid_argument naming the valid values otherwise.
+caf::error check_tp_transport(const std::string& choice);
 
 /// The collective of a group of one: nothing to exchange.
 class solo_collective final : public collective {

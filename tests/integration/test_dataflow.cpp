@@ -107,7 +107,7 @@ TEST_CASE("TP groups on one node use shared memory; Gloo, when asked, gives the 
   o.model.seed = 5;
   o.model.return_hidden = true;
   std::map<std::string, run_result> runs;
-  for (const std::string transport : {"auto", "gloo", "shm"}) {
+  for (const std::string transport : {"auto", "gloo", "shm", "tcp"}) {
     INFO("tp_transport " << transport);
     o.tp_transport = transport;
     auto ex = start(o);
@@ -121,16 +121,18 @@ TEST_CASE("TP groups on one node use shared memory; Gloo, when asked, gives the 
     }
     auto stats = ex->dataflow_stats();
     REQUIRE(stats);
-    const std::string want = transport == "gloo" ? "gloo" : "shm";
+    const std::string want = transport == "auto" ? "shm" : transport;
     CHECK((*stats)["tp_transport"] == nlohmann::json::array({want, want}));
   }
   CHECK(runs["auto"].tokens == runs["gloo"].tokens);
   CHECK(runs["auto"].hidden == runs["gloo"].hidden);
   CHECK(runs["auto"].hidden == runs["shm"].hidden);
+  CHECK(runs["auto"].tokens == runs["tcp"].tokens);
+  CHECK(runs["auto"].hidden == runs["tcp"].hidden);
   o.tp_transport = "infiniband";
   auto bad = executor::start(o);
   REQUIRE_FALSE(bad);
-  CHECK(describe(bad.error()).find("auto, shm or gloo") != std::string::npos);
+  CHECK(describe(bad.error()).find("auto, shm, tcp or gloo") != std::string::npos);
 }
 
 TEST_CASE("pipelining: in flight never exceeds max_concurrent_batches and reaches it") {

@@ -153,7 +153,7 @@ TEST_CASE("tp across three hosts: rank order, per-node environment, tokens") {
     std::set<std::string> ips;
     for (int t = 0; t < tensor_parallel_size; ++t)
       ips.insert(workers[static_cast<size_t>(stage * tensor_parallel_size + t)].at("node_ip"));
-    want.push_back(ips.size() == 1 ? "shm" : "gloo");
+    want.push_back(ips.size() == 1 ? "shm" : "tcp");
   }
   CHECK(j.at("tp_transport") == want);
   // Tokens equal the single-process (embedded) run.
@@ -163,8 +163,8 @@ TEST_CASE("tp across three hosts: rank order, per-node environment, tokens") {
                                120s);
   auto single = parse_run(one);
   CHECK(j.at("tokens") == single.at("tokens"));
-  // One TP group over the three hosts (spread): Gloo, with the same tokens as the same
-  // group on one machine (over shared memory).
+  // One TP group over the three hosts (spread): the TCP mesh (and Gloo on request), with
+  // the same tokens as the same group on one machine (over shared memory).
   auto wide = c.drive({"--tp", "4", "--strategy", "spread", "--steps", "3", "--seed", "7",
                        "--report-workers", "--json"});
   auto jw = parse_run(wide);
@@ -172,7 +172,11 @@ TEST_CASE("tp across three hosts: rank order, per-node environment, tokens") {
   for (const auto& w : jw.at("workers"))
     wide_ips.insert(w.at("node_ip"));
   CHECK(wide_ips.size() == 3);
-  CHECK(jw.at("tp_transport") == json::array({"gloo"}));
+  CHECK(jw.at("tp_transport") == json::array({"tcp"}));
+  auto wide_gloo = parse_run(c.drive({"--tp", "4", "--strategy", "spread", "--steps", "3",
+                                      "--seed", "7", "--tp-transport", "gloo", "--json"}));
+  CHECK(wide_gloo.at("tp_transport") == json::array({"gloo"}));
+  CHECK(wide_gloo.at("tokens") == jw.at("tokens"));
   auto narrow = parse_run(test::run_command({c.bin, "run", "--tp", "4", "--steps", "3",
                                              "--seed", "7", "--json", "--log-level", "warn"},
                                             120s));

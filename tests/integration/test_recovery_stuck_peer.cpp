@@ -22,18 +22,19 @@ using steady = std::chrono::steady_clock;
 
 namespace {
 
-executor_options options(const std::string& channel) {
+executor_options options(const std::string& channel, const std::string& tp_transport) {
   auto o = test::restart_options(2, 2, 2);
   o.channel = channel;
+  o.tp_transport = tp_transport;
   return o;
 }
 
 using test::prefill;
 
-void stuck_peer_case(const std::string& channel) {
+void stuck_peer_case(const std::string& channel, const std::string& tp_transport = "auto") {
   test::become_subreaper();
   setenv(fault_injection_env, "1", 1); // NOLINT(concurrency-mt-unsafe): no spawn runs now
-  auto ex = executor::start(options(channel));
+  auto ex = executor::start(options(channel, tp_transport));
   REQUIRE_MESSAGE(ex, describe(ex.error()));
   uint64_t id = 0;
   auto warm = (*ex)->execute_model(prefill(id++));
@@ -57,7 +58,7 @@ void stuck_peer_case(const std::string& channel) {
     std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t0).count();
   REQUIRE_MESSAGE(st == executor_state::ready, "state " << std::string(to_string(st)) << ", "
                                                         << took << " ms after the loss");
-  MESSAGE(channel << ": loss to ready again in " << took << " ms");
+  MESSAGE(channel << " / TP " << tp_transport << ": loss to ready again in " << took << " ms");
   // Well under Gloo's 30 s wait: a few hundred ms here, seconds on a loaded machine.
   CHECK(took < 15000);
   CHECK(test::worker_pid(0) != victim);
@@ -85,4 +86,9 @@ TEST_CASE(
 TEST_CASE("restart: a survivor blocked in a collective lets go when the recovery starts "
           "(gloo)") {
   stuck_peer_case("gloo");
+}
+
+TEST_CASE("restart: a survivor blocked in a TCP-mesh all-reduce lets go when the recovery "
+          "starts") {
+  stuck_peer_case("shm", "tcp");
 }

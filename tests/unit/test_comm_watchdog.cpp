@@ -121,7 +121,7 @@ TEST_CASE("abort never runs while the model thread holds the guard") {
   {
     auto g = dog.guard();
     in_call = true;
-    dog.arm(clock_type::now()); // already late
+    dog.arm(clock_type::now());        // already late
     std::this_thread::sleep_for(30ms); // a long enqueue: the watchdog must wait for it
     in_call = false;
   }
@@ -137,9 +137,7 @@ TEST_CASE("destroying a watchdog stops it promptly, armed or not, without aborti
     comm_watchdog dog{"group 'tp5' rank 0/2", comm.hooks(), 1000ms};
     dog.arm(clock_type::now() + 60s);
   }
-  {
-    comm_watchdog idle{"group 'tp5' rank 1/2", comm.hooks(), 1000ms};
-  }
+  { comm_watchdog idle{"group 'tp5' rank 1/2", comm.hooks(), 1000ms}; }
   CHECK(clock_type::now() - start < 500ms);
   CHECK(comm.aborts == 0);
 }

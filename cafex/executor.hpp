@@ -105,7 +105,7 @@ struct executor_options {
   std::chrono::milliseconds rpc_timeout = defaults::rpc_timeout; ///< collective_rpc default
   /// One execute_model (the seed's 300 s).
   std::chrono::milliseconds step_timeout = defaults::step_timeout;
-  std::string channel = "auto"; ///< auto, nccl, gloo or shm (the seed's channel type)
+  std::string channel = "auto"; ///< auto, nccl, tcp, gloo or shm (the seed's channel type)
   /// CPU TP groups' collectives: auto (shared memory when every rank of the group runs on
   /// one node, else the TCP mesh), shm, tcp or gloo (tests and comparisons). GPUs always
   /// use NCCL.

@@ -62,7 +62,8 @@ arg_parser& add_executor_flags(arg_parser& p) {
     .flag({{"--start-timeout"}, "SECONDS", "deadline of the whole start-up", "60"})
     .flag({{"--rpc-timeout"}, "SECONDS", "default collective_rpc deadline", "60"})
     .flag({{"--step-timeout"}, "SECONDS", "deadline of one step", "300"})
-    .flag({{"--channel"}, "TYPE", "intermediate tensors: auto, nccl, gloo or shm", "auto"})
+    .flag(
+      {{"--channel"}, "TYPE", "intermediate tensors: auto, nccl, tcp, gloo or shm", "auto"})
     .flag({{"--tp-transport"},
            "TYPE",
            "CPU TP collectives: auto (shm on one node, else tcp), shm, tcp or gloo",

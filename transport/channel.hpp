@@ -1,6 +1,6 @@
 // Point-to-point channels between pipeline neighbours: the bytes of intermediate tensors
-// travel here while CAF carries their descriptors. Implementations: Gloo (CPU, TCP), NCCL
-// (GPU, built with CUDA) and an in-process fake for tests.
+// travel here while CAF carries their descriptors. Implementations: cafex's TCP mesh (CPU),
+// Gloo (CPU, TCP), NCCL (GPU, built with CUDA) and an in-process fake for tests.
 #pragma once
 
 #include <chrono>
@@ -21,18 +21,19 @@ public:
   virtual ~p2p_channel() = default;
   virtual caf::error send(const void* data, size_t bytes, uint64_t tag) = 0;
   virtual caf::error recv(void* data, size_t bytes, uint64_t tag) = 0;
-  /// "gloo", "nccl", "fake".
+  /// "tcp", "gloo", "nccl", "fake".
   virtual const char* kind() const = 0;
 };
 
-/// The seed's VLLM_USE_RAY_COMPILED_DAG_CHANNEL_TYPE, plus gloo.
-enum class channel_type { automatic, nccl, gloo, shm };
+/// The seed's VLLM_USE_RAY_COMPILED_DAG_CHANNEL_TYPE, plus tcp (cafex's TCP mesh) and gloo.
+enum class channel_type { automatic, nccl, gloo, shm, tcp };
 
-/// Parses auto|nccl|gloo|shm; anything else is an error that lists the valid values.
+/// Parses auto|nccl|tcp|gloo|shm; anything else is an error that lists the valid values.
 caf::expected<channel_type> parse_channel_type(const std::string& text);
 const char* to_string(channel_type t);
 
-/// What `auto` means for a device: NCCL for GPU tensors, Gloo for CPU tensors.
+/// What `auto` means for a device: NCCL for GPU tensors, the TCP mesh for CPU tensors
+/// (the driver still takes shared memory when every rank is on one node).
 channel_type resolve_channel_type(channel_type requested, const std::string& device);
 
 /// Where a channel meets its peer.

@@ -33,7 +33,8 @@ struct hello {
 };
 
 std::chrono::milliseconds left(clock_type::time_point deadline) {
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now());
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline
+                                                                  - clock_type::now());
   return std::max(ms, std::chrono::milliseconds{0});
 }
 
@@ -122,8 +123,8 @@ caf::error tcp_collective::fail(caf::error err) {
 }
 
 template <class Progress>
-caf::error tcp_collective::run(std::vector<transfer>& xs, const std::string& what,
-                               Progress&& progress) {
+caf::error
+tcp_collective::run(std::vector<transfer>& xs, const std::string& what, Progress&& progress) {
   const auto deadline = clock_type::now() + opts_.timeout;
   std::vector<pollfd> pfds;
   pfds.reserve(xs.size());
@@ -356,6 +357,32 @@ caf::error tcp_collective::broadcast(void* data, size_t bytes, int root) {
   return run(xs, what, [] {});
 }
 
+caf::error tcp_collective::send(const void* data, size_t bytes, int peer) {
+  const auto what = fmt::format("send of {} bytes to rank {}", bytes, peer);
+  if (peer < 0 || peer >= opts_.size || peer == opts_.rank)
+    return make_error(errc::invalid_argument, who() + ": " + what + ": no such peer");
+  if (auto err = usable(what.c_str()))
+    return err;
+  std::vector<transfer> xs(1);
+  xs[0].peer = peer;
+  xs[0].out = static_cast<const char*>(data);
+  xs[0].out_len = bytes;
+  return run(xs, what, [] {});
+}
+
+caf::error tcp_collective::recv(void* data, size_t bytes, int peer) {
+  const auto what = fmt::format("recv of {} bytes from rank {}", bytes, peer);
+  if (peer < 0 || peer >= opts_.size || peer == opts_.rank)
+    return make_error(errc::invalid_argument, who() + ": " + what + ": no such peer");
+  if (auto err = usable(what.c_str()))
+    return err;
+  std::vector<transfer> xs(1);
+  xs[0].peer = peer;
+  xs[0].in = static_cast<char*>(data);
+  xs[0].in_len = bytes;
+  return run(xs, what, [] {});
+}
+
 caf::expected<std::unique_ptr<tcp_collective>>
 make_tcp_collective(kv_store& store, const tcp_collective_options& opts) {
   if (opts.size < 1 || opts.rank < 0 || opts.rank >= opts.size || opts.group.empty())
@@ -389,7 +416,8 @@ make_tcp_collective(kv_store& store, const tcp_collective_options& opts) {
   socklen_t sl = sizeof sa;
   if (::bind(lfd, reinterpret_cast<sockaddr*>(&sa), sl) != 0)
     return sys_error("bind to " + opts.bind_host);
-  if (::listen(lfd, opts.size) != 0 || ::getsockname(lfd, reinterpret_cast<sockaddr*>(&sa), &sl))
+  if (::listen(lfd, opts.size) != 0
+      || ::getsockname(lfd, reinterpret_cast<sockaddr*>(&sa), &sl))
     return sys_error("listen");
   tune(lfd);
   const auto key = [&](const std::string& what) { return opts.group + "/tcp/" + what; };
@@ -413,8 +441,8 @@ make_tcp_collective(kv_store& store, const tcp_collective_options& opts) {
                                   "{}: another program uses this group name",
                                   who, key("secret"), secret.size(), secret_chars));
   auto addr = opts.bind_host + ":" + std::to_string(ntohs(sa.sin_port));
-  if (auto err = store.set(key("addr/" + std::to_string(opts.rank)), {addr.begin(), addr.end()},
-                           left(deadline)))
+  if (auto err = store.set(key("addr/" + std::to_string(opts.rank)),
+                           {addr.begin(), addr.end()}, left(deadline)))
     return err;
   hello mine;
   mine.rank = opts.rank;
@@ -438,9 +466,10 @@ make_tcp_collective(kv_store& store, const tcp_collective_options& opts) {
     pa.sin_port = htons(static_cast<uint16_t>(peer->second));
     inet_pton(AF_INET, peer->first.c_str(), &pa.sin_addr);
     tune(fd);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&pa), sizeof pa) != 0 && errno != EINPROGRESS)
-      return sys_error(fmt::format("connecting to rank {} at {}:{}", p, peer->first,
-                                   peer->second));
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&pa), sizeof pa) != 0
+        && errno != EINPROGRESS)
+      return sys_error(
+        fmt::format("connecting to rank {} at {}:{}", p, peer->first, peer->second));
     pollfd pfd{fd, POLLOUT, 0};
     while (::poll(&pfd, 1, poll_ms(deadline)) == 0 && clock_type::now() < deadline) {
     }

@@ -60,6 +60,11 @@ public:
   caf::error broadcast(void* data, size_t bytes, int root) override;
   const char* transport() const override { return "tcp"; }
 
+  /// Point to point (a PP hand-off between two stages): sends `bytes` bytes to `peer`,
+  /// which posts a recv of the same size; one call at a time per group, like the others.
+  caf::error send(const void* data, size_t bytes, int peer);
+  caf::error recv(void* data, size_t bytes, int peer);
+
   bool broken() const { return broken_; }
 
   /// Above this many bytes a group of more than 2 ranks sums by ring (bandwidth) instead

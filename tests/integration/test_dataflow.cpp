@@ -83,12 +83,15 @@ TEST_CASE("tokens and hidden states are identical for every PP x TP shape") {
   CHECK(test::wait_until([] { return test::children_of(getpid()).empty(); }, 5s));
 }
 
-TEST_CASE("the Gloo path and the shared-memory path give the same tokens") {
+TEST_CASE("the TCP, Gloo and shared-memory paths give the same tokens") {
   test::become_subreaper();
   auto shm = run(2, 2, 4, "shm");
   auto gloo = run(2, 2, 4, "gloo");
+  auto tcp = run(2, 2, 4, "tcp");
   CHECK(shm.tokens == gloo.tokens);
   CHECK(shm.hidden == gloo.hidden);
+  CHECK(shm.tokens == tcp.tokens);
+  CHECK(shm.hidden == tcp.hidden);
   auto o = options(1, 2);
   auto ex = start(o);
   REQUIRE(ex->execute_model(new_step(0, "a")));
@@ -99,6 +102,10 @@ TEST_CASE("the Gloo path and the shared-memory path give the same tokens") {
   auto ex2 = start(o);
   REQUIRE(ex2->execute_model(new_step(0, "a")));
   CHECK((*ex2->dataflow_stats())["hot_path"] == "gloo");
+  o.channel = "tcp";
+  auto ex3 = start(o);
+  REQUIRE(ex3->execute_model(new_step(0, "a")));
+  CHECK((*ex3->dataflow_stats())["hot_path"] == "tcp");
 }
 
 TEST_CASE("TP groups on one node use shared memory; Gloo, when asked, gives the same bits") {
@@ -302,5 +309,5 @@ TEST_CASE("an unknown channel type is refused with the valid values") {
   o.channel = "carrier-pigeon";
   auto ex = executor::start(o);
   REQUIRE_FALSE(ex);
-  CHECK(describe(ex.error()).find("auto, nccl, gloo and shm") != std::string::npos);
+  CHECK(describe(ex.error()).find("auto, nccl, tcp, gloo and shm") != std::string::npos);
 }

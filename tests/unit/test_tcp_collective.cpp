@@ -120,29 +120,29 @@ TEST_CASE("float32 sums: the same bits on every rank, on every run, on every pat
     std::vector<std::vector<std::vector<float>>> runs; // [run][rank] (the last size only)
     for (int run = 0; run < 2; ++run) {
       std::vector<std::vector<float>> per_rank(static_cast<size_t>(n));
-      auto results =
-        run_group(f.srv, "f32-" + std::to_string(n) + "-" + std::to_string(run), n,
-                  [&](tcp_collective& c) {
-                    for (size_t count : sizes) {
-                      std::vector<float> v(count);
-                      for (size_t i = 0; i < count; ++i)
-                        v[i] = fcontribution(c.rank(), i);
-                      if (auto err = c.all_reduce_sum_f32(v.data(), count))
-                        return describe(err);
-                      for (size_t i = 0; i < count; i += 997) {
-                        double want = 0;
-                        for (int r = 0; r < n; ++r)
-                          want += fcontribution(r, i);
-                        if (std::fabs(v[i] - want) > 1e-2)
-                          return "rank " + std::to_string(c.rank()) + ": sum off at "
-                                 + std::to_string(i);
-                      }
-                      if (count == sizes.back() || count == 100003)
-                        per_rank[static_cast<size_t>(c.rank())].insert(
-                          per_rank[static_cast<size_t>(c.rank())].end(), v.begin(), v.end());
-                    }
-                    return std::string{};
-                  });
+      auto results = run_group(f.srv, "f32-" + std::to_string(n) + "-" + std::to_string(run),
+                               n, [&](tcp_collective& c) {
+                                 for (size_t count : sizes) {
+                                   std::vector<float> v(count);
+                                   for (size_t i = 0; i < count; ++i)
+                                     v[i] = fcontribution(c.rank(), i);
+                                   if (auto err = c.all_reduce_sum_f32(v.data(), count))
+                                     return describe(err);
+                                   for (size_t i = 0; i < count; i += 997) {
+                                     double want = 0;
+                                     for (int r = 0; r < n; ++r)
+                                       want += fcontribution(r, i);
+                                     if (std::fabs(v[i] - want) > 1e-2)
+                                       return "rank " + std::to_string(c.rank())
+                                              + ": sum off at " + std::to_string(i);
+                                   }
+                                   if (count == sizes.back() || count == 100003)
+                                     per_rank[static_cast<size_t>(c.rank())].insert(
+                                       per_rank[static_cast<size_t>(c.rank())].end(),
+                                       v.begin(), v.end());
+                                 }
+                                 return std::string{};
+                               });
       check_all_passed(results);
       runs.push_back(per_rank);
     }
@@ -151,7 +151,8 @@ TEST_CASE("float32 sums: the same bits on every rank, on every run, on every pat
                                 runs[0][0].size() * 4)
                       == 0,
                     "rank " << r << " of " << n << " got other bits than rank 0");
-    CHECK_MESSAGE(std::memcmp(runs[0][0].data(), runs[1][0].data(), runs[0][0].size() * 4) == 0,
+    CHECK_MESSAGE(std::memcmp(runs[0][0].data(), runs[1][0].data(), runs[0][0].size() * 4)
+                    == 0,
                   "a second run of " << n << " ranks gave other bits");
   }
 }
@@ -212,7 +213,8 @@ TEST_CASE("a rank whose peers never show up fails within its deadline, naming th
   CHECK(describe(c.error()).find("rank(s) 1, 2") != std::string::npos);
 }
 
-TEST_CASE("a peer that closes its end fails the other's call at once; the group stays broken") {
+TEST_CASE(
+  "a peer that closes its end fails the other's call at once; the group stays broken") {
   server_fixture f;
   auto results = run_group(f.srv, "closing", 2, [&](tcp_collective& c) -> std::string {
     if (c.rank() == 1)
@@ -301,9 +303,44 @@ TEST_CASE("a stranger on a rank's port cannot join: it is dropped and the group 
   auto c0 = rank0.get();
   REQUIRE_MESSAGE(c0, describe(c0.error()));
   std::vector<int64_t> a{5}, b{7};
-  auto other = std::async(std::launch::async, [&] { return (*rank1)->all_reduce_sum(b.data(), 1); });
+  auto other = std::async(std::launch::async,
+                          [&] { return (*rank1)->all_reduce_sum(b.data(), 1); });
   CHECK(!(*c0)->all_reduce_sum(a.data(), 1));
   CHECK(!other.get());
   CHECK(a[0] == 12);
   CHECK(b[0] == 12);
+}
+
+TEST_CASE("send and recv move 4 KiB and 16 MiB exactly, both directions; bad peers refused") {
+  server_fixture f;
+  auto results = run_group(f.srv, "p2p", 2, [](tcp_collective& c) -> std::string {
+    for (size_t bytes : {size_t{4096}, size_t{16} << 20}) {
+      std::vector<char> out(bytes), in(bytes);
+      for (size_t i = 0; i < bytes; ++i)
+        out[i] = static_cast<char>(i * 13 + static_cast<size_t>(c.rank()));
+      // Rank 0 sends first, rank 1 answers: a hand-off each way.
+      caf::error err;
+      if (c.rank() == 0) {
+        err = c.send(out.data(), bytes, 1);
+        if (!err)
+          err = c.recv(in.data(), bytes, 1);
+      } else {
+        err = c.recv(in.data(), bytes, 0);
+        if (!err)
+          err = c.send(out.data(), bytes, 0);
+      }
+      if (err)
+        return describe(err);
+      const size_t other = 1 - static_cast<size_t>(c.rank());
+      for (size_t i = 0; i < bytes; i += 4093)
+        if (in[i] != static_cast<char>(i * 13 + other))
+          return "wrong byte at " + std::to_string(i) + " of " + std::to_string(bytes);
+    }
+    char b = 0;
+    if (code_of(c.send(&b, 1, c.rank())) != errc::invalid_argument
+        || code_of(c.recv(&b, 1, 2)) != errc::invalid_argument)
+      return std::string{"a send to itself or a recv from rank 2 of 2 was accepted"};
+    return std::string{};
+  });
+  check_all_passed(results);
 }

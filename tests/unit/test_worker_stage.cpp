@@ -101,10 +101,12 @@ TEST_CASE("channel types are validated like the seed's") {
   CHECK(parse_channel_type("nccl"));
   CHECK(parse_channel_type("gloo"));
   CHECK(parse_channel_type("shm"));
-  auto bad = parse_channel_type("tcp");
+  auto bad = parse_channel_type("rdma");
   REQUIRE_FALSE(bad);
-  CHECK(describe(bad.error()).find("auto, nccl, gloo and shm") != std::string::npos);
-  CHECK(resolve_channel_type(channel_type::automatic, "cpu") == channel_type::gloo);
+  CHECK(describe(bad.error()).find("auto, nccl, tcp, gloo and shm") != std::string::npos);
+  CHECK(resolve_channel_type(channel_type::automatic, "cpu") == channel_type::tcp);
+  REQUIRE(parse_channel_type("tcp"));
+  CHECK(*parse_channel_type("tcp") == channel_type::tcp);
   CHECK(resolve_channel_type(channel_type::automatic, "cuda") == channel_type::nccl);
   CHECK(resolve_channel_type(channel_type::gloo, "cuda") == channel_type::gloo);
 }

@@ -17,6 +17,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -132,7 +133,14 @@ struct transport_result {
   std::vector<std::vector<double>> allreduce_us; ///< per size
   std::vector<double> handoff_rtt_us;            ///< 4 KB there and back
   std::vector<double> handoff_big_gbps;          ///< 16 MiB one way (+ 1-byte answer)
+  double switches_per_4k = 0; ///< context switches of the process (all its threads) per call
 };
+
+long context_switches() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_nvcsw + u.ru_nivcsw;
+}
 
 // The same schedule on both ranks, over any group with all_reduce_sum_f32 and send/recv.
 template <class Group, class Send, class Recv>
@@ -142,6 +150,7 @@ transport_result run_group(int rank, Group& g, size_t iters, Send send, Recv rec
     std::vector<float> v(bytes / 4, 1.0F);
     std::vector<double> s;
     const size_t n = reps_for(bytes, iters);
+    const long switches0 = context_switches();
     for (size_t i = 0; i < n + 10; ++i) {
       auto t0 = clock_type::now();
       if (auto err = g.all_reduce_sum_f32(v.data(), v.size()))
@@ -149,6 +158,9 @@ transport_result run_group(int rank, Group& g, size_t iters, Send send, Recv rec
       if (i >= 10)
         s.push_back(us_since(t0));
     }
+    if (bytes == 4096)
+      out.switches_per_4k =
+        static_cast<double>(context_switches() - switches0) / static_cast<double>(n + 10);
     out.allreduce_us.push_back(std::move(s));
   }
   const size_t small = 4096, big = size_t{16} << 20;
@@ -269,6 +281,10 @@ int rank_main(int rank, const netns_hosts& h, size_t iters, bool json, int busy)
       out["rows"].push_back({{"path", path}, {"what", "all_reduce"}, {"bytes", sizes[i]},
                              {"p50_us", s.p50}, {"p99_us", s.p99}, {"gbps_p50", gbps}});
     }
+    std::printf("%-5s %-10s %-8s context switches per 4 KiB all-reduce on rank 0: %.1f\n",
+                path.c_str(), "all-reduce", "4 KiB", r.switches_per_4k);
+    out["rows"].push_back({{"path", path}, {"what", "switches_per_4k_allreduce"},
+                           {"value", r.switches_per_4k}});
     auto h4 = bench::latency_of(r.handoff_rtt_us);
     auto hb = bench::latency_of(r.handoff_big_gbps);
     std::printf("%-5s %-10s %-8s %10.1f %10.1f %9s %s\n", path.c_str(), "hand-off", "4 KiB rtt",

@@ -48,7 +48,7 @@ double us_since(clock_type::time_point t0) {
 }
 
 size_t reps_for(size_t bytes, size_t base) {
-  return bytes >= (size_t{4} << 20) ? std::max<size_t>(10, base / 50)
+  return bytes >= (size_t{4} << 20)     ? std::max<size_t>(10, base / 50)
          : bytes >= (size_t{256} << 10) ? std::max<size_t>(20, base / 10)
                                         : base;
 }
@@ -108,8 +108,9 @@ std::pair<std::vector<double>, std::vector<double>> raw_tcp(int rank, const netn
   std::vector<double> rtt, bw;
   for (size_t i = 0; i < iters + 20; ++i) {
     auto t0 = clock_type::now();
-    bool ok = rank == 0 ? io_all(fd, buf.data(), small, true) && io_all(fd, buf.data(), small, false)
-                        : io_all(fd, buf.data(), small, false) && io_all(fd, buf.data(), small, true);
+    bool ok = rank == 0
+                ? io_all(fd, buf.data(), small, true) && io_all(fd, buf.data(), small, false)
+                : io_all(fd, buf.data(), small, false) && io_all(fd, buf.data(), small, true);
     if (!ok)
       die(rank, "raw TCP ping-pong failed");
     if (i >= 20 && rank == 0)
@@ -159,8 +160,8 @@ transport_result run_group(int rank, Group& g, size_t iters, Send send, Recv rec
         s.push_back(us_since(t0));
     }
     if (bytes == 4096)
-      out.switches_per_4k =
-        static_cast<double>(context_switches() - switches0) / static_cast<double>(n + 10);
+      out.switches_per_4k = static_cast<double>(context_switches() - switches0)
+                            / static_cast<double>(n + 10);
     out.allreduce_us.push_back(std::move(s));
   }
   const size_t small = 4096, big = size_t{16} << 20;
@@ -246,11 +247,11 @@ int rank_main(int rank, const netns_hosts& h, size_t iters, bool json, int busy)
     if (!g)
       die(rank, describe(g.error()));
     auto& c = **g;
-    results.emplace_back(
-      "gloo", run_group(
-                rank, c, iters / 4 + 10,
-                [&](void* p, size_t n) { return c.send(p, n, 1 - rank, 7); },
-                [&](void* p, size_t n) { return c.recv(p, n, 1 - rank, 7); }));
+    results.emplace_back("gloo",
+                         run_group(
+                           rank, c, iters / 4 + 10,
+                           [&](void* p, size_t n) { return c.send(p, n, 1 - rank, 7); },
+                           [&](void* p, size_t n) { return c.recv(p, n, 1 - rank, 7); }));
   }
   if (rank != 0)
     return 0;
@@ -273,27 +274,37 @@ int rank_main(int rank, const netns_hosts& h, size_t iters, bool json, int busy)
     for (size_t i = 0; i < sizes.size(); ++i) {
       auto s = bench::latency_of(r.allreduce_us[i]);
       double gbps = static_cast<double>(sizes[i]) / (s.p50 * 1e3);
-      std::string ratio = sizes[i] == 4096               ? fmt_ratio(s.p50 / rtt.p50, "x rtt")
-                          : sizes[i] == (size_t{16} << 20) ? fmt_ratio(gbps / bw.p50 * 100, "% bw")
-                                                           : "";
+      std::string ratio = sizes[i] == 4096 ? fmt_ratio(s.p50 / rtt.p50, "x rtt")
+                          : sizes[i] == (size_t{16} << 20)
+                            ? fmt_ratio(gbps / bw.p50 * 100, "% bw")
+                            : "";
       std::printf("%-5s %-10s %-8s %10.1f %10.1f %9.2f %s\n", path.c_str(), "all-reduce",
                   human(sizes[i]).c_str(), s.p50, s.p99, gbps, ratio.c_str());
-      out["rows"].push_back({{"path", path}, {"what", "all_reduce"}, {"bytes", sizes[i]},
-                             {"p50_us", s.p50}, {"p99_us", s.p99}, {"gbps_p50", gbps}});
+      out["rows"].push_back({{"path", path},
+                             {"what", "all_reduce"},
+                             {"bytes", sizes[i]},
+                             {"p50_us", s.p50},
+                             {"p99_us", s.p99},
+                             {"gbps_p50", gbps}});
     }
     std::printf("%-5s %-10s %-8s context switches per 4 KiB all-reduce on rank 0: %.1f\n",
                 path.c_str(), "all-reduce", "4 KiB", r.switches_per_4k);
-    out["rows"].push_back({{"path", path}, {"what", "switches_per_4k_allreduce"},
-                           {"value", r.switches_per_4k}});
+    out["rows"].push_back(
+      {{"path", path}, {"what", "switches_per_4k_allreduce"}, {"value", r.switches_per_4k}});
     auto h4 = bench::latency_of(r.handoff_rtt_us);
     auto hb = bench::latency_of(r.handoff_big_gbps);
-    std::printf("%-5s %-10s %-8s %10.1f %10.1f %9s %s\n", path.c_str(), "hand-off", "4 KiB rtt",
-                h4.p50, h4.p99, "", fmt_ratio(h4.p50 / rtt.p50, "x rtt").c_str());
+    std::printf("%-5s %-10s %-8s %10.1f %10.1f %9s %s\n", path.c_str(), "hand-off",
+                "4 KiB rtt", h4.p50, h4.p99, "", fmt_ratio(h4.p50 / rtt.p50, "x rtt").c_str());
     std::printf("%-5s %-10s %-8s %10s %10s %9.2f %s\n", path.c_str(), "hand-off", "16 MiB", "",
                 "", hb.p50, fmt_ratio(hb.p50 / bw.p50 * 100, "% bw").c_str());
-    out["rows"].push_back({{"path", path}, {"what", "handoff_rtt"}, {"bytes", 4096},
-                           {"p50_us", h4.p50}, {"p99_us", h4.p99}});
-    out["rows"].push_back({{"path", path}, {"what", "handoff"}, {"bytes", size_t{16} << 20},
+    out["rows"].push_back({{"path", path},
+                           {"what", "handoff_rtt"},
+                           {"bytes", 4096},
+                           {"p50_us", h4.p50},
+                           {"p99_us", h4.p99}});
+    out["rows"].push_back({{"path", path},
+                           {"what", "handoff"},
+                           {"bytes", size_t{16} << 20},
                            {"gbps_p50", hb.p50}});
   }
   if (json)
@@ -320,7 +331,8 @@ int main(int argc, char** argv) {
     json = a.has("--json");
   });
   if (!can_create_netns()) {
-    std::fprintf(stderr, "error: bench_crossnode creates network namespaces: run it as root\n");
+    std::fprintf(stderr,
+                 "error: bench_crossnode creates network namespaces: run it as root\n");
     return 2;
   }
   std::unique_ptr<netns_hosts> hosts;

@@ -70,6 +70,14 @@ caf::expected<std::unique_ptr<collective>> open_shm(worker_state& st, rendezvous
       return g.error();
     if (auto err = store.set(key, std::vector<char>(o.name.begin(), o.name.end()), timeout))
       return err;
+    // Each peer says on the store that it mapped the segment: a store wait ends at once
+    // when a later generation fences this rendezvous (a peer died during a recovery's
+    // rebuild), where waiting on the segment itself would hold this rank to `timeout`.
+    std::vector<std::string> mapped;
+    for (int r = 1; r < o.size; ++r)
+      mapped.push_back(key + "/mapped/" + std::to_string(r));
+    if (auto err = store.wait(mapped, timeout))
+      return err;
     if (auto err = (*g)->wait_mapped())
       return err;
     return std::unique_ptr<collective>(std::move(*g));
@@ -81,6 +89,8 @@ caf::expected<std::unique_ptr<collective>> open_shm(worker_state& st, rendezvous
   auto g = shm_collective::open(o);
   if (!g)
     return g.error();
+  if (auto err = store.set(key + "/mapped/" + std::to_string(o.rank), {'1'}, timeout))
+    return err;
   return std::unique_ptr<collective>(std::move(*g));
 }
 

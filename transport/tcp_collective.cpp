@@ -357,30 +357,28 @@ caf::error tcp_collective::broadcast(void* data, size_t bytes, int root) {
   return run(xs, what, [] {});
 }
 
-caf::error tcp_collective::send(const void* data, size_t bytes, int peer) {
-  const auto what = fmt::format("send of {} bytes to rank {}", bytes, peer);
+caf::error tcp_collective::point_to_point(const char* out, char* in, size_t bytes, int peer) {
+  const auto what = out != nullptr ? fmt::format("send of {} bytes to rank {}", bytes, peer)
+                                   : fmt::format("recv of {} bytes from rank {}", bytes, peer);
   if (peer < 0 || peer >= opts_.size || peer == opts_.rank)
     return make_error(errc::invalid_argument, who() + ": " + what + ": no such peer");
   if (auto err = usable(what.c_str()))
     return err;
   std::vector<transfer> xs(1);
   xs[0].peer = peer;
-  xs[0].out = static_cast<const char*>(data);
-  xs[0].out_len = bytes;
+  xs[0].out = out;
+  xs[0].out_len = out != nullptr ? bytes : 0;
+  xs[0].in = in;
+  xs[0].in_len = in != nullptr ? bytes : 0;
   return run(xs, what, [] {});
 }
 
+caf::error tcp_collective::send(const void* data, size_t bytes, int peer) {
+  return point_to_point(static_cast<const char*>(data), nullptr, bytes, peer);
+}
+
 caf::error tcp_collective::recv(void* data, size_t bytes, int peer) {
-  const auto what = fmt::format("recv of {} bytes from rank {}", bytes, peer);
-  if (peer < 0 || peer >= opts_.size || peer == opts_.rank)
-    return make_error(errc::invalid_argument, who() + ": " + what + ": no such peer");
-  if (auto err = usable(what.c_str()))
-    return err;
-  std::vector<transfer> xs(1);
-  xs[0].peer = peer;
-  xs[0].in = static_cast<char*>(data);
-  xs[0].in_len = bytes;
-  return run(xs, what, [] {});
+  return point_to_point(nullptr, static_cast<char*>(data), bytes, peer);
 }
 
 caf::expected<std::unique_ptr<tcp_collective>>

@@ -106,6 +106,9 @@ private:
   template <class T>
   caf::error sum_ring(T* data, size_t count, const std::string& what);
 
+  /// send (out set) or recv (in set) of `bytes` with `peer`.
+  caf::error point_to_point(const char* out, char* in, size_t bytes, int peer);
+
   /// Marks the group broken and closes every connection (peers fail at once).
   caf::error fail(caf::error err);
 

@@ -96,9 +96,11 @@ void with_ranks(int n, Body body) {
 }
 
 std::vector<std::vector<double>> bench_shm(int n, const std::vector<size_t>& sizes,
-                                           size_t iters, size_t slot_bytes) {
+                                           size_t iters, size_t slot_bytes,
+                                           size_t small_bytes) {
   shm_collective_options o;
   o.slot_bytes = slot_bytes;
+  o.small_bytes = small_bytes;
   o.name = "/cafex-" + std::to_string(getpid()) + "-tp-bench-" + std::to_string(n);
   o.size = n;
   o.timeout = std::chrono::seconds{60};
@@ -258,6 +260,7 @@ std::string human(size_t bytes) {
 int main(int argc, char** argv) {
   int busy = 0;
   size_t slot_kib = 256;
+  size_t small_kib = shm_collective_options{}.small_bytes >> 10;
   size_t iters = 2000;
   bool json = false;
   bool with_gloo = true;
@@ -266,6 +269,11 @@ int main(int argc, char** argv) {
   parser.flag({{"--busy"}, "N", "processes spinning on the CPU during the run", "0"})
     .flag({{"--iterations"}, "N", "samples per small size (fewer for large ones)", "2000"})
     .flag({{"--slot-kib"}, "N", "the shared-memory slot size per rank (KiB)", "256"})
+    .flag({{"--small-kib"},
+           "N",
+           "shm calls up to N KiB are summed whole by every rank (one barrier), larger "
+           "ones in slices",
+           std::to_string(small_kib)})
     .flag({{"--no-gloo"}, "", "skip the Gloo rows", ""})
     .flag({{"--json"}, "", "also print the results as one JSON line", ""});
   bench::parse_flags(parser, argc, argv, [&](const cli::parsed_args& a) {
@@ -273,6 +281,8 @@ int main(int argc, char** argv) {
     iters = static_cast<size_t>(a.get_int("--iterations", 2000, 10, 1000000));
     json = a.has("--json");
     slot_kib = static_cast<size_t>(a.get_int("--slot-kib", 256, 4, 1 << 20));
+    small_kib = static_cast<size_t>(
+      a.get_int("--small-kib", static_cast<int>(small_kib), 0, 1 << 20));
     with_gloo = !a.has("--no-gloo");
   });
   const std::vector<size_t> sizes = {64, 4096, 65536, size_t{1} << 20, size_t{16} << 20};
@@ -308,7 +318,7 @@ int main(int argc, char** argv) {
     }
   for (int n : {2, 4}) {
     std::vector<std::pair<std::string, std::vector<std::vector<double>>>> paths;
-    paths.emplace_back("shm", bench_shm(n, sizes, iters, slot_kib << 10));
+    paths.emplace_back("shm", bench_shm(n, sizes, iters, slot_kib << 10, small_kib << 10));
     if (with_gloo) {
       paths.emplace_back("tcp", bench_tcp(n, sizes, iters, srv.port()));
       paths.emplace_back("gloo", bench_gloo(n, sizes, iters / 4 + 10, srv.port()));

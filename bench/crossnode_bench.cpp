@@ -20,6 +20,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
@@ -71,11 +72,17 @@ bool io_all(int fd, void* p, size_t n, bool out) {
   return true;
 }
 
-// The raw TCP floor between the two hosts: blocking sockets, TCP_NODELAY. Rank 1 listens,
-// rank 0 connects; both run the same fixed schedule. Rank 0 returns
-// {4 KB rtt samples (us), 16 MiB samples (GB/s)}.
-std::pair<std::vector<double>, std::vector<double>> raw_tcp(int rank, const netns_hosts& h,
-                                                            size_t iters) {
+struct raw_floors {
+  std::vector<double> rtt_us;        ///< 4 KB there and back
+  std::vector<double> one_way_gbps;  ///< 16 MiB one way, then a 1-byte ack
+  std::vector<double> exchange_gbps; ///< 16 MiB each way at once (16 MiB / time)
+};
+
+// The raw TCP floors between the two hosts: blocking sockets, TCP_NODELAY. Rank 1 listens,
+// rank 0 connects; both run the same fixed schedule; rank 0 keeps the samples. The
+// exchange (each host sends its 16 MiB while it receives the other's, a thread each way)
+// is what any 2-rank all-reduce must move at least, the one-way transfer half of it.
+raw_floors raw_tcp(int rank, const netns_hosts& h, size_t iters) {
   const size_t small = 4096, big = size_t{16} << 20, big_reps = reps_for(big, iters);
   int fd = -1;
   sockaddr_in a{};
@@ -105,7 +112,10 @@ std::pair<std::vector<double>, std::vector<double>> raw_tcp(int rank, const netn
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   std::vector<char> buf(big, 1);
-  std::vector<double> rtt, bw;
+  std::vector<char> theirs(big, 0);
+  raw_floors out;
+  auto& rtt = out.rtt_us;
+  auto& bw = out.one_way_gbps;
   for (size_t i = 0; i < iters + 20; ++i) {
     auto t0 = clock_type::now();
     bool ok = rank == 0
@@ -126,8 +136,19 @@ std::pair<std::vector<double>, std::vector<double>> raw_tcp(int rank, const netn
     if (i >= 1 && rank == 0)
       bw.push_back(static_cast<double>(big) / (us_since(t0) * 1e3));
   }
+  for (size_t i = 0; i < big_reps + 1; ++i) {
+    auto t0 = clock_type::now();
+    bool sent = false;
+    std::thread sender([&] { sent = io_all(fd, buf.data(), big, true); });
+    bool got = io_all(fd, theirs.data(), big, false);
+    sender.join();
+    if (!sent || !got)
+      die(rank, "raw TCP exchange failed");
+    if (i >= 1 && rank == 0)
+      out.exchange_gbps.push_back(static_cast<double>(big) / (us_since(t0) * 1e3));
+  }
   ::close(fd);
-  return {rtt, bw};
+  return out;
 }
 
 struct transport_result {
@@ -255,20 +276,22 @@ int rank_main(int rank, const netns_hosts& h, size_t iters, bool json, int busy)
   }
   if (rank != 0)
     return 0;
-  auto rtt = bench::latency_of(raw.first);
-  auto bw = bench::latency_of(raw.second);
+  auto rtt = bench::latency_of(raw.rtt_us);
+  auto bw = bench::latency_of(raw.one_way_gbps);
+  auto xbw = bench::latency_of(raw.exchange_gbps);
   std::printf("# %s, 2 namespace hosts (veth + bridge), %d busy neighbour(s), load %.2f\n",
               bench::machine_summary().c_str(), busy, bench::load_average_1m());
   std::printf("# raw TCP between the hosts: 4 KB rtt p50 %.1f us p99 %.1f us; 16 MiB one way "
-              "%.2f GB/s (p50)\n",
-              rtt.p50, rtt.p99, bw.p50);
+              "%.2f GB/s, each way at once %.2f GB/s (p50)\n",
+              rtt.p50, rtt.p99, bw.p50, xbw.p50);
   std::printf("%-5s %-10s %-8s %10s %10s %9s %s\n", "path", "what", "size", "p50 us", "p99 us",
               "GB/s p50", "vs raw TCP");
   nlohmann::json out = {{"machine", bench::machine_summary()},
                         {"busy_neighbours", busy},
                         {"raw_tcp",
                          {{"rtt_4k_us", {{"p50", rtt.p50}, {"p99", rtt.p99}}},
-                          {"gbps_16mib_p50", bw.p50}}},
+                          {"gbps_16mib_p50", bw.p50},
+                          {"exchange_gbps_16mib_p50", xbw.p50}}},
                         {"rows", nlohmann::json::array()}};
   for (auto& [path, r] : results) {
     for (size_t i = 0; i < sizes.size(); ++i) {
@@ -276,7 +299,8 @@ int rank_main(int rank, const netns_hosts& h, size_t iters, bool json, int busy)
       double gbps = static_cast<double>(sizes[i]) / (s.p50 * 1e3);
       std::string ratio = sizes[i] == 4096 ? fmt_ratio(s.p50 / rtt.p50, "x rtt")
                           : sizes[i] == (size_t{16} << 20)
-                            ? fmt_ratio(gbps / bw.p50 * 100, "% bw")
+                            ? fmt_ratio(gbps / bw.p50 * 100, "% bw") + ", "
+                                + fmt_ratio(gbps / xbw.p50 * 100, "% exchange")
                             : "";
       std::printf("%-5s %-10s %-8s %10.1f %10.1f %9.2f %s\n", path.c_str(), "all-reduce",
                   human(sizes[i]).c_str(), s.p50, s.p99, gbps, ratio.c_str());

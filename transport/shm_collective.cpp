@@ -356,15 +356,30 @@ caf::error shm_collective::fail(caf::error err) {
 
 namespace {
 
+/// Elements summed per block: the block's partial sum stays in L1 while every part is added.
+constexpr size_t sum_block_bytes = 4096;
+
+/// out[i] = parts[0][i] + parts[1][i] + ... for i in [lo, hi), added in rank order, into
+/// each of `outs` (one or two). A part may alias an out: each block is summed into a local
+/// buffer first, so what a part reads is never what this call already wrote.
 template <class T>
-void sum_in_rank_order(T* out, const T* const* parts, int n_parts, size_t lo, size_t hi) {
-  const T* first = parts[0];
-  for (size_t i = lo; i < hi; ++i)
-    out[i] = first[i];
-  for (int p = 1; p < n_parts; ++p) {
-    const T* src = parts[p];
-    for (size_t i = lo; i < hi; ++i)
-      out[i] += src[i];
+void sum_in_rank_order(T* const* outs, int n_outs, const T* const* parts, int n_parts,
+                       size_t lo, size_t hi) {
+  constexpr size_t block = sum_block_bytes / sizeof(T);
+  alignas(64) T acc[block];
+  for (size_t b = lo; b < hi; b += block) {
+    const size_t n = std::min(block, hi - b);
+    const T* p0 = parts[0] + b;
+    const T* p1 = parts[1] + b;
+    for (size_t i = 0; i < n; ++i)
+      acc[i] = p0[i] + p1[i];
+    for (int p = 2; p < n_parts; ++p) {
+      const T* src = parts[p] + b;
+      for (size_t i = 0; i < n; ++i)
+        acc[i] += src[i];
+    }
+    for (int o = 0; o < n_outs; ++o)
+      std::memcpy(outs[o] + b, acc, n * sizeof(T));
   }
 }
 
@@ -375,7 +390,20 @@ caf::error shm_collective::reduce_chunk(T* data, size_t n, clock::time_point dea
   const uint64_t op = ++op_;
   const size_t bytes = n * sizeof(T);
   const int me = opts_.rank;
-  std::memcpy(slot(op, me), data, bytes);
+  const auto ranks = static_cast<size_t>(opts_.size);
+  const bool small = bytes <= opts_.small_bytes;
+  // Large calls: each rank sums one slice. A rank's own slice of its input is read only by
+  // itself (from `data`), so only the others' slices go through its slot.
+  const size_t per = (n + ranks - 1) / ranks;
+  const size_t lo = std::min(n, per * static_cast<size_t>(me));
+  const size_t hi = std::min(n, lo + per);
+  auto* mine = reinterpret_cast<T*>(slot(op, me));
+  if (small) {
+    std::memcpy(mine, data, bytes);
+  } else {
+    std::memcpy(mine, data, lo * sizeof(T));
+    std::memcpy(mine + hi, data + hi, (n - hi) * sizeof(T));
+  }
   hdr_->bytes[op & 1][me].store(bytes, std::memory_order_relaxed);
   publish(0, op);
   if (auto err = wait_all(0, op, deadline))
@@ -387,23 +415,22 @@ caf::error shm_collective::reduce_chunk(T* data, size_t n, clock::time_point dea
                              who() + ": rank " + std::to_string(r)
                                + " passed a buffer of another length to the same "
                                  "all-reduce; every rank must make the same calls"));
-    parts[r] = reinterpret_cast<const T*>(slot(op, r));
+    parts[r] = r == me ? data : reinterpret_cast<const T*>(slot(op, r));
   }
-  if (bytes <= opts_.small_bytes) {
-    sum_in_rank_order(data, parts, opts_.size, 0, n);
+  if (small) {
+    T* outs[] = {data};
+    sum_in_rank_order(outs, 1, parts, opts_.size, 0, n);
     return caf::none;
   }
-  // Each rank sums one slice into the shared result, the same formula as above.
-  const size_t per = (n + static_cast<size_t>(opts_.size) - 1)
-                     / static_cast<size_t>(opts_.size);
-  const size_t lo = std::min(n, per * static_cast<size_t>(me));
-  const size_t hi = std::min(n, lo + per);
+  // The same formula as above, over this rank's slice, into the shared result and `data`.
   auto* out = reinterpret_cast<T*>(result(op));
-  sum_in_rank_order(out, parts, opts_.size, lo, hi);
+  T* outs[] = {out, data};
+  sum_in_rank_order(outs, 2, parts, opts_.size, lo, hi);
   publish(1, op);
   if (auto err = wait_all(1, op, deadline))
     return fail(std::move(err));
-  std::memcpy(data, out, bytes);
+  std::memcpy(data, out, lo * sizeof(T));
+  std::memcpy(data + hi, out + hi, (n - hi) * sizeof(T));
   return caf::none;
 }
 

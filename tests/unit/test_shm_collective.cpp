@@ -11,6 +11,7 @@
 #include <random>
 #include <sys/wait.h>
 #include <thread>
+#include <utility>
 #include <unistd.h>
 #include <vector>
 
@@ -109,20 +110,23 @@ TEST_CASE("int64 sums are exact on every path, for 2, 3 and 4 ranks") {
 TEST_CASE("float32 sums: the same bits on every rank, on every run, on every path") {
   const int size = 4;
   // 999 elements: small path with 64 KiB slots; the sliced path with 1 KiB of small_bytes.
-  for (size_t small : {size_t{32} << 10, size_t{1024}}) {
+  // 40001: chunked, and each slice summed in several blocks with a short last one.
+  for (auto [n, small] :
+       {std::pair{size_t{999}, size_t{32} << 10}, std::pair{size_t{999}, size_t{1024}},
+        std::pair{size_t{40001}, size_t{32} << 10}}) {
     std::vector<uint32_t> first_bits;
     for (int run = 0; run < 3; ++run) {
       group g(size, 65536, 10s, small);
       std::vector<std::vector<float>> bufs;
       for (int r = 0; r < size; ++r)
-        bufs.push_back(random_floats(999, static_cast<unsigned>(r + 1)));
+        bufs.push_back(random_floats(n, static_cast<unsigned>(r + 1)));
       // The expected sum, in rank order.
       std::vector<float> want = bufs[0];
       for (int r = 1; r < size; ++r)
         for (size_t i = 0; i < want.size(); ++i)
           want[i] += bufs[static_cast<size_t>(r)][i];
       auto errs = g.each([&](int r, shm_collective& c) {
-        return c.all_reduce_sum_f32(bufs[static_cast<size_t>(r)].data(), 999);
+        return c.all_reduce_sum_f32(bufs[static_cast<size_t>(r)].data(), n);
       });
       for (auto& e : errs)
         REQUIRE_MESSAGE(!e, describe(e));

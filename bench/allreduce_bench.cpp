@@ -50,17 +50,31 @@ size_t iterations_for(size_t bytes, size_t base) {
 }
 
 /// One rank's schedule over every size: the same calls on every rank; rank 0 keeps the
-/// samples (microseconds per call).
+/// samples (microseconds per call). `registered`: the data lives in the group's
+/// registered buffer (collective::registered_buffer), as a model that computes its partial
+/// sums there would have it.
 std::vector<std::vector<double>> run_sizes(collective& c, const std::vector<size_t>& sizes,
-                                           size_t base_iters) {
+                                           size_t base_iters, bool registered = false) {
   std::vector<std::vector<double>> out;
   for (size_t bytes : sizes) {
-    std::vector<float> buf(bytes / sizeof(float), 1.0F);
+    std::vector<float> own(registered ? 0 : bytes / sizeof(float), 1.0F);
+    float* data = own.data();
+    const size_t count = bytes / sizeof(float);
+    if (registered) {
+      auto b = c.registered_buffer();
+      if (b.bytes < bytes) {
+        std::fprintf(stderr, "rank %d: the registered buffer holds %zu bytes, not %zu\n",
+                     c.rank(), b.bytes, bytes);
+        std::exit(1);
+      }
+      data = static_cast<float*>(b.data);
+      std::fill(data, data + count, 1.0F);
+    }
     const size_t iters = iterations_for(bytes, base_iters);
     std::vector<double> samples;
     for (size_t i = 0; i < iters + 10; ++i) {
       auto t0 = clock_type::now();
-      if (auto err = c.all_reduce_sum_f32(buf.data(), buf.size())) {
+      if (auto err = c.all_reduce_sum_f32(data, count)) {
         std::fprintf(stderr, "rank %d: %s\n", c.rank(), describe(err).c_str());
         std::exit(1);
       }
@@ -96,11 +110,12 @@ void with_ranks(int n, Body body) {
 }
 
 std::vector<std::vector<double>> bench_shm(int n, const std::vector<size_t>& sizes,
-                                           size_t iters, size_t slot_bytes,
-                                           size_t small_bytes) {
+                                           size_t iters, size_t slot_bytes, size_t small_bytes,
+                                           bool registered) {
   shm_collective_options o;
   o.slot_bytes = slot_bytes;
   o.small_bytes = small_bytes;
+  o.buffer_bytes = registered ? sizes.back() : 0;
   o.name = "/cafex-" + std::to_string(getpid()) + "-tp-bench-" + std::to_string(n);
   o.size = n;
   o.timeout = std::chrono::seconds{60};
@@ -116,7 +131,7 @@ std::vector<std::vector<double>> bench_shm(int n, const std::vector<size_t>& siz
         std::fprintf(stderr, "error: %s\n", describe(err).c_str());
         std::exit(1);
       }
-      result = run_sizes(**first, sizes, iters);
+      result = run_sizes(**first, sizes, iters, registered);
       return;
     }
     // The child's copy of rank 0's handle stays untouched (ranks leave with _exit): its
@@ -126,7 +141,7 @@ std::vector<std::vector<double>> bench_shm(int n, const std::vector<size_t>& siz
     auto g = shm_collective::open(co);
     if (!g)
       _exit(3);
-    run_sizes(**g, sizes, iters);
+    run_sizes(**g, sizes, iters, registered);
   });
   return result;
 }
@@ -308,8 +323,8 @@ int main(int argc, char** argv) {
   std::printf("# floors: futex ping-pong 4 KB rtt p50 %.1f us p99 %.1f us; loopback TCP 4 KB "
               "rtt p50 %.1f us p99 %.1f us; memcpy 16 MiB %.2f GB/s\n",
               futex.p50, futex.p99, tcp_rtt.p50, tcp_rtt.p99, memcpy_bw);
-  std::printf("%-6s %-5s %-8s %10s %10s %10s\n", "path", "ranks", "size", "p50 us", "p99 us",
-              "GB/s p50");
+  std::printf("%-7s %-5s %-8s %10s %10s %10s %s\n", "path", "ranks", "size", "p50 us",
+              "p99 us", "GB/s p50", "vs memcpy");
   rendezvous_server srv;
   if (with_gloo)
     if (auto err = srv.start()) {
@@ -318,7 +333,10 @@ int main(int argc, char** argv) {
     }
   for (int n : {2, 4}) {
     std::vector<std::pair<std::string, std::vector<std::vector<double>>>> paths;
-    paths.emplace_back("shm", bench_shm(n, sizes, iters, slot_kib << 10, small_kib << 10));
+    paths.emplace_back("shm",
+                       bench_shm(n, sizes, iters, slot_kib << 10, small_kib << 10, false));
+    paths.emplace_back("shm-reg",
+                       bench_shm(n, sizes, iters, slot_kib << 10, small_kib << 10, true));
     if (with_gloo) {
       paths.emplace_back("tcp", bench_tcp(n, sizes, iters, srv.port()));
       paths.emplace_back("gloo", bench_gloo(n, sizes, iters / 4 + 10, srv.port()));
@@ -327,8 +345,11 @@ int main(int argc, char** argv) {
       for (size_t i = 0; i < sizes.size(); ++i) {
         auto s = bench::latency_of(per_size[i]);
         double gbps = static_cast<double>(sizes[i]) / (s.p50 * 1e3);
-        std::printf("%-6s %-5d %-8s %10.1f %10.1f %10.2f\n", path.c_str(), n,
+        std::printf("%-7s %-5d %-8s %10.1f %10.1f %10.2f", path.c_str(), n,
                     human(sizes[i]).c_str(), s.p50, s.p99, gbps);
+        if (sizes[i] == (size_t{16} << 20))
+          std::printf(" %.0f%%", gbps / memcpy_bw * 100);
+        std::printf("\n");
         out["rows"].push_back({{"path", path},
                                {"ranks", n},
                                {"bytes", sizes[i]},

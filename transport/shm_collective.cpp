@@ -31,7 +31,7 @@ namespace {
 using clock = std::chrono::steady_clock;
 
 constexpr uint64_t segment_magic = 0x6361666578636f6cULL; // "cafexcol"
-constexpr uint32_t segment_version = 1;
+constexpr uint32_t segment_version = 2;
 /// How long a waiter spins before it sleeps: a peer a few microseconds behind costs no
 /// system call, a peer that is far behind costs this much CPU.
 constexpr auto spin_for = std::chrono::microseconds{50};
@@ -76,6 +76,7 @@ struct shm_collective::header {
   uint32_t version;
   int32_t size;
   uint64_t slot_bytes;
+  uint64_t buffer_bytes;
   /// Bumped by every publish and by close: the futex word every waiter sleeps on.
   std::atomic<uint32_t> bell;
   std::atomic<uint32_t> sleepers;
@@ -84,8 +85,9 @@ struct shm_collective::header {
   std::atomic<int32_t> pid[max_ranks];
   /// Per op parity and rank: the bytes of its part (all ranks must agree).
   std::atomic<uint64_t> bytes[2][max_ranks];
-  /// [0]: the last op whose input each rank wrote; [1]: whose slice each rank reduced.
-  counter count[2][max_ranks];
+  /// [0]: the last op whose input each rank wrote; [1]: whose slice each rank reduced;
+  /// [2]: whose sums each rank gathered from its peers' registered buffers.
+  counter count[3][max_ranks];
 };
 
 namespace {
@@ -115,8 +117,9 @@ int remove_shm_collectives_of(int pid) {
   return removed;
 }
 
-size_t shm_collective_bytes(int size, size_t slot_bytes) {
-  return header_bytes() + slot_bytes * (2 * static_cast<size_t>(size) + 2);
+size_t shm_collective_bytes(int size, size_t slot_bytes, size_t buffer_bytes) {
+  return header_bytes() + slot_bytes * (2 * static_cast<size_t>(size) + 2)
+         + buffer_bytes * static_cast<size_t>(size);
 }
 
 shm_collective::shm_collective(shm_collective_options o) : opts_(std::move(o)) {}
@@ -135,12 +138,13 @@ shm_collective::map(const shm_collective_options& o, bool create) {
                                                 + std::to_string(max_ranks) + " ranks");
   if (o.name.size() < 2 || o.name[0] != '/' || o.name.find('/', 1) != std::string::npos)
     return make_error(errc::invalid_argument, who + ": the name must look like /cafex-...");
-  if (o.slot_bytes < 4096 || o.slot_bytes % 64 != 0 || o.timeout.count() <= 0)
+  if (o.slot_bytes < 4096 || o.slot_bytes % 64 != 0 || o.buffer_bytes % 64 != 0
+      || o.timeout.count() <= 0)
     return make_error(errc::invalid_argument,
                       who
-                        + ": slot_bytes must be a multiple of 64 of at least 4096 and "
-                          "the timeout positive");
-  const size_t total = shm_collective_bytes(o.size, o.slot_bytes);
+                        + ": slot_bytes must be a multiple of 64 of at least 4096, "
+                          "buffer_bytes a multiple of 64 and the timeout positive");
+  const size_t total = shm_collective_bytes(o.size, o.slot_bytes, o.buffer_bytes);
   int fd = create ? shm_open(o.name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600)
                   : shm_open(o.name.c_str(), O_RDWR, 0600);
   if (fd < 0)
@@ -183,13 +187,14 @@ shm_collective::map(const shm_collective_options& o, bool create) {
     new (h) header; // the zero-filled page is a valid (zero) state for every atomic
     h->size = o.size;
     h->slot_bytes = o.slot_bytes;
+    h->buffer_bytes = o.buffer_bytes;
     h->closed_by.store(-1);
     h->version = segment_version;
     std::atomic_thread_fence(std::memory_order_release);
     h->magic.store(segment_magic, std::memory_order_release);
   } else if (h->magic.load(std::memory_order_acquire) != segment_magic
              || h->version != segment_version || h->size != o.size
-             || h->slot_bytes != o.slot_bytes) {
+             || h->slot_bytes != o.slot_bytes || h->buffer_bytes != o.buffer_bytes) {
     return make_error(errc::transport_failed,
                       who
                         + ": the segment is not this group's (another cafex version, or "
@@ -269,6 +274,18 @@ char* shm_collective::slot(uint64_t op, int r) const {
 char* shm_collective::result(uint64_t op) const {
   auto base = reinterpret_cast<char*>(hdr_) + header_bytes();
   return base + opts_.slot_bytes * (2 * static_cast<size_t>(opts_.size) + (op & 1));
+}
+
+char* shm_collective::region(int r) const {
+  auto base = reinterpret_cast<char*>(hdr_) + header_bytes();
+  return base + opts_.slot_bytes * (2 * static_cast<size_t>(opts_.size) + 2)
+         + opts_.buffer_bytes * static_cast<size_t>(r);
+}
+
+collective::buffer shm_collective::registered_buffer() {
+  if (opts_.buffer_bytes == 0)
+    return {};
+  return {region(opts_.rank), opts_.buffer_bytes};
 }
 
 void shm_collective::publish(int which, uint64_t op) {
@@ -408,15 +425,11 @@ caf::error shm_collective::reduce_chunk(T* data, size_t n, clock::time_point dea
   publish(0, op);
   if (auto err = wait_all(0, op, deadline))
     return fail(std::move(err));
+  if (auto err = check_lengths(op, bytes, "all-reduce"))
+    return fail(std::move(err));
   const T* parts[max_ranks];
-  for (int r = 0; r < opts_.size; ++r) {
-    if (hdr_->bytes[op & 1][r].load(std::memory_order_relaxed) != bytes)
-      return fail(make_error(errc::transport_failed,
-                             who() + ": rank " + std::to_string(r)
-                               + " passed a buffer of another length to the same "
-                                 "all-reduce; every rank must make the same calls"));
+  for (int r = 0; r < opts_.size; ++r)
     parts[r] = r == me ? data : reinterpret_cast<const T*>(slot(op, r));
-  }
   if (small) {
     T* outs[] = {data};
     sum_in_rank_order(outs, 1, parts, opts_.size, 0, n);
@@ -434,6 +447,75 @@ caf::error shm_collective::reduce_chunk(T* data, size_t n, clock::time_point dea
   return caf::none;
 }
 
+namespace {
+
+/// Marks the length a rank publishes for a call over its registered buffer: a rank that
+/// passes its own memory to the same call is caught as a length mismatch.
+constexpr uint64_t registered_tag = uint64_t{1} << 63;
+
+} // namespace
+
+caf::error shm_collective::check_lengths(uint64_t op, uint64_t bytes, const char* what) {
+  for (int r = 0; r < opts_.size; ++r) {
+    const uint64_t theirs = hdr_->bytes[op & 1][r].load(std::memory_order_relaxed);
+    if (theirs == bytes)
+      continue;
+    if ((theirs & ~registered_tag) == (bytes & ~registered_tag))
+      return make_error(
+        errc::transport_failed,
+        who() + ": rank " + std::to_string(r) + " passed "
+          + ((theirs & registered_tag) != 0 ? "its registered buffer" : "its own memory")
+          + " to the same " + what + " and this rank "
+          + ((bytes & registered_tag) != 0 ? "its registered buffer" : "its own memory")
+          + "; every rank must pass the same kind of buffer");
+    return make_error(errc::transport_failed,
+                      who() + ": rank " + std::to_string(r)
+                        + " passed a buffer of another length to the same " + what
+                        + "; every rank must make the same calls");
+  }
+  return caf::none;
+}
+
+template <class T>
+caf::error shm_collective::reduce_registered(T* data, size_t n, clock::time_point deadline) {
+  const uint64_t op = ++op_;
+  const size_t bytes = n * sizeof(T);
+  const int me = opts_.rank;
+  const auto ranks = static_cast<size_t>(opts_.size);
+  // Slices start on cache lines: a rank writing next to a slice its peers read would
+  // bounce the line between them.
+  constexpr size_t line = 64 / sizeof(T);
+  const size_t per = ((n + ranks - 1) / ranks + line - 1) / line * line;
+  auto lo_of = [&](size_t r) { return std::min(n, per * r); };
+  auto hi_of = [&](size_t r) { return std::min(n, per * (r + 1)); };
+  hdr_->bytes[op & 1][me].store(bytes | registered_tag, std::memory_order_relaxed);
+  publish(0, op);
+  if (auto err = wait_all(0, op, deadline))
+    return fail(std::move(err));
+  if (auto err = check_lengths(op, bytes | registered_tag, "all-reduce"))
+    return fail(std::move(err));
+  const T* parts[max_ranks];
+  for (int r = 0; r < opts_.size; ++r)
+    parts[r] = reinterpret_cast<const T*>(region(r));
+  // This rank's slice: summed from every buffer (the same formula as reduce_chunk) into
+  // its own; the peers read only their own slices of this buffer meanwhile.
+  T* outs[] = {data};
+  const auto mine = static_cast<size_t>(me);
+  sum_in_rank_order(outs, 1, parts, opts_.size, lo_of(mine), hi_of(mine));
+  publish(1, op);
+  if (auto err = wait_all(1, op, deadline))
+    return fail(std::move(err));
+  for (size_t r = 0; r < ranks; ++r)
+    if (r != mine && lo_of(r) < hi_of(r))
+      std::memcpy(data + lo_of(r), parts[r] + lo_of(r), (hi_of(r) - lo_of(r)) * sizeof(T));
+  // The caller may write its buffer again once this returns: the peers must have read
+  // this rank's slice first.
+  publish(2, op);
+  if (auto err = wait_all(2, op, deadline))
+    return fail(std::move(err));
+  return caf::none;
+}
+
 template <class T>
 caf::error shm_collective::reduce(T* data, size_t count, const char* type) {
   if (broken_)
@@ -443,6 +525,18 @@ caf::error shm_collective::reduce(T* data, size_t count, const char* type) {
   if (opts_.size == 1 || count == 0)
     return caf::none;
   const auto deadline = clock::now() + opts_.timeout;
+  const auto* mine = region(opts_.rank);
+  // Over the registered buffer, calls above small_bytes skip the slots (small ones cost
+  // less through them: one barrier); every rank decides alike, the lengths being equal.
+  if (opts_.buffer_bytes > 0 && reinterpret_cast<const char*>(data) == mine
+      && count * sizeof(T) > opts_.small_bytes) {
+    if (count * sizeof(T) > opts_.buffer_bytes)
+      return make_error(errc::invalid_argument,
+                        who() + ": all_reduce_sum of " + std::to_string(count) + " " + type
+                          + " over the registered buffer runs past its "
+                          + std::to_string(opts_.buffer_bytes) + " bytes");
+    return reduce_registered(data, count, deadline);
+  }
   const size_t per_chunk = opts_.slot_bytes / sizeof(T);
   for (size_t done = 0; done < count; done += per_chunk)
     if (auto err = reduce_chunk(data + done, std::min(per_chunk, count - done), deadline))

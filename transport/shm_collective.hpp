@@ -38,6 +38,9 @@ struct shm_collective_options {
   size_t slot_bytes = size_t{256} << 10;
   /// Calls up to this many bytes are reduced by every rank over all slots.
   size_t small_bytes = size_t{32} << 10;
+  /// Bytes of each rank's registered buffer (registered_buffer(); 0: none). Larger calls
+  /// over it are reduced in place, without slots.
+  size_t buffer_bytes = 0;
 };
 
 class shm_collective final : public collective {
@@ -70,6 +73,8 @@ public:
   caf::error all_reduce_sum_f32(float* data, size_t count) override;
   caf::error all_gather(const void* in, void* out, size_t bytes) override;
   caf::error broadcast(void* data, size_t bytes, int root) override;
+  /// This rank's part of the segment, opts.buffer_bytes long.
+  buffer registered_buffer() override;
   const char* transport() const override { return "shm"; }
 
   const shm_collective_options& options() const { return opts_; }
@@ -89,11 +94,19 @@ private:
   /// One chunk of a sum: `n` elements of `data`.
   template <class T>
   caf::error reduce_chunk(T* data, size_t n, std::chrono::steady_clock::time_point deadline);
+  /// A sum over every rank's registered buffer, in place: slices summed from the peers'
+  /// buffers, then gathered from them (three barriers, no slot).
+  template <class T>
+  caf::error
+  reduce_registered(T* data, size_t n, std::chrono::steady_clock::time_point deadline);
+  /// Checks that every rank passed `bytes` (tagged) to the call `op`.
+  caf::error check_lengths(uint64_t op, uint64_t bytes, const char* what);
 
   /// This call's slot (parity of the op) of rank `r`.
   char* slot(uint64_t op, int r) const;
   char* result(uint64_t op) const;
-  /// Publishes this rank's counter `which` (0: arrived, 1: reduced) at `op`.
+  char* region(int r) const;
+  /// Publishes this rank's counter `which` (0: arrived, 1: reduced, 2: gathered) at `op`.
   void publish(int which, uint64_t op);
   /// Waits until every rank's counter `which` reached `op`.
   caf::error wait_all(int which, uint64_t op, std::chrono::steady_clock::time_point deadline);
@@ -118,7 +131,7 @@ std::string shm_collective_name(int pid, const std::string& group);
 int remove_shm_collectives_of(int pid);
 
 /// The segment size for `size` ranks of `slot_bytes` (header, two slots per rank, two
-/// result areas), for /dev/shm sizing and the logs.
-size_t shm_collective_bytes(int size, size_t slot_bytes);
+/// result areas, a registered buffer per rank), for /dev/shm sizing and the logs.
+size_t shm_collective_bytes(int size, size_t slot_bytes, size_t buffer_bytes = 0);
 
 } // namespace cafex

@@ -44,6 +44,18 @@ public:
   /// goes through an exact int64 sum in which every other rank adds zeros.
   virtual caf::error broadcast(void* data, size_t bytes, int root);
 
+  /// Memory of this rank that the group reduces without staging it: a model that writes
+  /// its partial sums straight into it and passes `data` to all_reduce_sum_f32 (or
+  /// all_reduce_sum) saves the copies in and out of the transport's buffers (the
+  /// shared-memory group reduces it in place from its peers' buffers, as vLLM's custom
+  /// all-reduce does with registered buffers). Every rank must then pass its own buffer
+  /// to the same call. {nullptr, 0} when the transport has none (the default). Valid
+  /// until the group is rebuilt: ask again for each step.
+  struct buffer {
+    void* data = nullptr;
+    size_t bytes = 0;
+  };
+  virtual buffer registered_buffer() { return {}; }
   /// The transport under this group ("solo", "shm", "gloo", "nccl", "fake"), for
   /// dataflow_stats() and the logs.
   virtual const char* transport() const { return "unknown"; }

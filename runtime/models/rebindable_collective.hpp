@@ -77,6 +77,9 @@ public:
     return inner_->broadcast(data, bytes, root);
   }
 
+  buffer registered_buffer() override {
+    return inner_ ? inner_->registered_buffer() : buffer{};
+  }
   const char* transport() const override { return inner_ ? inner_->transport() : "closed"; }
 
 private:

@@ -4,6 +4,7 @@
 // one, a rank that closes its end or dies in the middle of a call, and no segment left.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstring>
@@ -38,7 +39,8 @@ struct group {
   std::string name;
 
   explicit group(int size, size_t slot_bytes = size_t{1} << 20,
-                 std::chrono::milliseconds timeout = 10s, size_t small_bytes = 32 << 10) {
+                 std::chrono::milliseconds timeout = 10s, size_t small_bytes = 32 << 10,
+                 size_t buffer_bytes = 0) {
     name = unique_name("g");
     shm_collective_options o;
     o.name = name;
@@ -46,6 +48,7 @@ struct group {
     o.slot_bytes = slot_bytes;
     o.timeout = timeout;
     o.small_bytes = small_bytes;
+    o.buffer_bytes = buffer_bytes;
     auto first = shm_collective::create(o);
     REQUIRE_MESSAGE(first, describe(first.error()));
     ranks.push_back(std::move(*first));
@@ -141,6 +144,87 @@ TEST_CASE("float32 sums: the same bits on every rank, on every run, on every pat
       CHECK(bits == first_bits);
     }
   }
+}
+
+TEST_CASE("sums over the registered buffers: the bits of the slot path, for 2, 3 and 4 "
+          "ranks") {
+  for (int size : {2, 3, 4}) {
+    // 40001 floats (160 KB) in 256 KiB buffers with 64 KiB slots: the slot path chunks
+    // them, the registered path sums them in place; 1000 floats take the slot path either
+    // way (below small_bytes), also when they live in the registered buffer.
+    group g(size, 65536, 10s, 32 << 10, 256 << 10);
+    for (size_t n : {size_t{40001}, size_t{1000}, size_t{17}}) {
+      std::vector<std::vector<float>> inputs, own;
+      for (int r = 0; r < size; ++r)
+        inputs.push_back(random_floats(n, static_cast<unsigned>(7 * r + n)));
+      own = inputs;
+      auto errs = g.each([&](int r, shm_collective& c) {
+        return c.all_reduce_sum_f32(own[static_cast<size_t>(r)].data(), n);
+      });
+      for (auto& e : errs)
+        REQUIRE_MESSAGE(!e, describe(e));
+      errs = g.each([&](int r, shm_collective& c) {
+        auto b = c.registered_buffer();
+        REQUIRE(b.data != nullptr);
+        REQUIRE(b.bytes == size_t{256} << 10);
+        auto* data = static_cast<float*>(b.data);
+        std::copy(inputs[static_cast<size_t>(r)].begin(), inputs[static_cast<size_t>(r)].end(),
+                  data);
+        return c.all_reduce_sum_f32(data, n);
+      });
+      for (auto& e : errs)
+        REQUIRE_MESSAGE(!e, describe(e));
+      for (int r = 0; r < size; ++r) {
+        const auto* got = static_cast<const float*>(
+          g.ranks[static_cast<size_t>(r)]->registered_buffer().data);
+        CHECK(std::memcmp(got, own[0].data(), n * sizeof(float)) == 0);
+        CHECK(std::memcmp(own[static_cast<size_t>(r)].data(), own[0].data(), n * sizeof(float))
+              == 0);
+      }
+    }
+    // int64 over the registered buffer is exact.
+    const size_t n = 30000;
+    auto errs = g.each([&](int r, shm_collective& c) {
+      auto* data = static_cast<int64_t*>(c.registered_buffer().data);
+      for (size_t i = 0; i < n; ++i)
+        data[i] = static_cast<int64_t>(i) * (r + 1);
+      return c.all_reduce_sum(data, n);
+    });
+    for (auto& e : errs)
+      REQUIRE_MESSAGE(!e, describe(e));
+    for (auto& rank : g.ranks) {
+      const auto* data = static_cast<const int64_t*>(rank->registered_buffer().data);
+      for (size_t i = 0; i < n; i += 997)
+        REQUIRE(data[i] == static_cast<int64_t>(i) * size * (size + 1) / 2);
+    }
+  }
+}
+
+TEST_CASE("registered buffers: none by default, too long a call refused, ranks that "
+          "disagree on the kind of buffer fail") {
+  group plain(2);
+  CHECK(plain.ranks[0]->registered_buffer().data == nullptr);
+  CHECK(plain.ranks[0]->registered_buffer().bytes == 0);
+
+  group g(2, 65536, 2s, 32 << 10, 64 << 10);
+  auto* data = static_cast<float*>(g.ranks[0]->registered_buffer().data);
+  auto err = g.ranks[0]->all_reduce_sum_f32(data, (64 << 10) / sizeof(float) + 1);
+  CHECK(code_of(err) == errc::invalid_argument);
+  CHECK(describe(err).find("registered buffer") != std::string::npos);
+  CHECK_FALSE(g.ranks[0]->broken()); // nothing was published: the group goes on
+
+  // Rank 0 passes its registered buffer, rank 1 its own memory, to the same large call.
+  std::vector<float> mine(10000, 1.0F);
+  auto errs = g.each([&](int r, shm_collective& c) {
+    float* p = r == 0 ? static_cast<float*>(c.registered_buffer().data) : mine.data();
+    return c.all_reduce_sum_f32(p, mine.size());
+  });
+  for (auto& e : errs) {
+    REQUIRE(e);
+    CHECK(code_of(e) == errc::transport_failed);
+  }
+  CHECK(describe(errs[0]).find("its own memory") != std::string::npos);
+  CHECK(describe(errs[1]).find("its registered buffer") != std::string::npos);
 }
 
 TEST_CASE("all_gather and broadcast, chunked, with the input in place") {

@@ -32,14 +32,14 @@ struct hello {
   char secret[secret_chars] = {};
 };
 
-std::chrono::milliseconds left(clock_type::time_point deadline) {
+std::chrono::milliseconds ms_left(clock_type::time_point deadline) {
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline
                                                                   - clock_type::now());
   return std::max(ms, std::chrono::milliseconds{0});
 }
 
 int poll_ms(clock_type::time_point deadline) {
-  return static_cast<int>(std::min<int64_t>(left(deadline).count() + 1, 1000));
+  return static_cast<int>(std::min<int64_t>(ms_left(deadline).count() + 1, 1000));
 }
 
 void close_fd(int& fd) {
@@ -422,10 +422,10 @@ make_tcp_collective(kv_store& store, const tcp_collective_options& opts) {
   std::string secret;
   if (opts.rank == 0) {
     secret = make_nonce();
-    if (auto err = store.set(key("secret"), {secret.begin(), secret.end()}, left(deadline)))
+    if (auto err = store.set(key("secret"), {secret.begin(), secret.end()}, ms_left(deadline)))
       return err;
   } else {
-    auto v = store.get(key("secret"), left(deadline));
+    auto v = store.get(key("secret"), ms_left(deadline));
     if (!v)
       return make_error(code_of(v.error()),
                         fmt::format("{}: waiting for rank 0 to publish the group secret "
@@ -440,14 +440,14 @@ make_tcp_collective(kv_store& store, const tcp_collective_options& opts) {
                                   who, key("secret"), secret.size(), secret_chars));
   auto addr = opts.bind_host + ":" + std::to_string(ntohs(sa.sin_port));
   if (auto err = store.set(key("addr/" + std::to_string(opts.rank)),
-                           {addr.begin(), addr.end()}, left(deadline)))
+                           {addr.begin(), addr.end()}, ms_left(deadline)))
     return err;
   hello mine;
   mine.rank = opts.rank;
   std::memcpy(mine.secret, secret.data(), secret_chars);
   // Connect to every lower rank; each answers one byte once it checked the hello.
   for (int p = 0; p < opts.rank; ++p) {
-    auto v = store.get(key("addr/" + std::to_string(p)), left(deadline));
+    auto v = store.get(key("addr/" + std::to_string(p)), ms_left(deadline));
     if (!v)
       return make_error(code_of(v.error()),
                         fmt::format("{}: waiting for rank {}'s address: {}", who, p,
@@ -477,7 +477,8 @@ make_tcp_collective(kv_store& store, const tcp_collective_options& opts) {
     char ack = 0;
     if (soerr != 0 || !io_all(fd, &mine, sizeof mine, true, deadline)
         || !io_all(fd, &ack, 1, false, deadline) || ack != 1)
-      return make_error(left(deadline).count() == 0 ? errc::timeout : errc::transport_failed,
+      return make_error(ms_left(deadline).count() == 0 ? errc::timeout
+                                                       : errc::transport_failed,
                         fmt::format("{}: rank {} at {}:{} did not accept this rank within {} "
                                     "ms{}: is it alive, and reachable from {}?",
                                     who, p, peer->first, peer->second, opts.timeout.count(),

@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -400,6 +401,15 @@ void sum_in_rank_order(T* const* outs, int n_outs, const T* const* parts, int n_
   }
 }
 
+/// Rank `r`'s slice [first, second) of `n` elements shared by `ranks`. Slices start on
+/// cache lines: a rank writing next to a slice its peers read would bounce the line.
+template <class T>
+std::pair<size_t, size_t> slice_of(size_t n, size_t ranks, size_t r) {
+  constexpr size_t line = 64 / sizeof(T);
+  const size_t per = ((n + ranks - 1) / ranks + line - 1) / line * line;
+  return {std::min(n, per * r), std::min(n, per * (r + 1))};
+}
+
 } // namespace
 
 template <class T>
@@ -411,9 +421,7 @@ caf::error shm_collective::reduce_chunk(T* data, size_t n, clock::time_point dea
   const bool small = bytes <= opts_.small_bytes;
   // Large calls: each rank sums one slice. A rank's own slice of its input is read only by
   // itself (from `data`), so only the others' slices go through its slot.
-  const size_t per = (n + ranks - 1) / ranks;
-  const size_t lo = std::min(n, per * static_cast<size_t>(me));
-  const size_t hi = std::min(n, lo + per);
+  const auto [lo, hi] = slice_of<T>(n, ranks, static_cast<size_t>(me));
   auto* mine = reinterpret_cast<T*>(slot(op, me));
   if (small) {
     std::memcpy(mine, data, bytes);
@@ -482,12 +490,8 @@ caf::error shm_collective::reduce_registered(T* data, size_t n, clock::time_poin
   const size_t bytes = n * sizeof(T);
   const int me = opts_.rank;
   const auto ranks = static_cast<size_t>(opts_.size);
-  // Slices start on cache lines: a rank writing next to a slice its peers read would
-  // bounce the line between them.
-  constexpr size_t line = 64 / sizeof(T);
-  const size_t per = ((n + ranks - 1) / ranks + line - 1) / line * line;
-  auto lo_of = [&](size_t r) { return std::min(n, per * r); };
-  auto hi_of = [&](size_t r) { return std::min(n, per * (r + 1)); };
+  auto lo_of = [&](size_t r) { return slice_of<T>(n, ranks, r).first; };
+  auto hi_of = [&](size_t r) { return slice_of<T>(n, ranks, r).second; };
   hdr_->bytes[op & 1][me].store(bytes | registered_tag, std::memory_order_relaxed);
   publish(0, op);
   if (auto err = wait_all(0, op, deadline))

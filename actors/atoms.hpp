@@ -35,5 +35,6 @@ using agents_atom = caf::atom_constant<caf::atom("agents")>;       ///< node age
 using replace_atom = caf::atom_constant<caf::atom("replace")>;     ///< a respawned worker
 using recovered_atom = caf::atom_constant<caf::atom("recovered")>; ///< recovery ended
 using recover_atom = caf::atom_constant<caf::atom("recover")>;     ///< for a recovery
+using rebuilt_atom = caf::atom_constant<caf::atom("rebuilt")>;     ///< communicators rebuilt
 
 } // namespace cafex

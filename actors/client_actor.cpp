@@ -23,6 +23,11 @@ caf::actor spawn_client(caf::actor_system& sys, const driver_actor& driver,
                     done(std::move(err));
                 });
       },
+      // Behind the steps submitted before it, in the same mailbox.
+      [self, driver](teardown_atom) { return self->delegate(driver, teardown_atom::value); },
+      [self, driver](teardown_atom, recover_atom) {
+        return self->delegate(driver, teardown_atom::value, recover_atom::value);
+      },
     };
   });
 }

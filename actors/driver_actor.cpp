@@ -170,7 +170,12 @@ driver_actor::behavior_type driver_impl(driver_ptr self, driver_options opts) {
     [self](dag_atom, std::string& url, std::vector<std::string>& ips, bool use_shm) {
       return on_dataflow_config(self, url, ips, use_shm);
     },
-    [self](teardown_atom) -> caf::result<bool> { return teardown_dataflow(self); },
+    [self](teardown_atom) -> caf::result<bool> { return teardown_dataflow(self, false); },
+    [self](teardown_atom, recover_atom) -> caf::result<bool> {
+      return teardown_dataflow(self, true);
+    },
+    [self](rebuilt_atom, const std::string& why) { return end_rebuild(self, why); },
+    [self](rebuilt_atom, uint64_t number) { on_rebuild_deadline(self, number); },
     [self](stats_atom) -> std::string { return dataflow_stats(self->state); },
     [self](health_atom) -> std::vector<worker_health> { return health_report(self->state); },
     [self](kill_atom, int32_t rank) { return kill_rank(self, rank); },

@@ -31,6 +31,11 @@ struct driver_options {
   std::string channel = "gloo";      ///< resolved channel type of the dataflow
   std::string kv_connector;          ///< "" or "loopback"
   std::chrono::milliseconds channel_timeout = defaults::channel_timeout;
+  /// After a teardown that closed the TP communicators: how long steps wait for the
+  /// executor to say they were rebuilt (rebuilt_atom) before that wait is given up.
+  std::chrono::milliseconds rebuild_timeout = defaults::teardown_timeout
+                                              + defaults::start_timeout
+                                              + defaults::driver_slack;
   liveness_options liveness; ///< for cause lookups and their messages
   /// Restart policy: called (from the driver's thread; must not block) when a worker is
   /// lost (rank >= 0) or a TP communicator broke (rank -1), once the driver has failed
@@ -93,6 +98,11 @@ struct driver_state {
   std::unique_ptr<driver_shm_path> shm; ///< this generation's rings, when use_shm
   enum class dag_state { none, compiling, ready } dag = dag_state::none;
   uint64_t generation = 0;
+  /// Between a teardown that closed the TP communicators and the executor's rebuilt_atom:
+  /// a step compiled now would meet ranks on different communicator generations, so
+  /// steps queue instead.
+  bool rebuilding = false;
+  uint64_t rebuild_number = 0; ///< which teardown's rebuild is awaited (its deadline's tag)
   std::deque<std::shared_ptr<pending_step>> queued;            ///< waiting for a slot
   std::map<uint64_t, std::shared_ptr<pending_step>> in_flight; ///< by sequence number
   step_window window{1};

@@ -172,7 +172,9 @@ caf::result<model_runner_output> submit_step(driver_ptr self, scheduler_output s
   p->fail_fast = fail_fast;
   p->rp = self->make_response_promise<model_runner_output>();
   st.queued.push_back(p);
-  if (st.dag == driver_state::dag_state::none)
+  if (st.rebuilding)
+    spdlog::debug("step {} waits for the TP communicators to be rebuilt", p->step.step_id);
+  else if (st.dag == driver_state::dag_state::none)
     compile(self);
   else
     try_dispatch(self);
@@ -252,18 +254,23 @@ void fail_all_steps(driver_ptr self, const caf::error& err) {
     finish(self, seq, err);
 }
 
-caf::result<bool> teardown_dataflow(driver_ptr self) {
+caf::result<bool> teardown_dataflow(driver_ptr self, bool rebuild) {
   auto& st = self->state;
   // Steps in flight may have left the TP ranks of a stage at different collectives (one
   // read its step, its peer's ring closed first): then every rank closes its
   // communicator too, and the answer (true) tells the executor to rebuild them.
-  const bool closes = st.window.in_flight() > 0;
+  const bool closes = rebuild || st.window.in_flight() > 0;
   ++st.generation; // late compile answers of the old generation are ignored
   st.dag = driver_state::dag_state::none;
   fail_all_steps(self, make_error(errc::not_ready, "the dataflow was torn down while this "
                                                    "step was pending; submit it again"));
   st.done.reset(st.window.next_seq());
   st.shm.reset();
+  if (closes) {
+    st.rebuilding = true;
+    self->delayed_send(self, st.opts.rebuild_timeout, rebuilt_atom::value,
+                       ++st.rebuild_number);
+  }
   auto rp = self->make_response_promise<bool>();
   auto remaining = std::make_shared<size_t>(st.ranks.size());
   if (*remaining == 0) {
@@ -289,6 +296,34 @@ caf::result<bool> teardown_dataflow(driver_ptr self) {
   return rp;
 }
 
+bool end_rebuild(driver_ptr self, const std::string& why) {
+  auto& st = self->state;
+  if (!st.rebuilding)
+    return false;
+  st.rebuilding = false;
+  if (why.empty()) {
+    if (!st.queued.empty() && st.dag == driver_state::dag_state::none)
+      compile(self);
+    return true;
+  }
+  auto reason = "the TP communicators could not be rebuilt after a teardown: " + why;
+  fail_all_steps(self, make_error(errc::transport_failed,
+                                  reason
+                                    + "; call reinitialize_distributed() or restart "
+                                      "the executor"));
+  if (restarts(st) && !st.recovering)
+    begin_recovery(self, -1, reason);
+  return true;
+}
+
+void on_rebuild_deadline(driver_ptr self, uint64_t number) {
+  auto& st = self->state;
+  if (!st.rebuilding || number != st.rebuild_number)
+    return;
+  end_rebuild(self, "the executor did not report the rebuild within "
+                      + std::to_string(st.opts.rebuild_timeout.count()) + " ms");
+}
+
 std::string dataflow_stats(const driver_state& st) {
   nlohmann::json j = {{"compiled", st.dag == driver_state::dag_state::ready},
                       {"hot_path", st.shm ? "shm" : st.opts.channel},
@@ -298,6 +333,7 @@ std::string dataflow_stats(const driver_state& st) {
                       {"max_observed", st.window.max_observed()},
                       {"dispatched", st.window.next_seq()},
                       {"queued", st.queued.size()},
+                      {"rebuilding", st.rebuilding},
                       {"steps_ok", st.steps_ok},
                       {"steps_failed", st.steps_failed}};
   // Each PP stage's TP group, by the transport its ranks said they use.

@@ -22,7 +22,17 @@ void on_step_deadline(driver_ptr self, uint64_t seq);
 void fail_all_steps(driver_ptr self, const caf::error& err);
 
 /// Fails pending steps, closes every worker's channels, forgets the compiled dataflow.
-caf::result<bool> teardown_dataflow(driver_ptr self);
+/// True: steps were in flight (or `rebuild`: the caller rebuilds them anyway), the ranks
+/// closed their TP communicators, and steps queue until end_rebuild.
+caf::result<bool> teardown_dataflow(driver_ptr self, bool rebuild);
+
+/// The executor rebuilt the communicators (why empty) or could not: queued steps compile
+/// and run, or fail with why (and a broken communicator is recovered from under the
+/// restart policy). False when no rebuild was awaited.
+bool end_rebuild(driver_ptr self, const std::string& why);
+
+/// The deadline of rebuild `number`: if it is still awaited, end it as failed.
+void on_rebuild_deadline(driver_ptr self, uint64_t number);
 
 /// Counters as JSON text: in_flight, max_in_flight, max_observed, dispatched, ...
 std::string dataflow_stats(const driver_state& st);

@@ -122,6 +122,7 @@ void begin_recovery(driver_ptr self, int rank, const std::string& reason) {
   if (!st.recovering)
     st.recovery_reason = reason;
   st.recovering = true;
+  st.rebuilding = false; // the recovery rebuilds every communicator itself
   // This generation's dataflow is gone: nothing pending survives it, and every live worker
   // drops its channels and its TP communicator (a stage blocked on the lost rank, or in a
   // collective with a peer whose input died with it, fails and lets go of its runner).

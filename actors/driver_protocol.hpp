@@ -40,6 +40,16 @@ using driver_actor = step_sink_actor::extend<
   /// Tears the compiled dataflow down; the next step compiles it again. True: steps were
   /// in flight, so the ranks closed their TP communicators too and they must be rebuilt.
   caf::replies_to<teardown_atom>::with<bool>,
+  /// The same, and the ranks close their TP communicators whatever was in flight: the
+  /// caller rebuilds them (reinitialize_distributed). Answers true.
+  caf::replies_to<teardown_atom, recover_atom>::with<bool>,
+  /// After a teardown that answered true: (rebuilt, why) the executor rebuilt the TP
+  /// communicators (why empty) or could not (why says how). Steps submitted in between
+  /// waited for this; they now compile and run, or fail with why. Answers false when no
+  /// rebuild was awaited.
+  caf::replies_to<rebuilt_atom, std::string>::with<bool>,
+  /// The rebuild's deadline (self-sent with the teardown's rebuild number).
+  caf::reacts_to<rebuilt_atom, uint64_t>,
   /// Dataflow counters as JSON text.
   caf::replies_to<stats_atom>::with<std::string>,
   caf::replies_to<health_atom>::with<std::vector<worker_health>>,

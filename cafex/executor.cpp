@@ -96,6 +96,8 @@ caf::error executor::impl::start_up() {
   dopts.channel = to_string(resolve_channel_type(*channel, opts.device));
   dopts.kv_connector = opts.kv_connector;
   dopts.channel_timeout = opts.start_timeout;
+  dopts.rebuild_timeout = defaults::teardown_timeout + opts.start_timeout
+                          + 2 * defaults::driver_slack;
   dopts.liveness = opts.liveness;
   if (opts.on_worker_failure == failure_policy::restart) {
     dopts.on_recover = [this](int32_t rank, std::string why) {
@@ -259,13 +261,24 @@ size_t max_concurrent_batches(const executor_options& opts) {
 caf::error executor::teardown_dataflow() {
   if (impl_->stopped)
     return make_error(errc::not_ready, "teardown after shutdown");
-  auto closed = impl_->ask<bool>(impl_->driver, defaults::teardown_timeout,
+  // Through the client: steps submitted before this call reach the driver before it.
+  auto closed = impl_->ask<bool>(impl_->client, defaults::teardown_timeout,
                                  teardown_atom::value);
   if (!closed)
     return closed.error();
   // Steps were in flight: the TP ranks may stand at different collectives, so the driver
   // had them close their communicators; rebuild them (the KV caches go with them).
-  return *closed ? impl_->rebuild_communicators() : caf::none;
+  return *closed ? impl_->rebuild_after_teardown() : caf::none;
+}
+
+caf::error executor::impl::rebuild_after_teardown() {
+  auto err = rebuild_communicators();
+  // Steps submitted since the teardown wait in the driver until it hears this.
+  auto told = ask<bool>(driver, defaults::driver_query_timeout, rebuilt_atom::value,
+                        err ? describe(err) : std::string{});
+  if (!told && !err)
+    return told.error();
+  return err;
 }
 
 caf::error executor::impl::rebuild_communicators() {
@@ -295,10 +308,11 @@ caf::error executor::reinitialize_distributed(bool shutdown_current_rank) {
   if (d.stopped)
     return make_error(errc::not_ready, "reinitialize_distributed after shutdown");
   // Pending steps fail (the dataflow is rebuilt with the new communicators).
-  auto torn = d.ask<bool>(d.driver, defaults::teardown_timeout, teardown_atom::value);
+  auto torn = d.ask<bool>(d.client, defaults::teardown_timeout, teardown_atom::value,
+                          recover_atom::value);
   if (!torn)
     return torn.error();
-  if (auto err = d.rebuild_communicators())
+  if (auto err = d.rebuild_after_teardown())
     return err;
   // The seed's SHUTDOWN_CURRENT_RANK: this executor leaves the (scaled-down) deployment.
   if (shutdown_current_rank)

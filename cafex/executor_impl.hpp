@@ -97,6 +97,9 @@ struct executor::impl {
   /// Every rank rebuilds its TP communicator under a new generation (and drops its KV
   /// cache): reinitialize_distributed, and a teardown with steps in flight.
   caf::error rebuild_communicators();
+  /// rebuild_communicators after a teardown that closed them, then tells the driver
+  /// (rebuilt_atom) so that the steps submitted meanwhile run, or fail with the reason.
+  caf::error rebuild_after_teardown();
   void recovery_loop();
   caf::error recover_once(const std::string& why);
   /// Communicator generation `generation` starts: rendezvous of earlier generations

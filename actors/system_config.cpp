@@ -18,6 +18,9 @@ system_config::system_config(const liveness_options& live) {
   add_message_type<std::vector<new_request>>("std::vector<cafex::new_request>");
   add_message_type<cached_request>("cafex::cached_request");
   add_message_type<std::vector<cached_request>>("std::vector<cafex::cached_request>");
+  add_message_type<sampling_params>("cafex::sampling_params");
+  add_message_type<token_logprobs>("cafex::token_logprobs");
+  add_message_type<std::vector<token_logprobs>>("std::vector<cafex::token_logprobs>");
   add_message_type<scheduler_output>("cafex::scheduler_output");
   add_message_type<model_runner_output>("cafex::model_runner_output");
   add_message_type<node_info>("cafex::node_info");

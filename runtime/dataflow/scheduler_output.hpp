@@ -5,21 +5,33 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <caf/meta/type_name.hpp>
 
+#include "runtime/models/sampling.hpp"
+
 namespace cafex {
 
 /// A request scheduled for the first time: its whole prompt is prefilled this step.
+/// Its sampling parameters hold for its whole life (the "hf" model keeps them with its KV
+/// cache; the reference model is always greedy).
 struct new_request {
+  new_request() = default;
+  new_request(std::string id, std::vector<int32_t> tokens, sampling_params params = {})
+    : req_id(std::move(id)), prompt(std::move(tokens)), sampling(std::move(params)) {
+    // Nothing.
+  }
+
   std::string req_id;
   std::vector<int32_t> prompt;
+  sampling_params sampling;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, new_request& x) {
-  return f(caf::meta::type_name("cafex::new_request"), x.req_id, x.prompt);
+  return f(caf::meta::type_name("cafex::new_request"), x.req_id, x.prompt, x.sampling);
 }
 
 /// A request already running: it decodes one token, `token` (the one it sampled last;
@@ -56,7 +68,13 @@ typename Inspector::result_type inspect(Inspector& f, scheduler_output& x) {
 struct model_runner_output {
   uint64_t step_id = 0;
   std::vector<std::string> req_ids; ///< in scheduler order
-  std::vector<int32_t> sampled;     ///< one greedy token per request
+  std::vector<int32_t> sampled;     ///< one token per request (-1 where it failed)
+  /// Empty when every request ran; else one entry per request, "" where it ran and what
+  /// went wrong where it alone failed (its KV cache did not fit, an unknown id, ...).
+  std::vector<std::string> errors;
+  /// Empty when no request asked for logprobs; else one entry per request (token -1
+  /// where the request asked for none or failed).
+  std::vector<token_logprobs> logprobs;
   /// Final hidden state (after the last norm) of each request's last token, row-major
   /// [req_ids.size() x hidden_size]; filled only when the model is asked to return it.
   std::vector<float> hidden;
@@ -69,7 +87,7 @@ struct model_runner_output {
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, model_runner_output& x) {
   return f(caf::meta::type_name("cafex::model_runner_output"), x.step_id, x.req_ids, x.sampled,
-           x.hidden, x.finished_sending, x.finished_recving);
+           x.hidden, x.finished_sending, x.finished_recving, x.errors, x.logprobs);
 }
 
 } // namespace cafex

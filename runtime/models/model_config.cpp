@@ -14,7 +14,10 @@ void to_json(nlohmann::json& j, const model_config& m) {
        {"ffn_size", m.ffn_size},
        {"ffn_blocks", m.ffn_blocks},
        {"max_seq_len", m.max_seq_len},
-       {"return_hidden", m.return_hidden}};
+       {"return_hidden", m.return_hidden},
+       {"path", m.path},
+       {"kv_cache_tokens", m.kv_cache_tokens},
+       {"pp_layer_partition", m.pp_layer_partition}};
 }
 
 void from_json(const nlohmann::json& j, model_config& m) {
@@ -28,6 +31,9 @@ void from_json(const nlohmann::json& j, model_config& m) {
   m.ffn_blocks = j.value("ffn_blocks", m.ffn_blocks);
   m.max_seq_len = j.value("max_seq_len", m.max_seq_len);
   m.return_hidden = j.value("return_hidden", m.return_hidden);
+  m.path = j.value("path", m.path);
+  m.kv_cache_tokens = j.value("kv_cache_tokens", m.kv_cache_tokens);
+  m.pp_layer_partition = j.value("pp_layer_partition", m.pp_layer_partition);
 }
 
 } // namespace cafex

@@ -21,6 +21,14 @@ struct model_config {
   int ffn_blocks = 8;         ///< must be divisible by the TP size
   int max_seq_len = 4096;     ///< per request, prompt plus generated tokens
   bool return_hidden = false; ///< fill model_runner_output::hidden
+  /// "hf": a Hugging Face checkpoint directory (config.json, *.safetensors); the shape
+  /// fields above are then read from its config.json and ignored here.
+  std::string path;
+  /// "hf": tokens of KV cache each shard holds for all its requests together; a request
+  /// that does not fit fails alone (0: max_seq_len).
+  int64_t kv_cache_tokens = 0;
+  /// "hf": layers per PP stage ("3,5"; VLLM_PP_LAYER_PARTITION); empty: vLLM's rule.
+  std::string pp_layer_partition;
 };
 
 /// {"name": .., "seed": .., "vocab_size": .., ...}: every field by its name.

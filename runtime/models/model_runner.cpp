@@ -2,6 +2,7 @@
 
 #include <mutex>
 
+#include "runtime/models/hf/llama_model.hpp"
 #include "runtime/models/reference_model.hpp"
 #ifdef CAFEX_HAVE_CUDA
 #include "runtime/models/cuda/cuda_reference_model.hpp"
@@ -26,6 +27,7 @@ model_registry& model_registry::instance() {
 
 model_registry::model_registry() {
   factories_.emplace("reference", [] { return std::make_unique<reference_model>(); });
+  factories_.emplace("hf", [] { return std::make_unique<hf::llama_model>(); });
 #ifdef CAFEX_HAVE_CUDA
   factories_.emplace("reference-cuda",
                      [] { return std::make_unique<cuda_reference_model>(); });

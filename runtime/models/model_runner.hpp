@@ -66,8 +66,8 @@ public:
 
 using model_factory = std::function<std::unique_ptr<model_runner>()>;
 
-/// Name -> factory. "reference" is registered by default (and "reference-cuda" in CUDA
-/// builds); hosts add their own.
+/// Name -> factory. "reference" and "hf" (a Hugging Face checkpoint, model_config::path)
+/// are registered by default (and "reference-cuda" in CUDA builds); hosts add their own.
 class model_registry {
 public:
   static model_registry& instance();

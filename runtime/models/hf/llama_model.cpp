@@ -1,0 +1,495 @@
+#include "runtime/models/hf/llama_model.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <exception>
+#include <set>
+
+#include <cblas.h>
+#include <fmt/format.h>
+
+#include "runtime/error.hpp"
+
+namespace cafex::hf {
+
+namespace {
+
+// Row-major C[m x n] = alpha * A[m x k] * B^T, B stored [n x k] (nn.Linear's weight).
+void gemm_bt(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+             const float* b, int64_t ldb, float* c, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m),
+              static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b,
+              static_cast<int>(ldb), 0.0f, c, static_cast<int>(ldc));
+}
+
+// transformers' LlamaRMSNorm in float32: x * rsqrt(mean(x^2) + eps) * weight.
+void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t cols,
+              float eps) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * cols;
+    float* yr = y + r * cols;
+    float ss = 0;
+    for (int64_t i = 0; i < cols; ++i)
+      ss += xr[i] * xr[i];
+    const float inv = 1.0f / std::sqrt(ss / static_cast<float>(cols) + eps);
+    for (int64_t i = 0; i < cols; ++i)
+      yr[i] = w[i] * (xr[i] * inv);
+  }
+}
+
+// Rotary embedding of one head vector at `pos`, transformers' rotate_half layout: the
+// pairs are (i, i + d/2).
+void rope(float* v, int64_t d, int64_t pos, const std::vector<float>& inv_freq) {
+  const int64_t half = d / 2;
+  for (int64_t i = 0; i < half; ++i) {
+    const float f = static_cast<float>(pos) * inv_freq[static_cast<size_t>(i)];
+    const float c = std::cos(f), s = std::sin(f);
+    const float a = v[i], b = v[i + half];
+    v[i] = a * c - b * s;
+    v[i + half] = b * c + a * s;
+  }
+}
+
+} // namespace
+
+caf::error llama_model::load(const model_config& cfg, const shard_info& shard,
+                             collective& tp) {
+  loaded_ = false;
+  drop_requests();
+  w_ = hf_shard_weights{};
+  auto who = fmt::format("hf model {} (tp rank {}, pp rank {})", cfg.path, shard.tp_rank,
+                         shard.pp_rank);
+  if (cfg.path.empty())
+    return make_error(errc::invalid_argument,
+                      "hf model: no checkpoint directory: set model_config::path (--model)");
+  if (tp.size() != shard.tp_size || tp.rank() != shard.tp_rank)
+    return make_error(errc::invalid_argument,
+                      who + ": the TP group does not match the shard's TP rank and size");
+  auto hf = load_hf_config(cfg.path);
+  if (!hf)
+    return hf.error();
+  if (auto err = check_tp(*hf, shard.tp_size))
+    return err;
+  auto partition = parse_layer_partition(cfg.pp_layer_partition);
+  if (!partition)
+    return partition.error();
+  auto layers = pp_indices(hf->num_layers, shard.pp_rank, shard.pp_size, *partition);
+  if (!layers)
+    return layers.error();
+  auto w = load_shard_weights(cfg.path, *hf, shard, *layers);
+  if (!w)
+    return w.error();
+  cfg_ = cfg;
+  hf_ = std::move(*hf);
+  shard_ = shard;
+  tp_ = &tp;
+  layers_ = *layers;
+  s_ = slices_of(hf_, shard.tp_rank, shard.tp_size);
+  w_ = std::move(*w);
+  inv_freq_ = rope_inv_freq(hf_.rope, hf_.head_dim);
+  max_len_ = hf_.max_position;
+  budget_ = cfg.kv_cache_tokens > 0 ? cfg.kv_cache_tokens : max_len_;
+  loaded_ = true;
+  return caf::none;
+}
+
+caf::error llama_model::admit(const scheduler_output& step) {
+  rows_.clear();
+  row_ids_.clear();
+  row_tokens_.clear();
+  all_ids_.clear();
+  errors_.clear();
+  inserted_.clear();
+  std::set<std::string> seen;
+  for (const auto& r : step.new_requests)
+    all_ids_.push_back(r.req_id);
+  for (const auto& r : step.cached_requests)
+    all_ids_.push_back(r.req_id);
+  for (const auto& id : all_ids_)
+    if (!seen.insert(id).second)
+      return make_error(errc::invalid_argument,
+                        "hf model: step " + std::to_string(step.step_id) + " names request '"
+                          + id + "' twice: schedule each request once per step");
+  errors_.assign(all_ids_.size(), std::string{});
+  const size_t n_new = step.new_requests.size();
+  int64_t free = budget_ - cached_tokens_;
+  auto no_room = [&](const std::string& id, int64_t need) {
+    return fmt::format("request '{}': the KV cache is full ({} token(s) needed, {} of {} "
+                       "free on this shard): finish other requests first or raise "
+                       "--kv-cache-tokens",
+                       id, need, std::max<int64_t>(free, 0), budget_);
+  };
+  auto bad_token = [&](int32_t t) { return t < 0 || t >= hf_.vocab_size; };
+  // Running requests first: a decode needs one row.
+  std::vector<bool> ok(all_ids_.size(), false);
+  for (size_t i = 0; i < step.cached_requests.size(); ++i) {
+    const auto& r = step.cached_requests[i];
+    auto& err = errors_[n_new + i];
+    auto it = cache_.find(r.req_id);
+    if (it == cache_.end())
+      err = "request '" + r.req_id + "' is not running on this shard (never prefilled, "
+            "finished, or dropped by a recovery): submit it as a new request";
+    else if (it->second.len + 1 > max_len_)
+      err = fmt::format("request '{}' reached the model's length limit of {} tokens "
+                        "(max_position_embeddings)",
+                        r.req_id, max_len_);
+    else if (bad_token(r.token))
+      err = fmt::format("request '{}': token {} is outside the vocabulary of {}", r.req_id,
+                        r.token, hf_.vocab_size);
+    else if (free < 1)
+      err = no_room(r.req_id, 1);
+    else {
+      --free;
+      ok[n_new + i] = true;
+    }
+  }
+  for (size_t i = 0; i < n_new; ++i) {
+    const auto& r = step.new_requests[i];
+    auto& err = errors_[i];
+    const auto len = static_cast<int64_t>(r.prompt.size());
+    if (cache_.count(r.req_id) != 0)
+      err = "request '" + r.req_id + "' is already running: a new request needs a new id";
+    else if (len == 0)
+      err = "request '" + r.req_id + "' has an empty prompt";
+    else if (len > max_len_)
+      err = fmt::format("request '{}': its prompt of {} tokens exceeds the model's length "
+                        "limit of {} (max_position_embeddings)",
+                        r.req_id, len, max_len_);
+    else if (std::any_of(r.prompt.begin(), r.prompt.end(), bad_token))
+      err = fmt::format("request '{}': its prompt has a token outside the vocabulary of {}",
+                        r.req_id, hf_.vocab_size);
+    else if (auto bad = check_sampling(r.sampling, hf_.vocab_size); !bad.empty())
+      err = "request '" + r.req_id + "': " + bad;
+    else if (len > free)
+      err = no_room(r.req_id, len);
+    else {
+      free -= len;
+      ok[i] = true;
+    }
+  }
+  const auto slots = static_cast<size_t>(layers_.count);
+  int64_t row = 0;
+  for (size_t i = 0; i < n_new; ++i) {
+    if (!ok[i])
+      continue;
+    const auto& r = step.new_requests[i];
+    auto& kv = cache_[r.req_id];
+    kv.sampling = r.sampling;
+    kv.seed = r.sampling.seed >= 0 ? static_cast<uint64_t>(r.sampling.seed)
+                                   : default_seed(r.req_id);
+    kv.k.resize(slots);
+    kv.v.resize(slots);
+    inserted_.push_back(r.req_id);
+    const auto len = static_cast<int64_t>(r.prompt.size());
+    rows_.push_back(step_row{&kv, row, len, 0});
+    row_ids_.push_back(r.req_id);
+    row_tokens_.insert(row_tokens_.end(), r.prompt.begin(), r.prompt.end());
+    row += len;
+  }
+  for (size_t i = 0; i < step.cached_requests.size(); ++i) {
+    if (!ok[n_new + i])
+      continue;
+    const auto& r = step.cached_requests[i];
+    auto& kv = cache_.at(r.req_id);
+    rows_.push_back(step_row{&kv, row, 1, kv.len});
+    row_ids_.push_back(r.req_id);
+    row_tokens_.push_back(r.token);
+    ++row;
+  }
+  tokens_ = row;
+  return caf::none;
+}
+
+caf::expected<stage_result> llama_model::execute(const scheduler_output& step,
+                                                 const intermediate_tensors* input) {
+  if (!loaded_)
+    return make_error(errc::not_ready, "hf model: execute() before a successful load()");
+  try {
+    for (const auto& id : step.finished) {
+      auto it = cache_.find(id);
+      if (it != cache_.end()) {
+        cached_tokens_ -= it->second.len;
+        cache_.erase(it);
+      }
+    }
+    if (auto err = admit(step))
+      return err;
+    stage_result res;
+    res.to_next.hidden_size = hf_.hidden_size;
+    res.output.step_id = step.step_id;
+    const auto h = hf_.hidden_size;
+    const bool first = shard_.pp_rank == 0;
+    const bool last = shard_.pp_rank == shard_.pp_size - 1;
+    if (!first) {
+      if (input == nullptr || input->num_tokens != tokens_ || input->hidden_size != h
+          || input->hidden.size() != static_cast<size_t>(tokens_ * h)) {
+        rollback();
+        return make_error(errc::invalid_argument,
+                          fmt::format("hf model (pp rank {}): the previous stage sent {} "
+                                      "token(s) of hidden size {}, this stage admitted {} "
+                                      "of {}",
+                                      shard_.pp_rank, input ? input->num_tokens : 0,
+                                      input ? input->hidden_size : 0, tokens_, h));
+      }
+    }
+    if (tokens_ > 0) {
+      const auto th = static_cast<size_t>(tokens_ * h);
+      if (first) {
+        embed_tokens(step);
+        // Vocab-parallel embedding: each rank holds its slice's rows, zeros elsewhere.
+        if (shard_.tp_size > 1)
+          if (auto err = tp_->all_reduce_sum_f32(x_.data(), x_.size())) {
+            rollback();
+            return make_error(errc::transport_failed,
+                              fmt::format("hf model: TP all_reduce of the embedding failed "
+                                          "on tp rank {} of {}: {}",
+                                          shard_.tp_rank, shard_.tp_size, describe(err)));
+          }
+      } else
+        x_.assign(input->hidden.begin(), input->hidden.end());
+      xn_.resize(th);
+      part_.resize(th);
+      for (int l = 0; l < layers_.count; ++l) {
+        auto err = attention(l);
+        if (!err)
+          err = mlp(l);
+        if (err) {
+          rollback();
+          return err;
+        }
+      }
+      if (last) {
+        if (auto err = sample(res.output)) {
+          rollback();
+          return err;
+        }
+      } else {
+        res.to_next.num_tokens = tokens_;
+        res.to_next.hidden = x_;
+      }
+    }
+    if (last) {
+      // Every request of the step, in scheduler order; failed ones carry their error.
+      std::vector<int32_t> sampled(all_ids_.size(), -1);
+      std::vector<token_logprobs> logprobs(res.output.logprobs.empty() ? 0 : all_ids_.size());
+      size_t k = 0;
+      bool failed = false;
+      for (size_t i = 0; i < all_ids_.size(); ++i) {
+        if (errors_[i].empty()) {
+          if (!logprobs.empty())
+            logprobs[i] = std::move(res.output.logprobs[k]);
+          sampled[i] = res.output.sampled[k++];
+        } else {
+          failed = true;
+        }
+      }
+      res.output.req_ids = all_ids_;
+      res.output.sampled = std::move(sampled);
+      res.output.logprobs = std::move(logprobs);
+      if (failed)
+        res.output.errors = errors_;
+    }
+    commit();
+    return res;
+  } catch (const std::exception& e) {
+    rollback();
+    return make_error(errc::model_failed,
+                      fmt::format("hf model (tp rank {}, pp rank {}), step {}: {}",
+                                  shard_.tp_rank, shard_.pp_rank, step.step_id, e.what()));
+  }
+}
+
+void llama_model::embed_tokens(const scheduler_output&) {
+  const auto h = static_cast<size_t>(hf_.hidden_size);
+  x_.assign(static_cast<size_t>(tokens_) * h, 0.0f);
+  for (int64_t t = 0; t < tokens_; ++t) {
+    const int64_t local = row_tokens_[static_cast<size_t>(t)] - s_.vocab0;
+    if (local >= 0 && local < s_.vocab)
+      std::copy_n(&w_.embed[static_cast<size_t>(local) * h], h, &x_[static_cast<size_t>(t) * h]);
+  }
+}
+
+caf::error llama_model::attention(int l) {
+  const auto& w = w_.layers[static_cast<size_t>(l)];
+  const int64_t h = hf_.hidden_size, d = hf_.head_dim, t = tokens_;
+  const int64_t qn = s_.q_heads * d, kn = s_.kv_heads * d, width = qn + 2 * kn;
+  rms_norm(x_.data(), w.attn_norm.data(), xn_.data(), t, h,
+           static_cast<float>(hf_.rms_norm_eps));
+  qkv_.resize(static_cast<size_t>(t * width));
+  gemm_bt(t, width, h, 1.0f, xn_.data(), h, w.wqkv.data(), h, qkv_.data(), width);
+  if (!w.bqkv.empty())
+    for (int64_t r = 0; r < t; ++r)
+      for (int64_t c = 0; c < width; ++c)
+        qkv_[static_cast<size_t>(r * width + c)] += w.bqkv[static_cast<size_t>(c)];
+  attn_.assign(static_cast<size_t>(t * qn), 0.0f);
+  for (const auto& r : rows_)
+    attend(l, r);
+  gemm_bt(t, h, qn, 1.0f, attn_.data(), qn, w.wo.data(), qn, part_.data(), h);
+  if (!w.bo.empty())
+    for (int64_t r = 0; r < t; ++r)
+      for (int64_t c = 0; c < h; ++c)
+        part_[static_cast<size_t>(r * h + c)] += w.bo[static_cast<size_t>(c)];
+  return all_reduce("attention", l);
+}
+
+void llama_model::attend(int l, const step_row& r) {
+  const int64_t d = hf_.head_dim, qn = s_.q_heads * d, kn = s_.kv_heads * d;
+  const int64_t width = qn + 2 * kn;
+  auto& k = r.kv->k[static_cast<size_t>(l)];
+  auto& v = r.kv->v[static_cast<size_t>(l)];
+  const int64_t total = r.pos0 + r.count;
+  k.resize(static_cast<size_t>(total * kn));
+  v.resize(static_cast<size_t>(total * kn));
+  for (int64_t i = 0; i < r.count; ++i) {
+    float* row = &qkv_[static_cast<size_t>((r.row0 + i) * width)];
+    const int64_t pos = r.pos0 + i;
+    for (int q = 0; q < s_.q_heads; ++q)
+      rope(row + q * d, d, pos, inv_freq_);
+    for (int kh = 0; kh < s_.kv_heads; ++kh)
+      rope(row + qn + kh * d, d, pos, inv_freq_);
+    std::copy_n(row + qn, kn, &k[static_cast<size_t>(pos * kn)]);
+    std::copy_n(row + qn + kn, kn, &v[static_cast<size_t>(pos * kn)]);
+  }
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const int group = s_.q_heads / s_.kv_heads;
+  const int64_t window = hf_.sliding_window;
+  for (int64_t i = 0; i < r.count; ++i) {
+    const int64_t pos = r.pos0 + i;
+    const int64_t lo = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
+    const int64_t keys = pos + 1 - lo;
+    if (scores_.size() < static_cast<size_t>(keys))
+      scores_.resize(static_cast<size_t>(keys));
+    for (int q = 0; q < s_.q_heads; ++q) {
+      const float* qv = &qkv_[static_cast<size_t>((r.row0 + i) * width + q * d)];
+      const int64_t kv_off = static_cast<int64_t>(q / group) * d;
+      float* s = scores_.data();
+      // scores = q . K^T over the visible keys, as one gemv.
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(keys), static_cast<int>(d),
+                  scale, &k[static_cast<size_t>(lo * kn + kv_off)], static_cast<int>(kn), qv,
+                  1, 0.0f, s, 1);
+      float mx = s[0];
+      for (int64_t j = 1; j < keys; ++j)
+        mx = std::max(mx, s[j]);
+      float sum = 0;
+      for (int64_t j = 0; j < keys; ++j) {
+        s[j] = std::exp(s[j] - mx);
+        sum += s[j];
+      }
+      const float inv = 1.0f / sum;
+      for (int64_t j = 0; j < keys; ++j)
+        s[j] *= inv;
+      float* out = &attn_[static_cast<size_t>((r.row0 + i) * qn + q * d)];
+      cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(keys), static_cast<int>(d),
+                  1.0f, &v[static_cast<size_t>(lo * kn + kv_off)], static_cast<int>(kn), s, 1,
+                  0.0f, out, 1);
+    }
+  }
+}
+
+caf::error llama_model::mlp(int l) {
+  const auto& w = w_.layers[static_cast<size_t>(l)];
+  const int64_t h = hf_.hidden_size, n = s_.inter, t = tokens_;
+  rms_norm(x_.data(), w.mlp_norm.data(), xn_.data(), t, h,
+           static_cast<float>(hf_.rms_norm_eps));
+  gu_.resize(static_cast<size_t>(t * 2 * n));
+  gemm_bt(t, 2 * n, h, 1.0f, xn_.data(), h, w.wgu.data(), h, gu_.data(), 2 * n);
+  for (int64_t r = 0; r < t; ++r) {
+    float* g = &gu_[static_cast<size_t>(r * 2 * n)];
+    const float* u = g + n;
+    for (int64_t c = 0; c < n; ++c) {
+      const float x = g[c];
+      g[c] = x / (1.0f + std::exp(-x)) * u[c];
+    }
+  }
+  gemm_bt(t, h, n, 1.0f, gu_.data(), 2 * n, w.wdown.data(), n, part_.data(), h);
+  return all_reduce("MLP", l);
+}
+
+caf::error llama_model::all_reduce(const char* what, int l) {
+  if (shard_.tp_size > 1)
+    if (auto err = tp_->all_reduce_sum_f32(part_.data(), part_.size()))
+      return make_error(errc::transport_failed,
+                        fmt::format("hf model: TP all_reduce of the {} output of layer {} "
+                                    "failed on tp rank {} of {}, pp rank {}: {}",
+                                    what, layers_.first + l, shard_.tp_rank, shard_.tp_size,
+                                    shard_.pp_rank, describe(err)));
+  for (size_t i = 0; i < part_.size(); ++i)
+    x_[i] += part_[i];
+  return caf::none;
+}
+
+caf::error llama_model::sample(model_runner_output& out) {
+  const int64_t h = hf_.hidden_size, n = static_cast<int64_t>(rows_.size());
+  const int64_t vs = s_.vocab, vocab = hf_.vocab_size;
+  for (int64_t i = 0; i < n; ++i) {
+    const auto& r = rows_[static_cast<size_t>(i)];
+    rms_norm(&x_[static_cast<size_t>((r.row0 + r.count - 1) * h)], w_.final_norm.data(),
+             &xn_[static_cast<size_t>(i * h)], 1, h, static_cast<float>(hf_.rms_norm_eps));
+  }
+  logits_.resize(static_cast<size_t>(n * vs));
+  gemm_bt(n, vs, h, 1.0f, xn_.data(), h, w_.lm_head.data(), h, logits_.data(), vs);
+  const float* full = logits_.data();
+  int64_t stride = vs;
+  if (shard_.tp_size > 1) {
+    // [tp x n x vs] -> [n x vocab]: rank r's slice holds tokens [r * vs, (r + 1) * vs).
+    gathered_.resize(static_cast<size_t>(shard_.tp_size * n * vs));
+    if (auto err = tp_->all_gather(logits_.data(), gathered_.data(),
+                                   logits_.size() * sizeof(float)))
+      return make_error(errc::transport_failed,
+                        fmt::format("hf model: TP all_gather of the logits failed on tp rank "
+                                    "{} of {}: {}",
+                                    shard_.tp_rank, shard_.tp_size, describe(err)));
+    logits_.resize(static_cast<size_t>(n * vocab));
+    for (int rk = 0; rk < shard_.tp_size; ++rk)
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t first = rk * vs, count = std::min(vs, vocab - first);
+        if (count > 0)
+          std::copy_n(&gathered_[static_cast<size_t>((rk * n + i) * vs)], count,
+                      &logits_[static_cast<size_t>(i * vocab + first)]);
+      }
+    full = logits_.data();
+    stride = vocab;
+  }
+  bool any_logprobs = false;
+  for (const auto& r : rows_)
+    any_logprobs = any_logprobs || r.kv->sampling.logprobs >= 0;
+  if (any_logprobs)
+    out.logprobs.resize(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const auto& r = rows_[static_cast<size_t>(i)];
+    // The sampled token's position in its request: every token before it.
+    const int64_t position = r.pos0 + r.count;
+    out.sampled.push_back(sample_token(full + i * stride, vocab, r.kv->sampling, r.kv->seed,
+                                       position, sampler_,
+                                       any_logprobs ? &out.logprobs[static_cast<size_t>(i)]
+                                                    : nullptr));
+  }
+  if (cfg_.return_hidden)
+    out.hidden.assign(xn_.begin(), xn_.begin() + static_cast<std::ptrdiff_t>(n * h));
+  return caf::none;
+}
+
+void llama_model::rollback() {
+  for (const auto& r : rows_) {
+    const auto keep = static_cast<size_t>(r.pos0 * s_.kv_heads * hf_.head_dim);
+    for (auto& k : r.kv->k)
+      k.resize(std::min(k.size(), keep));
+    for (auto& v : r.kv->v)
+      v.resize(std::min(v.size(), keep));
+  }
+  for (const auto& id : inserted_)
+    cache_.erase(id);
+  rows_.clear();
+  inserted_.clear();
+}
+
+void llama_model::commit() {
+  for (const auto& r : rows_) {
+    r.kv->len = r.pos0 + r.count;
+    cached_tokens_ += r.count;
+  }
+  rows_.clear();
+  inserted_.clear();
+}
+
+} // namespace cafex::hf

@@ -2,7 +2,6 @@
 // the reference model, print one line per step and a summary, shut down.
 #include <chrono>
 #include <cstdio>
-#include <thread>
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -11,6 +10,7 @@
 #include "cli/args.hpp"
 #include "cli/commands.hpp"
 #include "cli/run_flags.hpp"
+#include "cli/step_recovery.hpp"
 #include "runtime/logging.hpp"
 #include "runtime/stats.hpp"
 #include "runtime/models/workload.hpp"
@@ -18,29 +18,6 @@
 namespace cafex::cli {
 
 namespace {
-
-/// Errors after which the restart policy recovers (the step may be resubmitted).
-bool recoverable(const caf::error& err) {
-  auto c = code_of(err);
-  return c == errc::worker_lost || c == errc::transport_failed || c == errc::not_ready;
-}
-
-/// Waits (bounded) until the executor is ready again; false when it failed for good.
-bool wait_ready(executor& ex, std::chrono::milliseconds timeout) {
-  auto until = std::chrono::steady_clock::now() + timeout;
-  auto pause = std::chrono::milliseconds(2);
-  while (std::chrono::steady_clock::now() < until) {
-    auto st = ex.state();
-    if (st == executor_state::ready)
-      return true;
-    if (st == executor_state::failed || st == executor_state::stopped)
-      return false;
-    // Polling the driver's health with back-off: recovery takes tens of ms.
-    std::this_thread::sleep_for(pause);
-    pause = std::min(pause * 2, std::chrono::milliseconds(100));
-  }
-  return false;
-}
 
 /// What each worker process itself reports: rank, node, pid and its device variable.
 nlohmann::json worker_report(executor& ex) {
@@ -115,6 +92,13 @@ int run_command(int argc, char** argv) {
     }
     if (!out) {
       std::fprintf(stderr, "error: step %d failed: %s\n", s, describe(out.error()).c_str());
+      (*ex)->shutdown();
+      return 1;
+    }
+    if (!out->errors.empty()) {
+      for (size_t i = 0; i < out->errors.size(); ++i)
+        if (!out->errors[i].empty())
+          std::fprintf(stderr, "error: step %d: %s\n", s, out->errors[i].c_str());
       (*ex)->shutdown();
       return 1;
     }

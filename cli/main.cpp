@@ -1,4 +1,4 @@
-// cafex: run, node, plan, chaos, and the internal worker subcommand.
+// cafex: run, generate, node, plan, chaos, and the internal worker subcommand.
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -12,6 +12,7 @@ void print_usage(FILE* out) {
   std::fputs("usage: cafex <command> [flags]\n\n"
              "commands:\n"
              "  run      place workers, run the model for --steps steps, shut down\n"
+             "  generate generate tokens from prompts with a Hugging Face checkpoint\n"
              "  node     publish a node agent that spawns workers on this machine\n"
              "  plan     dry run: print what would run where, start nothing\n"
              "  chaos    run a failure-injection scenario and check its outcome\n"
@@ -42,15 +43,18 @@ int main(int argc, char** argv) {
     return cafex::cli::plan_command(argc, argv);
   if (cmd == "run")
     return cafex::cli::run_command(argc, argv);
+  if (cmd == "generate")
+    return cafex::cli::generate_command(argc, argv);
   if (cmd == "node")
     return cafex::cli::node_command(argc, argv);
   if (cmd == "chaos")
     return cafex::cli::chaos_command(argc, argv);
   if (cmd == "worker")
     return cafex::cli::worker_command(argc, argv);
-  std::fprintf(stderr,
-               "error: unknown command '%s'; commands are run, node, plan, chaos, worker "
-               "(see 'cafex --help')\n",
-               cmd.c_str());
+  std::fprintf(
+    stderr,
+    "error: unknown command '%s'; commands are run, generate, node, plan, chaos, worker "
+    "(see 'cafex --help')\n",
+    cmd.c_str());
   return 2;
 }

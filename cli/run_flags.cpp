@@ -2,6 +2,9 @@
 
 #include <unistd.h>
 
+#include <filesystem>
+
+#include "runtime/models/hf/hf_config.hpp"
 #include "runtime/plan/cluster_spec.hpp"
 #include "runtime/error.hpp"
 #include "runtime/models/collective.hpp"
@@ -55,6 +58,20 @@ arg_parser& add_executor_flags(arg_parser& p) {
     .flag({{"--placement-timeout"}, "SECONDS", "how long to wait for free resources", "60"})
     .flag({{"--no-direct-routes"}, "", "reach remote workers through their agent only", ""})
     .flag({{"--report-workers"}, "", "add each worker's rank, node, pid and environment", ""})
+    .flag({{"--model"},
+           "DIR",
+           "Hugging Face checkpoint directory (Llama, Mistral, Qwen2; config.json and "
+           "*.safetensors, at this path on every node); none: the reference model",
+           ""})
+    .flag({{"--kv-cache-tokens"},
+           "N",
+           "--model: KV cache tokens per shard, for all its requests together",
+           "max_position_embeddings"})
+    .flag({{"--pp-layer-partition"},
+           "N,N,...",
+           "--model: layers per pipeline stage (else $VLLM_PP_LAYER_PARTITION, else "
+           "vLLM's even split)",
+           ""})
     .flag({{"--num-layers"}, "N", "reference model layers", "4"})
     .flag({{"--hidden-size"}, "N", "reference model hidden size", "128"})
     .flag({{"--num-heads"}, "N", "reference model attention heads", "8"})
@@ -145,6 +162,49 @@ void cluster_from(const parsed_args& a, cluster_options& c) {
   c.direct_worker_routes = !a.has("--no-direct-routes");
 }
 
+/// --model DIR: the "hf" runner on that checkpoint, whose config.json (checked here, so
+/// that a bad one is a usage error before any worker starts) sets the model's sizes.
+void checkpoint_from(const parsed_args& a, executor_options& o) {
+  for (const char* f : {"--num-layers", "--hidden-size", "--num-heads", "--vocab-size"})
+    if (a.has(f))
+      throw usage_error{std::string(f)
+                        + " sizes the reference model; with --model the checkpoint's "
+                          "config.json sets it: drop the flag"};
+  std::error_code ec;
+  auto dir = std::filesystem::absolute(a.get("--model"), ec).lexically_normal().string();
+  if (ec || !std::filesystem::is_directory(dir, ec))
+    throw usage_error{"--model " + a.get("--model")
+                      + " is not a directory: name a Hugging Face checkpoint directory "
+                        "(config.json and *.safetensors)"};
+  auto hf = hf::load_hf_config(dir);
+  if (!hf)
+    throw usage_error{"--model: " + describe(hf.error())};
+  if (auto err = hf::check_tp(*hf, o.parallel.tensor_parallel_size))
+    throw usage_error{describe(err)};
+  std::string partition = a.get("--pp-layer-partition");
+  std::string source = "--pp-layer-partition";
+  const char* env = std::getenv("VLLM_PP_LAYER_PARTITION");
+  if (partition.empty() && env != nullptr && *env != 0) {
+    partition = env;
+    source = "VLLM_PP_LAYER_PARTITION";
+  }
+  auto parts = hf::parse_layer_partition(partition);
+  if (!parts)
+    throw usage_error{source + ": " + describe(parts.error())};
+  auto layers = hf::pp_indices(hf->num_layers, 0, o.parallel.pipeline_parallel_size, *parts);
+  if (!layers)
+    throw usage_error{source + ": " + describe(layers.error())};
+  o.model.name = "hf";
+  o.model.path = dir;
+  o.model.pp_layer_partition = partition;
+  o.model.vocab_size = static_cast<int>(hf->vocab_size);
+  o.model.hidden_size = static_cast<int>(hf->hidden_size);
+  o.model.num_layers = hf->num_layers;
+  o.model.num_heads = hf->num_heads;
+  o.model.max_seq_len = static_cast<int>(hf->max_position);
+  o.model.kv_cache_tokens = a.get_int("--kv-cache-tokens", 0, 1, 1L << 40);
+}
+
 } // namespace
 
 executor_options executor_options_from(const parsed_args& a) {
@@ -161,8 +221,20 @@ executor_options executor_options_from(const parsed_args& a) {
   o.model.num_heads = static_cast<int>(a.get_int("--num-heads", o.model.num_heads, 1, 1024));
   o.model.vocab_size = static_cast<int>(
     a.get_int("--vocab-size", o.model.vocab_size, 2, 1 << 20));
+  const bool checkpoint = a.has("--model");
+  if (checkpoint) {
+    checkpoint_from(a, o);
+  } else {
+    for (const char* f : {"--kv-cache-tokens", "--pp-layer-partition"})
+      if (a.has(f))
+        throw usage_error{std::string(f)
+                          + " applies to a checkpoint: name it with --model DIR"};
+  }
   auto device = a.get("--device", "auto");
-  int gpus = visible_gpus();
+  if (checkpoint && device == "cuda")
+    throw usage_error{"--device cuda: the Hugging Face runner (--model) computes on the CPU "
+                      "only; use --device cpu (or auto)"};
+  int gpus = checkpoint ? 0 : visible_gpus();
   if (device == "auto") {
     device = gpus > 0 ? "cuda" : "cpu";
   } else if (device == "cuda") {

@@ -27,7 +27,8 @@ set(CAFEX_PUBLIC_HEADERS
     runtime/defaults.hpp runtime/error.hpp runtime/failure_cause.hpp runtime/health.hpp
     runtime/log_sink.hpp
     runtime/dataflow/scheduler_output.hpp
-    runtime/models/collective.hpp runtime/models/model_config.hpp
+    runtime/models/collective.hpp runtime/models/generation.hpp
+    runtime/models/model_config.hpp runtime/models/sampling.hpp
     runtime/models/model_runner.hpp runtime/models/rebindable_collective.hpp
     runtime/plan/cluster_spec.hpp runtime/plan/env_policy.hpp runtime/plan/placement.hpp
     runtime/plan/rank_plan.hpp

@@ -7,7 +7,8 @@ Each fixture directory holds config.json, generation_config.json, the weights
 (model.safetensors, or shards with model.safetensors.index.json) and expected.json:
 {"prompts": [[ids]], "outputs": [{"token_ids": [..], "top": [[[id, logprob] x 5] per
 generated token]}], "max_new_tokens": N}. transformers runs in float32 with eager attention
-and greedy decoding, EOS ignored (min_new_tokens = max_new_tokens), on the weights as saved
+and greedy decoding (its forward pass over the whole sequence each step), EOS ignored
+(not masked), on the weights as saved
 (BF16/F16 checkpoints are upcast to float32, as cafex does).
 
 Usage: tests/hf/.venv/bin/python tests/hf/make_fixtures.py [--out DIR] [--only NAME]
@@ -93,18 +94,21 @@ def make(name, out_root, seed):
     ref.eval()
     outputs = []
     for prompt in PROMPTS:
-        ids = torch.tensor([prompt])
-        with torch.no_grad():
-            gen = ref.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                               max_new_tokens=MAX_NEW, min_new_tokens=MAX_NEW,
-                               output_logits=True, return_dict_in_generate=True,
-                               pad_token_id=0)
-        tokens = gen.sequences[0, len(prompt):].tolist()
-        top = []
-        for logits in gen.logits:
-            lp = torch.log_softmax(logits[0].float(), dim=-1)
+        # Greedy decoding over transformers' forward pass (the whole sequence each step),
+        # EOS ignored without masking it
+        # (generate()'s min_new_tokens would forbid the EOS token, which cafex then
+        # legitimately picks, and without it generate() stops there).
+        seq = list(prompt)
+        tokens, top = [], []
+        for _ in range(MAX_NEW):
+            with torch.no_grad():
+                logits = ref(input_ids=torch.tensor([seq])).logits[0, -1]
+            lp = torch.log_softmax(logits.float(), dim=-1)
             v, i = torch.topk(lp, 5)
             top.append([[int(a), float(b)] for a, b in zip(i.tolist(), v.tolist())])
+            nxt = int(torch.argmax(lp))
+            tokens.append(nxt)
+            seq.append(nxt)
         outputs.append({"token_ids": tokens, "top": top})
     expected = {"prompts": PROMPTS, "outputs": outputs, "max_new_tokens": MAX_NEW,
                 "dtype": str(dtype).replace("torch.", ""),

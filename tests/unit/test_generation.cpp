@@ -46,14 +46,16 @@ TEST_CASE("prompts prefill in the first step, then decode until max_tokens") {
   CHECK(s0.new_requests[0].prompt == std::vector<int32_t>{5, 6});
   CHECK(s0.new_requests[0].sampling.max_tokens == 3);
   CHECK(s0.cached_requests.empty());
-  g.observe(answer(s0, [](const std::string&, size_t n) { return 10 + int32_t(n); }, len));
+  g.observe(answer(
+    s0, [](const std::string&, size_t n) { return 10 + int32_t(n); }, len));
   int steps = 1;
   while (!g.done()) {
     auto s = g.next_step();
     CHECK(s.new_requests.empty());
     CHECK(s.cached_requests.size() == 2);
     CHECK(s.cached_requests[0].token == g.outputs()[0].token_ids.back());
-    g.observe(answer(s, [](const std::string&, size_t n) { return 10 + int32_t(n); }, len));
+    g.observe(answer(
+      s, [](const std::string&, size_t n) { return 10 + int32_t(n); }, len));
     ++steps;
   }
   CHECK(steps == 3);
@@ -107,7 +109,8 @@ TEST_CASE("the model's length limit ends a request with 'length'") {
   g.add({1, 2, 3, 4}, p);
   std::map<std::string, size_t> len;
   while (!g.done())
-    g.observe(answer(g.next_step(), [](const std::string&, size_t) { return 3; }, len));
+    g.observe(answer(
+      g.next_step(), [](const std::string&, size_t) { return 3; }, len));
   CHECK(g.outputs()[0].token_ids.size() == 2);
   CHECK(g.outputs()[0].finish_reason == "length");
 }

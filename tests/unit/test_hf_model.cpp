@@ -48,7 +48,8 @@ struct grid {
       groups.push_back(std::make_unique<fake_collective_group>(tp));
       shards[static_cast<size_t>(s)].resize(static_cast<size_t>(tp));
       for (int r = 0; r < tp; ++r) {
-        auto err = shards[s][r].load(cfg, shard_info{r, tp, s, pp}, groups.back()->endpoint(r));
+        auto err = shards[s][r].load(cfg, shard_info{r, tp, s, pp},
+                                     groups.back()->endpoint(r));
         REQUIRE_MESSAGE(!err, describe(err));
       }
     }
@@ -117,8 +118,7 @@ void check_close(const std::string& what, const std::vector<int32_t>& got,
   for (size_t i = 0; i < got.size(); ++i) {
     if (got[i] == tokens[i])
       continue;
-    INFO(what << ": position " << i << ": cafex " << got[i] << ", transformers "
-              << tokens[i]);
+    INFO(what << ": position " << i << ": cafex " << got[i] << ", transformers " << tokens[i]);
     REQUIRE_FALSE_MESSAGE(exact, "float32 at tp=1 pp=1 must give transformers' tokens");
     bool in_top = false;
     for (const auto& e : want["top"][i])

@@ -128,9 +128,11 @@ TEST_CASE("bad sampling parameters are named with their value") {
         != std::string::npos);
   CHECK(bad([](sampling_params& p) { p.top_p = 1.5f; }).find("got 1.5") != std::string::npos);
   CHECK(bad([](sampling_params& p) { p.top_k = -2; }).find("top_k") == 0);
-  CHECK(bad([](sampling_params& p) { p.logprobs = 21; }).find("at most 20") != std::string::npos);
+  CHECK(bad([](sampling_params& p) { p.logprobs = 21; }).find("at most 20")
+        != std::string::npos);
   CHECK(bad([](sampling_params& p) { p.max_tokens = 0; }).find("max_tokens") == 0);
-  CHECK(bad([](sampling_params& p) { p.stop_token_ids = {100}; })
-          .find("stop token id 100 is outside the vocabulary of 100")
+  CHECK(bad([](sampling_params& p) {
+          p.stop_token_ids = {100};
+        }).find("stop token id 100 is outside the vocabulary of 100")
         != std::string::npos);
 }

@@ -94,8 +94,7 @@ double sample_uniform(uint64_t seed, int64_t position) {
 }
 
 int32_t sample_token(const float* logits, int64_t vocab, const sampling_params& p,
-                     uint64_t seed, int64_t position, sampler_scratch& s,
-                     token_logprobs* lp) {
+                     uint64_t seed, int64_t position, sampler_scratch& s, token_logprobs* lp) {
   int32_t token = 0;
   if (p.temperature < sampling_eps) {
     token = argmax(logits, vocab);
@@ -119,13 +118,16 @@ int32_t sample_token(const float* logits, int64_t vocab, const sampling_params& 
     const float mx = v[static_cast<size_t>(ids[0])];
     double sum = 0;
     for (int64_t i = 0; i < n; ++i)
-      sum += std::exp(static_cast<double>(v[static_cast<size_t>(ids[static_cast<size_t>(i)])] - mx));
+      sum += std::exp(
+        static_cast<double>(v[static_cast<size_t>(ids[static_cast<size_t>(i)])] - mx));
     if (p.top_p < 1.0f) {
       // Keep the smallest prefix whose probability reaches top_p (at least one token).
       double cum = 0;
       int64_t keep = 0;
       while (keep < n) {
-        cum += std::exp(static_cast<double>(v[static_cast<size_t>(ids[static_cast<size_t>(keep)])] - mx)) / sum;
+        cum += std::exp(static_cast<double>(
+                 v[static_cast<size_t>(ids[static_cast<size_t>(keep)])] - mx))
+               / sum;
         ++keep;
         if (cum >= static_cast<double>(p.top_p))
           break;
@@ -133,7 +135,8 @@ int32_t sample_token(const float* logits, int64_t vocab, const sampling_params& 
       n = keep;
       sum = 0;
       for (int64_t i = 0; i < n; ++i)
-        sum += std::exp(static_cast<double>(v[static_cast<size_t>(ids[static_cast<size_t>(i)])] - mx));
+        sum += std::exp(
+          static_cast<double>(v[static_cast<size_t>(ids[static_cast<size_t>(i)])] - mx));
     }
     const double target = sample_uniform(seed, position) * sum;
     double cum = 0;

@@ -22,8 +22,8 @@ caf::expected<int64_t> positive(const nlohmann::json& j, const char* key,
                                 int64_t fallback = -1) {
   if (!j.contains(key) || j[key].is_null()) {
     if (fallback < 0)
-      return bad(fmt::format("\"{}\" is missing: a {} checkpoint needs it", key,
-                             "decoder-only"));
+      return bad(
+        fmt::format("\"{}\" is missing: a {} checkpoint needs it", key, "decoder-only"));
     return fallback;
   }
   const auto& v = j[key];
@@ -165,7 +165,8 @@ caf::expected<hf_config> parse_hf_config(const nlohmann::json& j) {
                + "\"]: supported are LlamaForCausalLM, MistralForCausalLM and "
                  "Qwen2ForCausalLM");
   if (j.contains("quantization_config") && !j["quantization_config"].is_null())
-    return bad("\"quantization_config\" is set (" + j["quantization_config"].value("quant_method", std::string("?"))
+    return bad("\"quantization_config\" is set ("
+               + j["quantization_config"].value("quant_method", std::string("?"))
                + "): quantised checkpoints are not supported; use a float32, bfloat16 or "
                  "float16 one");
   if (j.contains("hidden_act") && j["hidden_act"] != "silu")
@@ -245,8 +246,8 @@ caf::expected<hf_config> parse_hf_config(const nlohmann::json& j) {
     cfg.bos_token_id = j["bos_token_id"].get<int32_t>();
   for (auto id : cfg.eos_token_ids)
     if (id >= cfg.vocab_size)
-      return bad(fmt::format("eos_token_id {} is outside the vocabulary of {}", id,
-                             cfg.vocab_size));
+      return bad(
+        fmt::format("eos_token_id {} is outside the vocabulary of {}", id, cfg.vocab_size));
   return cfg;
 }
 
@@ -264,10 +265,10 @@ caf::expected<hf_config> load_hf_config(const std::string& dir) {
     if (!in) {
       if (!required)
         return caf::none;
-      return make_error(errc::invalid_config,
-                        "cannot read " + path + ": point --model at a Hugging Face "
-                                                "checkpoint directory (it holds "
-                                                "config.json and *.safetensors)");
+      return make_error(errc::invalid_config, "cannot read " + path
+                                                + ": point --model at a Hugging Face "
+                                                  "checkpoint directory (it holds "
+                                                  "config.json and *.safetensors)");
     }
     std::stringstream text;
     text << in.rdbuf();
@@ -303,14 +304,14 @@ caf::error check_tp(const hf_config& cfg, int tp) {
   if (tp <= 0)
     return refuse("the TP size must be positive");
   if (cfg.num_heads % tp != 0)
-    return refuse(fmt::format("num_attention_heads {} is not divisible by {}", cfg.num_heads,
-                              tp));
+    return refuse(
+      fmt::format("num_attention_heads {} is not divisible by {}", cfg.num_heads, tp));
   if (cfg.num_kv_heads % tp != 0 && tp % cfg.num_kv_heads != 0)
     return refuse(fmt::format("num_key_value_heads {} neither divides nor is divisible by {}",
                               cfg.num_kv_heads, tp));
   if (cfg.intermediate_size % tp != 0)
-    return refuse(fmt::format("intermediate_size {} is not divisible by {}",
-                              cfg.intermediate_size, tp));
+    return refuse(
+      fmt::format("intermediate_size {} is not divisible by {}", cfg.intermediate_size, tp));
   return caf::none;
 }
 
@@ -318,7 +319,8 @@ caf::expected<pp_layers> pp_indices(int num_layers, int pp_rank, int pp_size,
                                     const std::vector<int>& partition) {
   if (pp_size <= 0 || pp_rank < 0 || pp_rank >= pp_size)
     return make_error(errc::invalid_argument,
-                      fmt::format("pp rank {} of {} is not a pipeline stage", pp_rank, pp_size));
+                      fmt::format("pp rank {} of {} is not a pipeline stage", pp_rank,
+                                  pp_size));
   std::vector<int> parts;
   if (!partition.empty()) {
     int sum = 0;
@@ -348,9 +350,9 @@ caf::expected<pp_layers> pp_indices(int num_layers, int pp_rank, int pp_size,
 caf::expected<std::vector<int>> parse_layer_partition(const std::string& text) {
   std::vector<int> out;
   auto refuse = [&] {
-    return make_error(errc::invalid_argument,
-                      "layer partition '" + text + "' is not a comma-separated list of "
-                        "layer counts such as 3,5");
+    return make_error(errc::invalid_argument, "layer partition '" + text
+                                                + "' is not a comma-separated list of "
+                                                  "layer counts such as 3,5");
   };
   if (text.empty())
     return out;
@@ -360,7 +362,8 @@ caf::expected<std::vector<int>> parse_layer_partition(const std::string& text) {
     if (end == std::string::npos)
       end = text.size();
     auto item = text.substr(at, end - at);
-    if (item.empty() || item.size() > 6 || item.find_first_not_of("0123456789") != std::string::npos)
+    if (item.empty() || item.size() > 6
+        || item.find_first_not_of("0123456789") != std::string::npos)
       return refuse();
     out.push_back(std::stoi(item));
     at = end + 1;

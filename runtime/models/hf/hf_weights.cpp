@@ -110,7 +110,8 @@ caf::expected<hf_shard_weights> load_shard_weights(const std::string& dir,
       return err;
     // Tied embeddings: the LM head is the embedding matrix (a checkpoint may still carry
     // a copy named lm_head.weight; the embedding is what transformers uses).
-    const char* head = cfg.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+    const char* head = cfg.tie_word_embeddings ? "model.embed_tokens.weight"
+                                               : "lm_head.weight";
     if (auto err = rows_of(*ck, head, {v, h}, s.vocab0, s.vocab, w.lm_head))
       return err;
   }

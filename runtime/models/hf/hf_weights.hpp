@@ -16,14 +16,14 @@ namespace cafex::hf {
 
 /// Which slices one TP rank owns.
 struct tp_slices {
-  int q_heads = 0;        ///< local query heads
-  int q_head0 = 0;        ///< first global query head
-  int kv_heads = 0;       ///< local KV heads (1 when replicated)
-  int kv_head0 = 0;       ///< first global KV head
-  int64_t inter = 0;      ///< local intermediate columns
-  int64_t inter0 = 0;     ///< first global intermediate column
-  int64_t vocab = 0;      ///< rows of the vocab slice (padded: the same on every rank)
-  int64_t vocab0 = 0;     ///< first global token of the slice
+  int q_heads = 0;    ///< local query heads
+  int q_head0 = 0;    ///< first global query head
+  int kv_heads = 0;   ///< local KV heads (1 when replicated)
+  int kv_head0 = 0;   ///< first global KV head
+  int64_t inter = 0;  ///< local intermediate columns
+  int64_t inter0 = 0; ///< first global intermediate column
+  int64_t vocab = 0;  ///< rows of the vocab slice (padded: the same on every rank)
+  int64_t vocab0 = 0; ///< first global token of the slice
 };
 
 /// The slices of `tp_rank` of `tp_size` (check_tp must hold).

@@ -127,8 +127,9 @@ caf::error llama_model::admit(const scheduler_output& step) {
     auto& err = errors_[n_new + i];
     auto it = cache_.find(r.req_id);
     if (it == cache_.end())
-      err = "request '" + r.req_id + "' is not running on this shard (never prefilled, "
-            "finished, or dropped by a recovery): submit it as a new request";
+      err = "request '" + r.req_id
+            + "' is not running on this shard (never prefilled, "
+              "finished, or dropped by a recovery): submit it as a new request";
     else if (it->second.len + 1 > max_len_)
       err = fmt::format("request '{}' reached the model's length limit of {} tokens "
                         "(max_position_embeddings)",
@@ -305,7 +306,8 @@ void llama_model::embed_tokens(const scheduler_output&) {
   for (int64_t t = 0; t < tokens_; ++t) {
     const int64_t local = row_tokens_[static_cast<size_t>(t)] - s_.vocab0;
     if (local >= 0 && local < s_.vocab)
-      std::copy_n(&w_.embed[static_cast<size_t>(local) * h], h, &x_[static_cast<size_t>(t) * h]);
+      std::copy_n(&w_.embed[static_cast<size_t>(local) * h], h,
+                  &x_[static_cast<size_t>(t) * h]);
   }
 }
 
@@ -379,9 +381,9 @@ void llama_model::attend(int l, const step_row& r) {
       for (int64_t j = 0; j < keys; ++j)
         s[j] *= inv;
       float* out = &attn_[static_cast<size_t>((r.row0 + i) * qn + q * d)];
-      cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(keys), static_cast<int>(d),
-                  1.0f, &v[static_cast<size_t>(lo * kn + kv_off)], static_cast<int>(kn), s, 1,
-                  0.0f, out, 1);
+      cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(keys), static_cast<int>(d), 1.0f,
+                  &v[static_cast<size_t>(lo * kn + kv_off)], static_cast<int>(kn), s, 1, 0.0f,
+                  out, 1);
     }
   }
 }
@@ -459,10 +461,9 @@ caf::error llama_model::sample(model_runner_output& out) {
     const auto& r = rows_[static_cast<size_t>(i)];
     // The sampled token's position in its request: every token before it.
     const int64_t position = r.pos0 + r.count;
-    out.sampled.push_back(sample_token(full + i * stride, vocab, r.kv->sampling, r.kv->seed,
-                                       position, sampler_,
-                                       any_logprobs ? &out.logprobs[static_cast<size_t>(i)]
-                                                    : nullptr));
+    out.sampled.push_back(
+      sample_token(full + i * stride, vocab, r.kv->sampling, r.kv->seed, position, sampler_,
+                   any_logprobs ? &out.logprobs[static_cast<size_t>(i)] : nullptr));
   }
   if (cfg_.return_hidden)
     out.hidden.assign(xn_.begin(), xn_.begin() + static_cast<std::ptrdiff_t>(n * h));

@@ -83,11 +83,11 @@ private:
 
   // Per step.
   std::vector<step_row> rows_;
-  std::vector<std::string> row_ids_;   ///< the admitted requests, in order
-  std::vector<int32_t> row_tokens_;    ///< their tokens, concatenated
-  std::vector<std::string> all_ids_;   ///< every request of the step, in order
-  std::vector<std::string> errors_;    ///< per request of all_ids_
-  std::vector<std::string> inserted_;  ///< new ids admitted this step
+  std::vector<std::string> row_ids_;  ///< the admitted requests, in order
+  std::vector<int32_t> row_tokens_;   ///< their tokens, concatenated
+  std::vector<std::string> all_ids_;  ///< every request of the step, in order
+  std::vector<std::string> errors_;   ///< per request of all_ids_
+  std::vector<std::string> inserted_; ///< new ids admitted this step
   int64_t tokens_ = 0;
   sampler_scratch sampler_;
   std::vector<float> x_, xn_, qkv_, attn_, part_, gu_, scores_, logits_, gathered_;

@@ -79,7 +79,9 @@ const char* to_string(dtype d) {
   return "?";
 }
 
-size_t dtype_size(dtype d) { return d == dtype::f32 ? 4 : 2; }
+size_t dtype_size(dtype d) {
+  return d == dtype::f32 ? 4 : 2;
+}
 
 int64_t tensor_view::numel() const {
   int64_t n = 1;
@@ -125,7 +127,8 @@ uint16_t float_to_bf16(float x) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
-caf::expected<std::unique_ptr<safetensors_file>> safetensors_file::open(const std::string& path) {
+caf::expected<std::unique_ptr<safetensors_file>>
+safetensors_file::open(const std::string& path) {
   std::unique_ptr<safetensors_file> f{new safetensors_file};
   f->path_ = path;
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -185,8 +188,9 @@ caf::expected<std::unique_ptr<safetensors_file>> safetensors_file::open(const st
       return bad("dtype is not a string");
     auto ds = e["dtype"].get<std::string>();
     if (!parse_dtype(ds, t.type))
-      return bad("dtype " + ds + " is not supported (F32, BF16 and F16 are; a quantised "
-                 "checkpoint is not)");
+      return bad("dtype " + ds
+                 + " is not supported (F32, BF16 and F16 are; a quantised "
+                   "checkpoint is not)");
     if (!e["shape"].is_array())
       return bad("shape is not an array");
     uint64_t numel = 1;
@@ -288,9 +292,10 @@ caf::expected<checkpoint> checkpoint::open(const std::string& dir) {
     return c;
   }
   return make_error(errc::invalid_config,
-                    "model directory " + dir + " has neither model.safetensors nor "
-                      "model.safetensors.index.json: point --model at a Hugging Face "
-                      "checkpoint directory");
+                    "model directory " + dir
+                      + " has neither model.safetensors nor "
+                        "model.safetensors.index.json: point --model at a Hugging Face "
+                        "checkpoint directory");
 }
 
 caf::expected<safetensors_file*> checkpoint::file_of(const std::string& name) {
@@ -298,9 +303,9 @@ caf::expected<safetensors_file*> checkpoint::file_of(const std::string& name) {
   if (!weight_map_.empty()) {
     auto i = weight_map_.find(name);
     if (i == weight_map_.end())
-      return make_error(errc::invalid_config,
-                        "checkpoint " + dir_ + ": tensor '" + name + "' is missing (the "
-                          "index names no file for it)");
+      return make_error(errc::invalid_config, "checkpoint " + dir_ + ": tensor '" + name
+                                                + "' is missing (the "
+                                                  "index names no file for it)");
     file = i->second;
   }
   auto& slot = files_[file];
@@ -359,8 +364,7 @@ void checkpoint::read_block(const tensor_view& t, int64_t row0, int64_t rows, in
   out.resize(at + static_cast<size_t>(rows * cols));
   for (int64_t r = 0; r < rows; ++r) {
     const auto* src = t.data + static_cast<size_t>(((row0 + r) * width + col0)) * es;
-    to_float(t.type, src, &out[at + static_cast<size_t>(r * cols)],
-             static_cast<size_t>(cols));
+    to_float(t.type, src, &out[at + static_cast<size_t>(r * cols)], static_cast<size_t>(cols));
   }
 }
 

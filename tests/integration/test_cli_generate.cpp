@@ -102,9 +102,9 @@ TEST_CASE("every fixture gives transformers' greedy tokens at every TP x PP shap
       CAPTURE(name);
       CAPTURE(tp);
       CAPTURE(pp);
-      std::vector<std::string> args{"--model", fixture(name), "--tp", std::to_string(tp),
-                                    "--pp", std::to_string(pp), "--max-tokens", max_new,
-                                    "--ignore-eos"};
+      std::vector<std::string> args{"--model",          fixture(name), "--tp",
+                                    std::to_string(tp), "--pp",        std::to_string(pp),
+                                    "--max-tokens",     max_new,       "--ignore-eos"};
       auto p = prompt_flags(expected);
       args.insert(args.end(), p.begin(), p.end());
       auto j = generate_json(args);
@@ -121,8 +121,8 @@ TEST_CASE("every fixture gives transformers' greedy tokens at every TP x PP shap
         for (size_t k = 0; k < got.size(); ++k) {
           if (got[k] == tokens[k])
             continue;
-          INFO("prompt " << i << " position " << k << ": cafex " << got[k]
-                         << ", transformers " << tokens[k]);
+          INFO("prompt " << i << " position " << k << ": cafex " << got[k] << ", transformers "
+                         << tokens[k]);
           CHECK_MESSAGE((tp != 1 || pp != 1), "float32 at (1,1) must equal transformers");
           bool in_top = false;
           for (const auto& e : want["top"][k])
@@ -142,17 +142,21 @@ TEST_CASE("every fixture gives transformers' greedy tokens at every TP x PP shap
 }
 
 TEST_CASE("a seed gives the same sampled tokens whatever the shape and the batch") {
-  const std::vector<std::string> sampling{"--model", fixture("qwen2_bias_bf16"),
-                                          "--temperature", "0.9", "--top-p", "0.95",
-                                          "--top-k", "100", "--seed", "1234",
-                                          "--max-tokens", "12", "--ignore-eos"};
+  const std::vector<std::string> sampling{"--model",       fixture("qwen2_bias_bf16"),
+                                          "--temperature", "0.9",
+                                          "--top-p",       "0.95",
+                                          "--top-k",       "100",
+                                          "--seed",        "1234",
+                                          "--max-tokens",  "12",
+                                          "--ignore-eos"};
   auto with = [&](std::vector<std::string> extra) {
     auto args = sampling;
     args.insert(args.end(), extra.begin(), extra.end());
     return generate_json(args)["outputs"];
   };
   auto alone = with({"--prompt-ids", "5,6,7"});
-  auto batch = with({"--prompt-ids", "9,9", "--prompt-ids", "5,6,7", "--tp", "2", "--pp", "2"});
+  auto batch = with(
+    {"--prompt-ids", "9,9", "--prompt-ids", "5,6,7", "--tp", "2", "--pp", "2"});
   CHECK(batch[1]["token_ids"] == alone[0]["token_ids"]);
   auto other_seed = sampling;
   other_seed[9] = "4321";
@@ -178,7 +182,9 @@ TEST_CASE("stop tokens and EOS end a prompt with 'stop'; --ignore-eos runs on") 
   const auto tokens = expected["outputs"][0]["token_ids"].get<std::vector<int32_t>>();
   // A stop token id: the prompt stops after its first occurrence, the token kept.
   auto third = tokens[2];
-  auto until = static_cast<size_t>(std::find(tokens.begin(), tokens.end(), third) - tokens.begin()) + 1;
+  auto until = static_cast<size_t>(std::find(tokens.begin(), tokens.end(), third)
+                                   - tokens.begin())
+               + 1;
   auto j = generate_json({"--model", fixture("llama_gqa"), "--prompt-ids", prompt,
                           "--max-tokens", "8", "--stop-token-ids", std::to_string(third)});
   CHECK(j["outputs"][0]["finish_reason"] == "stop");
@@ -188,12 +194,12 @@ TEST_CASE("stop tokens and EOS end a prompt with 'stop'; --ignore-eos runs on") 
   scratch s{"llama_gqa"};
   std::ofstream{s.dir / "generation_config.json"}
     << nlohmann::json{{"eos_token_id", std::vector<int32_t>{third}}}.dump();
-  auto eos = generate_json({"--model", s.dir.string(), "--prompt-ids", prompt,
-                            "--max-tokens", "8"});
+  auto eos = generate_json(
+    {"--model", s.dir.string(), "--prompt-ids", prompt, "--max-tokens", "8"});
   CHECK(eos["outputs"][0]["finish_reason"] == "stop");
   CHECK(eos["outputs"][0]["token_ids"].size() == until);
-  auto ignored = generate_json({"--model", s.dir.string(), "--prompt-ids", prompt,
-                                "--max-tokens", "8", "--ignore-eos"});
+  auto ignored = generate_json(
+    {"--model", s.dir.string(), "--prompt-ids", prompt, "--max-tokens", "8", "--ignore-eos"});
   CHECK(ignored["outputs"][0]["finish_reason"] == "length");
   CHECK(ignored["outputs"][0]["token_ids"] == tokens);
 }
@@ -204,7 +210,8 @@ TEST_CASE("a KV budget exhausted mid-run fails that prompt with a clear error, e
                      "--json"});
   INFO("stderr: " << r.err);
   CHECK(r.exit_code == 1);
-  CHECK(r.err.find("error: prompt 0: request 'gen-0': the KV cache is full") != std::string::npos);
+  CHECK(r.err.find("error: prompt 0: request 'gen-0': the KV cache is full")
+        != std::string::npos);
   CHECK(r.err.find("--kv-cache-tokens") != std::string::npos);
   auto j = nlohmann::json::parse(r.out);
   // 5 prompt tokens and 4 decodes fit in 9; the token sampled before the failure is kept.
@@ -243,8 +250,10 @@ TEST_CASE("VLLM_PP_LAYER_PARTITION splits the stages; a bad checkpoint fails sta
   test::become_subreaper();
   auto expected = read_json(fixture("llama3_tied_sharded") + "/expected.json");
   ::setenv("VLLM_PP_LAYER_PARTITION", "1,2", 1);
-  std::vector<std::string> args{"--model", fixture("llama3_tied_sharded"), "--pp", "2",
-                                "--max-tokens", "8", "--ignore-eos"};
+  std::vector<std::string> args{"--model",      fixture("llama3_tied_sharded"),
+                                "--pp",         "2",
+                                "--max-tokens", "8",
+                                "--ignore-eos"};
   auto p = prompt_flags(expected);
   args.insert(args.end(), p.begin(), p.end());
   auto j = generate_json(args);
@@ -268,9 +277,17 @@ TEST_CASE("VLLM_PP_LAYER_PARTITION splits the stages; a bad checkpoint fails sta
 }
 
 TEST_CASE("cafex run --model runs the workload on a checkpoint") {
-  std::vector<std::string> argv{test::binary_from_env("CAFEX_BIN"), "run", "--json",
-                                "--model", fixture("mistral_window"), "--tp", "2",
-                                "--steps", "4", "--batch", "2"};
+  std::vector<std::string> argv{test::binary_from_env("CAFEX_BIN"),
+                                "run",
+                                "--json",
+                                "--model",
+                                fixture("mistral_window"),
+                                "--tp",
+                                "2",
+                                "--steps",
+                                "4",
+                                "--batch",
+                                "2"};
   auto r = test::run_command(argv, 120s);
   INFO("stderr: " << r.err);
   REQUIRE(r.exit_code == 0);
@@ -279,8 +296,8 @@ TEST_CASE("cafex run --model runs the workload on a checkpoint") {
   for (const auto& step : j["tokens"])
     for (const auto& t : step)
       CHECK((t.get<int>() >= 0 && t.get<int>() < 256));
-  auto bad = test::run_command({test::binary_from_env("CAFEX_BIN"), "run",
-                                "--kv-cache-tokens", "8"});
+  auto bad = test::run_command(
+    {test::binary_from_env("CAFEX_BIN"), "run", "--kv-cache-tokens", "8"});
   CHECK(bad.exit_code == 2);
   CHECK(bad.err.find("name it with --model DIR") != std::string::npos);
 }

@@ -174,6 +174,7 @@ TEST_CASE("restart: a SIGSTOPped rank is killed, replaced, and the run goes on")
   pid_t victim = worker_pid(1);
   REQUIRE(victim > 0);
   REQUIRE(kill(victim, SIGSTOP) == 0);
+  REQUIRE(test::wait_stopped(victim, 5s));
   auto pending = (*ex)->execute_model_async(h.step());
   auto bound = o.liveness.connection_timeout + o.liveness.heartbeat_interval
                + o.liveness.cause_timeout + 1s;

@@ -54,6 +54,11 @@ long rss_kib(pid_t pid);
 /// User + system CPU time of `pid` so far, in clock ticks (-1 when it is gone).
 long cpu_ticks(pid_t pid);
 
+/// Waits until every thread of `pid` is stopped (state T): kill(SIGSTOP) returns before
+/// the target stops, and on a loaded machine its other threads run on for milliseconds
+/// until the one that takes the signal is scheduled.
+bool wait_stopped(pid_t pid, std::chrono::milliseconds timeout);
+
 /// Polls `cond` every few ms until it holds or `timeout` passes; returns its last value.
 bool wait_until(const std::function<bool()>& cond, std::chrono::milliseconds timeout);
 

@@ -66,7 +66,7 @@ arg_parser& add_executor_flags(arg_parser& p) {
     .flag({{"--kv-cache-tokens"},
            "N",
            "--model: KV cache tokens per shard, for all its requests together",
-           "max_position_embeddings"})
+           "what 4 GiB of float32 KV holds"})
     .flag({{"--pp-layer-partition"},
            "N,N,...",
            "--model: layers per pipeline stage (else $VLLM_PP_LAYER_PARTITION, else "

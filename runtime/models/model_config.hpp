@@ -25,7 +25,8 @@ struct model_config {
   /// fields above are then read from its config.json and ignored here.
   std::string path;
   /// "hf": tokens of KV cache each shard holds for all its requests together; a request
-  /// that does not fit fails alone (0: max_seq_len).
+  /// that does not fit fails alone (0: what 4 GiB of float32 KV holds on the shard, as
+  /// vLLM's CPU backend reserves by default).
   int64_t kv_cache_tokens = 0;
   /// "hf": layers per PP stage ("3,5"; VLLM_PP_LAYER_PARTITION); empty: vLLM's rule.
   std::string pp_layer_partition;

@@ -37,6 +37,7 @@ caf::error rows_of(checkpoint& ck, const std::string& name, const std::vector<in
   const int64_t have = std::max<int64_t>(0, std::min(rows, shape[0] - row0));
   if (have > 0)
     checkpoint::read_block(**t, row0, have, 0, cols, out);
+  checkpoint::release(**t);
   out.resize(out.size() + static_cast<size_t>((rows - have) * cols), 0.0f);
   return caf::none;
 }
@@ -47,6 +48,7 @@ caf::error cols_of(checkpoint& ck, const std::string& name, const std::vector<in
   if (!t)
     return t.error();
   checkpoint::read_block(**t, 0, shape[0], col0, cols, out);
+  checkpoint::release(**t);
   return caf::none;
 }
 

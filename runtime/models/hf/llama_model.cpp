@@ -4,11 +4,13 @@
 #include <cmath>
 #include <exception>
 #include <set>
+#include <vector>
 
 #include <cblas.h>
 #include <fmt/format.h>
 
 #include "runtime/error.hpp"
+#include "runtime/models/hf/small_gemm.hpp"
 
 namespace cafex::hf {
 
@@ -17,6 +19,15 @@ namespace {
 // Row-major C[m x n] = alpha * A[m x k] * B^T, B stored [n x k] (nn.Linear's weight).
 void gemm_bt(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
              const float* b, int64_t ldb, float* c, int64_t ldc) {
+  if (m == 1) { // one token (decode at batch 1): a matrix-vector product
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), static_cast<int>(k), alpha,
+                b, static_cast<int>(ldb), a, 1, 0.0f, c, 1);
+    return;
+  }
+  if (m <= small_gemm_max_rows && alpha == 1.0f && small_gemm_available()) {
+    small_gemm_bt(m, n, k, a, lda, b, ldb, c, ldc);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m),
               static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b,
               static_cast<int>(ldb), 0.0f, c, static_cast<int>(ldc));
@@ -88,7 +99,13 @@ caf::error llama_model::load(const model_config& cfg, const shard_info& shard,
   w_ = std::move(*w);
   inv_freq_ = rope_inv_freq(hf_.rope, hf_.head_dim);
   max_len_ = hf_.max_position;
-  budget_ = cfg.kv_cache_tokens > 0 ? cfg.kv_cache_tokens : max_len_;
+  // Default budget: what 4 GiB of float32 keys and values hold on this shard, as vLLM's
+  // CPU backend reserves by default (VLLM_CPU_KVCACHE_SPACE=4).
+  const int64_t kv_bytes_per_token = 2 * layers_.count * s_.kv_heads * hf_.head_dim * 4;
+  const int64_t default_budget = kv_bytes_per_token > 0
+                                   ? (int64_t{4} << 30) / kv_bytes_per_token
+                                   : max_len_;
+  budget_ = cfg.kv_cache_tokens > 0 ? cfg.kv_cache_tokens : std::max(max_len_, default_budget);
   loaded_ = true;
   return caf::none;
 }

@@ -7,7 +7,8 @@
 // final norm, the vocab-parallel LM head (logits all-gathered) and each request's
 // sampler (sampling.hpp; greedy by default).
 //
-// KV cache: a budget of model_config::kv_cache_tokens tokens per shard. Requests are
+// KV cache: a budget of model_config::kv_cache_tokens tokens per shard (default: what 4 GiB
+// of float32 keys and values hold, as vLLM's CPU backend reserves). Requests are
 // admitted in scheduler order, running ones first; one that does not fit (or is unknown,
 // too long, or has a token outside the vocabulary) fails alone, with its error in
 // model_runner_output::errors, and every stage decides the same.

@@ -368,6 +368,17 @@ void checkpoint::read_block(const tensor_view& t, int64_t row0, int64_t rows, in
   }
 }
 
+void checkpoint::release(const tensor_view& t) {
+  if (t.bytes == 0)
+    return;
+  static const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(t.data) & ~(page - 1);
+  const auto end = reinterpret_cast<uintptr_t>(t.data) + t.bytes;
+  // A read-only private file mapping: dropped pages are read again from the file if
+  // touched, so the neighbours' pages sharing the edges lose nothing.
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 void checkpoint::release_pages() {
   for (auto& kv : files_)
     kv.second->release_pages();

@@ -97,6 +97,10 @@ public:
   static void read_block(const tensor_view& t, int64_t row0, int64_t rows, int64_t col0,
                          int64_t cols, std::vector<float>& out);
 
+  /// Drops the mapped pages of one tensor from the resident set (after it was copied), so
+  /// a rank's peak memory stays its shard plus one tensor.
+  static void release(const tensor_view& t);
+
   /// release_pages() on every mapped file.
   void release_pages();
 

@@ -122,8 +122,8 @@ int main(int argc, char** argv) {
     finished.clear();
     auto out = (*ex)->execute_model(s);
     if (!out) {
-      std::fprintf(stderr, "error: step %llu: %s\n", static_cast<unsigned long long>(s.step_id),
-                   describe(out.error()).c_str());
+      std::fprintf(stderr, "error: step %llu: %s\n",
+                   static_cast<unsigned long long>(s.step_id), describe(out.error()).c_str());
       std::exit(1);
     }
     for (const auto& e : out->errors)
@@ -137,7 +137,8 @@ int main(int argc, char** argv) {
   double prefill_s = 1e30;
   for (int i = 0; i < 3; ++i) {
     scheduler_output s;
-    s.new_requests.emplace_back("p" + std::to_string(i), tokens(prompt_len, i, cfg->vocab_size));
+    s.new_requests.emplace_back("p" + std::to_string(i),
+                                tokens(prompt_len, i, cfg->vocab_size));
     auto t = clock_type::now();
     run(s);
     prefill_s = std::min(prefill_s, seconds_since(t));

@@ -101,7 +101,8 @@ caf::error llama_model::load(const model_config& cfg, const shard_info& shard,
   max_len_ = hf_.max_position;
   // Default budget: what 4 GiB of float32 keys and values hold on this shard, as vLLM's
   // CPU backend reserves by default (VLLM_CPU_KVCACHE_SPACE=4).
-  const int64_t kv_bytes_per_token = 2 * layers_.count * s_.kv_heads * hf_.head_dim * 4;
+  const int64_t kv_bytes_per_token = int64_t{2} * layers_.count * s_.kv_heads * hf_.head_dim
+                                     * int64_t{4};
   const int64_t default_budget = kv_bytes_per_token > 0
                                    ? (int64_t{4} << 30) / kv_bytes_per_token
                                    : max_len_;

@@ -372,11 +372,12 @@ void checkpoint::release(const tensor_view& t) {
   if (t.bytes == 0)
     return;
   static const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const auto begin = reinterpret_cast<uintptr_t>(t.data) & ~(page - 1);
-  const auto end = reinterpret_cast<uintptr_t>(t.data) + t.bytes;
+  // Back to the page that holds the first byte (pointer arithmetic, no int-to-pointer).
+  const auto* first = t.data - (reinterpret_cast<uintptr_t>(t.data) & (page - 1));
+  const auto length = static_cast<size_t>(t.data + t.bytes - first);
   // A read-only private file mapping: dropped pages are read again from the file if
   // touched, so the neighbours' pages sharing the edges lose nothing.
-  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+  ::madvise(const_cast<uint8_t*>(first), length, MADV_DONTNEED);
 }
 
 void checkpoint::release_pages() {

@@ -17,8 +17,8 @@ __attribute__((target("avx2,fma"))) float hsum(__m256 v) {
 
 // Up to 8 rows of A against one row of B: 8 accumulators, B's vector loaded once.
 template <int M>
-__attribute__((target("avx2,fma"))) void rows_dot(const float* a, int64_t lda, const float* b,
-                                                  int64_t k, float* out) {
+__attribute__((target("avx2,fma"))) void
+rows_dot(const float* a, int64_t lda, const float* b, int64_t k, float* out) {
   __m256 acc[M];
   for (int i = 0; i < M; ++i)
     acc[i] = _mm256_setzero_ps();

@@ -29,7 +29,7 @@ namespace {
 /// Reads rows [row0, row0 + rows) of `name` (shape checked) into `out`, zero rows past the
 /// tensor's end (the vocab padding).
 caf::error rows_of(checkpoint& ck, const std::string& name, const std::vector<int64_t>& shape,
-                   int64_t row0, int64_t rows, std::vector<float>& out) {
+                   int64_t row0, int64_t rows, weight_buffer& out) {
   auto t = ck.tensor(name, shape);
   if (!t)
     return t.error();
@@ -43,7 +43,7 @@ caf::error rows_of(checkpoint& ck, const std::string& name, const std::vector<in
 }
 
 caf::error cols_of(checkpoint& ck, const std::string& name, const std::vector<int64_t>& shape,
-                   int64_t col0, int64_t cols, std::vector<float>& out) {
+                   int64_t col0, int64_t cols, weight_buffer& out) {
   auto t = ck.tensor(name, shape);
   if (!t)
     return t.error();

@@ -10,6 +10,7 @@
 #include <caf/error.hpp>
 
 #include "runtime/models/hf/hf_config.hpp"
+#include "runtime/models/hf/weight_buffer.hpp"
 #include "runtime/models/model_runner.hpp"
 
 namespace cafex::hf {
@@ -31,20 +32,20 @@ tp_slices slices_of(const hf_config& cfg, int tp_rank, int tp_size);
 
 /// Row-major float32 matrices in nn.Linear's [out x in] layout.
 struct hf_layer_weights {
-  std::vector<float> attn_norm; ///< [hidden]
-  std::vector<float> mlp_norm;  ///< [hidden]
-  std::vector<float> wqkv;      ///< [(q + 2 kv) * head_dim x hidden]: local q | k | v rows
-  std::vector<float> bqkv;      ///< the same rows' biases (empty without)
-  std::vector<float> wo;        ///< [hidden x q * head_dim]: local input columns
-  std::vector<float> bo;        ///< [hidden] on TP rank 0 only (added once per sum)
-  std::vector<float> wgu;       ///< [2 * inter x hidden]: local gate rows | up rows
-  std::vector<float> wdown;     ///< [hidden x inter]: local input columns
+  weight_buffer attn_norm; ///< [hidden]
+  weight_buffer mlp_norm;  ///< [hidden]
+  weight_buffer wqkv;      ///< [(q + 2 kv) * head_dim x hidden]: local q | k | v rows
+  weight_buffer bqkv;      ///< the same rows' biases (empty without)
+  weight_buffer wo;        ///< [hidden x q * head_dim]: local input columns
+  weight_buffer bo;        ///< [hidden] on TP rank 0 only (added once per sum)
+  weight_buffer wgu;       ///< [2 * inter x hidden]: local gate rows | up rows
+  weight_buffer wdown;     ///< [hidden x inter]: local input columns
 };
 
 struct hf_shard_weights {
-  std::vector<float> embed;      ///< [vocab slice x hidden], first stage only
-  std::vector<float> final_norm; ///< [hidden], last stage only
-  std::vector<float> lm_head;    ///< [vocab slice x hidden], last stage only
+  weight_buffer embed;      ///< [vocab slice x hidden], first stage only
+  weight_buffer final_norm; ///< [hidden], last stage only
+  weight_buffer lm_head;    ///< [vocab slice x hidden], last stage only
   std::vector<hf_layer_weights> layers;
 };
 

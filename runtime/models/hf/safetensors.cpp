@@ -357,7 +357,7 @@ caf::expected<const tensor_view*> checkpoint::tensor(const std::string& name,
 }
 
 void checkpoint::read_block(const tensor_view& t, int64_t row0, int64_t rows, int64_t col0,
-                            int64_t cols, std::vector<float>& out) {
+                            int64_t cols, weight_buffer& out) {
   const int64_t width = t.shape.size() >= 2 ? t.shape.back() : 1;
   const size_t es = dtype_size(t.type);
   const size_t at = out.size();

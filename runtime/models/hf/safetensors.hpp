@@ -18,6 +18,8 @@
 #include <caf/error.hpp>
 #include <caf/expected.hpp>
 
+#include "runtime/models/hf/weight_buffer.hpp"
+
 namespace cafex::hf {
 
 /// The element types a checkpoint may hold; the model computes in float32.
@@ -95,7 +97,7 @@ public:
   /// Rows [row0, row0 + rows) of a 2-D tensor (or all of a 1-D one when rows covers it),
   /// columns [col0, col0 + cols), as float32 row-major [rows x cols] appended to `out`.
   static void read_block(const tensor_view& t, int64_t row0, int64_t rows, int64_t col0,
-                         int64_t cols, std::vector<float>& out);
+                         int64_t cols, weight_buffer& out);
 
   /// Drops the mapped pages of one tensor from the resident set (after it was copied), so
   /// a rank's peak memory stays its shard plus one tensor.

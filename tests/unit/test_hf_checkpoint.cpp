@@ -259,3 +259,20 @@ TEST_CASE("a TP size that cannot shard the model is refused with the sizes") {
   for (const auto& e : load_all(c.dir, 4))
     CHECK_MESSAGE(e.empty(), e);
 }
+
+TEST_CASE("an empty tensor opens and converts to nothing (fuzz_safetensors' first find)") {
+  scratch_checkpoint c{"llama_gqa"};
+  c.write_bytes(
+    "empty.safetensors",
+    safetensors_bytes({{"z", {{"dtype", "F32"}, {"shape", {0, 5}}, {"data_offsets", {0, 0}}}}},
+                      ""));
+  auto f = hf::safetensors_file::open((c.dir / "empty.safetensors").string());
+  REQUIRE_MESSAGE(f, describe(f.error()));
+  const auto* t = (*f)->find("z");
+  REQUIRE(t != nullptr);
+  CHECK(t->numel() == 0);
+  hf::weight_buffer out;
+  hf::to_float(t->type, t->data, out.data(), 0);
+  hf::checkpoint::read_block(*t, 0, 0, 0, 5, out);
+  CHECK(out.empty());
+}

@@ -98,6 +98,8 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 }
 
 void to_float(dtype type, const uint8_t* src, float* dst, size_t count) {
+  if (count == 0) // an empty tensor: its pointers may be null (memcpy forbids it)
+    return;
   switch (type) {
     case dtype::f32: std::memcpy(dst, src, count * sizeof(float)); return;
     case dtype::bf16:

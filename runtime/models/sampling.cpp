@@ -6,27 +6,14 @@
 
 #include <fmt/format.h>
 
+#include "runtime/models/tensor_math.hpp"
+
 namespace cafex {
 
 namespace {
 
 // vLLM's _SAMPLING_EPS: a temperature below it is greedy.
 constexpr float sampling_eps = 1e-5f;
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-int32_t argmax(const float* x, int64_t n) {
-  int64_t best = 0;
-  for (int64_t i = 1; i < n; ++i)
-    if (x[i] > x[best])
-      best = i;
-  return static_cast<int32_t>(best);
-}
 
 // Order of candidates: higher value first, lower id on ties (deterministic).
 struct by_value {
@@ -97,7 +84,7 @@ int32_t sample_token(const float* logits, int64_t vocab, const sampling_params& 
                      uint64_t seed, int64_t position, sampler_scratch& s, token_logprobs* lp) {
   int32_t token = 0;
   if (p.temperature < sampling_eps) {
-    token = argmax(logits, vocab);
+    token = argmax(logits, static_cast<size_t>(vocab));
   } else {
     // Candidates in order (value desc, id asc), truncated by top-k then top-p.
     auto& v = s.values;

@@ -10,58 +10,10 @@
 #include <fmt/format.h>
 
 #include "runtime/error.hpp"
-#include "runtime/models/hf/small_gemm.hpp"
+#include "runtime/models/hf/hf_math.hpp"
+#include "runtime/models/tensor_math.hpp"
 
 namespace cafex::hf {
-
-namespace {
-
-// Row-major C[m x n] = alpha * A[m x k] * B^T, B stored [n x k] (nn.Linear's weight).
-void gemm_bt(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
-             const float* b, int64_t ldb, float* c, int64_t ldc) {
-  if (m == 1) { // one token (decode at batch 1): a matrix-vector product
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), static_cast<int>(k), alpha,
-                b, static_cast<int>(ldb), a, 1, 0.0f, c, 1);
-    return;
-  }
-  if (m <= small_gemm_max_rows && alpha == 1.0f && small_gemm_available()) {
-    small_gemm_bt(m, n, k, a, lda, b, ldb, c, ldc);
-    return;
-  }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m),
-              static_cast<int>(n), static_cast<int>(k), alpha, a, static_cast<int>(lda), b,
-              static_cast<int>(ldb), 0.0f, c, static_cast<int>(ldc));
-}
-
-// transformers' LlamaRMSNorm in float32: x * rsqrt(mean(x^2) + eps) * weight.
-void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t cols,
-              float eps) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * cols;
-    float* yr = y + r * cols;
-    float ss = 0;
-    for (int64_t i = 0; i < cols; ++i)
-      ss += xr[i] * xr[i];
-    const float inv = 1.0f / std::sqrt(ss / static_cast<float>(cols) + eps);
-    for (int64_t i = 0; i < cols; ++i)
-      yr[i] = w[i] * (xr[i] * inv);
-  }
-}
-
-// Rotary embedding of one head vector at `pos`, transformers' rotate_half layout: the
-// pairs are (i, i + d/2).
-void rope(float* v, int64_t d, int64_t pos, const std::vector<float>& inv_freq) {
-  const int64_t half = d / 2;
-  for (int64_t i = 0; i < half; ++i) {
-    const float f = static_cast<float>(pos) * inv_freq[static_cast<size_t>(i)];
-    const float c = std::cos(f), s = std::sin(f);
-    const float a = v[i], b = v[i + half];
-    v[i] = a * c - b * s;
-    v[i + half] = b * c + a * s;
-  }
-}
-
-} // namespace
 
 caf::error llama_model::load(const model_config& cfg, const shard_info& shard,
                              collective& tp) {
@@ -363,10 +315,11 @@ void llama_model::attend(int l, const step_row& r) {
   for (int64_t i = 0; i < r.count; ++i) {
     float* row = &qkv_[static_cast<size_t>((r.row0 + i) * width)];
     const int64_t pos = r.pos0 + i;
+    rope_angles(pos, inv_freq_, cos_, sin_);
     for (int q = 0; q < s_.q_heads; ++q)
-      rope(row + q * d, d, pos, inv_freq_);
+      rope(row + q * d, d, cos_, sin_);
     for (int kh = 0; kh < s_.kv_heads; ++kh)
-      rope(row + qn + kh * d, d, pos, inv_freq_);
+      rope(row + qn + kh * d, d, cos_, sin_);
     std::copy_n(row + qn, kn, &k[static_cast<size_t>(pos * kn)]);
     std::copy_n(row + qn + kn, kn, &v[static_cast<size_t>(pos * kn)]);
   }
@@ -387,17 +340,7 @@ void llama_model::attend(int l, const step_row& r) {
       cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(keys), static_cast<int>(d),
                   scale, &k[static_cast<size_t>(lo * kn + kv_off)], static_cast<int>(kn), qv,
                   1, 0.0f, s, 1);
-      float mx = s[0];
-      for (int64_t j = 1; j < keys; ++j)
-        mx = std::max(mx, s[j]);
-      float sum = 0;
-      for (int64_t j = 0; j < keys; ++j) {
-        s[j] = std::exp(s[j] - mx);
-        sum += s[j];
-      }
-      const float inv = 1.0f / sum;
-      for (int64_t j = 0; j < keys; ++j)
-        s[j] *= inv;
+      softmax_inplace(s, static_cast<size_t>(keys));
       float* out = &attn_[static_cast<size_t>((r.row0 + i) * qn + q * d)];
       cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<int>(keys), static_cast<int>(d), 1.0f,
                   &v[static_cast<size_t>(lo * kn + kv_off)], static_cast<int>(kn), s, 1, 0.0f,

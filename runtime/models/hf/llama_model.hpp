@@ -91,6 +91,7 @@ private:
   std::vector<std::string> inserted_; ///< new ids admitted this step
   int64_t tokens_ = 0;
   sampler_scratch sampler_;
+  std::vector<float> cos_, sin_; ///< rotary angles of the position being embedded
   std::vector<float> x_, xn_, qkv_, attn_, part_, gu_, scores_, logits_, gathered_;
 };
 

@@ -248,3 +248,26 @@ TEST_CASE("unknown, too long and out-of-vocabulary requests fail alone with thei
   REQUIRE_FALSE(rt);
   CHECK(describe(rt.error()).find("names request 'x' twice") != std::string::npos);
 }
+
+TEST_CASE("without a budget the KV cache holds many requests; bad sampling fails alone") {
+  model_config cfg;
+  cfg.name = "hf";
+  cfg.path = fixture_dir("llama_gqa"); // 128 positions: the default budget is far more
+  grid g{cfg, 1, 1};
+  scheduler_output s;
+  for (int i = 0; i < 4; ++i)
+    s.new_requests.emplace_back("r" + std::to_string(i), std::vector<int32_t>(100, 5 + i));
+  sampling_params bad;
+  bad.top_p = 0;
+  s.new_requests.emplace_back("bad", std::vector<int32_t>{1}, bad);
+  auto r = g.step(s);
+  REQUIRE_MESSAGE(r, describe(r.error()));
+  REQUIRE(r->errors.size() == 5);
+  for (int i = 0; i < 4; ++i)
+    CHECK_MESSAGE(r->errors[static_cast<size_t>(i)].empty(),
+                  r->errors[static_cast<size_t>(i)]);
+  CHECK(r->errors[4].find("request 'bad': top_p must be in (0, 1], got 0")
+        != std::string::npos);
+  CHECK(r->sampled[4] == -1);
+  CHECK(g.shards[0][0].live_requests() == 4);
+}

@@ -14,8 +14,7 @@ void gemm_bt(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64
              const float* b, int64_t ldb, float* c, int64_t ldc);
 
 /// LlamaRMSNorm in float32: y = weight * (x * rsqrt(mean(x^2) + eps)), row by row.
-void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t cols,
-              float eps);
+void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t cols, float eps);
 
 /// cos and sin of `pos` times each inverse frequency (one entry per pair of dimensions):
 /// computed once per position, applied to every head by rope().

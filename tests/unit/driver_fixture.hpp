@@ -30,7 +30,6 @@ namespace cafex::driver_test {
 
 using namespace cafex;
 
-
 bool has(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }

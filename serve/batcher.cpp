@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "runtime/error.hpp"
+#include "runtime/models/generation.hpp"
 
 namespace cafex::serve {
 
@@ -12,24 +13,31 @@ batcher::batcher(batcher_options opts, step_submitter submit, batcher_observer o
   opts_.max_in_flight = std::max<size_t>(opts_.max_in_flight, 1);
 }
 
-caf::expected<std::string> batcher::add(std::vector<int32_t> prompt, int max_tokens,
+caf::expected<std::string> batcher::add(std::vector<int32_t> prompt, sampling_params params,
                                         request_sink sink) {
-  if (failed_)
-    return failed_;
-  if (draining_)
-    return make_error(errc::not_ready, "the service is shutting down; retry elsewhere");
-  if (queue_.size() >= opts_.max_queued)
-    return make_error(errc::too_many_in_flight,
-                      std::to_string(queue_.size()) + " requests already wait; retry later");
+  if (auto why = refusal(1))
+    return why;
   auto id = "cmpl-" + std::to_string(next_id_++);
   request r;
   r.prompt = std::move(prompt);
-  r.max_tokens = max_tokens;
+  r.params = std::move(params);
   r.sink = std::move(sink);
   requests_.emplace(id, std::move(r));
   queue_.push_back(id);
   pump();
   return id;
+}
+
+caf::error batcher::refusal(size_t n) const {
+  if (failed_)
+    return failed_;
+  if (draining_)
+    return make_error(errc::not_ready, "the service is shutting down; retry elsewhere");
+  if (queue_.size() + n > opts_.max_queued)
+    return make_error(errc::too_many_in_flight,
+                      std::to_string(queue_.size()) + " requests already wait (--max-queued "
+                        + std::to_string(opts_.max_queued) + "); retry later");
+  return caf::none;
 }
 
 void batcher::cancel(const std::string& id) {
@@ -150,7 +158,11 @@ void batcher::pump() {
       const auto& r = requests_.at(id);
       auto prompt = r.prompt;
       prompt.insert(prompt.end(), r.output.begin(), r.output.end());
-      step.new_requests.push_back(new_request{id, std::move(prompt)});
+      // A re-prefill's prompt holds what it generated: min_tokens counts what is left.
+      auto params = r.params;
+      params.min_tokens = std::max<int32_t>(0, params.min_tokens
+                                                 - static_cast<int32_t>(r.output.size()));
+      step.new_requests.push_back(new_request{id, std::move(prompt), std::move(params)});
     }
     // Results come back new requests first, then cached ones (scheduler order).
     ids.insert(ids.begin(), fresh.begin(), fresh.end());
@@ -207,18 +219,28 @@ void batcher::on_result(std::vector<std::string> ids, uint64_t epoch,
         continue; // failed by fail_all meanwhile
       auto& req = it->second;
       req.in_step = false;
+      if (!r->errors.empty() && !r->errors[i].empty()) {
+        // The model failed this request alone (its KV cache did not fit, ...). A failed
+        // prefill left no cache; a running request's (cached) is freed with `finished`.
+        finish(it, make_error(errc::model_failed, r->errors[i]));
+        continue;
+      }
       req.cached = true;
       req.last = r->sampled[i];
-      if (opts_.recompute_on_failure)
-        req.output.push_back(req.last);
-      ++req.generated;
+      req.output.push_back(req.last);
       if (!req.sink.on_done) {
         finish(it, caf::none); // cancelled while in flight
         continue;
       }
+      const char* why = stop_reason(
+        req.params, opts_.eos_ids, req.last, static_cast<int64_t>(req.output.size()),
+        static_cast<int64_t>(req.prompt.size() + req.output.size()), opts_.max_model_len);
+      const token_logprobs* lp = nullptr;
+      if (req.params.logprobs >= 0 && i < r->logprobs.size())
+        lp = &r->logprobs[i];
       if (req.sink.on_token)
-        req.sink.on_token(req.last);
-      if (req.generated >= req.max_tokens)
+        req.sink.on_token(req.last, lp, why);
+      if (*why != '\0')
         finish(it, caf::none);
     }
   }

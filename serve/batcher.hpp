@@ -22,6 +22,7 @@
 #include <caf/expected.hpp>
 
 #include "runtime/dataflow/scheduler_output.hpp"
+#include "runtime/models/sampling.hpp"
 
 namespace cafex::serve {
 
@@ -36,11 +37,17 @@ struct batcher_options {
   /// with its prompt plus the tokens it already streamed; clients only see a delay.
   bool recompute_on_failure = false;
   int max_recomputes = 3; ///< per request; past it the request fails with the error
+  /// When a request stops (runtime/models/generation.hpp, stop_reason): the model's EOS
+  /// ids and its length limit (prompt plus generated tokens).
+  std::vector<int32_t> eos_ids;
+  int64_t max_model_len = 4096;
 };
 
 /// Where one request's results go. Called on the batcher's thread.
 struct request_sink {
-  std::function<void(int32_t token)> on_token;
+  /// Each generated token, with its logprobs when the request asked for them (else null)
+  /// and, on its last token, why it stopped ("stop" or "length"; else empty).
+  std::function<void(int32_t token, const token_logprobs* lp, const char* finish)> on_token;
   /// Exactly once: no error when every token was delivered, else why it stopped.
   std::function<void(const caf::error&)> on_done;
 };
@@ -62,10 +69,14 @@ class batcher {
 public:
   batcher(batcher_options opts, step_submitter submit, batcher_observer obs = {});
 
-  /// Queues a request; fails (errc::not_ready while draining, errc::too_many_in_flight
-  /// when the queue is full) without calling the sink. Returns the request id.
-  caf::expected<std::string> add(std::vector<int32_t> prompt, int max_tokens,
+  /// Queues a request (`params.max_tokens` tokens at most); fails (errc::not_ready while
+  /// draining, errc::too_many_in_flight when the queue is full) without calling the sink.
+  /// Returns the request id.
+  caf::expected<std::string> add(std::vector<int32_t> prompt, sampling_params params,
                                  request_sink sink);
+  /// Why add() would refuse `n` more requests now (failed for good, draining, or the
+  /// queue is full), or none: a request of n choices is queued all or nothing.
+  caf::error refusal(size_t n) const;
 
   /// The client went away: drop the request (its sink is not called again).
   void cancel(const std::string& id);
@@ -97,8 +108,7 @@ public:
 private:
   struct request {
     std::vector<int32_t> prompt;
-    int max_tokens = 0;
-    int generated = 0;
+    sampling_params params;
     int32_t last = 0;
     std::vector<int32_t> output; ///< tokens streamed so far (re-prefilled after recovery)
     int recomputes = 0;

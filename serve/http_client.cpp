@@ -44,6 +44,8 @@ void fill(http_reply& out, Parser& p) {
   auto& res = p.get();
   out.status = res.result_int();
   out.content_type = std::string(res[http::field::content_type]);
+  for (const auto& f : res)
+    out.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
   out.body = std::move(res.body());
   if (out.content_type.rfind("text/event-stream", 0) == 0)
     out.events = parse_events(out.body);
@@ -52,8 +54,17 @@ void fill(http_reply& out, Parser& p) {
 
 } // namespace
 
-http_reply http_client::request(const std::string& method, const std::string& target,
-                                const std::string& body) {
+std::string http_reply::header(const std::string& name) const {
+  for (const auto& [k, v] : headers)
+    if (beast::iequals(k, name))
+      return v;
+  return {};
+}
+
+http_reply
+http_client::request(const std::string& method, const std::string& target,
+                     const std::string& body,
+                     const std::vector<std::pair<std::string, std::string>>& headers) {
   http_reply out;
   for (int attempt = 0; attempt < 2; ++attempt) {
     bool fresh = !connected_;
@@ -63,6 +74,8 @@ http_reply http_client::request(const std::string& method, const std::string& ta
     req.set(http::field::host, host_);
     req.set(http::field::content_type, "application/json");
     req.keep_alive(true);
+    for (const auto& [k, v] : headers)
+      req.set(k, v);
     req.body() = body;
     req.prepare_payload();
     beast::error_code ec;

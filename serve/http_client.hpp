@@ -16,9 +16,12 @@ namespace cafex::serve {
 
 struct http_reply {
   bool transport_ok = false; ///< false: connect/read/write failed or timed out (`error`)
+  /// The first response header called `name` (case-insensitive), or "".
+  std::string header(const std::string& name) const;
   std::string error;
   int status = 0;
   std::string content_type;
+  std::vector<std::pair<std::string, std::string>> headers; ///< every response header
   std::string body;
   /// For text/event-stream bodies: each event as {event name ("" = message), data}.
   std::vector<std::pair<std::string, std::string>> events;
@@ -31,7 +34,8 @@ public:
 
   /// One request on the kept-alive connection (reconnects when the server closed it).
   http_reply request(const std::string& method, const std::string& target,
-                     const std::string& body = "");
+                     const std::string& body = "",
+                     const std::vector<std::pair<std::string, std::string>>& headers = {});
 
   /// Sends `bytes` as they are on a fresh connection and reads until the server closes.
   http_reply raw(const std::string& bytes);

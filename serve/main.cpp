@@ -9,8 +9,9 @@
 // stop accepting, let accepted requests finish (or fail them at --drain-timeout), shut
 // the executor down, exit 0.
 #include <csignal>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
+#include <ctime>
 #include <string>
 
 #include <boost/asio/io_context.hpp>
@@ -25,7 +26,9 @@
 #include "cli/args.hpp"
 #include "cli/run_flags.hpp"
 #include "http_server.hpp"
+#include "openapi.hpp"
 #include "runtime/logging.hpp"
+#include "runtime/models/hf/hf_config.hpp"
 #include "runtime/os/signals.hpp"
 
 using namespace cafex;
@@ -40,25 +43,35 @@ struct serve_options {
   serve::batcher_options batch;
   serve::request_limits limits;
   size_t max_body_bytes = 1 << 20;
+  std::string api_key;
   std::chrono::milliseconds drain_timeout{30000};
   std::chrono::milliseconds health_interval{200};
 };
 
 cli::arg_parser serve_parser() {
   cli::arg_parser p("cafex-serve",
-                    "HTTP completion service on the cafex executor: POST /v1/completions "
-                    "({\"prompt\": [ids], \"max_tokens\": N, \"stream\": bool}), GET /health, "
-                    "GET /metrics. Takes the cluster flags of cafex run.");
+                    "OpenAI-compatible completion service on the cafex executor: POST "
+                    "/v1/completions ({\"prompt\": [ids], \"max_tokens\": N, ...}), GET "
+                    "/v1/models, GET /health, GET /metrics, GET /openapi.json. Takes the "
+                    "cluster and model flags of cafex run (--model DIR serves a checkpoint).");
   p.flag({{"--listen"},
           "ADDR:PORT",
           "where to serve HTTP (port 0: any free port)",
           "127.0.0.1:8000"})
     .flag({{"--max-batch"}, "N", "requests per step", "32"})
-    .flag({{"--max-queued"}, "N", "waiting requests before 503", "1024"})
+    .flag({{"--max-queued"}, "N", "waiting requests (choices) before 503, >= 1", "1024"})
     .flag({{"--max-tokens-limit"}, "N", "largest max_tokens a request may ask", "1024"})
     .flag({{"--max-body-bytes"}, "N", "largest request body", "1048576"})
     .flag({{"--drain-timeout"}, "SECONDS", "on SIGTERM: time accepted requests get", "30"})
-    .flag({{"--health-interval-ms"}, "MS", "how often health is polled", "200"});
+    .flag({{"--health-interval-ms"}, "MS", "how often health is polled", "200"})
+    .flag({{"--served-model-name"},
+           "NAME",
+           "the model's id in the API (`model`, /v1/models)",
+           "the --model value as given, else cafex-reference"})
+    .flag({{"--api-key"},
+           "KEY",
+           "every route but /health needs 'Authorization: Bearer KEY' (else $CAFEX_API_KEY)",
+           ""});
   cli::add_executor_flags(p);
   return p;
 }
@@ -80,7 +93,10 @@ serve_options options_from(const cli::parsed_args& a) {
   o.address = listen.substr(0, colon);
   o.port = static_cast<uint16_t>(port);
   o.batch.max_batch = a.get_int("--max-batch", 32, 1, 4096);
-  o.batch.max_queued = a.get_int("--max-queued", 1024, 0, 1 << 20);
+  if (a.has("--max-queued") && a.get("--max-queued") == "0")
+    throw cli::usage_error{"--max-queued 0 would refuse every request: give at least 1 (the "
+                           "requests, counted per choice, that may wait for a step)"};
+  o.batch.max_queued = a.get_int("--max-queued", 1024, 1, 1 << 20);
   o.batch.max_in_flight = max_concurrent_batches(o.exec);
   // With --on-worker-failure restart, requests survive a lost worker: re-prefilled.
   o.batch.recompute_on_failure = o.exec.on_worker_failure == failure_policy::restart;
@@ -89,6 +105,23 @@ serve_options options_from(const cli::parsed_args& a) {
   o.limits.max_tokens_limit = static_cast<int>(
     a.get_int("--max-tokens-limit", 1024, 1, o.exec.model.max_seq_len - 1));
   o.limits.default_max_tokens = std::min(16, o.limits.max_tokens_limit);
+  o.limits.max_choices = static_cast<int>(std::min<size_t>(64, o.batch.max_queued));
+  o.batch.max_model_len = o.exec.model.max_seq_len;
+  if (a.has("--model")) {
+    // executor_options_from read this config.json already; here: the EOS ids.
+    auto hf = hf::load_hf_config(o.exec.model.path);
+    if (!hf)
+      throw cli::usage_error{"--model: " + describe(hf.error())};
+    o.batch.eos_ids = hf->eos_token_ids;
+  }
+  o.limits.model_name = a.get("--served-model-name",
+                              a.has("--model") ? a.get("--model") : "cafex-reference");
+  if (o.limits.model_name.empty())
+    throw cli::usage_error{"--served-model-name must not be empty"};
+  o.api_key = a.get("--api-key", "");
+  if (o.api_key.empty())
+    if (const char* env = std::getenv("CAFEX_API_KEY"))
+      o.api_key = env;
   o.max_body_bytes = a.get_int("--max-body-bytes", 1 << 20, 64, 1L << 30);
   o.drain_timeout = std::chrono::milliseconds(
     static_cast<long>(a.get_double("--drain-timeout", 30, 0, 86400) * 1000));
@@ -116,6 +149,7 @@ int run_service(const serve_options& o) {
   };
   serve::batcher* paused_batch = nullptr; // set below; the batcher calls `paused` later
   obs.paused = [&] {
+    metrics.recovery();
     // Off the event loop: the health monitor says when the executor is ready again.
     health.when_ready(
       [&](bool ok, const std::string& why) {
@@ -144,6 +178,9 @@ int run_service(const serve_options& o) {
   auto state = std::make_shared<serve::service_state>(batch, metrics, health);
   state->limits = o.limits;
   state->max_body_bytes = o.max_body_bytes;
+  state->api_key = o.api_key;
+  state->created = static_cast<int64_t>(std::time(nullptr));
+  state->openapi = serve::openapi_document(o.limits, !o.api_key.empty());
   serve::http_server server{ioc, state};
   if (auto err = server.listen(o.address, o.port)) {
     std::fprintf(stderr, "error: %s\n", describe(err).c_str());
@@ -151,9 +188,9 @@ int run_service(const serve_options& o) {
     (*ex)->shutdown();
     return 2;
   }
-  std::printf("cafex-serve listening on %s:%u (tp=%d pp=%d)\n", o.address.c_str(),
-              server.port(), o.exec.parallel.tensor_parallel_size,
-              o.exec.parallel.pipeline_parallel_size);
+  std::printf("cafex-serve listening on %s:%u (model %s, tp=%d pp=%d%s)\n", o.address.c_str(),
+              server.port(), o.limits.model_name.c_str(), o.exec.parallel.tensor_parallel_size,
+              o.exec.parallel.pipeline_parallel_size, o.api_key.empty() ? "" : ", API key");
   std::fflush(stdout);
 
   // Shutdown: drain, then stop the loop once no request and no connection is left.

@@ -13,6 +13,17 @@ std::string num(double x) {
   return buf;
 }
 
+// A label value in the text format: backslash, quote and newline escaped.
+std::string escape_label(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"')
+      out += '\\';
+    out += c == '\n' ? std::string("\\n") : std::string(1, c);
+  }
+  return out;
+}
+
 void head(std::string& out, const char* name, const char* type, const char* help) {
   out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
 }
@@ -28,6 +39,35 @@ void service_metrics::step_ok(std::chrono::nanoseconds latency, size_t requests)
   sum_seconds_ += s;
   ++steps_;
   step_requests_ += requests;
+}
+
+namespace {
+
+int64_t now_second() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+           std::chrono::steady_clock::now().time_since_epoch())
+    .count();
+}
+
+} // namespace
+
+void service_metrics::tokens(uint64_t n) {
+  tokens_ += n;
+  const auto sec = now_second();
+  auto& slot = per_second_[static_cast<size_t>(sec) % per_second_.size()];
+  if (slot.second != sec)
+    slot = {sec, 0};
+  slot.tokens += n;
+}
+
+double service_metrics::tokens_per_second() const {
+  // The last rate_window_s whole seconds (the current one is still filling).
+  const auto now = now_second();
+  uint64_t sum = 0;
+  for (const auto& slot : per_second_)
+    if (slot.second < now && slot.second >= now - rate_window_s)
+      sum += slot.tokens;
+  return static_cast<double>(sum) / rate_window_s;
 }
 
 std::string service_metrics::render(const batch_gauges& g, const health_snapshot& h) const {
@@ -57,6 +97,27 @@ std::string service_metrics::render(const batch_gauges& g, const health_snapshot
   out += "cafex_requests_accepted_total " + std::to_string(g.accepted) + "\n";
   head(out, "cafex_tokens_generated_total", "counter", "Tokens sampled and sent");
   out += "cafex_tokens_generated_total " + std::to_string(tokens_) + "\n";
+  head(out, "cafex_tokens_per_second", "gauge",
+       "Tokens sent per second, over the last 10 whole seconds");
+  out += "cafex_tokens_per_second " + num(tokens_per_second()) + "\n";
+  head(out, "cafex_requests_cancelled_total", "counter",
+       "Requests (choices) cancelled because their client went away");
+  out += "cafex_requests_cancelled_total " + std::to_string(cancelled_) + "\n";
+  head(out, "cafex_recoveries_total", "counter",
+       "Times the service paused for the executor to recover (a worker lost, a "
+       "communicator rebuilt) and re-prefilled its running requests");
+  out += "cafex_recoveries_total " + std::to_string(recoveries_) + "\n";
+  head(out, "cafex_executor_state", "gauge",
+       "1 for the executor's state as /health reports it (healthy, recovering, degraded, "
+       "failed), 0 for the others");
+  for (const char* st : {"degraded", "failed", "healthy", "recovering"})
+    out += std::string("cafex_executor_state{state=\"") + st + "\"} "
+           + (h.status() == st ? "1" : "0") + "\n";
+  head(out, "cafex_worker_state", "gauge",
+       "1 per worker (rank, node) in its state, as the driver sees it");
+  for (const auto& w : h.workers)
+    out += "cafex_worker_state{rank=\"" + std::to_string(w.rank) + "\",node=\""
+           + escape_label(w.node_id) + "\",state=\"" + to_string(w.state) + "\"} 1\n";
   head(out, "cafex_workers", "gauge", "Workers by state, as the driver sees them");
   // Every state, even at zero, sorted by name as before (exporters diff these lines).
   std::map<std::string, int> states;

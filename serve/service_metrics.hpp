@@ -1,6 +1,8 @@
-// What the service counts, and its Prometheus text rendering (format 0.0.4): step latency
-// histogram, steps in flight, requests queued and running, workers by state, failures by
-// kind, HTTP responses by code. Touched only on the service's io thread.
+// What the service counts, and its Prometheus text rendering (format 0.0.4, HELP and TYPE
+// on every family): step latency histogram, steps in flight, requests queued, running and
+// cancelled, tokens (total and per second), recoveries, the executor's state, workers by
+// state and each worker's state, failures by kind, HTTP responses by code. Every
+// structure is bounded. Touched only on the service's io thread.
 #pragma once
 
 #include <array>
@@ -32,7 +34,12 @@ public:
   void step_ok(std::chrono::nanoseconds latency, size_t requests);
   void step_failed(const std::string& kind) { ++failures_[kind]; }
   void response(int status) { ++responses_[status]; }
-  void tokens(uint64_t n) { tokens_ += n; }
+  void tokens(uint64_t n);
+  void cancelled(uint64_t n) { cancelled_ += n; }
+  void recovery() { ++recoveries_; }
+  /// Tokens per second over the last `rate_window_s` whole seconds.
+  double tokens_per_second() const;
+  static constexpr int rate_window_s = 10;
 
   std::string render(const batch_gauges& g, const health_snapshot& h) const;
 
@@ -42,6 +49,15 @@ private:
   uint64_t steps_ = 0;
   uint64_t step_requests_ = 0;
   uint64_t tokens_ = 0;
+  uint64_t cancelled_ = 0;
+  uint64_t recoveries_ = 0;
+  /// Tokens per second of the steady clock, one slot per second (second % slots): the
+  /// rate gauge's window, bounded whatever the run's length.
+  struct second_count {
+    int64_t second = -1;
+    uint64_t tokens = 0;
+  };
+  std::array<second_count, rate_window_s + 1> per_second_{};
   std::map<std::string, uint64_t> failures_;
   std::map<int, uint64_t> responses_;
 };

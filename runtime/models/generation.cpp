@@ -4,6 +4,18 @@
 
 namespace cafex {
 
+const char* stop_reason(const sampling_params& p, const std::vector<int32_t>& eos,
+                        int32_t token, int64_t generated, int64_t total, int64_t max_len) {
+  auto has = [token](const std::vector<int32_t>& v) {
+    return std::find(v.begin(), v.end(), token) != v.end();
+  };
+  if (generated >= p.min_tokens && ((!p.ignore_eos && has(eos)) || has(p.stop_token_ids)))
+    return "stop";
+  if (generated >= p.max_tokens || total >= max_len)
+    return "length";
+  return "";
+}
+
 generation::generation(std::vector<int32_t> eos_ids, int64_t max_model_len)
   : eos_(std::move(eos_ids)), max_len_(max_model_len) {
   // Nothing.
@@ -40,6 +52,9 @@ scheduler_output generation::next_step() {
     r.prompt = o.prompt_ids;
     r.prompt.insert(r.prompt.end(), o.token_ids.begin(), o.token_ids.end());
     r.sampling = params_[i];
+    // A re-prefill's prompt holds what it generated: min_tokens counts only what is left.
+    r.sampling.min_tokens = std::max<int32_t>(0, r.sampling.min_tokens
+                                                   - static_cast<int32_t>(o.token_ids.size()));
     s.new_requests.push_back(std::move(r));
   }
   for (size_t i = 0; i < out_.size(); ++i) {
@@ -75,16 +90,10 @@ void generation::observe(const model_runner_output& out) {
 
 void generation::finish_check(size_t i) {
   auto& o = out_[i];
-  const auto& p = params_[i];
-  const int32_t t = o.token_ids.back();
-  auto has = [t](const std::vector<int32_t>& v) {
-    return std::find(v.begin(), v.end(), t) != v.end();
-  };
-  if ((!p.ignore_eos && has(eos_)) || has(p.stop_token_ids))
-    o.finish_reason = "stop";
-  else if (static_cast<int64_t>(o.token_ids.size()) >= p.max_tokens
-           || static_cast<int64_t>(o.prompt_ids.size() + o.token_ids.size()) >= max_len_)
-    o.finish_reason = "length";
+  o.finish_reason = stop_reason(params_[i], eos_, o.token_ids.back(),
+                                static_cast<int64_t>(o.token_ids.size()),
+                                static_cast<int64_t>(o.prompt_ids.size() + o.token_ids.size()),
+                                max_len_);
   if (o.done())
     finished_.push_back(o.req_id);
 }

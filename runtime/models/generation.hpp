@@ -28,6 +28,13 @@ struct generation_output {
   bool done() const { return !finish_reason.empty() || !error.empty(); }
 };
 
+/// Why a request stops after it generated `token`, its `generated`-th token (`total`:
+/// prompt plus generated tokens): "stop" at an EOS id of the model (unless ignore_eos) or
+/// one of its stop ids, once min_tokens were generated; "length" at max_tokens or at the
+/// model's length limit `max_len`; "" while it goes on. vLLM's stop checker, for ids.
+const char* stop_reason(const sampling_params& p, const std::vector<int32_t>& eos,
+                        int32_t token, int64_t generated, int64_t total, int64_t max_len);
+
 class generation {
 public:
   /// `eos_ids`: the model's (config.json, generation_config.json); `max_model_len`: its

@@ -127,6 +127,10 @@ void reference_model::plan(const scheduler_output& step) {
   int64_t row = 0;
   for (const auto& r : step.new_requests) {
     auto& kv = cache_[r.req_id];
+    kv.sampling = r.sampling;
+    kv.seed = r.sampling.seed >= 0 ? static_cast<uint64_t>(r.sampling.seed)
+                                   : default_seed(r.req_id);
+    kv.prompt_len = static_cast<int64_t>(r.prompt.size());
     inserted_.push_back(r.req_id);
     kv.k.resize(slots);
     kv.v.resize(slots);
@@ -267,8 +271,20 @@ void reference_model::sample(const scheduler_output& step, model_runner_output& 
     out.req_ids.push_back(r.req_id);
   for (const auto& r : step.cached_requests)
     out.req_ids.push_back(r.req_id);
-  for (size_t i = 0; i < n; ++i)
-    out.sampled.push_back(argmax(&logits_[i * vocab], vocab));
+  // Each request under its own sampling parameters (greedy by default), as the hf model.
+  bool any_logprobs = false;
+  for (const auto& r : rows_)
+    any_logprobs = any_logprobs || r.kv->sampling.logprobs >= 0;
+  if (any_logprobs)
+    out.logprobs.resize(n);
+  const auto v = static_cast<int64_t>(vocab);
+  for (size_t i = 0; i < n; ++i) {
+    const auto& r = rows_[i];
+    const int64_t position = r.pos0 + r.count; // every token before the sampled one
+    out.sampled.push_back(
+      sample_token(&logits_[i * vocab], v, r.kv->sampling, r.kv->seed, position, sampler_,
+                   any_logprobs ? &out.logprobs[i] : nullptr, position - r.kv->prompt_len));
+  }
   if (cfg_.return_hidden)
     out.hidden.assign(xn_.begin(), xn_.begin() + static_cast<std::ptrdiff_t>(n * h));
 }

@@ -5,7 +5,8 @@
 // Layout (per layer): RMSNorm -> causal multi-head self-attention with a per-request KV
 // cache -> residual add -> RMSNorm -> MLP (up, SiLU, down) -> residual add. Stage 0 embeds
 // tokens and adds a sinusoidal position encoding; the last stage applies the final
-// RMSNorm, the (replicated) LM head and greedy argmax (ties -> lowest token id).
+// RMSNorm, the (replicated) LM head and each request's sampler (sampling.hpp: greedy
+// argmax by default, ties -> lowest token id).
 //
 // Why it is exact for every TP size: each head's output projection and each MLP block's
 // down projection is its own gemm of the same shape whatever the TP size; each
@@ -26,6 +27,7 @@
 
 #include "runtime/models/model_runner.hpp"
 #include "runtime/models/reference_weights.hpp"
+#include "runtime/models/sampling.hpp"
 
 namespace cafex {
 
@@ -54,6 +56,9 @@ private:
   /// KV cache of one request: per (local layer, local head), `len` rows of head_dim.
   struct kv_entry {
     int64_t len = 0;
+    sampling_params sampling; ///< the request's, for its whole life
+    uint64_t seed = 0;        ///< sampling.seed, or default_seed(id)
+    int64_t prompt_len = 0;   ///< min_tokens counts the tokens after it
     std::vector<std::vector<float>> k;
     std::vector<std::vector<float>> v;
   };
@@ -108,6 +113,7 @@ private:
   std::vector<float> up_;     ///< one MLP block [tokens x block]
   std::vector<int64_t> acc_;  ///< fixed-point sum [tokens x hidden]
   std::vector<float> logits_; ///< [requests x vocab]
+  sampler_scratch sampler_;
 };
 
 } // namespace cafex

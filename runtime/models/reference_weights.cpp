@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "runtime/error.hpp"
+#include "runtime/models/sampling.hpp"
 #include "runtime/models/tensor_math.hpp"
 
 namespace cafex {
@@ -123,6 +124,8 @@ caf::error check_reference_step(const model_config& cfg, const shard_info& shard
     for (auto t : r.prompt)
       if (auto err = check_token(r.req_id, t))
         return err;
+    if (auto why = check_sampling(r.sampling, cfg.vocab_size); !why.empty())
+      return bad(fmt::format("new request '{}': {}", r.req_id, why));
     num_tokens += static_cast<int64_t>(r.prompt.size());
   }
   for (const auto& r : step.cached_requests) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 #include <fmt/format.h>
@@ -56,6 +57,13 @@ std::string check_sampling(const sampling_params& p, int64_t vocab) {
     return fmt::format("temperature must be a number >= 0 (0: greedy), got {}", p.temperature);
   if (!std::isfinite(p.top_p) || p.top_p <= 0 || p.top_p > 1)
     return fmt::format("top_p must be in (0, 1], got {}", p.top_p);
+  if (!std::isfinite(p.min_p) || p.min_p < 0 || p.min_p > 1)
+    return fmt::format("min_p must be in [0, 1], got {}", p.min_p);
+  if (p.min_tokens < 0)
+    return fmt::format("min_tokens must be >= 0, got {}", p.min_tokens);
+  if (p.min_tokens > p.max_tokens)
+    return fmt::format("min_tokens ({}) must be at most max_tokens ({})", p.min_tokens,
+                       p.max_tokens);
   if (p.top_k < -1)
     return fmt::format("top_k must be -1 or 0 (whole vocabulary) or >= 1, got {}", p.top_k);
   if (p.logprobs > max_logprobs)
@@ -81,7 +89,22 @@ double sample_uniform(uint64_t seed, int64_t position) {
 }
 
 int32_t sample_token(const float* logits, int64_t vocab, const sampling_params& p,
-                     uint64_t seed, int64_t position, sampler_scratch& s, token_logprobs* lp) {
+                     uint64_t seed, int64_t position, sampler_scratch& s, token_logprobs* lp,
+                     int64_t generated, const std::vector<int32_t>* eos_ids) {
+  const float* raw = logits; // logprobs are those of the raw logits, before any masking
+  if (generated >= 0 && generated < p.min_tokens) {
+    s.masked.assign(logits, logits + vocab);
+    auto ban = [&](int32_t id) {
+      if (id >= 0 && id < vocab)
+        s.masked[static_cast<size_t>(id)] = -std::numeric_limits<float>::infinity();
+    };
+    for (auto id : p.stop_token_ids)
+      ban(id);
+    if (eos_ids != nullptr && !p.ignore_eos)
+      for (auto id : *eos_ids)
+        ban(id);
+    logits = s.masked.data();
+  }
   int32_t token = 0;
   if (p.temperature < sampling_eps) {
     token = argmax(logits, static_cast<size_t>(vocab));
@@ -103,6 +126,15 @@ int32_t sample_token(const float* logits, int64_t vocab, const sampling_params& 
       std::sort(ids.begin(), ids.end(), by_value{v.data()});
     }
     const float mx = v[static_cast<size_t>(ids[0])];
+    if (p.min_p > 0) {
+      // Candidates are in order: keep the prefix whose probability is at least min_p
+      // times the likeliest's (that one always stays).
+      const float floor = mx + std::log(p.min_p);
+      int64_t keep = 1;
+      while (keep < n && v[static_cast<size_t>(ids[static_cast<size_t>(keep)])] >= floor)
+        ++keep;
+      n = keep;
+    }
     double sum = 0;
     for (int64_t i = 0; i < n; ++i)
       sum += std::exp(
@@ -138,7 +170,7 @@ int32_t sample_token(const float* logits, int64_t vocab, const sampling_params& 
     }
   }
   if (lp != nullptr && p.logprobs >= 0)
-    fill_logprobs(logits, vocab, token, p.logprobs, s, *lp);
+    fill_logprobs(raw, vocab, token, p.logprobs, s, *lp);
   return token;
 }
 

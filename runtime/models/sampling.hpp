@@ -21,18 +21,23 @@ struct sampling_params {
   float temperature = 0.0f; ///< 0: greedy (argmax, lowest id on ties)
   int32_t top_k = 0;        ///< <= 0: the whole vocabulary
   float top_p = 1.0f;       ///< in (0, 1]
+  float min_p = 0.0f;       ///< in [0, 1]: drop tokens below min_p x the likeliest's
   int64_t seed = -1;        ///< < 0: none (the model derives one from the request id)
   int32_t logprobs = -1;    ///< < 0: none; K >= 0: the sampled token's and the top K
   // What the host's request loop checks (the model runners ignore them):
   int32_t max_tokens = 16;             ///< tokens to generate at most
   std::vector<int32_t> stop_token_ids; ///< finish ("stop") after any of these
   bool ignore_eos = false;             ///< do not finish at the model's EOS ids
+  /// No EOS id (unless ignore_eos) nor stop token id is sampled before this many tokens
+  /// were generated: the model runners mask them (vLLM's min_tokens).
+  int32_t min_tokens = 0;
 };
 
 template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, sampling_params& x) {
   return f(caf::meta::type_name("cafex::sampling_params"), x.temperature, x.top_k, x.top_p,
-           x.seed, x.logprobs, x.max_tokens, x.stop_token_ids, x.ignore_eos);
+           x.min_p, x.seed, x.logprobs, x.max_tokens, x.stop_token_ids, x.ignore_eos,
+           x.min_tokens);
 }
 
 /// The most logprobs a request may ask for (vLLM's default max_logprobs).
@@ -67,12 +72,17 @@ double sample_uniform(uint64_t seed, int64_t position);
 struct sampler_scratch {
   std::vector<float> values;
   std::vector<int32_t> ids;
+  std::vector<float> masked; ///< the logits with min_tokens' banned ids at -inf
 };
 
-/// Samples one token from `logits[0..vocab)` under `p`. Fills `lp` (when not null and
-/// p.logprobs >= 0) with the raw logprobs of the sampled token and the top p.logprobs.
+/// Samples one token from `logits[0..vocab)` under `p`: temperature, then min-p, top-k
+/// and top-p (vLLM's order). Fills `lp` (when not null and p.logprobs >= 0) with the raw
+/// logprobs of the sampled token and the top p.logprobs. `generated` (tokens the request
+/// generated before this one, < 0: unknown) and `eos_ids` (the model's) serve min_tokens:
+/// while generated < p.min_tokens, no EOS id (unless ignore_eos) nor stop id is drawn.
 int32_t sample_token(const float* logits, int64_t vocab, const sampling_params& p,
                      uint64_t seed, int64_t position, sampler_scratch& scratch,
-                     token_logprobs* lp);
+                     token_logprobs* lp, int64_t generated = -1,
+                     const std::vector<int32_t>* eos_ids = nullptr);
 
 } // namespace cafex

@@ -15,6 +15,7 @@
 
 #include "http_client.hpp"
 #include "processes.hpp"
+#include "serve_process.hpp"
 #include "runtime/models/reference_model.hpp"
 #include "runtime/models/workload.hpp"
 
@@ -23,81 +24,9 @@ using namespace std::chrono_literals;
 using json = nlohmann::json;
 using serve::http_client;
 using serve::http_reply;
+using test::service;
 
 namespace {
-
-/// A running cafex-serve; killed (with its workers reaped) if a test ends early.
-struct service {
-  pid_t pid = -1;
-  uint16_t port = 0;
-  std::string out_file;
-  int exit_status = -1;
-
-  explicit service(std::vector<std::string> extra) {
-    test::become_subreaper();
-    out_file = "/tmp/cafex-serve-test-" + std::to_string(getpid()) + ".out";
-    std::vector<std::string> argv = {test::binary_from_env("CAFEX_SERVE"),
-                                     "--listen",
-                                     "127.0.0.1:0",
-                                     "--tp",
-                                     "2",
-                                     "--log-level",
-                                     "warn",
-                                     "--health-interval-ms",
-                                     "100"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    pid = test::start_background(argv, out_file);
-    std::regex re("listening on 127\\.0\\.0\\.1:([0-9]+)");
-    bool up = test::wait_until(
-      [&] {
-        std::smatch m;
-        auto text = test::read_file(out_file);
-        if (std::regex_search(text, m, re))
-          port = static_cast<uint16_t>(std::stoi(m[1]));
-        return port != 0 || exited();
-      },
-      90s);
-    REQUIRE_MESSAGE(up, "cafex-serve did not start within 90 s");
-    REQUIRE_MESSAGE(port != 0, "cafex-serve exited during start-up");
-  }
-
-  bool exited() {
-    if (exit_status >= 0)
-      return true;
-    int st = 0;
-    if (waitpid(pid, &st, WNOHANG) == pid) {
-      exit_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-      return true;
-    }
-    return false;
-  }
-
-  /// SIGTERM, then the exit status within `timeout` (-1: still running).
-  int terminate(std::chrono::milliseconds timeout = 60s) {
-    kill(pid, SIGTERM);
-    test::wait_until([&] { return exited(); }, timeout);
-    return exit_status;
-  }
-
-  ~service() {
-    if (!exited()) {
-      kill(pid, SIGKILL);
-      test::wait_until([&] { return exited(); }, 10s);
-    }
-    // Workers notice their driver is gone; the subreaper (this process) reaps them.
-    test::wait_until(
-      [] {
-        test::reap_zombies();
-        return test::children_of(getpid()).empty();
-      },
-      15s);
-    unlink(out_file.c_str());
-  }
-
-  http_client client(std::chrono::milliseconds timeout = 60s) const {
-    return http_client("127.0.0.1", port, timeout);
-  }
-};
 
 std::vector<int32_t> reference_tokens(const std::vector<int32_t>& prompt, int n) {
   reference_model m;
@@ -117,7 +46,12 @@ std::vector<int32_t> reference_tokens(const std::vector<int32_t>& prompt, int n)
 }
 
 std::string body_for(const std::vector<int32_t>& prompt, int max_tokens, bool stream) {
-  return json{{"prompt", prompt}, {"max_tokens", max_tokens}, {"stream", stream}}.dump();
+  // Greedy, to compare with the reference model's argmax (OpenAI's default samples).
+  return json{{"prompt", prompt},
+              {"max_tokens", max_tokens},
+              {"stream", stream},
+              {"temperature", 0}}
+    .dump();
 }
 
 /// What one completion returned: every token it got and how it ended.
@@ -143,33 +77,36 @@ outcome complete(http_client& c, const std::vector<int32_t>& prompt, int max_tok
   if (!stream || r.status != 200) {
     auto j = json::parse(r.body, nullptr, false);
     if (r.status == 200 && j.is_object()) {
-      o.tokens = j.at("tokens").get<std::vector<int32_t>>();
-      o.completed = true;
+      o.tokens = j.at("choices").at(0).at("token_ids").get<std::vector<int32_t>>();
+      o.completed = j.at("choices").at(0).at("finish_reason") == "length";
     } else {
       o.errored = j.is_object() && j.contains("error");
       o.error = r.body;
     }
     return o;
   }
-  std::vector<int32_t> final_tokens;
-  bool saw_done_marker = false;
+  // OpenAI's stream: text_completion chunks (one token each), an error object if the
+  // request failed, then [DONE].
+  bool saw_done_marker = false, finished = false;
   for (auto& [event, data] : r.events) {
-    if (event == "error") {
+    if (data == "[DONE]") {
+      saw_done_marker = true;
+      continue;
+    }
+    auto j = json::parse(data);
+    if (j.contains("error")) {
       o.errored = true;
       o.error = data;
-    } else if (data == "[DONE]") {
-      saw_done_marker = true;
-    } else {
-      auto j = json::parse(data);
-      if (j.contains("done")) {
-        final_tokens = j.at("tokens").get<std::vector<int32_t>>();
-      } else {
-        CHECK(j.at("index").get<size_t>() == o.tokens.size());
-        o.tokens.push_back(j.at("token").get<int32_t>());
-      }
+      continue;
     }
+    CHECK(j.at("object") == "text_completion");
+    const auto& ch = j.at("choices").at(0);
+    CHECK(ch.at("index") == 0);
+    for (auto t : ch.at("token_ids"))
+      o.tokens.push_back(t.get<int32_t>());
+    finished = !ch.at("finish_reason").is_null();
   }
-  o.completed = saw_done_marker && final_tokens == o.tokens;
+  o.completed = saw_done_marker && finished && !o.errored;
   return o;
 }
 
@@ -224,10 +161,10 @@ TEST_CASE("32 concurrent clients get the reference tokens while bad requests get
     {"{\"prompt\": [1, 2", "malformed JSON"},
     {"[1, 2]", "must be a JSON object"},
     {"{\"max_tokens\": 4}", "missing field 'prompt'"},
-    {"{\"prompt\": \"hello\"}", "'prompt' must be an array"},
-    {"{\"prompt\": [1, \"x\"]}", "prompt[1] must be an integer"},
+    {"{\"prompt\": \"hello\"}", "no tokenizer"},
+    {"{\"prompt\": [1, \"x\"]}", "prompt[1] is text"},
     {"{\"prompt\": []}", "'prompt' is empty"},
-    {"{\"prompt\": [512]}", "outside the vocabulary"},
+    {"{\"prompt\": [512]}", "out of range [0, 511]"},
     {"{\"prompt\": [1], \"max_tokens\": 0}", "out of range"},
     {"{\"prompt\": [1], \"max_tokens\": 100000}", "out of range"},
     {"{\"prompt\": [1], \"max_tokens\": \"4\"}", "'max_tokens' must be an integer"},
@@ -243,7 +180,7 @@ TEST_CASE("32 concurrent clients get the reference tokens while bad requests get
     std::string big(100000, ' ');
     auto r = c.raw("POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: "
                    + std::to_string(big.size()) + "\r\n\r\n" + big);
-    CHECK_MESSAGE(status_of(r) == 400, r.error);
+    CHECK_MESSAGE(status_of(r) == 413, r.error);
     CHECK(r.body.find("exceeds 65536 bytes") != std::string::npos);
     r = c.raw("NOT HTTP AT ALL\r\n\r\n");
     CHECK_MESSAGE(status_of(r) == 400, r.error);
@@ -287,7 +224,8 @@ TEST_CASE("32 concurrent clients get the reference tokens while bad requests get
   CHECK(metric(text, "cafex_steps_in_flight") >= 0);
   CHECK(metric(text, "cafex_step_failures_total{kind=\"worker_lost\"}") == 0);
   CHECK(metric(text, "cafex_requests_accepted_total") == clients + 1);
-  CHECK(metric(text, "cafex_http_responses_total{code=\"400\"}") == bad.size() + 2);
+  CHECK(metric(text, "cafex_http_responses_total{code=\"400\"}") == bad.size() + 1);
+  CHECK(metric(text, "cafex_http_responses_total{code=\"413\"}") == 1);
   CHECK(svc.terminate() == 0);
 }
 

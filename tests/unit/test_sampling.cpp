@@ -136,3 +136,58 @@ TEST_CASE("bad sampling parameters are named with their value") {
         }).find("stop token id 100 is outside the vocabulary of 100")
         != std::string::npos);
 }
+
+TEST_CASE("min-p drops tokens below min_p times the likeliest's probability") {
+  auto logits = logits_of({0.5, 0.3, 0.15, 0.05});
+  sampling_params p;
+  p.temperature = 1.0f;
+  p.min_p = 0.5f; // keeps p >= 0.25: tokens 0 and 1
+  auto counts = draw(logits, p, 2000);
+  CHECK(counts.count(2) == 0);
+  CHECK(counts.count(3) == 0);
+  CHECK(counts[0] > counts[1]);
+  CHECK(counts[1] > 400);
+  p.min_p = 1.0f; // only the likeliest
+  CHECK(draw(logits, p, 200) == std::map<int32_t, int>{{0, 200}});
+}
+
+TEST_CASE("min_tokens masks EOS and stop ids until that many tokens were generated; "
+          "logprobs stay the raw ones") {
+  auto logits = logits_of({0.7, 0.2, 0.1});
+  const std::vector<int32_t> eos{0};
+  sampling_params p; // greedy
+  p.min_tokens = 2;
+  p.stop_token_ids = {1};
+  p.logprobs = 1;
+  sampler_scratch s;
+  token_logprobs lp;
+  // Generated 0 and 1: EOS (0) and the stop id (1) are masked, 2 is taken.
+  for (int64_t g : {0, 1}) {
+    CHECK(sample_token(logits.data(), 3, p, 1, 5 + g, s, &lp, g, &eos) == 2);
+    CHECK(lp.token == 2);
+    CHECK(lp.logprob == doctest::Approx(std::log(0.1)).epsilon(1e-4));
+    CHECK(lp.top_ids == std::vector<int32_t>{0}); // the raw top token, masked or not
+  }
+  CHECK(sample_token(logits.data(), 3, p, 1, 7, s, nullptr, 2, &eos) == 0);
+  p.ignore_eos = true; // then EOS is an ordinary token
+  CHECK(sample_token(logits.data(), 3, p, 1, 5, s, nullptr, 0, &eos) == 0);
+  // Unknown generated count (< 0): nothing is masked.
+  p.ignore_eos = false;
+  CHECK(sample_token(logits.data(), 3, p, 1, 5, s, nullptr, -1, &eos) == 0);
+  // Sampled, not only greedy.
+  p.temperature = 1.0f;
+  for (int i = 0; i < 50; ++i)
+    CHECK(sample_token(logits.data(), 3, p, 1, i, s, nullptr, 0, &eos) == 2);
+}
+
+TEST_CASE("min_p and min_tokens are checked") {
+  sampling_params p;
+  p.min_p = 1.5f;
+  CHECK(check_sampling(p, 10).find("min_p must be in [0, 1]") != std::string::npos);
+  p = {};
+  p.min_tokens = -1;
+  CHECK(check_sampling(p, 10).find("min_tokens must be >= 0") != std::string::npos);
+  p.min_tokens = 20;
+  p.max_tokens = 4;
+  CHECK(check_sampling(p, 10).find("at most max_tokens") != std::string::npos);
+}

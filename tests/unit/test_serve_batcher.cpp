@@ -108,12 +108,30 @@ struct record {
   caf::error err;
 };
 
-request_sink sink_for(record& r) {
-  return {[&r](int32_t t) { r.tokens.push_back(t); },
+struct record_finish {
+  std::vector<std::string> finish; ///< per token: why it was the last ("" if it was not)
+  std::vector<int32_t> logprob_tokens;
+};
+
+request_sink sink_for(record& r, record_finish* f = nullptr) {
+  return {[&r, f](int32_t t, const token_logprobs* lp, const char* finish) {
+            r.tokens.push_back(t);
+            if (f != nullptr) {
+              f->finish.emplace_back(finish);
+              if (lp != nullptr)
+                f->logprob_tokens.push_back(lp->token);
+            }
+          },
           [&r](const caf::error& e) {
             ++r.done;
             r.err = e;
           }};
+}
+
+sampling_params mt(int max_tokens) {
+  sampling_params p;
+  p.max_tokens = max_tokens;
+  return p;
 }
 
 } // namespace
@@ -122,12 +140,12 @@ TEST_CASE("requests join and leave the batch between steps") {
   fake_executor fx;
   batcher b{{}, fx.submitter()};
   record a, c;
-  auto ida = b.add({1, 2}, 2, sink_for(a));
+  auto ida = b.add({1, 2}, mt(2), sink_for(a));
   REQUIRE(ida);
   REQUIRE(fx.steps.size() == 1);
   CHECK(fx.steps[0].new_requests.size() == 1);
   // A second request waits: one step in flight at a time (PP size 1).
-  auto idc = b.add({3}, 3, sink_for(c));
+  auto idc = b.add({3}, mt(3), sink_for(c));
   REQUIRE(idc);
   CHECK(fx.steps.size() == 1);
   CHECK(b.queued() == 1);
@@ -151,7 +169,7 @@ TEST_CASE("requests join and leave the batch between steps") {
   // No step just to free the last request's KV cache: the next request's step does it.
   CHECK(fx.steps.size() == 4);
   record d;
-  REQUIRE(b.add({4}, 1, sink_for(d)));
+  REQUIRE(b.add({4}, mt(1), sink_for(d)));
   REQUIRE(fx.steps.size() == 5);
   CHECK(fx.steps[4].finished == std::vector<std::string>{*idc});
   CHECK(fx.steps[4].new_requests.size() == 1);
@@ -159,15 +177,19 @@ TEST_CASE("requests join and leave the batch between steps") {
 
 TEST_CASE("max_batch and max_in_flight bound each step; a full queue refuses") {
   fake_executor fx;
-  batcher b{{2, 2, 3}, fx.submitter()};
+  batcher_options o;
+  o.max_batch = 2;
+  o.max_in_flight = 2;
+  o.max_queued = 3;
+  batcher b{o, fx.submitter()};
   std::vector<record> r(6);
   for (int i = 0; i < 5; ++i)
-    REQUIRE(b.add({1}, 1, sink_for(r[i])));
+    REQUIRE(b.add({1}, mt(1), sink_for(r[i])));
   // Steps start eagerly: the first two requests each got a step; three wait.
   CHECK(fx.steps.size() == 2);
   CHECK(b.steps_in_flight() == 2);
   CHECK(b.queued() == 3);
-  auto refused = b.add({1}, 1, sink_for(r[5]));
+  auto refused = b.add({1}, mt(1), sink_for(r[5]));
   REQUIRE_FALSE(refused);
   CHECK(code_of(refused.error()) == errc::too_many_in_flight);
   fx.complete_ok(); // frees a slot: the next step takes max_batch = 2 waiting requests
@@ -181,13 +203,13 @@ TEST_CASE("a failed step fails exactly its requests; others go on") {
   fake_executor fx;
   batcher b{{}, fx.submitter()};
   record a;
-  REQUIRE(b.add({1}, 4, sink_for(a)));
+  REQUIRE(b.add({1}, mt(4), sink_for(a)));
   fx.complete_error(make_error(errc::worker_lost, "rank 1 is gone"));
   CHECK(a.done == 1);
   CHECK(code_of(a.err) == errc::worker_lost);
   CHECK(b.idle());
   record c;
-  REQUIRE(b.add({1}, 1, sink_for(c)));
+  REQUIRE(b.add({1}, mt(1), sink_for(c)));
   fx.complete_ok();
   CHECK(c.done == 1);
   CHECK_FALSE(c.err);
@@ -199,10 +221,10 @@ TEST_CASE("drain refuses new requests, finishes accepted ones, then reports idle
   int idle_calls = 0;
   b.on_idle([&] { ++idle_calls; });
   record a, q;
-  REQUIRE(b.add({1}, 2, sink_for(a)));
-  REQUIRE(b.add({1}, 1, sink_for(q)));
+  REQUIRE(b.add({1}, mt(2), sink_for(a)));
+  REQUIRE(b.add({1}, mt(1), sink_for(q)));
   b.drain();
-  auto late = b.add({1}, 1, sink_for(q));
+  auto late = b.add({1}, mt(1), sink_for(q));
   REQUIRE_FALSE(late);
   CHECK(code_of(late.error()) == errc::not_ready);
   fx.complete_ok();
@@ -216,8 +238,8 @@ TEST_CASE("fail_all answers every accepted request once; late results are ignore
   fake_executor fx;
   batcher b{{}, fx.submitter()};
   record a, q;
-  REQUIRE(b.add({1}, 5, sink_for(a)));
-  REQUIRE(b.add({1}, 5, sink_for(q)));
+  REQUIRE(b.add({1}, mt(5), sink_for(a)));
+  REQUIRE(b.add({1}, mt(5), sink_for(q)));
   b.fail_all(make_error(errc::not_ready, "shutting down"));
   CHECK(a.done == 1);
   CHECK(q.done == 1);
@@ -231,7 +253,7 @@ TEST_CASE("a cancelled request leaves without calling its sink again") {
   fake_executor fx;
   batcher b{{}, fx.submitter()};
   record a;
-  auto id = b.add({1}, 5, sink_for(a));
+  auto id = b.add({1}, mt(5), sink_for(a));
   REQUIRE(id);
   b.cancel(*id);
   fx.complete_ok();
@@ -251,12 +273,12 @@ TEST_CASE("after fail_for_good, queued and new requests fail at once instead of 
   obs.paused = [&] { ++pauses; };
   batcher b(o, ex.submitter(), obs);
   record first;
-  REQUIRE(b.add({1, 2}, 4, sink_for(first)));
+  REQUIRE(b.add({1, 2}, mt(4), sink_for(first)));
   ex.complete_error(make_error(errc::worker_lost, "rank 1 is gone"));
   REQUIRE(pauses == 1);
   REQUIRE(b.paused());
   record queued;
-  REQUIRE(b.add({3}, 4, sink_for(queued))); // waits for the recovery
+  REQUIRE(b.add({3}, mt(4), sink_for(queued))); // waits for the recovery
   CHECK(queued.done == 0);
   b.fail_for_good(make_error(errc::worker_lost, "the executor gave up"));
   CHECK(first.done == 1);
@@ -264,7 +286,7 @@ TEST_CASE("after fail_for_good, queued and new requests fail at once instead of 
   CHECK(code_of(queued.err) == errc::worker_lost);
   CHECK(b.idle());
   CHECK_FALSE(b.paused());
-  auto later = b.add({4}, 4, sink_for(queued));
+  auto later = b.add({4}, mt(4), sink_for(queued));
   REQUIRE_FALSE(later);
   CHECK(code_of(later.error()) == errc::worker_lost);
   CHECK(describe(later.error()).find("gave up") != std::string::npos);
@@ -289,8 +311,8 @@ TEST_CASE("a step that succeeds after a recompute began leaves its requests to t
   {
     model_executor ex;
     batcher b(o, ex.submitter());
-    REQUIRE(b.add(pa, n, sink_for(want_a)));
-    REQUIRE(b.add(pb, n, sink_for(want_b)));
+    REQUIRE(b.add(pa, mt(n), sink_for(want_a)));
+    REQUIRE(b.add(pb, mt(n), sink_for(want_b)));
     ex.run_all();
     REQUIRE(want_a.done == 1);
     REQUIRE_MESSAGE(!want_a.err, describe(want_a.err));
@@ -303,11 +325,11 @@ TEST_CASE("a step that succeeds after a recompute began leaves its requests to t
   obs.paused = [&] { ++pauses; };
   batcher b(o, ex.submitter(), obs);
   record a, c;
-  REQUIRE(b.add(pa, n, sink_for(a)));
+  REQUIRE(b.add(pa, mt(n), sink_for(a)));
   ex.run(0); // a's prefill; its first decode step is submitted
   REQUIRE(ex.pending.size() == 1);
   REQUIRE(ex.pending[0].first.cached_requests.size() == 1);
-  REQUIRE(b.add(pb, n, sink_for(c))); // c's prefill: a second step in flight
+  REQUIRE(b.add(pb, mt(n), sink_for(c))); // c's prefill: a second step in flight
   REQUIRE(ex.pending.size() == 2);
   ex.refuse(1, make_error(errc::worker_lost, "rank 1 is gone (its link dropped)"));
   REQUIRE(pauses == 1);
@@ -328,4 +350,130 @@ TEST_CASE("a step that succeeds after a recompute began leaves its requests to t
   CHECK(a.tokens == want_a.tokens);
   CHECK(c.tokens == want_b.tokens);
   CHECK(b.idle());
+}
+
+TEST_CASE("a request stops at an EOS id or a stop id (after min_tokens), else at max_tokens "
+          "or the length limit, and says why on its last token") {
+  fake_executor ex;
+  batcher_options o;
+  o.max_model_len = 6;
+  batcher b{o, ex.submitter()};
+  // Alone in its steps, each request samples 100 (token = 100 + position in the step).
+  record a, c, d, e;
+  record_finish fa, fc, fd, fe;
+  auto stop_at_100 = mt(8);
+  stop_at_100.stop_token_ids = {100};
+  REQUIRE(b.add({1}, stop_at_100, sink_for(a, &fa)));
+  ex.complete_ok();
+  CHECK(a.tokens == std::vector<int32_t>{100});
+  CHECK(fa.finish == std::vector<std::string>{"stop"});
+  CHECK((a.done == 1 && !a.err));
+
+  auto late_stop = stop_at_100;
+  late_stop.min_tokens = 2; // the models mask stop ids before it; the host checks it too
+  REQUIRE(b.add({1}, late_stop, sink_for(c, &fc)));
+  ex.complete_ok();
+  ex.complete_ok();
+  CHECK(c.tokens == std::vector<int32_t>{100, 100});
+  CHECK(fc.finish == std::vector<std::string>{"", "stop"});
+
+  // The model's EOS id: 100 here.
+  batcher_options o2 = o;
+  o2.eos_ids = {100};
+  batcher b2{o2, ex.submitter()};
+  record x;
+  record_finish fx;
+  REQUIRE(b2.add({1}, mt(8), sink_for(x, &fx)));
+  ex.complete_ok();
+  CHECK(fx.finish == std::vector<std::string>{"stop"});
+  auto no_eos = mt(3);
+  no_eos.ignore_eos = true;
+  REQUIRE(b2.add({1}, no_eos, sink_for(d, &fd)));
+  for (int i = 0; i < 3; ++i)
+    ex.complete_ok();
+  CHECK(d.tokens == std::vector<int32_t>{100, 100, 100});
+  CHECK(fd.finish == std::vector<std::string>{"", "", "length"});
+  // The length limit: prompt 4 + 2 tokens reach max_model_len 6.
+  auto long_one = mt(100);
+  long_one.ignore_eos = true;
+  REQUIRE(b.add({1, 2, 3, 4}, long_one, sink_for(e, &fe)));
+  while (!ex.pending.empty())
+    ex.complete_ok();
+  CHECK(fe.finish.back() == "length");
+  CHECK(e.tokens.size() == 2);
+}
+
+TEST_CASE("a request the model fails alone ends with its error; the others go on; "
+          "logprobs reach the sink") {
+  fake_executor ex;
+  batcher b{{}, ex.submitter()};
+  record a, c;
+  record_finish fc;
+  auto lp = mt(1);
+  lp.logprobs = 2;
+  REQUIRE(b.add({1}, mt(4), sink_for(a)));
+  REQUIRE(b.add({2}, lp, sink_for(c, &fc))); // waits: one step at a time
+  auto answer = [&](std::vector<int32_t> sampled, std::vector<std::string> errors,
+                    std::vector<token_logprobs> lps) {
+    REQUIRE(ex.pending.size() == 1);
+    auto& s = ex.steps.back();
+    model_runner_output out;
+    out.step_id = s.step_id;
+    for (auto& r : s.new_requests)
+      out.req_ids.push_back(r.req_id);
+    for (auto& r : s.cached_requests)
+      out.req_ids.push_back(r.req_id);
+    out.sampled = std::move(sampled);
+    out.errors = std::move(errors);
+    out.logprobs = std::move(lps);
+    auto d = std::move(ex.pending.front());
+    ex.pending.clear();
+    d(out);
+  };
+  answer({-1}, {"request 'x': the KV cache is full"}, {});
+  CHECK(a.done == 1);
+  CHECK(code_of(a.err) == errc::model_failed);
+  CHECK(describe(a.err).find("KV cache is full") != std::string::npos);
+  // c runs next, alone, and gets its logprobs.
+  token_logprobs l;
+  l.token = 7;
+  answer({7}, {}, {l});
+  CHECK(c.tokens == std::vector<int32_t>{7});
+  CHECK(fc.logprob_tokens == std::vector<int32_t>{7});
+  CHECK((c.done == 1 && !c.err));
+  CHECK(b.idle());
+}
+
+TEST_CASE("refusal says why n more requests would not fit, before any is queued") {
+  fake_executor ex;
+  batcher_options o;
+  o.max_queued = 3;
+  batcher b{o, ex.submitter()};
+  CHECK(!b.refusal(3));
+  auto full = b.refusal(4);
+  CHECK(code_of(full) == errc::too_many_in_flight);
+  CHECK(describe(full).find("--max-queued 3") != std::string::npos);
+  b.drain();
+  CHECK(code_of(b.refusal(1)) == errc::not_ready);
+}
+
+TEST_CASE("a re-prefill after a recovery asks only for the min_tokens still owed") {
+  fake_executor ex;
+  batcher_options o;
+  o.recompute_on_failure = true;
+  batcher b{o, ex.submitter()};
+  record a;
+  auto p = mt(6);
+  p.min_tokens = 4;
+  REQUIRE(b.add({1, 2}, p, sink_for(a)));
+  ex.complete_ok();
+  ex.complete_ok(); // two tokens out
+  ex.complete_error(make_error(errc::worker_lost, "rank 0 died"));
+  b.resume();
+  REQUIRE(!ex.pending.empty());
+  const auto& again = ex.steps.back();
+  REQUIRE(again.new_requests.size() == 1);
+  CHECK(again.new_requests[0].prompt == std::vector<int32_t>{1, 2, 100, 100});
+  CHECK(again.new_requests[0].sampling.min_tokens == 2);
+  CHECK(again.new_requests[0].sampling.max_tokens == 6);
 }

@@ -416,6 +416,15 @@ caf::expected<stage_result> cuda_reference_model::execute(const scheduler_output
     if (auto err = check_reference_step(cfg_, shard_, "cuda reference model", step, input,
                                         live_len, n))
       return err;
+    // Its sampler is an argmax on the device: anything else would be silently ignored.
+    for (const auto& r : step.new_requests)
+      if (r.sampling.temperature > 0 || r.sampling.logprobs >= 0 || r.sampling.min_tokens > 0)
+        return make_error(errc::invalid_argument,
+                          fmt::format("cuda reference model: request '{}' asks for sampling "
+                                      "(temperature, logprobs or min_tokens); this model "
+                                      "samples greedily only: use the CPU reference model "
+                                      "or an hf model (--model)",
+                                      r.req_id));
     if (n == 0)
       return res;
     if (auto err = plan(step, input))

@@ -148,6 +148,7 @@ caf::error llama_model::admit(const scheduler_output& step) {
     kv.sampling = r.sampling;
     kv.seed = r.sampling.seed >= 0 ? static_cast<uint64_t>(r.sampling.seed)
                                    : default_seed(r.req_id);
+    kv.prompt_len = static_cast<int64_t>(r.prompt.size());
     kv.k.resize(slots);
     kv.v.resize(slots);
     inserted_.push_back(r.req_id);
@@ -424,7 +425,8 @@ caf::error llama_model::sample(model_runner_output& out) {
     const int64_t position = r.pos0 + r.count;
     out.sampled.push_back(
       sample_token(full + i * stride, vocab, r.kv->sampling, r.kv->seed, position, sampler_,
-                   any_logprobs ? &out.logprobs[static_cast<size_t>(i)] : nullptr));
+                   any_logprobs ? &out.logprobs[static_cast<size_t>(i)] : nullptr,
+                   position - r.kv->prompt_len, &hf_.eos_token_ids));
   }
   if (cfg_.return_hidden)
     out.hidden.assign(xn_.begin(), xn_.begin() + static_cast<std::ptrdiff_t>(n * h));

@@ -47,7 +47,8 @@ private:
   struct kv_entry {
     int64_t len = 0;
     sampling_params sampling;
-    uint64_t seed = 0; ///< sampling.seed, or default_seed(id)
+    uint64_t seed = 0;      ///< sampling.seed, or default_seed(id)
+    int64_t prompt_len = 0; ///< tokens of its prompt (min_tokens counts after them)
     /// Per local layer: [len x kv_heads x head_dim] keys and values.
     std::vector<std::vector<float>> k, v;
   };

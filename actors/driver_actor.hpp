@@ -17,6 +17,7 @@
 #include "actors/driver_protocol.hpp"
 #include "actors/driver_shm.hpp"
 #include "actors/system_config.hpp"
+#include "runtime/dataflow/deadline_queue.hpp"
 #include "runtime/dataflow/kv_aggregator.hpp"
 #include "runtime/dataflow/step_order.hpp"
 #include "runtime/defaults.hpp"
@@ -105,6 +106,9 @@ struct driver_state {
   uint64_t rebuild_number = 0; ///< which teardown's rebuild is awaited (its deadline's tag)
   std::deque<std::shared_ptr<pending_step>> queued;            ///< waiting for a slot
   std::map<uint64_t, std::shared_ptr<pending_step>> in_flight; ///< by sequence number
+  /// Each in-flight step's deadline, behind one timer (a delayed_send per step would
+  /// stay in CAF's clock for the whole step timeout, answered or not).
+  deadline_queue deadlines;
   step_window window{1};
   in_order_buffer<std::shared_ptr<pending_step>> done{0};
   std::unique_ptr<kv_output_aggregator> kv;

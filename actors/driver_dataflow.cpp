@@ -29,6 +29,13 @@ void release_in_order(driver_ptr self) {
 
 void try_dispatch(driver_ptr self);
 
+/// Arms the driver's one step-deadline timer for `at`, if set (driver_state::deadlines).
+void arm_deadline(driver_ptr self, std::optional<deadline_queue::time_point> at) {
+  if (at)
+    self->delayed_send(self, std::max(*at - self->clock().now(), caf::timespan{0}),
+                       deadline_atom::value, uint64_t{0});
+}
+
 void finish(driver_ptr self, uint64_t seq, caf::error err) {
   auto& st = self->state;
   auto i = st.in_flight.find(seq);
@@ -36,6 +43,7 @@ void finish(driver_ptr self, uint64_t seq, caf::error err) {
     return;
   auto p = i->second;
   st.in_flight.erase(i);
+  st.deadlines.remove(seq);
   p->finished = true;
   if (err) {
     p->error = std::move(err);
@@ -64,7 +72,7 @@ void try_dispatch(driver_ptr self) {
     if (st.kv)
       p->outputs.resize(static_cast<size_t>(st.tp) * static_cast<size_t>(st.pp));
     st.in_flight.emplace(seq, p);
-    self->delayed_send(self, st.opts.step_timeout, deadline_atom::value, seq);
+    arm_deadline(self, st.deadlines.add(seq, self->clock().now() + st.opts.step_timeout));
     if (st.shm) {
       if (auto err = st.shm->dispatch(seq, p->step))
         finish(self, seq, err);
@@ -219,7 +227,9 @@ void on_step_failed(driver_ptr self, uint64_t seq, int rank, caf::error& err) {
                    "a transport failed at rank " + std::to_string(rank) + ": " + reason);
 }
 
-void on_step_deadline(driver_ptr self, uint64_t seq) {
+namespace {
+
+void fail_overdue_step(driver_ptr self, uint64_t seq) {
   auto& st = self->state;
   auto i = st.in_flight.find(seq);
   if (i == st.in_flight.end())
@@ -239,6 +249,15 @@ void on_step_deadline(driver_ptr self, uint64_t seq) {
                           + "] still owe output; check those workers' logs, or raise "
                             "--step-timeout");
   finish(self, seq, err);
+}
+
+} // namespace
+
+void on_step_deadline(driver_ptr self, uint64_t) {
+  auto overdue = self->state.deadlines.expire(self->clock().now());
+  arm_deadline(self, overdue.arm_at);
+  for (auto seq : overdue.keys)
+    fail_overdue_step(self, seq);
 }
 
 void fail_all_steps(driver_ptr self, const caf::error& err) {

@@ -16,6 +16,7 @@ caf::result<model_runner_output> submit_step(driver_ptr self, scheduler_output s
 void on_step_result(driver_ptr self, uint64_t seq, int rank, model_runner_output& out);
 void on_step_progress(driver_ptr self, uint64_t seq, int rank);
 void on_step_failed(driver_ptr self, uint64_t seq, int rank, caf::error& err);
+/// The step-deadline timer fired: fails every in-flight step past its deadline.
 void on_step_deadline(driver_ptr self, uint64_t seq);
 
 /// Fails every queued and in-flight step with `err`.

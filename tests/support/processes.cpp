@@ -270,13 +270,17 @@ int open_fds(pid_t pid) {
   return n;
 }
 
-long rss_kib(pid_t pid) {
+long status_kib(pid_t pid, const std::string& field) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string line;
   while (std::getline(in, line))
-    if (line.rfind("VmRSS:", 0) == 0)
-      return std::stol(line.substr(6));
+    if (line.rfind(field + ":", 0) == 0)
+      return std::stol(line.substr(field.size() + 1));
   return -1;
+}
+
+long rss_kib(pid_t pid) {
+  return status_kib(pid, "VmRSS");
 }
 
 long cpu_ticks(pid_t pid) {

@@ -50,6 +50,8 @@ bool port_speaks_first(uint16_t port,
 /// Open descriptors of `pid`, and its resident memory in KiB (-1 when it is gone).
 int open_fds(pid_t pid);
 long rss_kib(pid_t pid);
+/// A field of /proc/PID/status in KiB ("RssAnon", "RssShmem", ...), -1 when missing.
+long status_kib(pid_t pid, const std::string& field);
 
 /// User + system CPU time of `pid` so far, in clock ticks (-1 when it is gone).
 long cpu_ticks(pid_t pid);

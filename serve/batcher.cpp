@@ -69,32 +69,24 @@ bool batcher::recompute(const caf::error& err) {
   ++epoch_;
   // Every KV cache is dropped in the recovery: running requests prefill again, first,
   // in their id order; the ones still waiting keep their place after them.
-  std::vector<std::string> again;
-  for (auto it = requests_.begin(); it != requests_.end();) {
-    auto& r = it->second;
-    if (!r.cached && !r.in_step) {
-      ++it;
+  std::vector<std::string> again, give_up;
+  for (auto& [id, r] : requests_) {
+    if (!r.cached && !r.in_step)
       continue;
-    }
     r.cached = false;
     r.in_step = false;
-    if (++r.recomputes > opts_.max_recomputes) {
-      auto next = std::next(it);
-      finish(it, err);
-      it = next;
-      continue;
-    }
-    if (!r.sink.on_done) { // cancelled meanwhile: nothing to recompute
-      auto next = std::next(it);
-      finish(it, caf::none);
-      it = next;
-      continue;
-    }
-    again.push_back(it->first);
-    ++it;
+    if (++r.recomputes > opts_.max_recomputes || !r.sink.on_done)
+      give_up.push_back(id); // (a cancelled one: nothing to recompute, nobody to tell)
+    else
+      again.push_back(id);
   }
   queue_.insert(queue_.begin(), again.begin(), again.end());
   to_free_.clear(); // the caches they named are gone
+  // After the loop: a sink told of its end may cancel its siblings (a request's other
+  // choices), which leave requests_.
+  for (const auto& id : give_up)
+    if (auto it = requests_.find(id); it != requests_.end())
+      finish(it, err);
   if (!was_paused && obs_.paused)
     obs_.paused();
   check_idle();
@@ -119,7 +111,7 @@ void batcher::fail_for_good(const caf::error& err) {
   fail_all(err);
 }
 
-void batcher::finish(std::map<std::string, request>::iterator it, const caf::error& err) {
+request_sink batcher::detach(std::map<std::string, request>::iterator it) {
   auto sink = std::move(it->second.sink);
   if (it->second.cached)
     to_free_.push_back(it->first);
@@ -127,6 +119,11 @@ void batcher::finish(std::map<std::string, request>::iterator it, const caf::err
   if (q != queue_.end())
     queue_.erase(q);
   requests_.erase(it);
+  return sink;
+}
+
+void batcher::finish(std::map<std::string, request>::iterator it, const caf::error& err) {
+  auto sink = detach(it);
   if (sink.on_done)
     sink.on_done(err);
 }
@@ -213,6 +210,19 @@ void batcher::on_result(std::vector<std::string> ids, uint64_t epoch,
   } else {
     if (obs_.step_ok)
       obs_.step_ok(std::chrono::steady_clock::now() - t0, ids.size());
+    // First every request's new state, then the next step goes out, then the tokens go
+    // to their sinks: the next step computes while this one's tokens are written
+    // (streaming 128 clients, delivering first delayed every step by the writes).
+    struct delivery {
+      std::string id;     ///< a running request's (its sink stays in requests_)
+      request_sink sink;  ///< a request that ended: its sink, taken out
+      int32_t token = -1; ///< -1: no token (it failed)
+      const token_logprobs* lp = nullptr;
+      const char* why = "";
+      caf::error err;
+    };
+    std::vector<delivery> out;
+    out.reserve(ids.size());
     for (size_t i = 0; i < ids.size(); ++i) {
       auto it = requests_.find(ids[i]);
       if (it == requests_.end())
@@ -222,27 +232,46 @@ void batcher::on_result(std::vector<std::string> ids, uint64_t epoch,
       if (!r->errors.empty() && !r->errors[i].empty()) {
         // The model failed this request alone (its KV cache did not fit, ...). A failed
         // prefill left no cache; a running request's (cached) is freed with `finished`.
-        finish(it, make_error(errc::model_failed, r->errors[i]));
+        out.push_back(
+          {{}, detach(it), -1, nullptr, "", make_error(errc::model_failed, r->errors[i])});
         continue;
       }
       req.cached = true;
       req.last = r->sampled[i];
       req.output.push_back(req.last);
       if (!req.sink.on_done) {
-        finish(it, caf::none); // cancelled while in flight
+        detach(it); // cancelled while in flight: nobody to tell
         continue;
       }
-      const char* why = stop_reason(
-        req.params, opts_.eos_ids, req.last, static_cast<int64_t>(req.output.size()),
-        static_cast<int64_t>(req.prompt.size() + req.output.size()), opts_.max_model_len);
-      const token_logprobs* lp = nullptr;
+      delivery d;
+      d.token = req.last;
+      d.why = stop_reason(req.params, opts_.eos_ids, req.last,
+                          static_cast<int64_t>(req.output.size()),
+                          static_cast<int64_t>(req.prompt.size() + req.output.size()),
+                          opts_.max_model_len);
       if (req.params.logprobs >= 0 && i < r->logprobs.size())
-        lp = &r->logprobs[i];
-      if (req.sink.on_token)
-        req.sink.on_token(req.last, lp, why);
-      if (*why != '\0')
-        finish(it, caf::none);
+        d.lp = &r->logprobs[i];
+      if (*d.why != '\0')
+        d.sink = detach(it);
+      else
+        d.id = it->first;
+      out.push_back(std::move(d));
     }
+    pump();
+    for (auto& d : out) {
+      if (d.id.empty()) { // it ended: its last token (if any), then its end
+        if (d.token >= 0 && d.sink.on_token)
+          d.sink.on_token(d.token, d.lp, d.why);
+        if (d.sink.on_done)
+          d.sink.on_done(d.err);
+        continue;
+      }
+      auto it = requests_.find(d.id);
+      if (it != requests_.end() && it->second.sink.on_token)
+        it->second.sink.on_token(d.token, d.lp, d.why);
+    }
+    check_idle();
+    return;
   }
   pump();
   check_idle();

@@ -66,9 +66,14 @@ std::string models_list(const std::string& model, int64_t created, int64_t max_m
 
 completion_job::completion_job(const completion_request& req, std::string id,
                                std::string model, int64_t created)
-  : id_(std::move(id)), model_(std::move(model)), created_(created), stream_(req.stream),
-    include_usage_(req.include_usage), echo_(req.echo),
-    want_logprobs_(req.sampling.logprobs >= 0), prompts_(req.prompts) {
+  : id_(std::move(id)),
+    model_(std::move(model)),
+    created_(created),
+    stream_(req.stream),
+    include_usage_(req.include_usage),
+    echo_(req.echo),
+    want_logprobs_(req.sampling.logprobs >= 0),
+    prompts_(req.prompts) {
   for (size_t i = 0; i < prompts_.size(); ++i) {
     // Usage counts each prompt once, whatever n (vLLM's and OpenAI's rule).
     prompt_tokens_ += prompts_[i].size();

@@ -47,30 +47,31 @@ json completion_request_schema(const request_limits& l) {
          {"minItems", 1},
          {"maxItems", l.max_choices},
          {"items", token_list(l, max_prompt)}}}}}},
-    {"max_tokens",
-     nullable({{"type", "integer"}, {"minimum", 1}, {"maximum", l.max_tokens_limit},
-               {"description", "null: up to the model's length limit"}})},
+    {"max_tokens", nullable({{"type", "integer"},
+                             {"minimum", 1},
+                             {"maximum", l.max_tokens_limit},
+                             {"description", "null: up to the model's length limit"}})},
     {"temperature", nullable({{"type", "number"}, {"minimum", 0}, {"maximum", 2}})},
     {"top_p",
-     nullable({{"type", "number"}, {"minimum", 0}, {"exclusiveMinimum", true}, {"maximum", 1}})},
+     nullable(
+       {{"type", "number"}, {"minimum", 0}, {"exclusiveMinimum", true}, {"maximum", 1}})},
     {"top_k", nullable({{"type", "integer"}, {"minimum", -1}, {"maximum", l.vocab_size}})},
     {"min_p", nullable({{"type", "number"}, {"minimum", 0}, {"maximum", 1}})},
     {"seed", nullable({{"type", "integer"}, {"minimum", 0}, {"maximum", INT64_MAX}})},
     {"n", nullable({{"type", "integer"}, {"minimum", 1}, {"maximum", l.max_choices}})},
-    {"best_of",
-     nullable({{"type", "integer"},
-               {"minimum", 1},
-               {"maximum", l.max_choices},
-               {"description", "accepted only equal to n"}})},
+    {"best_of", nullable({{"type", "integer"},
+                          {"minimum", 1},
+                          {"maximum", l.max_choices},
+                          {"description", "accepted only equal to n"}})},
     {"stop_token_ids",
-     nullable({{"type", "array"},
-               {"items", {{"type", "integer"}, {"minimum", 0}, {"maximum", l.vocab_size - 1}}}})},
+     nullable(
+       {{"type", "array"},
+        {"items", {{"type", "integer"}, {"minimum", 0}, {"maximum", l.vocab_size - 1}}}})},
     {"ignore_eos", nullable({{"type", "boolean"}})},
-    {"min_tokens",
-     nullable({{"type", "integer"},
-               {"minimum", 0},
-               {"maximum", l.max_tokens_limit},
-               {"description", "at most max_tokens"}})},
+    {"min_tokens", nullable({{"type", "integer"},
+                             {"minimum", 0},
+                             {"maximum", l.max_tokens_limit},
+                             {"description", "at most max_tokens"}})},
     {"logprobs", nullable({{"type", "integer"}, {"minimum", 0}, {"maximum", max_logprobs}})},
     {"echo",
      nullable({{"type", "boolean"},
@@ -99,15 +100,15 @@ json completion_request_schema(const request_limits& l) {
 }
 
 json logprobs_schema() {
-  return nullable({{"type", "object"},
-                   {"properties",
-                    {{"tokens", {{"type", "array"}, {"items", {{"type", "string"}}}}},
-                     {"token_logprobs", {{"type", "array"}, {"items", {{"type", "number"}}}}},
-                     {"top_logprobs",
-                      {{"type", "array"},
-                       {"items",
-                        {{"type", "object"}, {"additionalProperties", {{"type", "number"}}}}}}},
-                     {"text_offset", {{"type", "array"}, {"items", {{"type", "integer"}}}}}}}});
+  return nullable(
+    {{"type", "object"},
+     {"properties",
+      {{"tokens", {{"type", "array"}, {"items", {{"type", "string"}}}}},
+       {"token_logprobs", {{"type", "array"}, {"items", {{"type", "number"}}}}},
+       {"top_logprobs",
+        {{"type", "array"},
+         {"items", {{"type", "object"}, {"additionalProperties", {{"type", "number"}}}}}}},
+       {"text_offset", {{"type", "array"}, {"items", {{"type", "integer"}}}}}}}});
 }
 
 json choice_schema(bool stream) {
@@ -127,7 +128,8 @@ json usage_schema() {
   json n = {{"type", "integer"}, {"minimum", 0}};
   return {{"type", "object"},
           {"required", {"prompt_tokens", "completion_tokens", "total_tokens"}},
-          {"properties", {{"prompt_tokens", n}, {"completion_tokens", n}, {"total_tokens", n}}}};
+          {"properties",
+           {{"prompt_tokens", n}, {"completion_tokens", n}, {"total_tokens", n}}}};
 }
 
 json model_schema() {
@@ -207,7 +209,8 @@ std::string openapi_document(const request_limits& l, bool api_key) {
               {"state", {{"type", "string"}}}}}}}}}}}}},
   };
   json common = {{"401", error_response("missing or wrong API key (--api-key)")},
-                 {"405", error_response("wrong method (the Allow header names the right one)")},
+                 {"405",
+                  error_response("wrong method (the Allow header names the right one)")},
                  {"413", error_response("body over --max-body-bytes")},
                  {"431", error_response("headers too large")}};
   auto with_common = [&](json responses) {
@@ -222,72 +225,75 @@ std::string openapi_document(const request_limits& l, bool api_key) {
      {{"operationId", "createCompletion"},
       {"summary", "Completions of token-id prompts (OpenAI's completions API)"},
       {"security", security},
-      {"requestBody", {{"required", true}, {"content", json_content(ref("CompletionRequest"))}}},
+      {"requestBody",
+       {{"required", true}, {"content", json_content(ref("CompletionRequest"))}}},
       {"responses",
-       with_common({{"200",
-                     {{"description", "the completion, or (stream: true) its chunks as "
-                                      "server-sent events"},
-                      {"content",
-                       {{"application/json", {{"schema", ref("CompletionResponse")}}},
-                        {"text/event-stream",
-                         {{"schema",
-                           {{"type", "object"},
-                            {"description", "each server-sent event: data is a "
-                                            "CompletionChunk, an Error, or [DONE]"},
-                            {"properties",
-                             {{"data", {{"type", "string"}}},
-                              {"event", {{"type", "string"}}}}}}}}}}}}},
-                    {"400", error_response("the request is invalid (the message names the "
-                                           "field)")},
-                    {"404", error_response("the model named is not served")},
-                    {"500", error_response("the model failed this request")},
-                    {"503", error_response("queue full, recovering or shutting down "
-                                           "(Retry-After says when to retry)")},
-                    {"504", error_response("a step passed its deadline")}})}}}};
-  json models = {{"get",
-                  {{"operationId", "listModels"},
-                   {"security", security},
-                   {"responses",
-                    with_common({{"200",
-                                  {{"description", "the served model"},
-                                   {"content", json_content(ref("ModelList"))}}}})}}}};
-  json model = {
+       with_common(
+         {{"200",
+           {{"description", "the completion, or (stream: true) its chunks as "
+                            "server-sent events"},
+            {"content",
+             {{"application/json", {{"schema", ref("CompletionResponse")}}},
+              {"text/event-stream",
+               {{"schema",
+                 {{"type", "object"},
+                  {"description", "each server-sent event: data is a "
+                                  "CompletionChunk, an Error, or [DONE]"},
+                  {"properties",
+                   {{"data", {{"type", "string"}}}, {"event", {{"type", "string"}}}}}}}}}}}}},
+          {"400", error_response("the request is invalid (the message names the "
+                                 "field)")},
+          {"404", error_response("the model named is not served")},
+          {"500", error_response("the model failed this request")},
+          {"503", error_response("queue full, recovering or shutting down "
+                                 "(Retry-After says when to retry)")},
+          {"504", error_response("a step passed its deadline")}})}}}};
+  json models = {
     {"get",
-     {{"operationId", "retrieveModel"},
+     {{"operationId", "listModels"},
       {"security", security},
-      {"parameters",
-       {{{"name", "model"}, {"in", "path"}, {"required", true}, {"schema", {{"type", "string"}}}}}},
       {"responses", with_common({{"200",
                                   {{"description", "the served model"},
-                                   {"content", json_content(ref("Model"))}}},
-                                 {"404", error_response("no such model")}})}}}};
-  json health = {
+                                   {"content", json_content(ref("ModelList"))}}}})}}}};
+  json model = {{"get",
+                 {{"operationId", "retrieveModel"},
+                  {"security", security},
+                  {"parameters",
+                   {{{"name", "model"},
+                     {"in", "path"},
+                     {"required", true},
+                     {"schema", {{"type", "string"}}}}}},
+                  {"responses", with_common({{"200",
+                                              {{"description", "the served model"},
+                                               {"content", json_content(ref("Model"))}}},
+                                             {"404", error_response("no such model")}})}}}};
+  json health = {{"get",
+                  {{"operationId", "health"},
+                   {"security", json::array()},
+                   {"responses",
+                    {{"200",
+                      {{"description", "healthy or recovering: requests are served"},
+                       {"content", json_content(ref("Health"))}}},
+                     {"405", error_response("wrong method")},
+                     {"503",
+                      {{"description", "degraded or failed: requests fail"},
+                       {"content", json_content(ref("Health"))}}}}}}}};
+  json metrics = {
     {"get",
-     {{"operationId", "health"},
-      {"security", json::array()},
+     {{"operationId", "metrics"},
+      {"security", security},
       {"responses",
-       {{"200",
-         {{"description", "healthy or recovering: requests are served"},
-          {"content", json_content(ref("Health"))}}},
-        {"405", error_response("wrong method")},
-        {"503",
-         {{"description", "degraded or failed: requests fail"},
-          {"content", json_content(ref("Health"))}}}}}}}};
-  json metrics = {{"get",
-                   {{"operationId", "metrics"},
-                    {"security", security},
-                    {"responses",
-                     with_common({{"200",
-                                   {{"description", "Prometheus text format 0.0.4"},
-                                    {"content",
-                                     {{"text/plain", {{"schema", {{"type", "string"}}}}}}}}}})}}}};
-  json spec = {{"get",
-                {{"operationId", "openapi"},
-                 {"security", security},
-                 {"responses",
-                  with_common({{"200",
-                                {{"description", "this document"},
-                                 {"content", json_content({{"type", "object"}})}}}})}}}};
+       with_common(
+         {{"200",
+           {{"description", "Prometheus text format 0.0.4"},
+            {"content", {{"text/plain", {{"schema", {{"type", "string"}}}}}}}}}})}}}};
+  json spec = {
+    {"get",
+     {{"operationId", "openapi"},
+      {"security", security},
+      {"responses", with_common({{"200",
+                                  {{"description", "this document"},
+                                   {"content", json_content({{"type", "object"}})}}}})}}}};
   json doc = {{"openapi", "3.0.3"},
               {"info",
                {{"title", "cafex-serve"},

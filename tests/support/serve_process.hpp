@@ -90,7 +90,8 @@ struct service {
     unlink(err_file.c_str());
   }
 
-  serve::http_client client(std::chrono::milliseconds timeout = std::chrono::seconds(60)) const {
+  serve::http_client
+  client(std::chrono::milliseconds timeout = std::chrono::seconds(60)) const {
     return serve::http_client("127.0.0.1", port, timeout);
   }
 };

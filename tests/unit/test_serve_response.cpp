@@ -145,9 +145,8 @@ TEST_CASE("the OpenAPI document describes every route with the server's limits")
   lim.model_name = "llama";
   auto doc = json::parse(openapi_document(lim, true));
   CHECK(doc["openapi"] == "3.0.3");
-  for (const char* route :
-       {"/v1/completions", "/v1/models", "/v1/models/{model}", "/health", "/metrics",
-        "/openapi.json"})
+  for (const char* route : {"/v1/completions", "/v1/models", "/v1/models/{model}", "/health",
+                            "/metrics", "/openapi.json"})
     CHECK_MESSAGE(doc["paths"].contains(route), route);
   auto req = doc["components"]["schemas"]["CompletionRequest"];
   CHECK(req["additionalProperties"] == false);

@@ -8,7 +8,7 @@
 namespace cafex::serve {
 
 batcher::batcher(batcher_options opts, step_submitter submit, batcher_observer obs)
-  : opts_(opts), submit_(std::move(submit)), obs_(std::move(obs)) {
+  : opts_(std::move(opts)), submit_(std::move(submit)), obs_(std::move(obs)) {
   opts_.max_batch = std::max<size_t>(opts_.max_batch, 1);
   opts_.max_in_flight = std::max<size_t>(opts_.max_in_flight, 1);
 }
@@ -210,9 +210,10 @@ void batcher::on_result(std::vector<std::string> ids, uint64_t epoch,
   } else {
     if (obs_.step_ok)
       obs_.step_ok(std::chrono::steady_clock::now() - t0, ids.size());
-    // First every request's new state, then the next step goes out, then the tokens go
-    // to their sinks: the next step computes while this one's tokens are written
-    // (streaming 128 clients, delivering first delayed every step by the writes).
+    // Every request's new state first, then the tokens go to their sinks, then the next
+    // step goes out. (Sending the next step before writing the tokens was measured: on 2
+    // cores with CPU workers the writes then compete with the step and 128 streaming
+    // clients got 20% fewer requests/s; BENCHMARKS.md, cafex-serve.)
     struct delivery {
       std::string id;     ///< a running request's (its sink stays in requests_)
       request_sink sink;  ///< a request that ended: its sink, taken out
@@ -257,7 +258,6 @@ void batcher::on_result(std::vector<std::string> ids, uint64_t epoch,
         d.id = it->first;
       out.push_back(std::move(d));
     }
-    pump();
     for (auto& d : out) {
       if (d.id.empty()) { // it ended: its last token (if any), then its end
         if (d.token >= 0 && d.sink.on_token)
@@ -270,8 +270,6 @@ void batcher::on_result(std::vector<std::string> ids, uint64_t epoch,
       if (it != requests_.end() && it->second.sink.on_token)
         it->second.sink.on_token(d.token, d.lp, d.why);
     }
-    check_idle();
-    return;
   }
   pump();
   check_idle();

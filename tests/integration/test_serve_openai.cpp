@@ -319,19 +319,22 @@ TEST_CASE("memory stays flat over 20k model steps: the service and its worker") 
       REQUIRE(j["choices"][0]["token_ids"].size() == 500);
     }
   };
-  run_until(5000); // allocators, caches and buffers reach their steady size first
+  // Under a sanitizer RSS means nothing (quarantine): fewer steps, no RSS checks.
+  run_until(test::sanitized_build ? 500 : 5000); // allocators, caches, buffers settle
   // RssAnon: the processes' own memory. The hot path's shared-memory rings page in as
   // their positions first go round them (RssShmem, up to 8 MiB), then stay as they are.
   auto anon = [](pid_t p) { return test::status_kib(p, "RssAnon"); };
   const long serve_before = anon(svc.pid), worker_before = anon(workers[0]);
-  run_until(20000);
+  run_until(test::sanitized_build ? 2000 : 20000);
   const long serve_growth = anon(svc.pid) - serve_before;
   const long worker_growth = anon(workers[0]) - worker_before;
   MESSAGE("RssAnon growth over the last 15k steps: service " << serve_growth << " KiB, worker "
                                                              << worker_growth << " KiB");
   // Before the fix: about 0.45 KiB per step in the service (6.7 MiB here: the driver's
   // uncancellable CAF timers, one per step, kept for the step timeout).
-  CHECK(serve_growth < 1024);
-  CHECK(worker_growth < 1024);
+  if (!test::sanitized_build) {
+    CHECK(serve_growth < 1024);
+    CHECK(worker_growth < 1024);
+  }
   CHECK(svc.terminate() == 0);
 }

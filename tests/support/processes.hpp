@@ -50,6 +50,14 @@ bool port_speaks_first(uint16_t port,
 /// Open descriptors of `pid`, and its resident memory in KiB (-1 when it is gone).
 int open_fds(pid_t pid);
 long rss_kib(pid_t pid);
+/// Whether the tests (and the programs they start) are built with ASan or TSan, whose
+/// allocators hold freed memory back (quarantine): RSS then says nothing about leaks.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool sanitized_build = true;
+#else
+constexpr bool sanitized_build = false;
+#endif
+
 /// A field of /proc/PID/status in KiB ("RssAnon", "RssShmem", ...), -1 when missing.
 long status_kib(pid_t pid, const std::string& field);
 

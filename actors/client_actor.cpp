@@ -1,8 +1,8 @@
 #include "actors/client_actor.hpp"
 
-#include <algorithm>
 #include <map>
 
+#include "actors/deadline_timer.hpp"
 #include "runtime/dataflow/deadline_queue.hpp"
 #include "runtime/error.hpp"
 
@@ -20,12 +20,6 @@ struct client_state {
 };
 
 using client_ptr = caf::stateful_actor<client_state>*;
-
-void arm(client_ptr self, std::optional<deadline_queue::time_point> at) {
-  if (at)
-    self->delayed_send(self, std::max(*at - self->clock().now(), caf::timespan{0}),
-                       deadline_atom::value, uint64_t{0});
-}
 
 /// Calls back call `id` once; a late answer (after its deadline failed it) is dropped.
 void answer(client_ptr self, uint64_t id, caf::expected<model_runner_output> r) {
@@ -54,14 +48,14 @@ caf::actor spawn_client(caf::actor_system& sys, const driver_actor& driver,
         auto& st = self->state;
         auto id = st.next++;
         st.pending.emplace(id, std::move(done));
-        arm(self, st.deadlines.add(id, self->clock().now() + timeout));
+        arm_deadline_timer(self, st.deadlines.add(id, self->clock().now() + timeout));
         self->request(driver, caf::infinite, execute_atom::value, std::move(step), fail_fast)
           .then([self, id](model_runner_output& out) { answer(self, id, std::move(out)); },
                 [self, id](caf::error& err) { answer(self, id, std::move(err)); });
       },
       [self](deadline_atom, uint64_t) {
         auto overdue = self->state.deadlines.expire(self->clock().now());
-        arm(self, overdue.arm_at);
+        arm_deadline_timer(self, overdue.arm_at);
         for (auto id : overdue.keys)
           answer(self, id, make_error(errc::timeout, "the driver did not answer the step"));
       },

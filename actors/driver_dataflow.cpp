@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include "actors/deadline_timer.hpp"
 #include "runtime/defaults.hpp"
 #include "runtime/error.hpp"
 
@@ -28,13 +29,6 @@ void release_in_order(driver_ptr self) {
 }
 
 void try_dispatch(driver_ptr self);
-
-/// Arms the driver's one step-deadline timer for `at`, if set (driver_state::deadlines).
-void arm_deadline(driver_ptr self, std::optional<deadline_queue::time_point> at) {
-  if (at)
-    self->delayed_send(self, std::max(*at - self->clock().now(), caf::timespan{0}),
-                       deadline_atom::value, uint64_t{0});
-}
 
 void finish(driver_ptr self, uint64_t seq, caf::error err) {
   auto& st = self->state;
@@ -72,7 +66,8 @@ void try_dispatch(driver_ptr self) {
     if (st.kv)
       p->outputs.resize(static_cast<size_t>(st.tp) * static_cast<size_t>(st.pp));
     st.in_flight.emplace(seq, p);
-    arm_deadline(self, st.deadlines.add(seq, self->clock().now() + st.opts.step_timeout));
+    arm_deadline_timer(self,
+                       st.deadlines.add(seq, self->clock().now() + st.opts.step_timeout));
     if (st.shm) {
       if (auto err = st.shm->dispatch(seq, p->step))
         finish(self, seq, err);
@@ -255,7 +250,7 @@ void fail_overdue_step(driver_ptr self, uint64_t seq) {
 
 void on_step_deadline(driver_ptr self, uint64_t) {
   auto overdue = self->state.deadlines.expire(self->clock().now());
-  arm_deadline(self, overdue.arm_at);
+  arm_deadline_timer(self, overdue.arm_at);
   for (auto seq : overdue.keys)
     fail_overdue_step(self, seq);
 }

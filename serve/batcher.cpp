@@ -111,7 +111,7 @@ void batcher::fail_for_good(const caf::error& err) {
   fail_all(err);
 }
 
-request_sink batcher::detach(std::map<std::string, request>::iterator it) {
+void batcher::finish(std::map<std::string, request>::iterator it, const caf::error& err) {
   auto sink = std::move(it->second.sink);
   if (it->second.cached)
     to_free_.push_back(it->first);
@@ -119,11 +119,6 @@ request_sink batcher::detach(std::map<std::string, request>::iterator it) {
   if (q != queue_.end())
     queue_.erase(q);
   requests_.erase(it);
-  return sink;
-}
-
-void batcher::finish(std::map<std::string, request>::iterator it, const caf::error& err) {
-  auto sink = detach(it);
   if (sink.on_done)
     sink.on_done(err);
 }
@@ -210,20 +205,10 @@ void batcher::on_result(std::vector<std::string> ids, uint64_t epoch,
   } else {
     if (obs_.step_ok)
       obs_.step_ok(std::chrono::steady_clock::now() - t0, ids.size());
-    // Every request's new state first, then the tokens go to their sinks, then the next
-    // step goes out. (Sending the next step before writing the tokens was measured: on 2
-    // cores with CPU workers the writes then compete with the step and 128 streaming
-    // clients got 20% fewer requests/s; BENCHMARKS.md, cafex-serve.)
-    struct delivery {
-      std::string id;     ///< a running request's (its sink stays in requests_)
-      request_sink sink;  ///< a request that ended: its sink, taken out
-      int32_t token = -1; ///< -1: no token (it failed)
-      const token_logprobs* lp = nullptr;
-      const char* why = "";
-      caf::error err;
-    };
-    std::vector<delivery> out;
-    out.reserve(ids.size());
+    // The tokens go to their sinks before the next step goes out. (Sending the step
+    // first, so that it computes while the tokens are written, was measured: on 2 cores
+    // with CPU workers the writes then compete with the step, and 128 streaming clients
+    // got 20% fewer requests/s; BENCHMARKS.md, cafex-serve.)
     for (size_t i = 0; i < ids.size(); ++i) {
       auto it = requests_.find(ids[i]);
       if (it == requests_.end())
@@ -233,42 +218,26 @@ void batcher::on_result(std::vector<std::string> ids, uint64_t epoch,
       if (!r->errors.empty() && !r->errors[i].empty()) {
         // The model failed this request alone (its KV cache did not fit, ...). A failed
         // prefill left no cache; a running request's (cached) is freed with `finished`.
-        out.push_back(
-          {{}, detach(it), -1, nullptr, "", make_error(errc::model_failed, r->errors[i])});
+        finish(it, make_error(errc::model_failed, r->errors[i]));
         continue;
       }
       req.cached = true;
       req.last = r->sampled[i];
       req.output.push_back(req.last);
       if (!req.sink.on_done) {
-        detach(it); // cancelled while in flight: nobody to tell
+        finish(it, caf::none); // cancelled while in flight: nobody to tell
         continue;
       }
-      delivery d;
-      d.token = req.last;
-      d.why = stop_reason(req.params, opts_.eos_ids, req.last,
-                          static_cast<int64_t>(req.output.size()),
-                          static_cast<int64_t>(req.prompt.size() + req.output.size()),
-                          opts_.max_model_len);
+      const char* why = stop_reason(
+        req.params, opts_.eos_ids, req.last, static_cast<int64_t>(req.output.size()),
+        static_cast<int64_t>(req.prompt.size() + req.output.size()), opts_.max_model_len);
+      const token_logprobs* lp = nullptr;
       if (req.params.logprobs >= 0 && i < r->logprobs.size())
-        d.lp = &r->logprobs[i];
-      if (*d.why != '\0')
-        d.sink = detach(it);
-      else
-        d.id = it->first;
-      out.push_back(std::move(d));
-    }
-    for (auto& d : out) {
-      if (d.id.empty()) { // it ended: its last token (if any), then its end
-        if (d.token >= 0 && d.sink.on_token)
-          d.sink.on_token(d.token, d.lp, d.why);
-        if (d.sink.on_done)
-          d.sink.on_done(d.err);
-        continue;
-      }
-      auto it = requests_.find(d.id);
-      if (it != requests_.end() && it->second.sink.on_token)
-        it->second.sink.on_token(d.token, d.lp, d.why);
+        lp = &r->logprobs[i];
+      if (req.sink.on_token)
+        req.sink.on_token(req.last, lp, why);
+      if (*why != '\0')
+        finish(it, caf::none);
     }
   }
   pump();

@@ -43,9 +43,8 @@ struct batcher_options {
   int64_t max_model_len = 4096;
 };
 
-/// Where one request's results go. Called on the batcher's thread, never from inside a
-/// batcher call the sink's owner made; a sink must not call into the batcher itself
-/// (post instead), as it may run while the next step is being assembled.
+/// Where one request's results go. Called on the batcher's thread. on_token must not call
+/// into the batcher; on_done may cancel other requests (a request's other choices).
 struct request_sink {
   /// Each generated token, with its logprobs when the request asked for them (else null)
   /// and, on its last token, why it stopped ("stop" or "length"; else empty).
@@ -123,8 +122,6 @@ private:
   void on_result(std::vector<std::string> ids, uint64_t epoch,
                  std::chrono::steady_clock::time_point t0,
                  caf::expected<model_runner_output> r);
-  /// Removes a request (its KV cache is freed with the next step); returns its sink.
-  request_sink detach(std::map<std::string, request>::iterator it);
   void finish(std::map<std::string, request>::iterator it, const caf::error& err);
   void check_idle();
   /// recompute_on_failure: requeues every request for a re-prefill and pauses.

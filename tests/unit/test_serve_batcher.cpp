@@ -24,8 +24,10 @@ struct fake_executor {
       pending.push_back(std::move(d));
     };
   }
-  /// Answers the oldest pending step: token = 100 + position in the step.
-  void complete_ok() {
+  /// Answers the oldest pending step with `sampled` (default: token = 100 + position in
+  /// the step), per-request `errors` and `logprobs` (default: none).
+  void complete_ok(std::vector<int32_t> sampled = {}, std::vector<std::string> errors = {},
+                   std::vector<token_logprobs> logprobs = {}) {
     REQUIRE(!pending.empty());
     auto& s = steps[steps.size() - pending.size()];
     model_runner_output out;
@@ -34,8 +36,12 @@ struct fake_executor {
       out.req_ids.push_back(r.req_id);
     for (auto& r : s.cached_requests)
       out.req_ids.push_back(r.req_id);
-    for (size_t i = 0; i < out.req_ids.size(); ++i)
-      out.sampled.push_back(static_cast<int32_t>(100 + i));
+    if (sampled.empty())
+      for (size_t i = 0; i < out.req_ids.size(); ++i)
+        sampled.push_back(static_cast<int32_t>(100 + i));
+    out.sampled = std::move(sampled);
+    out.errors = std::move(errors);
+    out.logprobs = std::move(logprobs);
     auto d = std::move(pending.front());
     pending.erase(pending.begin());
     d(out);
@@ -413,31 +419,16 @@ TEST_CASE("a request the model fails alone ends with its error; the others go on
   lp.logprobs = 2;
   REQUIRE(b.add({1}, mt(4), sink_for(a)));
   REQUIRE(b.add({2}, lp, sink_for(c, &fc))); // waits: one step at a time
-  auto answer = [&](std::vector<int32_t> sampled, std::vector<std::string> errors,
-                    std::vector<token_logprobs> lps) {
-    REQUIRE(ex.pending.size() == 1);
-    auto& s = ex.steps.back();
-    model_runner_output out;
-    out.step_id = s.step_id;
-    for (auto& r : s.new_requests)
-      out.req_ids.push_back(r.req_id);
-    for (auto& r : s.cached_requests)
-      out.req_ids.push_back(r.req_id);
-    out.sampled = std::move(sampled);
-    out.errors = std::move(errors);
-    out.logprobs = std::move(lps);
-    auto d = std::move(ex.pending.front());
-    ex.pending.clear();
-    d(out);
-  };
-  answer({-1}, {"request 'x': the KV cache is full"}, {});
+  REQUIRE(ex.pending.size() == 1);
+  ex.complete_ok({-1}, {"request 'x': the KV cache is full"});
   CHECK(a.done == 1);
   CHECK(code_of(a.err) == errc::model_failed);
   CHECK(describe(a.err).find("KV cache is full") != std::string::npos);
   // c runs next, alone, and gets its logprobs.
   token_logprobs l;
   l.token = 7;
-  answer({7}, {}, {l});
+  REQUIRE(ex.pending.size() == 1);
+  ex.complete_ok({7}, {}, {l});
   CHECK(c.tokens == std::vector<int32_t>{7});
   CHECK(fc.logprob_tokens == std::vector<int32_t>{7});
   CHECK((c.done == 1 && !c.err));

@@ -220,6 +220,12 @@ TEST_CASE("32 concurrent clients get the reference tokens while bad requests get
   CHECK(metric(text, "cafex_step_latency_seconds_bucket{le=\"+Inf\"}")
         == metric(text, "cafex_step_latency_seconds_count"));
   CHECK(metric(text, "cafex_workers{state=\"healthy\"}") == 2);
+  CHECK(metric(text, "cafex_executor_state{state=\"healthy\"}") == 1);
+  CHECK(metric(text, "cafex_executor_state{state=\"failed\"}") == 0);
+  CHECK(metric(text, "cafex_worker_state{rank=\"0\"") == 1);
+  CHECK(metric(text, "cafex_worker_state{rank=\"1\"") == 1);
+  CHECK(metric(text, "cafex_recoveries_total") == 0);
+  CHECK(metric(text, "cafex_tokens_per_second") >= 0);
   CHECK(metric(text, "cafex_workers{state=\"dead\"}") == 0);
   CHECK(metric(text, "cafex_steps_in_flight") >= 0);
   CHECK(metric(text, "cafex_step_failures_total{kind=\"worker_lost\"}") == 0);
@@ -253,6 +259,7 @@ TEST_CASE("/health turns 503 within seconds when a worker is killed") {
   CHECK(r.error.find("gone") != std::string::npos);
   auto text = metric_text(svc);
   CHECK(metric(text, "cafex_workers{state=\"dead\"}") == 1);
+  CHECK(metric(text, "cafex_executor_state{state=\"degraded\"}") == 1);
   CHECK(metric(text, "cafex_step_failures_total{kind=\"worker_lost\"}") >= 1);
   CHECK(svc.terminate() == 0);
 }
@@ -295,6 +302,7 @@ TEST_CASE("with --on-worker-failure restart: /health back to 200, streams surviv
   CHECK(metric(text, "cafex_step_failures_total{kind=\"worker_lost\"}")
           + metric(text, "cafex_step_failures_total{kind=\"transport_failed\"}")
         >= 1);
+  CHECK(metric(text, "cafex_recoveries_total") >= 1);
   // The streams saw a pause, not an error: the batcher re-prefilled them after recovery,
   // and the tokens are exactly the reference model's.
   for (int i = 0; i < clients; ++i) {

@@ -66,7 +66,16 @@ arg_parser& add_executor_flags(arg_parser& p) {
     .flag({{"--kv-cache-tokens"},
            "N",
            "--model: KV cache tokens per shard, for all its requests together",
-           "what 4 GiB of float32 KV holds"})
+           "CPU: what 4 GiB of float32 KV holds; GPU: half the memory the weights leave"})
+    .flag({{"--random-weights"},
+           "",
+           "--model on --device cuda: draw bfloat16 weights on the GPU (config.json sets "
+           "the shape; no *.safetensors read)",
+           ""})
+    .flag({{"--enforce-eager"},
+           "",
+           "--model on --device cuda: run decode steps eagerly, without CUDA graphs",
+           ""})
     .flag({{"--pp-layer-partition"},
            "N,N,...",
            "--model: layers per pipeline stage (else $VLLM_PP_LAYER_PARTITION, else "
@@ -203,6 +212,8 @@ void checkpoint_from(const parsed_args& a, executor_options& o) {
   o.model.num_heads = hf->num_heads;
   o.model.max_seq_len = static_cast<int>(hf->max_position);
   o.model.kv_cache_tokens = a.get_int("--kv-cache-tokens", 0, 1, 1L << 40);
+  o.model.random_weights = a.has("--random-weights");
+  o.model.enforce_eager = a.has("--enforce-eager");
 }
 
 } // namespace
@@ -225,16 +236,14 @@ executor_options executor_options_from(const parsed_args& a) {
   if (checkpoint) {
     checkpoint_from(a, o);
   } else {
-    for (const char* f : {"--kv-cache-tokens", "--pp-layer-partition"})
+    for (const char* f :
+         {"--kv-cache-tokens", "--pp-layer-partition", "--random-weights", "--enforce-eager"})
       if (a.has(f))
         throw usage_error{std::string(f)
                           + " applies to a checkpoint: name it with --model DIR"};
   }
   auto device = a.get("--device", "auto");
-  if (checkpoint && device == "cuda")
-    throw usage_error{"--device cuda: the Hugging Face runner (--model) computes on the CPU "
-                      "only; use --device cpu (or auto)"};
-  int gpus = checkpoint ? 0 : visible_gpus();
+  int gpus = visible_gpus();
   if (device == "auto") {
     device = gpus > 0 ? "cuda" : "cpu";
   } else if (device == "cuda") {
@@ -247,6 +256,9 @@ executor_options executor_options_from(const parsed_args& a) {
   } else if (device != "cpu") {
     throw usage_error{"--device must be cpu, cuda or auto, got '" + device + "'"};
   }
+  if (o.model.random_weights && device != "cuda")
+    throw usage_error{"--random-weights: the weights are drawn on the GPU: add --device cuda "
+                      "(or drop --random-weights to read the checkpoint's *.safetensors)"};
   o.device = device;
   o.devices = static_cast<int>(a.get_int("--devices", 0, 1, 4096));
   o.bundles = static_cast<int>(a.get_int("--bundles", 0, 1, 4096));

@@ -162,6 +162,13 @@ caf::error nccl_collective::enqueue_all_reduce(void* data, size_t count, ncclDat
   });
 }
 
+caf::error nccl_collective::enqueue_all_gather(const void* send, void* recv, size_t bytes,
+                                               cudaStream_t stream) {
+  return locked_enqueue("ncclAllGather", bytes == 0, [&] {
+    return ncclAllGather(send, recv, bytes, ncclUint8, comm_, stream);
+  });
+}
+
 caf::error nccl_collective::enqueue_send(const void* data, size_t bytes, int peer,
                                          cudaStream_t stream) {
   if (peer < 0 || peer >= opts_.size || peer == opts_.rank)

@@ -73,9 +73,12 @@ public:
   caf::error enqueue_all_reduce_sum(int64_t* data, size_t count, cudaStream_t stream) override;
   caf::error enqueue_all_reduce_sum_f32(float* data, size_t count,
                                         cudaStream_t stream) override;
+  caf::error enqueue_all_gather(const void* send, void* recv, size_t bytes,
+                                cudaStream_t stream) override;
   caf::error enqueue_all_reduce_sum_bf16(void* data, size_t count,
                                          cudaStream_t stream) override;
   caf::error wait(cudaStream_t stream) override;
+  void replaying_enqueued_work() override { enqueued(); }
 
   /// Enqueues a send of `bytes` bytes at device pointer `data` to group rank `peer` on
   /// `stream`; the peer enqueues a recv of the same size. Completion: wait(stream).

@@ -17,6 +17,8 @@ void to_json(nlohmann::json& j, const model_config& m) {
        {"return_hidden", m.return_hidden},
        {"path", m.path},
        {"kv_cache_tokens", m.kv_cache_tokens},
+       {"random_weights", m.random_weights},
+       {"enforce_eager", m.enforce_eager},
        {"pp_layer_partition", m.pp_layer_partition}};
 }
 
@@ -33,6 +35,8 @@ void from_json(const nlohmann::json& j, model_config& m) {
   m.return_hidden = j.value("return_hidden", m.return_hidden);
   m.path = j.value("path", m.path);
   m.kv_cache_tokens = j.value("kv_cache_tokens", m.kv_cache_tokens);
+  m.random_weights = j.value("random_weights", m.random_weights);
+  m.enforce_eager = j.value("enforce_eager", m.enforce_eager);
   m.pp_layer_partition = j.value("pp_layer_partition", m.pp_layer_partition);
 }
 

@@ -25,9 +25,17 @@ struct model_config {
   /// fields above are then read from its config.json and ignored here.
   std::string path;
   /// "hf": tokens of KV cache each shard holds for all its requests together; a request
-  /// that does not fit fails alone (0: what 4 GiB of float32 KV holds on the shard, as
-  /// vLLM's CPU backend reserves by default).
+  /// that does not fit fails alone (0: on the CPU what 4 GiB of float32 KV holds on the
+  /// shard, as vLLM's CPU backend reserves by default; on a GPU what half the device
+  /// memory left free by the weights holds).
   int64_t kv_cache_tokens = 0;
+  /// "hf" on CUDA: draw bfloat16 weights on the GPU from `seed` instead of reading
+  /// *.safetensors (config.json alone sets the shape): benchmarks of a model's shape
+  /// without its download. The CPU runner refuses it.
+  bool random_weights = false;
+  /// "hf" on CUDA: run decode steps eagerly instead of replaying CUDA graphs (vLLM's
+  /// --enforce-eager).
+  bool enforce_eager = false;
   /// "hf": layers per PP stage ("3,5"; VLLM_PP_LAYER_PARTITION); empty: vLLM's rule.
   std::string pp_layer_partition;
 };

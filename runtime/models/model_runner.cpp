@@ -5,6 +5,7 @@
 #include "runtime/models/hf/llama_model.hpp"
 #include "runtime/models/reference_model.hpp"
 #ifdef CAFEX_HAVE_CUDA
+#include "runtime/models/cuda/cuda_llama_model.hpp"
 #include "runtime/models/cuda/cuda_reference_model.hpp"
 #endif
 
@@ -31,6 +32,7 @@ model_registry::model_registry() {
 #ifdef CAFEX_HAVE_CUDA
   factories_.emplace("reference-cuda",
                      [] { return std::make_unique<cuda_reference_model>(); });
+  factories_.emplace("hf-cuda", [] { return std::make_unique<cuda_llama_model>(); });
 #endif
 }
 

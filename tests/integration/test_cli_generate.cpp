@@ -233,7 +233,10 @@ TEST_CASE("bad flags exit 2 with one error line") {
   bad_flags({"--model", m, "--prompt-ids", "1", "--tp", "3"}, "--tp 3 cannot shard");
   bad_flags({"--model", m, "--prompt-ids", "1", "--pp", "2", "--pp-layer-partition", "1,2"},
             "--pp-layer-partition");
-  bad_flags({"--model", m, "--prompt-ids", "1", "--device", "cuda"}, "CPU only");
+  // No GPU here: a build without CUDA says so, a CUDA build says no GPU is visible.
+  bad_flags({"--model", m, "--prompt-ids", "1", "--device", "cuda"}, "--device cuda");
+  bad_flags({"--model", m, "--prompt-ids", "1", "--random-weights", "--device", "cpu"},
+            "--random-weights: the weights are drawn on the GPU");
   bad_flags({"--model", m, "--prompt-ids", "1", "--num-layers", "3"}, "drop the flag");
   bad_flags({"--model", m, "--prompt-ids", "1", "--stop-token-ids", "999"}, "vocabulary");
   scratch s{"llama_gqa"};

@@ -79,7 +79,9 @@ TEST_CASE("bad flags exit 2 with one error line") {
                                              {"--devices", "1", "--tp", "2"},
                                              {"--channel", "ray"},
                                              {"--tp-transport", "rdma"},
-                                             {"--bundle-indices", "0,0", "--tp", "2"}}) {
+                                             {"--bundle-indices", "0,0", "--tp", "2"},
+                                             {"--enforce-eager"},
+                                             {"--random-weights"}}) {
     std::vector<std::string> argv{bin, "run"};
     argv.insert(argv.end(), args.begin(), args.end());
     auto r = test::run_command(argv, 60s);

@@ -25,6 +25,11 @@ struct cublas_library {
                                               const float*, int, long long, const float*, int,
                                               long long, const float*, float*, int, long long,
                                               int);
+  using gemm_ex_fn = cublasStatus_t (*)(cublasHandle_t, cublasOperation_t, cublasOperation_t,
+                                        int, int, int, const void*, const void*, cudaDataType,
+                                        int, const void*, cudaDataType, int, const void*,
+                                        void*, cudaDataType, int, cublasComputeType_t,
+                                        cublasGemmAlgo_t);
   void* dl = nullptr;
   std::string error; ///< why loading failed
   create_fn create = nullptr;
@@ -32,6 +37,7 @@ struct cublas_library {
   set_stream_fn set_stream = nullptr;
   set_math_fn set_math = nullptr;
   sgemm_batched_fn sgemm_batched = nullptr;
+  gemm_ex_fn gemm_ex = nullptr; ///< bfloat16 products (may be missing in an old cuBLAS)
 };
 
 const cublas_library& cublas() {
@@ -59,6 +65,7 @@ const cublas_library& cublas() {
     lib.set_math = reinterpret_cast<cublas_library::set_math_fn>(sym("cublasSetMathMode"));
     lib.sgemm_batched = reinterpret_cast<cublas_library::sgemm_batched_fn>(
       sym("cublasSgemmStridedBatched"));
+    lib.gemm_ex = reinterpret_cast<cublas_library::gemm_ex_fn>(sym("cublasGemmEx"));
     if (!lib.create || !lib.destroy || !lib.set_stream || !lib.set_math
         || !lib.sgemm_batched) {
       lib.error = "the loaded cuBLAS lacks cublasCreate_v2 / cublasSgemmStridedBatched";
@@ -130,6 +137,24 @@ caf::error gemm_engine::run(const gemm_args& g) {
                                             g.n, g.m, g.k, &g.alpha, g.b, g.ldb, g.stride_b,
                                             g.a, g.lda, g.stride_a, &beta, g.c, g.ldc,
                                             g.stride_c, g.batch));
+}
+
+caf::error gemm_engine::run_bf16(int m, int n, int k, const uint16_t* a, const uint16_t* w,
+                                 float* c, float beta) {
+  if (m <= 0 || n <= 0)
+    return caf::none;
+  if (handle_ == nullptr || cublas().gemm_ex == nullptr)
+    return make_error(errc::model_failed,
+                      "bfloat16 products need cuBLAS (cublasGemmEx), which is not in use: "
+                        + (why_builtin_.empty() ? std::string{"this cuBLAS lacks it"}
+                                                : why_builtin_));
+  // Row-major C = A W^T is column-major C^T = W A^T; W read column-major is W^T, hence
+  // op T on it, and A read column-major is already A^T.
+  const float alpha = 1.0f;
+  return CAFEX_CHECK(cublas().gemm_ex(static_cast<cublasHandle_t>(handle_), CUBLAS_OP_T,
+                                      CUBLAS_OP_N, n, m, k, &alpha, w, CUDA_R_16BF, k, a,
+                                      CUDA_R_16BF, k, &beta, c, CUDA_R_32F, n,
+                                      CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 } // namespace cafex

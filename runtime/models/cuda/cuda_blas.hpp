@@ -6,6 +6,7 @@
 // kernel instead of a dynamic-loader abort of every cafex binary.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -61,6 +62,12 @@ public:
 
   /// Enqueues one product on the engine's stream.
   caf::error run(const gemm_args& g);
+
+  /// Row-major C[m x n] = A[m x k] * W^T + beta * C with A and W ([n x k], nn.Linear's
+  /// layout) in bfloat16 (uint16_t bits), C in float32, float32 accumulation (cublasGemmEx).
+  /// errc::model_failed when cuBLAS is not in use: there is no builtin bfloat16 product.
+  caf::error run_bf16(int m, int n, int k, const uint16_t* a, const uint16_t* w, float* c,
+                      float beta = 0.0f);
 
   /// The backend actually in use: cublas or builtin.
   gemm_backend backend() const {

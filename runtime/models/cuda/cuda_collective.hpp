@@ -35,6 +35,15 @@ public:
   virtual caf::error enqueue_all_reduce_sum_bf16(void* data, size_t count,
                                                  cudaStream_t stream) = 0;
 
+  /// Enqueues an all-gather: `recv` (device, size() * `bytes`) receives every rank's
+  /// `bytes` at `send`, rank r's at offset r * bytes.
+  virtual caf::error enqueue_all_gather(const void* send, void* recv, size_t bytes,
+                                        cudaStream_t stream) = 0;
+
+  /// Work enqueued earlier was captured into a CUDA graph that is being launched again:
+  /// the collective times it as if it were enqueued now.
+  virtual void replaying_enqueued_work() {}
+
   /// Waits until `stream` is idle. An asynchronous error of the communicator or a missed
   /// deadline aborts it (kernels waiting on a dead peer return): the wait then fails and
   /// the group is broken for good.

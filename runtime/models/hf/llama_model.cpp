@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <exception>
-#include <set>
 #include <vector>
 
 #include <cblas.h>
@@ -11,6 +10,7 @@
 
 #include "runtime/error.hpp"
 #include "runtime/models/hf/hf_math.hpp"
+#include "runtime/models/hf/step_admission.hpp"
 #include "runtime/models/tensor_math.hpp"
 
 namespace cafex::hf {
@@ -28,6 +28,11 @@ caf::error llama_model::load(const model_config& cfg, const shard_info& shard,
   if (tp.size() != shard.tp_size || tp.rank() != shard.tp_rank)
     return make_error(errc::invalid_argument,
                       who + ": the TP group does not match the shard's TP rank and size");
+  if (cfg.random_weights)
+    return make_error(errc::invalid_argument,
+                      who
+                        + ": random weights are drawn on the GPU only: run on --device "
+                          "cuda, or drop --random-weights to read the checkpoint");
   auto hf = load_hf_config(cfg.path);
   if (!hf)
     return hf.error();
@@ -65,83 +70,25 @@ caf::error llama_model::load(const model_config& cfg, const shard_info& shard,
 
 caf::error llama_model::admit(const scheduler_output& step) {
   rows_.clear();
-  row_ids_.clear();
   row_tokens_.clear();
-  all_ids_.clear();
-  errors_.clear();
   inserted_.clear();
-  std::set<std::string> seen;
-  for (const auto& r : step.new_requests)
-    all_ids_.push_back(r.req_id);
-  for (const auto& r : step.cached_requests)
-    all_ids_.push_back(r.req_id);
-  for (const auto& id : all_ids_)
-    if (!seen.insert(id).second)
-      return make_error(errc::invalid_argument,
-                        "hf model: step " + std::to_string(step.step_id) + " names request '"
-                          + id + "' twice: schedule each request once per step");
-  errors_.assign(all_ids_.size(), std::string{});
+  admission_rules rules;
+  rules.free = budget_ - cached_tokens_;
+  rules.budget = budget_;
+  rules.max_len = max_len_;
+  rules.vocab = hf_.vocab_size;
+  auto verdict = admit_step(step, rules, [this](const std::string& id) -> int64_t {
+    auto i = cache_.find(id);
+    return i == cache_.end() ? -1 : i->second.len;
+  });
+  if (!verdict)
+    return verdict.error();
+  admission_ = std::move(*verdict);
   const size_t n_new = step.new_requests.size();
-  int64_t free = budget_ - cached_tokens_;
-  auto no_room = [&](const std::string& id, int64_t need) {
-    return fmt::format("request '{}': the KV cache is full ({} token(s) needed, {} of {} "
-                       "free on this shard): finish other requests first or raise "
-                       "--kv-cache-tokens",
-                       id, need, std::max<int64_t>(free, 0), budget_);
-  };
-  auto bad_token = [&](int32_t t) { return t < 0 || t >= hf_.vocab_size; };
-  // Running requests first: a decode needs one row.
-  std::vector<bool> ok(all_ids_.size(), false);
-  for (size_t i = 0; i < step.cached_requests.size(); ++i) {
-    const auto& r = step.cached_requests[i];
-    auto& err = errors_[n_new + i];
-    auto it = cache_.find(r.req_id);
-    if (it == cache_.end())
-      err = "request '" + r.req_id
-            + "' is not running on this shard (never prefilled, "
-              "finished, or dropped by a recovery): submit it as a new request";
-    else if (it->second.len + 1 > max_len_)
-      err = fmt::format("request '{}' reached the model's length limit of {} tokens "
-                        "(max_position_embeddings)",
-                        r.req_id, max_len_);
-    else if (bad_token(r.token))
-      err = fmt::format("request '{}': token {} is outside the vocabulary of {}", r.req_id,
-                        r.token, hf_.vocab_size);
-    else if (free < 1)
-      err = no_room(r.req_id, 1);
-    else {
-      --free;
-      ok[n_new + i] = true;
-    }
-  }
-  for (size_t i = 0; i < n_new; ++i) {
-    const auto& r = step.new_requests[i];
-    auto& err = errors_[i];
-    const auto len = static_cast<int64_t>(r.prompt.size());
-    if (cache_.count(r.req_id) != 0)
-      err = "request '" + r.req_id + "' is already running: a new request needs a new id";
-    else if (len == 0)
-      err = "request '" + r.req_id + "' has an empty prompt";
-    else if (len > max_len_)
-      err = fmt::format("request '{}': its prompt of {} tokens exceeds the model's length "
-                        "limit of {} (max_position_embeddings)",
-                        r.req_id, len, max_len_);
-    else if (std::any_of(r.prompt.begin(), r.prompt.end(), bad_token))
-      err = fmt::format("request '{}': its prompt has a token outside the vocabulary of {}",
-                        r.req_id, hf_.vocab_size);
-    else if (auto bad = check_sampling(r.sampling, hf_.vocab_size); !bad.empty())
-      err = "request '" + r.req_id + "': " + bad;
-    else if (len > free)
-      err = no_room(r.req_id, len);
-    else {
-      free -= len;
-      ok[i] = true;
-    }
-  }
   const auto slots = static_cast<size_t>(layers_.count);
   int64_t row = 0;
   for (size_t i = 0; i < n_new; ++i) {
-    if (!ok[i])
+    if (!admission_.admitted(i))
       continue;
     const auto& r = step.new_requests[i];
     auto& kv = cache_[r.req_id];
@@ -154,17 +101,15 @@ caf::error llama_model::admit(const scheduler_output& step) {
     inserted_.push_back(r.req_id);
     const auto len = static_cast<int64_t>(r.prompt.size());
     rows_.push_back(step_row{&kv, row, len, 0});
-    row_ids_.push_back(r.req_id);
     row_tokens_.insert(row_tokens_.end(), r.prompt.begin(), r.prompt.end());
     row += len;
   }
   for (size_t i = 0; i < step.cached_requests.size(); ++i) {
-    if (!ok[n_new + i])
+    if (!admission_.admitted(n_new + i))
       continue;
     const auto& r = step.cached_requests[i];
     auto& kv = cache_.at(r.req_id);
     rows_.push_back(step_row{&kv, row, 1, kv.len});
-    row_ids_.push_back(r.req_id);
     row_tokens_.push_back(r.token);
     ++row;
   }
@@ -242,24 +187,7 @@ caf::expected<stage_result> llama_model::execute(const scheduler_output& step,
     }
     if (last) {
       // Every request of the step, in scheduler order; failed ones carry their error.
-      std::vector<int32_t> sampled(all_ids_.size(), -1);
-      std::vector<token_logprobs> logprobs(res.output.logprobs.empty() ? 0 : all_ids_.size());
-      size_t k = 0;
-      bool failed = false;
-      for (size_t i = 0; i < all_ids_.size(); ++i) {
-        if (errors_[i].empty()) {
-          if (!logprobs.empty())
-            logprobs[i] = std::move(res.output.logprobs[k]);
-          sampled[i] = res.output.sampled[k++];
-        } else {
-          failed = true;
-        }
-      }
-      res.output.req_ids = all_ids_;
-      res.output.sampled = std::move(sampled);
-      res.output.logprobs = std::move(logprobs);
-      if (failed)
-        res.output.errors = errors_;
+      scatter_outputs(admission_, res.output);
     }
     commit();
     return res;

@@ -20,6 +20,7 @@
 
 #include "runtime/models/hf/hf_config.hpp"
 #include "runtime/models/hf/hf_weights.hpp"
+#include "runtime/models/hf/step_admission.hpp"
 #include "runtime/models/model_runner.hpp"
 #include "runtime/models/sampling.hpp"
 
@@ -85,10 +86,8 @@ private:
 
   // Per step.
   std::vector<step_row> rows_;
-  std::vector<std::string> row_ids_;  ///< the admitted requests, in order
-  std::vector<int32_t> row_tokens_;   ///< their tokens, concatenated
-  std::vector<std::string> all_ids_;  ///< every request of the step, in order
-  std::vector<std::string> errors_;   ///< per request of all_ids_
+  std::vector<int32_t> row_tokens_;   ///< the admitted requests' tokens, concatenated
+  step_admission admission_;          ///< who runs this step, and why not
   std::vector<std::string> inserted_; ///< new ids admitted this step
   int64_t tokens_ = 0;
   sampler_scratch sampler_;

@@ -171,15 +171,20 @@ caf::error open_cuda(worker_state& st) {
     return with_context(fmt::format("{}: no usable CUDA device (CUDA_VISIBLE_DEVICES={})", who,
                                     cvd ? cvd : "<unset>"),
                         err);
-  if (st.local_rank < 0 || st.local_rank >= count)
+  if (st.local_rank < 0 || count <= 0)
     return make_error(errc::invalid_argument,
                       fmt::format("{}: local rank {} but this process sees {} GPU(s) "
                                   "(CUDA_VISIBLE_DEVICES={}): give each node's workers the "
                                   "node's full GPU list and one local rank per GPU",
                                   who, st.local_rank, count, cvd ? cvd : "<unset>"));
-  if (auto err = CAFEX_CHECK(cudaSetDevice(st.local_rank)))
-    return with_context(fmt::format("{}: selecting GPU {}", who, st.local_rank), err);
-  st.cuda_device = st.local_rank;
+  // More local ranks than GPUs: the workers share GPUs (--gpus-per-worker below 1), so
+  // the ranks take the visible GPUs in turn.
+  const int device = st.local_rank % count;
+  if (device != st.local_rank)
+    spdlog::info("{}: {} GPU(s) visible for more workers: sharing GPU {}", who, count, device);
+  if (auto err = CAFEX_CHECK(cudaSetDevice(device)))
+    return with_context(fmt::format("{}: selecting GPU {}", who, device), err);
+  st.cuda_device = device;
   if (st.tp_size == 1) {
     st.tp_group->rebind(std::make_unique<solo_collective>());
     return caf::none;

@@ -74,8 +74,8 @@ double copy_bandwidth(size_t bytes) {
 
 /// The decode products alone: gemv and cuBLAS on the 8B shape's matrices, GB/s of weights.
 void kernel_table(double copy_gbs) {
-  const std::pair<int, int> shapes[] = {{6144, 4096}, {4096, 4096}, {28672, 4096},
-                                        {4096, 14336}, {128256, 4096}};
+  const std::pair<int, int> shapes[] = {
+    {6144, 4096}, {4096, 4096}, {28672, 4096}, {4096, 14336}, {128256, 4096}};
   cuda_stream stream;
   (void) stream.create();
   auto s = stream.get();
@@ -208,8 +208,8 @@ int main(int argc, char** argv) {
       scheduler_output so;
       so.step_id = step_id++;
       for (int r = 0; r < batch; ++r)
-        so.cached_requests.push_back({prefill.new_requests[static_cast<size_t>(r)].req_id,
-                                      last[static_cast<size_t>(r)]});
+        so.cached_requests.push_back(
+          {prefill.new_requests[static_cast<size_t>(r)].req_id, last[static_cast<size_t>(r)]});
       const auto t0 = clock_type::now();
       auto out = model.execute(so, nullptr);
       const auto t1 = clock_type::now();

@@ -99,8 +99,8 @@ struct generated {
 /// Every prompt of `expected`, the later ones joining a step after another (steps mix
 /// prefill and decode), with `params` (logprobs 5 unless told otherwise).
 template <class Grid>
-std::vector<generated> generate(Grid& g, const nlohmann::json& expected,
-                                sampling_params params = {}) {
+std::vector<generated>
+generate(Grid& g, const nlohmann::json& expected, sampling_params params = {}) {
   const auto prompts = expected["prompts"].get<std::vector<std::vector<int32_t>>>();
   const auto max_new = expected["max_new_tokens"].get<size_t>();
   std::vector<generated> out(prompts.size());
@@ -230,13 +230,16 @@ void write_checkpoint(const std::string& dir, int hidden, int heads, int kv_head
       count *= n;
     const auto begin = data.size() * 4;
     const bool norm = shape.size() == 1;
-    const float scale = norm ? 0.1f : (name.find("embed") != std::string::npos
-                                         ? 1.0f
-                                         : 2.0f / std::sqrt(static_cast<float>(shape[1])));
+    const float scale = norm ? 0.1f
+                             : (name.find("embed") != std::string::npos
+                                  ? 1.0f
+                                  : 2.0f / std::sqrt(static_cast<float>(shape[1])));
     std::uniform_real_distribution<float> u{-scale, scale};
     for (int64_t i = 0; i < count; ++i)
       data.push_back((norm ? 1.0f : 0.0f) + u(rng));
-    header[name] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {begin, data.size() * 4}}};
+    header[name] = {{"dtype", "F32"},
+                    {"shape", shape},
+                    {"data_offsets", {begin, data.size() * 4}}};
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');
@@ -287,7 +290,8 @@ TEST_CASE("hf on CUDA is logprob-close to transformers and to the CPU runner") {
   }
 }
 
-TEST_CASE("hf on CUDA: a seed gives the same tokens twice; a full KV cache fails one request") {
+TEST_CASE(
+  "hf on CUDA: a seed gives the same tokens twice; a full KV cache fails one request") {
   CAFEX_REQUIRE_GPUS(1);
   auto expected = read_json(fixture_dir("llama_gqa") + "/expected.json");
   auto cfg = fixture_config("llama_gqa");
@@ -344,10 +348,9 @@ TEST_CASE("hf on CUDA: head sizes 32, 64 and 128 are logprob-close to the CPU ru
   CAFEX_REQUIRE_GPUS(1);
   const auto root = std::filesystem::temp_directory_path()
                     / ("cafex-cuda-llama-" + std::to_string(::getpid()));
-  nlohmann::json prompts{{"prompts", {{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17},
-                                      {400, 7},
-                                      {5}}},
-                         {"max_new_tokens", 40}};
+  nlohmann::json prompts{
+    {"prompts", {{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17}, {400, 7}, {5}}},
+    {"max_new_tokens", 40}};
   for (int d : {32, 64, 128}) {
     CAPTURE(d);
     const auto dir = (root / ("d" + std::to_string(d))).string();

@@ -247,7 +247,7 @@ template <int D>
 __global__ void attention_grouped_kernel(const float* qkv, const kv_row* rows, int q_heads,
                                          kv_shape kv, int layer, float scale, int window,
                                          bf16* out) {
-  constexpr int G = D / 8;        // lanes per key
+  constexpr int G = D / 8;         // lanes per key
   constexpr int per_warp = 32 / G; // keys per warp per round
   __shared__ float acc_s[fast_warps][D];
   __shared__ float m_s[fast_warps], l_s[fast_warps];
@@ -429,7 +429,8 @@ __global__ void gemv_kernel(const bf16* x, const bf16* w, float* y, int n, int k
     const auto* w2 = reinterpret_cast<const __nv_bfloat162*>(&wv);
 #pragma unroll
     for (int r = 0; r < M; ++r) {
-      const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + static_cast<size_t>(r) * k) + c);
+      const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + static_cast<size_t>(r) * k)
+                             + c);
       const auto* x2 = reinterpret_cast<const __nv_bfloat162*>(&xv);
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
@@ -471,7 +472,8 @@ __global__ void gemv_gate_up_kernel(const bf16* x, const bf16* w, bf16* out, int
     const auto* u2 = reinterpret_cast<const __nv_bfloat162*>(&uv);
 #pragma unroll
     for (int r = 0; r < M; ++r) {
-      const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + static_cast<size_t>(r) * k) + c);
+      const uint4 xv = __ldg(reinterpret_cast<const uint4*>(x + static_cast<size_t>(r) * k)
+                             + c);
       const auto* x2 = reinterpret_cast<const __nv_bfloat162*>(&xv);
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
@@ -542,8 +544,10 @@ caf::error qkv_rope_append(float* qkv, const float* bias, const float* inv_freq,
                            int layer, cudaStream_t s) {
   if (tokens <= 0)
     return caf::none;
-  qkv_rope_append_kernel<<<dim3(tokens, q_heads + kv.kv_heads), 64, 0, s>>>(
-    qkv, bias, inv_freq, rows, q_heads, kv, layer);
+  qkv_rope_append_kernel<<<dim3(tokens, q_heads + kv.kv_heads), 64, 0, s>>>(qkv, bias,
+                                                                            inv_freq, rows,
+                                                                            q_heads, kv,
+                                                                            layer);
   return launched();
 }
 
@@ -560,20 +564,20 @@ caf::error attention(const float* qkv, const kv_row* rows, int tokens, int q_hea
   auto* o = reinterpret_cast<bf16*>(out);
   switch (kv.head_dim) {
     case 32:
-      attention_grouped_kernel<32><<<grid, fast_warps * 32, 0, s>>>(qkv, rows, q_heads, kv,
-                                                                    layer, scale, window, o);
+      attention_grouped_kernel<32>
+        <<<grid, fast_warps * 32, 0, s>>>(qkv, rows, q_heads, kv, layer, scale, window, o);
       break;
     case 64:
-      attention_grouped_kernel<64><<<grid, fast_warps * 32, 0, s>>>(qkv, rows, q_heads, kv,
-                                                                    layer, scale, window, o);
+      attention_grouped_kernel<64>
+        <<<grid, fast_warps * 32, 0, s>>>(qkv, rows, q_heads, kv, layer, scale, window, o);
       break;
     case 128:
-      attention_grouped_kernel<128><<<grid, fast_warps * 32, 0, s>>>(qkv, rows, q_heads, kv,
-                                                                     layer, scale, window, o);
+      attention_grouped_kernel<128>
+        <<<grid, fast_warps * 32, 0, s>>>(qkv, rows, q_heads, kv, layer, scale, window, o);
       break;
     case 256:
-      attention_grouped_kernel<256><<<grid, fast_warps * 32, 0, s>>>(qkv, rows, q_heads, kv,
-                                                                     layer, scale, window, o);
+      attention_grouped_kernel<256>
+        <<<grid, fast_warps * 32, 0, s>>>(qkv, rows, q_heads, kv, layer, scale, window, o);
       break;
     default: // any other even size up to 256: one key per warp at a time
       attention_kernel<<<grid, attn_warps * 32, 0, s>>>(qkv, rows, q_heads, kv, layer, scale,
@@ -586,7 +590,8 @@ caf::error silu_mul(const float* gu, int rows, int64_t n, uint16_t* out, cudaStr
   const size_t total = static_cast<size_t>(rows) * n;
   if (total == 0)
     return caf::none;
-  silu_mul_kernel<<<grid_for(total), threads, 0, s>>>(gu, n, total, reinterpret_cast<bf16*>(out));
+  silu_mul_kernel<<<grid_for(total), threads, 0, s>>>(gu, n, total,
+                                                      reinterpret_cast<bf16*>(out));
   return launched();
 }
 
@@ -600,8 +605,8 @@ caf::error unshard_logits(const float* gathered, int tp, int rows, int64_t slice
 }
 
 bool gemv_fits(int m, int k, const void* x, const void* w) {
-  return m >= 1 && m <= gemv_max_rows && k % 8 == 0
-         && reinterpret_cast<uintptr_t>(x) % 16 == 0 && reinterpret_cast<uintptr_t>(w) % 16 == 0;
+  return m >= 1 && m <= gemv_max_rows && k % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0
+         && reinterpret_cast<uintptr_t>(w) % 16 == 0;
 }
 
 caf::error gemv(int m, int n, int k, const uint16_t* x, const uint16_t* w, float* y,
@@ -609,10 +614,10 @@ caf::error gemv(int m, int n, int k, const uint16_t* x, const uint16_t* w, float
   if (n <= 0)
     return caf::none;
   if (!gemv_fits(m, k, x, w))
-    return make_error(errc::invalid_argument,
-                      "gemv: " + std::to_string(m) + " rows of " + std::to_string(k)
-                        + " (needs 1.." + std::to_string(gemv_max_rows)
-                        + " rows, k % 8 == 0, 16-byte aligned)");
+    return make_error(errc::invalid_argument, "gemv: " + std::to_string(m) + " rows of "
+                                                + std::to_string(k) + " (needs 1.."
+                                                + std::to_string(gemv_max_rows)
+                                                + " rows, k % 8 == 0, 16-byte aligned)");
   const auto* xb = reinterpret_cast<const bf16*>(x);
   const auto* wb = reinterpret_cast<const bf16*>(w);
   switch (m) {
@@ -650,7 +655,8 @@ caf::error argmax(const float* logits, int rows, int64_t vocab, int32_t* out, cu
 caf::error fill_random(uint16_t* w, size_t n, uint64_t seed, float scale, cudaStream_t s) {
   if (n == 0)
     return caf::none;
-  fill_random_kernel<<<grid_for(n), threads, 0, s>>>(reinterpret_cast<bf16*>(w), n, seed, scale);
+  fill_random_kernel<<<grid_for(n), threads, 0, s>>>(reinterpret_cast<bf16*>(w), n, seed,
+                                                     scale);
   return launched();
 }
 

@@ -24,7 +24,7 @@ uint16_t bf16_bits(float f) {
   uint32_t u = 0;
   std::memcpy(&u, &f, sizeof u);
   if ((u & 0x7fffffffu) > 0x7f800000u)
-    return 0x7fc0; // NaN
+    return 0x7fc0;                 // NaN
   u += 0x7fffu + ((u >> 16) & 1u); // round to nearest even
   return static_cast<uint16_t>(u >> 16);
 }
@@ -148,7 +148,8 @@ caf::error cuda_llama_model::load(const model_config& cfg, const shard_info& sha
     if (!err && !cfg.enforce_eager && (shard.tp_size == 1 || tp_dev_ != nullptr))
       err = make_graph_buffers();
   } catch (const std::exception& e) {
-    err = make_error(errc::model_failed, fmt::format("loading the weights failed: {}", e.what()));
+    err = make_error(errc::model_failed,
+                     fmt::format("loading the weights failed: {}", e.what()));
   }
   if (err) {
     w_.clear();
@@ -259,12 +260,13 @@ caf::error cuda_llama_model::make_kv_pool(int64_t tokens) {
   if (auto err = CAFEX_CHECK(cudaMemGetInfo(&free_mem, &total_mem)))
     return err;
   if (2 * bytes > free_mem)
-    return make_error(errc::model_failed,
-                      fmt::format("the KV cache of {} tokens needs {:.1f} GiB on GPU {}, which "
-                                  "has {:.1f} GiB free after the weights: lower "
-                                  "--kv-cache-tokens",
-                                  tokens, 2.0 * static_cast<double>(bytes) / (1 << 30), device_,
-                                  static_cast<double>(free_mem) / (1 << 30)));
+    return make_error(
+      errc::model_failed,
+      fmt::format("the KV cache of {} tokens needs {:.1f} GiB on GPU {}, which "
+                  "has {:.1f} GiB free after the weights: lower "
+                  "--kv-cache-tokens",
+                  tokens, 2.0 * static_cast<double>(bytes) / (1 << 30), device_,
+                  static_cast<double>(free_mem) / (1 << 30)));
   if (auto err = k_pool_.reserve(std::max<size_t>(bytes, 16)))
     return err;
   if (auto err = v_pool_.reserve(std::max<size_t>(bytes, 16)))
@@ -292,7 +294,9 @@ caf::error cuda_llama_model::admit(const scheduler_output& step) {
   rules.max_len = max_len_;
   rules.vocab = hf_.vocab_size;
   rules.unit = "KV cache block(s) of 16 positions";
-  rules.cost = [](int64_t len, int64_t add) { return blocks_for(len + add) - blocks_for(len); };
+  rules.cost = [](int64_t len, int64_t add) {
+    return blocks_for(len + add) - blocks_for(len);
+  };
   auto verdict = hf::admit_step(step, rules, [this](const std::string& id) -> int64_t {
     auto i = reqs_.find(id);
     return i == reqs_.end() ? -1 : i->second->len;
@@ -450,13 +454,14 @@ caf::error cuda_llama_model::tp_sum(float* data, size_t count, const char* what,
   }
   if (err)
     return make_error(errc::transport_failed,
-                      l < 0 ? fmt::format("TP all_reduce of the {} failed on tp rank {} of {}: "
-                                          "{}",
-                                          what, shard_.tp_rank, shard_.tp_size, describe(err))
-                            : fmt::format("TP all_reduce of the {} output of layer {} failed on "
-                                          "tp rank {} of {}, pp rank {}: {}",
-                                          what, layers_.first + l, shard_.tp_rank,
-                                          shard_.tp_size, shard_.pp_rank, describe(err)));
+                      l < 0
+                        ? fmt::format("TP all_reduce of the {} failed on tp rank {} of {}: "
+                                      "{}",
+                                      what, shard_.tp_rank, shard_.tp_size, describe(err))
+                        : fmt::format("TP all_reduce of the {} output of layer {} failed on "
+                                      "tp rank {} of {}, pp rank {}: {}",
+                                      what, layers_.first + l, shard_.tp_rank, shard_.tp_size,
+                                      shard_.pp_rank, describe(err)));
   return caf::none;
 }
 
@@ -477,14 +482,15 @@ caf::error cuda_llama_model::layer(int l, int t) {
   auto* x = b_->x.as<float>();
   auto* xn = b_->xn.as<uint16_t>();
   auto* part = b_->part.as<float>();
-  const auto* rows = reinterpret_cast<const lk::kv_row*>(b_->in.as<unsigned char>() + b_->off_rows);
+  const auto* rows = reinterpret_cast<const lk::kv_row*>(b_->in.as<unsigned char>()
+                                                         + b_->off_rows);
   const lk::kv_shape kv{k_pool_.as<uint16_t>(), v_pool_.as<uint16_t>(), layers_.count,
                         s_.kv_heads, d};
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   caf::error err = matmul(t, width, h, xn, w.wqkv.as<uint16_t>(), b_->qkv.as<float>());
   if (!err)
-    err = lk::qkv_rope_append(b_->qkv.as<float>(), w.bqkv.as<float>(), inv_freq_.as<float>(), rows,
-                              t, qh, kv, l, s);
+    err = lk::qkv_rope_append(b_->qkv.as<float>(), w.bqkv.as<float>(), inv_freq_.as<float>(),
+                              rows, t, qh, kv, l, s);
   if (!err)
     err = lk::attention(b_->qkv.as<float>(), rows, t, qh, kv, l, scale,
                         static_cast<int>(hf_.sliding_window), b_->attn.as<uint16_t>(), s);
@@ -524,8 +530,8 @@ caf::error cuda_llama_model::head(int n) {
                                    b_->xlast.as<uint16_t>(), n, h,
                                    static_cast<float>(hf_.rms_norm_eps), last, s);
   if (!err)
-    err = matmul(n, static_cast<int>(vs), h, b_->xlast.as<uint16_t>(),
-                          lm_head_.as<uint16_t>(), b_->logits.as<float>());
+    err = matmul(n, static_cast<int>(vs), h, b_->xlast.as<uint16_t>(), lm_head_.as<uint16_t>(),
+                 b_->logits.as<float>());
   float* full = b_->logits.as<float>();
   head_logits_ = full;
   if (!err && shard_.tp_size > 1) {
@@ -535,7 +541,8 @@ caf::error cuda_llama_model::head(int n) {
     } else {
       auto* mine = pin_sum_.as<unsigned char>();
       auto* all = mine + bytes;
-      err = CAFEX_CHECK(cudaMemcpyAsync(mine, b_->logits.data(), bytes, cudaMemcpyDeviceToHost, s));
+      err = CAFEX_CHECK(
+        cudaMemcpyAsync(mine, b_->logits.data(), bytes, cudaMemcpyDeviceToHost, s));
       if (!err)
         err = wait_stream(s, opts_.step_timeout, "copying the logits to the host");
       if (!err)
@@ -545,9 +552,10 @@ caf::error cuda_llama_model::head(int n) {
                                           cudaMemcpyHostToDevice, s));
     }
     if (err)
-      return make_error(errc::transport_failed,
-                        fmt::format("TP all_gather of the logits failed on tp rank {} of {}: {}",
-                                    shard_.tp_rank, shard_.tp_size, describe(err)));
+      return make_error(
+        errc::transport_failed,
+        fmt::format("TP all_gather of the logits failed on tp rank {} of {}: {}",
+                    shard_.tp_rank, shard_.tp_size, describe(err)));
     err = lk::unshard_logits(b_->gathered.as<float>(), shard_.tp_size, n, vs, vocab,
                              b_->full.as<float>(), s);
     full = b_->full.as<float>();

@@ -105,8 +105,7 @@ private:
   /// One set of per-step device buffers; the in buffer holds tokens | kv rows | output
   /// rows (the last token of each request) | block tables, at these offsets.
   struct step_buffers {
-    device_buffer in, x, xn, qkv, attn, part, gu, act, xlast, logits, gathered, full,
-      sampled;
+    device_buffer in, x, xn, qkv, attn, part, gu, act, xlast, logits, gathered, full, sampled;
     size_t off_rows = 0, off_last = 0, off_tables = 0, in_bytes = 0;
   };
 

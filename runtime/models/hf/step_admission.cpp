@@ -32,7 +32,9 @@ admit_step(const scheduler_output& step, const admission_rules& rules,
                           + id + "' twice: schedule each request once per step");
   a.errors.assign(a.ids.size(), std::string{});
   int64_t free = rules.free;
-  auto cost = [&](int64_t len, int64_t add) { return rules.cost ? rules.cost(len, add) : add; };
+  auto cost = [&](int64_t len, int64_t add) {
+    return rules.cost ? rules.cost(len, add) : add;
+  };
   auto no_room = [&](const std::string& id, int64_t need) {
     return fmt::format("request '{}': the KV cache is full ({} {} needed, {} of {} "
                        "free on this shard): finish other requests first or raise "

@@ -40,9 +40,9 @@ struct step_admission {
 
 /// `live_len(id)`: the committed tokens of a running request, or -1 when it is not running
 /// on this shard. errc::invalid_argument when the step names a request twice.
-caf::expected<step_admission> admit_step(const scheduler_output& step,
-                                         const admission_rules& rules,
-                                         const std::function<int64_t(const std::string&)>& live_len);
+caf::expected<step_admission>
+admit_step(const scheduler_output& step, const admission_rules& rules,
+           const std::function<int64_t(const std::string&)>& live_len);
 
 /// On the last stage: `out` holds one sample (and logprobs entry, when any) per admitted
 /// request in admission order; spreads them over every request of the step (-1 and an

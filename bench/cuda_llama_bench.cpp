@@ -1,8 +1,10 @@
 // Decode steps of the hf runner on one GPU, in this process (no executor): the
 // "same model, same kernels, one process" baseline of the GPU models issue, and the HBM
-// bandwidth it reaches. For each batch size: every request prefilled with a prompt of
-// --prompt-len tokens, then --steps timed decode steps (after --warmup), each timed on the
-// host around execute() (which ends with the one wait for the stream). Reported: p50 and
+// bandwidth it reaches. For each batch size: `cafex run`'s workload (demo_workload, seed
+// 0: prompts of 3-11 tokens prefilled at step 0, then one token per request per step),
+// --warmup decode steps, then --steps timed ones, each timed on the host around execute()
+// (which ends with the one wait for the stream) - the very steps `cafex run --model DIR
+// --batch B --steps N` runs through the executor. Reported: p50 and
 // p90 ms per step, tokens/s, and the weight bytes read per step over the p50 step time,
 // beside a device-to-device copy measured in the same run (bytes read + written).
 //
@@ -19,6 +21,7 @@
 #include "bench/flags.hpp"
 #include "runtime/error.hpp"
 #include "runtime/models/collective.hpp"
+#include "runtime/models/workload.hpp"
 #include "runtime/models/cuda/cuda_blas.hpp"
 #include "runtime/models/cuda/cuda_llama_kernels.hpp"
 #include "runtime/models/cuda/cuda_llama_model.hpp"
@@ -33,7 +36,6 @@ struct options {
   std::string model;
   bool random = false;
   std::vector<int> batches{1, 32};
-  int prompt_len = 64;
   int steps = 64;
   int warmup = 8;
   int64_t kv_tokens = 0;
@@ -129,7 +131,6 @@ int main(int argc, char** argv) {
   flags.flag({{"--model"}, "DIR", "checkpoint directory (config.json)", ""})
     .flag({{"--random-weights"}, "", "draw the weights on the GPU (config.json only)", ""})
     .flag({{"--batches"}, "N,N,...", "batch sizes", "1,32"})
-    .flag({{"--prompt-len"}, "N", "prompt tokens per request", "64"})
     .flag({{"--steps"}, "N", "timed decode steps per batch size", "64"})
     .flag({{"--warmup"}, "N", "untimed decode steps first", "8"})
     .flag({{"--kv-cache-tokens"}, "N", "KV cache positions", "the runner's default"})
@@ -143,7 +144,6 @@ int main(int argc, char** argv) {
     opt.random = a.has("--random-weights");
     if (a.has("--batches"))
       opt.batches = cli::parse_int_list(a.get("--batches"), "--batches");
-    opt.prompt_len = static_cast<int>(a.get_int("--prompt-len", 64, 1, 1 << 20));
     opt.steps = static_cast<int>(a.get_int("--steps", 64, 1, 1 << 20));
     opt.warmup = static_cast<int>(a.get_int("--warmup", 8, 0, 1 << 20));
     opt.kv_tokens = a.get_int("--kv-cache-tokens", 0, 1, 1L << 40);
@@ -184,48 +184,30 @@ int main(int argc, char** argv) {
   std::printf("%6s %10s %10s %12s %12s %8s\n", "batch", "p50_ms", "p90_ms", "tokens/s",
               "weights_GB/s", "of_copy");
   nlohmann::json rows = nlohmann::json::array();
-  uint64_t step_id = 0;
   for (int batch : opt.batches) {
-    scheduler_output prefill;
-    prefill.step_id = step_id++;
-    for (int r = 0; r < batch; ++r) {
-      std::vector<int32_t> prompt(static_cast<size_t>(opt.prompt_len));
-      for (int i = 0; i < opt.prompt_len; ++i)
-        prompt[static_cast<size_t>(i)] = static_cast<int32_t>((r * 131 + i * 17 + 1)
-                                                              % model.config().vocab_size);
-      prefill.new_requests.push_back(
-        {"b" + std::to_string(batch) + "-" + std::to_string(r), prompt});
-    }
-    auto res = model.execute(prefill, nullptr);
-    if (!res || !res->output.errors.empty()) {
-      std::fprintf(stderr, "cuda_llama_bench: prefill at batch %d failed: %s\n", batch,
-                   res ? res->output.errors.front().c_str() : describe(res.error()).c_str());
-      return 1;
-    }
-    std::vector<int32_t> last = res->output.sampled;
+    // `cafex run`'s own workload (seed 0): the same steps as `cafex run --batch B`.
+    demo_workload work(0, batch, static_cast<int>(model.config().vocab_size));
     std::vector<double> ms;
-    for (int k = 0; k < opt.warmup + opt.steps; ++k) {
-      scheduler_output so;
-      so.step_id = step_id++;
-      for (int r = 0; r < batch; ++r)
-        so.cached_requests.push_back(
-          {prefill.new_requests[static_cast<size_t>(r)].req_id, last[static_cast<size_t>(r)]});
+    std::vector<std::string> ids;
+    for (int k = 0; k < 1 + opt.warmup + opt.steps; ++k) {
+      auto so = work.next_step();
+      for (const auto& r : so.new_requests)
+        ids.push_back(r.req_id);
       const auto t0 = clock_type::now();
       auto out = model.execute(so, nullptr);
       const auto t1 = clock_type::now();
       if (!out || !out->output.errors.empty()) {
-        std::fprintf(stderr, "cuda_llama_bench: decode at batch %d failed: %s\n", batch,
+        std::fprintf(stderr, "cuda_llama_bench: step %d at batch %d failed: %s\n", k, batch,
                      out ? out->output.errors.front().c_str() : describe(out.error()).c_str());
         return 1;
       }
-      last = out->output.sampled;
-      if (k >= opt.warmup)
+      work.observe(out->output);
+      if (k > opt.warmup) // step 0 prefills
         ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
     }
     scheduler_output done;
-    done.step_id = step_id++;
-    for (const auto& r : prefill.new_requests)
-      done.finished.push_back(r.req_id);
+    done.step_id = 1u << 30;
+    done.finished = ids;
     (void) model.execute(done, nullptr);
     const double p50 = percentile(ms, 0.5), p90 = percentile(ms, 0.9);
     const double weights_gbs = gb / (p50 * 1e-3);

@@ -90,6 +90,9 @@ struct executor_options {
   std::string worker_program; ///< run as `<program> worker ...` (default: this executable)
   std::string host_ip;        ///< the driver's address (empty: 127.0.0.1 embedded,
                               ///< else the interface facing the nodes)
+  /// Port of the rendezvous store the workers' collectives meet at (torchrun's
+  /// --master-port: a firewall can open exactly it); 0: an ephemeral port.
+  uint16_t rendezvous_port = 0;
   /// Remote node agents (cluster.nodes non-empty), their security, fractional and custom
   /// resources, placement timeout. strategy, bundles, bundle_indices and host_ip above
   /// take precedence over the same fields in here.

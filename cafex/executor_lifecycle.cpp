@@ -69,10 +69,16 @@ caf::error executor::impl::plan_workers(const std::vector<worker_report>& report
     node_ids.insert(rep.node_id);
   rendezvous_server_options so;
   so.bind_address = node_ids.size() == 1 ? "127.0.0.1" : opts.host_ip;
-  so.port = 0;
+  so.port = opts.rendezvous_port;
   store = std::make_unique<rendezvous_server>(so);
   if (auto err = store->start())
-    return err;
+    return opts.rendezvous_port == 0
+             ? err
+             : make_error(errc::invalid_config,
+                          "--rendezvous-port " + std::to_string(opts.rendezvous_port)
+                            + ": the rendezvous store cannot listen on " + so.bind_address
+                            + ":" + std::to_string(opts.rendezvous_port) + " (" + describe(err)
+                            + "): pick a free port, or drop it for an ephemeral one");
   auto planned = plan_ranks(reports, opts.host_ip, opts.parallel, to_copy, store->port());
   if (!planned)
     return planned.error();

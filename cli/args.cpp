@@ -1,10 +1,17 @@
 #include "cli/args.hpp"
 
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <sstream>
 
 namespace cafex::cli {
+
+std::string lower_case(std::string text) {
+  for (auto& c : text)
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return text;
+}
 
 bool parsed_args::has(const std::string& name) const {
   return values_.count(name) > 0;
@@ -42,9 +49,16 @@ double parsed_args::get_double(const std::string& name, double fallback, double 
   double v = std::strtod(text.c_str(), &end);
   if (text.empty() || *end != '\0' || errno != 0)
     throw usage_error{name + " expects a number, got '" + text + "'"};
-  if (!(v >= min && v <= max))
-    throw usage_error{name + " must be between " + std::to_string(min) + " and "
-                      + std::to_string(max) + ", got " + text};
+  if (!(v >= min && v <= max)) {
+    // The bounds as a person writes them: 0 and 1, not 0.000000 and 1.000000.
+    auto plain = [](double x) {
+      std::ostringstream out;
+      out << x;
+      return out.str();
+    };
+    throw usage_error{name + " must be between " + plain(min) + " and " + plain(max) + ", got "
+                      + text};
+  }
   return v;
 }
 

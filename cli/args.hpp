@@ -59,4 +59,8 @@ private:
 /// Parses "1,2,3" into integers; throws usage_error naming `flag` on bad input.
 std::vector<int> parse_int_list(const std::string& text, const std::string& flag);
 
+/// The one rule for the case of enumerated flag values (--strategy, --device, --channel,
+/// --log-level, ...): any case is accepted, as --strategy PACK always was.
+std::string lower_case(std::string text);
+
 } // namespace cafex::cli

@@ -64,6 +64,8 @@ int chaos_command(int argc, char** argv) {
     opts.worker_program = args.get("--worker-program");
     opts.verbose = args.has("--verbose");
     if (args.has("--token-file")) {
+      if (auto warn = token_file_warning(args.get("--token-file")); !warn.empty())
+        std::fprintf(stderr, "warning: %s\n", warn.c_str());
       auto tok = read_token_file(args.get("--token-file"));
       if (!tok)
         throw usage_error{"--token-file: " + describe(tok.error())};

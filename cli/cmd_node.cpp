@@ -74,7 +74,7 @@ int node_command(int argc, char** argv) {
     .flag({{"--tls-ca"}, "FILE", "CA that signed the drivers' certificates (PEM)", ""})
     .flag({{"--env-allow"},
            "PREFIXES",
-           "variables drivers may set on workers ('*': any)",
+           "variables drivers may set on workers ('*': any; CUDA_VISIBLE_DEVICES always)",
            default_env_allow})
     .flag({{"--worker-program"},
            "PATH",
@@ -115,7 +115,7 @@ int node_command(int argc, char** argv) {
     }
     devices = static_cast<int>(a.get_int("--devices", 1, 1, 4096));
     if (a.has("--gpus")) {
-      if (a.get("--gpus") != "auto")
+      if (lower_case(a.get("--gpus")) != "auto")
         throw usage_error{"--gpus takes 'auto' (count this machine's GPUs); use --devices N "
                           "for logical devices"};
       if (a.has("--devices"))
@@ -136,16 +136,26 @@ int node_command(int argc, char** argv) {
     if (!is_ipv4(host_ip))
       throw usage_error{"--host-ip must be an IPv4 address such as 10.0.0.2, got '" + host_ip
                         + "'"};
-    level = a.get("--log-level", "info");
+    level = lower_case(a.get("--log-level", "info"));
     // Chosen on the node, never by a driver: an agent only starts programs its operator named.
     worker_program = a.get("--worker-program", "");
     if (!worker_program.empty() && access(worker_program.c_str(), X_OK) != 0)
       throw usage_error{"--worker-program " + worker_program + " is not an executable file"};
     resource = a.get("--resource-name", "GPU");
     auto allow = a.get("--env-allow", default_env_allow);
-    if (allow != "*")
+    if (allow != "*") {
       env_allow = split(allow);
+      // Every driver sets each worker's CUDA_VISIBLE_DEVICES: a list without it would
+      // refuse every run, so it is always allowed.
+      const std::string device_var = "CUDA_VISIBLE_DEVICES";
+      if (std::none_of(env_allow.begin(), env_allow.end(), [&](const std::string& p) {
+            return device_var.compare(0, p.size(), p) == 0;
+          }))
+        env_allow.push_back(device_var);
+    }
     if (a.has("--token-file")) {
+      if (auto warn = token_file_warning(a.get("--token-file")); !warn.empty())
+        std::fprintf(stderr, "warning: %s\n", warn.c_str());
       auto tok = read_token_file(a.get("--token-file"));
       if (!tok)
         throw usage_error{"--token-file: " + describe(tok.error())};
@@ -240,7 +250,7 @@ int node_command(int argc, char** argv) {
   }
   spdlog::info("node agent {} listening on {}:{} (ip {}, {} {} device(s), cafex {}, {})",
                ao.info.node_id, host, public_port, host_ip, devices, resource, version(),
-               sec.tls()   ? "TLS + token check"
+               sec.tls() ? (sec.token.empty() ? "TLS certificate check" : "TLS + token check")
                : generated ? "generated token"
                            : "token check");
   // Tests read the port from this line.

@@ -1,7 +1,13 @@
 #include "cli/run_flags.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
+
+#include <cstdio>
 #include <filesystem>
 
 #include "runtime/models/hf/hf_config.hpp"
@@ -30,8 +36,12 @@ arg_parser run_parser() {
 }
 
 arg_parser& add_executor_flags(arg_parser& p) {
-  p.flag({{"--tensor-parallel-size", "--tp"}, "N", "tensor parallel size", "1"})
-    .flag({{"--pipeline-parallel-size", "--pp"}, "N", "pipeline parallel size", "1"})
+  p.flag({{"--tensor-parallel-size", "--tp", "-tp"}, "N", "tensor parallel size", "1"})
+    .flag({{"--pipeline-parallel-size", "--pp", "-pp"}, "N", "pipeline parallel size", "1"})
+    .flag({{"--rendezvous-port"},
+           "PORT",
+           "fixed port of the workers' rendezvous store (torchrun's --master-port)",
+           "ephemeral"})
     .flag({{"--seed"}, "N", "seed of weights and prompts", "0"})
     .flag({{"--device"}, "cpu|cuda|auto", "worker device", "auto"})
     .flag({{"--devices"}, "N", "logical devices of the embedded node", "tp x pp"})
@@ -112,6 +122,21 @@ arg_parser& add_executor_flags(arg_parser& p) {
 namespace {
 
 /// GPUs this process sees; -1 when the build has no CUDA.
+/// Whether this machine can bind a socket to `ip` (one of its own addresses).
+bool is_local_address(const std::string& ip) {
+  const int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
+  if (fd < 0)
+    return true; // cannot tell: let the real bind report it
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = 0;
+  const bool parsed = ::inet_pton(AF_INET, ip.c_str(), &sa.sin_addr) == 1;
+  const bool ok = !parsed || ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0
+                  || errno != EADDRNOTAVAIL;
+  ::close(fd);
+  return ok;
+}
+
 int visible_gpus() {
 #ifdef CAFEX_HAVE_CUDA
   return cuda_device_count();
@@ -141,6 +166,8 @@ void cluster_from(const parsed_args& a, cluster_options& c) {
       throw usage_error{"--nodes expects HOST:PORT,... (the addresses cafex node printed)"};
   }
   if (a.has("--token-file")) {
+    if (auto warn = token_file_warning(a.get("--token-file")); !warn.empty())
+      std::fprintf(stderr, "warning: %s\n", warn.c_str());
     auto tok = read_token_file(a.get("--token-file"));
     if (!tok)
       throw usage_error{"--token-file: " + describe(tok.error())};
@@ -154,12 +181,16 @@ void cluster_from(const parsed_args& a, cluster_options& c) {
       throw usage_error{"--cluster-config: " + describe(err)};
   if (auto err = check_tls_files(c.security))
     throw usage_error{describe(err)};
-  if (c.nodes.empty() && (c.security.enabled() || a.has("--placement-timeout")))
-    throw usage_error{"--token-file, --tls-* and --placement-timeout apply to node agents; "
-                      "name them with --nodes or --cluster-config"};
-  auto share = a.get_double("--gpus-per-worker", 1.0, 0.0, 1.0);
-  if (share <= 0.0)
-    throw usage_error{"--gpus-per-worker must be in (0, 1], e.g. 1 or 0.5"};
+  if (c.nodes.empty() && c.security.enabled())
+    throw usage_error{"--token-file and --tls-* secure the link to node agents; name them "
+                      "with --nodes or --cluster-config (the embedded default needs neither)"};
+  if (c.nodes.empty() && a.has("--connect-timeout"))
+    throw usage_error{"--connect-timeout is the deadline to reach node agents; without "
+                      "--nodes or --cluster-config there is none to reach: drop the flag"};
+  auto share = a.get_double("--gpus-per-worker", 1.0, -1e300, 1e300);
+  if (!(share > 0.0 && share <= 1.0))
+    throw usage_error{"--gpus-per-worker must be in (0, 1], e.g. 1 or 0.5, got "
+                      + a.get("--gpus-per-worker")};
   c.gpus_per_worker = share;
   c.resource_name = a.get("--resource-name", "GPU");
   if (c.resource_name.empty())
@@ -242,7 +273,7 @@ executor_options executor_options_from(const parsed_args& a) {
         throw usage_error{std::string(f)
                           + " applies to a checkpoint: name it with --model DIR"};
   }
-  auto device = a.get("--device", "auto");
+  auto device = lower_case(a.get("--device", "auto"));
   int gpus = visible_gpus();
   if (device == "auto") {
     device = gpus > 0 ? "cuda" : "cpu";
@@ -272,22 +303,31 @@ executor_options executor_options_from(const parsed_args& a) {
   if (!o.host_ip.empty() && !is_ipv4(o.host_ip))
     throw usage_error{"--host-ip must be an IPv4 address such as 10.0.0.1, got '" + o.host_ip
                       + "'"};
+  if (!o.host_ip.empty() && !is_local_address(o.host_ip))
+    throw usage_error{"--host-ip " + o.host_ip
+                      + " is not an address of this machine (nothing can listen on it): name "
+                        "one of its addresses (ip -4 addr), or drop the flag"};
+  o.rendezvous_port = static_cast<uint16_t>(a.get_int("--rendezvous-port", 0, 1, 65535));
   cluster_from(a, o.cluster);
+  if (a.has("--devices") && !o.cluster.nodes.empty())
+    throw usage_error{"--devices sizes the embedded node agent; with --nodes or "
+                      "--cluster-config the agents report their own devices (cafex node "
+                      "--devices / --gpus): drop the flag"};
   o.start_timeout = std::chrono::milliseconds(a.get_int("--start-timeout", 60, 1, 86400)
                                               * 1000);
   o.rpc_timeout = std::chrono::milliseconds(a.get_int("--rpc-timeout", 60, 1, 86400) * 1000);
   o.step_timeout = std::chrono::milliseconds(a.get_int("--step-timeout", 300, 1, 86400)
                                              * 1000);
-  o.log_level = a.get("--log-level", "warn");
-  auto channel = parse_channel_type(a.get("--channel", "auto"));
+  o.log_level = lower_case(a.get("--log-level", "warn"));
+  o.channel = lower_case(a.get("--channel", "auto"));
+  auto channel = parse_channel_type(o.channel);
   if (!channel)
     throw usage_error{"--channel: " + describe(channel.error())};
-  o.channel = a.get("--channel", "auto");
-  o.tp_transport = a.get("--tp-transport", "auto");
+  o.tp_transport = lower_case(a.get("--tp-transport", "auto"));
   if (auto err = check_tp_transport(o.tp_transport))
     throw usage_error{"--tp-transport: " + describe(err)};
   o.async_scheduling = a.has("--async-scheduling");
-  auto policy = a.get("--on-worker-failure", "fail");
+  auto policy = lower_case(a.get("--on-worker-failure", "fail"));
   if (policy == "restart")
     o.on_worker_failure = failure_policy::restart;
   else if (policy != "fail")

@@ -44,8 +44,13 @@ std::string describe(const caf::error& err) {
   if (err.category() == error_category) {
     std::string out = to_string(static_cast<errc>(err.code()));
     const auto& ctx = err.context();
-    if (ctx.match_elements<std::string>())
-      out += ": " + ctx.get_as<std::string>(0);
+    if (ctx.match_elements<std::string>()) {
+      const auto& text = ctx.get_as<std::string>(0);
+      // A message built from another error's description already names the code.
+      if (text.compare(0, out.size() + 2, out + ": ") == 0)
+        return text;
+      out += ": " + text;
+    }
     return out;
   }
   return caf::to_string(err);

@@ -136,8 +136,8 @@ struct client_hs : std::enable_shared_from_this<client_hs> {
                               + "); does it use TLS (--tls-*) while this driver does not?");
         auto line = take_line(self->buf, n);
         if (auto early = handshake::parse_reply(line); early && !early->ok)
-          return self->fail(errc::node_lost, "node agent at " + self->where
-                                               + " turned this driver away: " + early->why);
+          return self->fail(errc::unauthorized, "node agent at " + self->where
+                                                  + " turned this driver away: " + early->why);
         auto challenge = handshake::parse_challenge(line);
         if (!challenge)
           return self->fail(errc::node_lost, "the peer at " + self->where

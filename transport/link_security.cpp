@@ -1,5 +1,9 @@
 #include "transport/link_security.hpp"
 
+#include <sys/stat.h>
+
+#include <cstdio>
+
 #include <fstream>
 
 #include <openssl/crypto.h>
@@ -48,6 +52,16 @@ caf::expected<std::string> read_token_file(const std::string& path) {
                           "openssl rand -hex 32 > "
                         + path);
   return token;
+}
+
+std::string token_file_warning(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || (st.st_mode & 077) == 0)
+    return {};
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  return "token file " + path + " is readable by other users (mode " + mode
+         + "): anyone who reads it can drive the cluster; chmod 600 " + path;
 }
 
 caf::error check_tls_files(const link_security& sec) {

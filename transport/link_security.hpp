@@ -36,6 +36,10 @@ struct link_security {
 
 /// Reads a token file: the first line, trimmed; at least 16 characters. Errors
 /// (errc::invalid_config) say what is wrong with the file and how to make one.
+/// A warning (as ssh gives for a private key) when the token file at `path` can be read by
+/// group or others; empty when it cannot, or cannot be examined.
+std::string token_file_warning(const std::string& path);
+
 caf::expected<std::string> read_token_file(const std::string& path);
 
 /// Checks that all three TLS files are given and readable (errc::invalid_argument).

@@ -151,8 +151,20 @@ cluster::impl::caf_connect(const std::string& host, uint16_t port, uint16_t targ
                            const std::string& what, std::chrono::milliseconds timeout) {
   auto start = cluster_clock::now();
   auto token = token_for(host, port);
-  if (!token)
+  if (!token) {
+    if (!is_loopback_host(host))
+      return token.error();
+    // No token for a loopback port: a peer that is no cafex agent at all (a web server on
+    // the port) says so in the handshake, and that is the real cause to report.
+    auto probe = dial->connect(host, port, target, std::string(32, '0'),
+                               std::min(timeout, std::chrono::milliseconds{2000}));
+    if (probe)
+      ::close(*probe);
+    else if (describe(probe.error()).find("does not speak the cafex handshake")
+             != std::string::npos)
+      return probe.error();
     return token.error();
+  }
   // The front door authenticates this driver, then CAF takes the connection over: no
   // local port is opened on either side.
   auto fd = dial->connect(host, port, target, *token, timeout);

@@ -62,7 +62,11 @@ struct cluster::impl {
                                                    std::chrono::milliseconds timeout);
   caf::error check_nodes();
   caf::error refresh(cluster_clock::time_point deadline);
-  caf::expected<std::vector<bundle>> try_place(int want, int& slots);
+  /// Places `want` bundles on what the agents have free (`slots`: bundles that fit at all
+  /// on the free devices); with `ignore_reservations`, on every device as if none were
+  /// reserved: a request that fails then can never be placed on these nodes.
+  caf::expected<std::vector<bundle>> try_place(int want, int& slots,
+                                               bool ignore_reservations = false);
   caf::error hold(const std::vector<bundle>& placed, cluster_clock::time_point deadline);
   void release_all();
   /// Starts one worker for `rpc_rank` on bundle `b` of node `n` (recovery).

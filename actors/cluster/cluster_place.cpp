@@ -58,7 +58,8 @@ caf::error cluster::impl::refresh(cluster_clock::time_point deadline) {
   return caf::none;
 }
 
-caf::expected<std::vector<bundle>> cluster::impl::try_place(int want, int& slots) {
+caf::expected<std::vector<bundle>> cluster::impl::try_place(int want, int& slots,
+                                                            bool ignore_reservations) {
   const auto need = units_of(opts.gpus_per_worker);
   cluster_spec spec;
   spec.driver_ip = driver_ip;
@@ -68,7 +69,8 @@ caf::expected<std::vector<bundle>> cluster::impl::try_place(int want, int& slots
       continue; // this node offers another kind of device
     node_spec ns{n.info.node_id, n.info.ip, {}};
     for (size_t i = 0; i < n.info.device_ids.size(); ++i) {
-      auto free = i < n.info.free_units.size() ? n.info.free_units[i] : 10000;
+      auto free = i < n.info.free_units.size() && !ignore_reservations ? n.info.free_units[i]
+                                                                       : 10000;
       // place_bundles assumes whole free devices; a partly reserved device is offered
       // only when it still holds a bundle, and the agent's ledger has the last word.
       if (free >= need) {
@@ -155,6 +157,15 @@ caf::error cluster::reserve(int world_size, std::chrono::steady_clock::time_poin
       why = placed.error();
       if (code_of(why) != errc::placement_failed)
         return why;
+      // Impossible even with every device free (strict_spread over fewer nodes, more
+      // devices than the nodes have, a resource no agent offers): say so at once.
+      int capacity = 0;
+      auto ever = d.try_place(want, capacity, true);
+      if (!ever)
+        return make_error(errc::placement_failed,
+                          with_resource(text_of(ever.error()), d.opts.resource_name) + " (the "
+                            + std::to_string(d.nodes.size())
+                            + " node(s) present can never hold it: waiting would not help)");
     }
     auto now = cluster_clock::now();
     auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(now - t0);

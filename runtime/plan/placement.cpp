@@ -245,7 +245,8 @@ caf::expected<std::vector<int>> select_bundle_indices(const std::vector<bundle>&
       return make_error(
         errc::invalid_argument,
         "--bundle-indices cannot have duplicate values, but got bundle_indices=" + py_list(idx)
-          + " (" + std::to_string(i) + " repeats); give each rank its own bundle");
+          + " (bundle " + std::to_string(i)
+          + " is named twice); give each rank its own bundle");
   for (int i : idx)
     if (i < 0 || i >= n)
       return make_error(errc::invalid_argument,

@@ -157,6 +157,15 @@ caf::expected<rank_plan> plan_ranks(const std::vector<worker_report>& reports,
   std::set<std::string> all_ips{driver_ip};
   for (const auto& r : reports)
     all_ips.insert(r.ip);
+  // The seed counts the driver's IP among the nodes' (and then reports non-unique IPs):
+  // when no rank is on the driver's node the real cause is that, so it is named.
+  if (ip_counts.count(driver_ip) == 0 && node_ids.size() + 1 == all_ips.size())
+    return make_error(errc::invalid_config,
+                      "no rank is placed on the driver's node (" + driver_ip
+                        + "): the workers are on " + py_repr(node_ids, '[', ']')
+                        + "; the driver's node must hold a rank (as the seed's driver "
+                          "worker does): pick --bundle-indices that include one of its "
+                          "bundles, or run the driver on a node that holds ranks");
   if (auto err = check_unique_ips(node_ids, all_ips))
     return err;
 

@@ -147,6 +147,18 @@ TEST_CASE("two nodes, four GPUs, tp 2 x pp 2: the exact JSON plan") {
   CHECK(r.out.find("hf_secret") == std::string::npos);
 }
 
+TEST_CASE("bundle indices that leave the driver's node without a rank name that cause") {
+  temp_file cluster(two_nodes);
+  // pack: bundles 0, 1 on a (the driver's 10.0.0.1), 2, 3 on b; ranks on 3 and 2 only.
+  auto r = run_plan({"--cluster", cluster.path, "--tp", "2", "--bundles", "4",
+                     "--bundle-indices", "3,2"},
+                    {"PATH=/usr/bin"});
+  INFO(r.err);
+  CHECK(r.rc != 0);
+  CHECK(r.err.find("no rank is placed on the driver's node (10.0.0.1)") != std::string::npos);
+  CHECK(r.err.find("unique IP") == std::string::npos);
+}
+
 TEST_CASE("user bundle indices and spread: created order differs from rank order") {
   temp_file cluster(two_nodes);
   auto r = run_plan({"--cluster", cluster.path, "--tensor-parallel-size", "4", "--json",

@@ -150,6 +150,8 @@ std::vector<std::string> hostile_payloads() {
 
 std::string token_file(const temp_dir& d) {
   std::ofstream(d / "token") << "0123456789abcdef0123456789abcdef\n";
+  ::chmod((d / "token").c_str(),
+          0600); // as an operator keeps it (a readable one is warned about)
   return d / "token";
 }
 

@@ -3,6 +3,8 @@
 // A machine where namespaces cannot be made FAILS these tests (never skips them).
 #include <doctest/doctest.h>
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <csignal>
 #include <cstdlib>
@@ -41,6 +43,7 @@ struct three_hosts {
     dir = mkdtemp(tmpl);
     token = dir + "/token";
     std::ofstream(token) << "0123456789abcdef0123456789abcdef\n";
+    ::chmod(token.c_str(), 0600); // a readable token file is warned about
     for (int i = 0; i < 3; ++i)
       start_agent(i, hosts.ip(i) + ":7100");
   }

@@ -6,6 +6,8 @@
 // made FAILS these tests.
 #include <doctest/doctest.h>
 
+#include <sys/stat.h>
+
 #include <chrono>
 #include <csignal>
 #include <fcntl.h>
@@ -72,6 +74,7 @@ struct node_hosts {
     dir = mkdtemp(tmpl);
     token = dir + "/token";
     std::ofstream(token) << "0123456789abcdef0123456789abcdef\n";
+    ::chmod(token.c_str(), 0600); // a readable token file is warned about
     for (int i = 0; i < n; ++i)
       start_agent(i);
   }

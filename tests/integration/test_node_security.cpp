@@ -3,6 +3,8 @@
 // logged with the peer's address, and the agent keeps serving correct drivers.
 #include <doctest/doctest.h>
 
+#include <sys/stat.h>
+
 #include <csignal>
 #include <fstream>
 #include <sys/wait.h>
@@ -29,6 +31,8 @@ struct tls_dir {
     leaf("evil", "intruder");
     std::ofstream(path("token")) << "0123456789abcdef0123456789abcdef\n";
     std::ofstream(path("wrong")) << "fedcba9876543210fedcba9876543210\n";
+    for (const char* f : {"token", "wrong"}) // a readable token file is warned about
+      ::chmod(path(f).c_str(), 0600);
   }
   ~tls_dir() { test::run_command({"/bin/rm", "-rf", dir}); }
   std::string path(const std::string& f) const { return dir + "/" + f; }

@@ -108,12 +108,16 @@ TEST_CASE("two node ids on one IP is the seed's unique-IP error") {
            "unique for each node.");
 }
 
-TEST_CASE("a driver IP with no worker also breaks the node/IP count") {
+TEST_CASE("a driver node with no rank is named as the cause, not as non-unique IPs") {
+  // The seed counts the driver's IP among the nodes' and reports non-unique IPs here.
   auto r = plan_ranks(reports({{B, "b", {"0"}}}), A, {1, 1}, {}, 29500);
   REQUIRE_FALSE(r);
-  CHECK(describe(r.error()).find("Got 1 nodes with node ids ['b'] and 2 unique IP "
-                                 "addresses {'10.0.0.1', '10.0.0.2'}")
-        != std::string::npos);
+  CHECK(code_of(r.error()) == errc::invalid_config);
+  CHECK(describe(r.error()).rfind("invalid_config: no rank is placed on the driver's node "
+                                  "(10.0.0.1): the workers are on ['b']",
+                                  0)
+        == 0);
+  CHECK(describe(r.error()).find("unique IP") == std::string::npos);
 }
 
 TEST_CASE("a non-integer GPU id is an error naming the worker") {

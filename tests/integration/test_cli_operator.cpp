@@ -1,0 +1,206 @@
+// What an operator types and trips over (the operator's-view issue): every flag works
+// wherever it can or is refused with its own message (exit 2, one `error:` line, the first
+// words checked here); enumerated values take any case; -tp/-pp and --rendezvous-port work;
+// a node agent's --env-allow cannot lock out the device variable every driver sets; a peer
+// that is not a cafex agent is named as such; a token file others can read is warned about.
+#include <doctest/doctest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <fstream>
+#include <thread>
+
+#include "processes.hpp"
+
+using namespace cafex;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string bin() {
+  return test::binary_from_env("CAFEX_BIN");
+}
+
+test::command_result run(std::vector<std::string> args, std::chrono::seconds bound = 120s) {
+  args.insert(args.begin(), {bin(), "run"});
+  return test::run_command(args, bound);
+}
+
+/// A loopback listener; with `http`, a thread answers each connection as a web server.
+struct listener {
+  int fd = -1;
+  uint16_t port = 0;
+  std::atomic<bool> stop{false};
+  std::thread server;
+
+  explicit listener(bool http) {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(::listen(fd, 16) == 0);
+    socklen_t len = sizeof a;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    port = ntohs(a.sin_port);
+    if (http)
+      server = std::thread([this] {
+        while (!stop) {
+          int c = ::accept(fd, nullptr, nullptr);
+          if (c < 0)
+            break;
+          char buf[512];
+          (void) ::recv(c, buf, sizeof buf, 0);
+          const char reply[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+          (void) ::send(c, reply, sizeof reply - 1, MSG_NOSIGNAL);
+          ::close(c);
+        }
+      });
+  }
+  ~listener() {
+    stop = true;
+    ::shutdown(fd, SHUT_RDWR);
+    if (server.joinable())
+      server.join();
+    ::close(fd);
+  }
+};
+
+/// `cafex node` on an ephemeral loopback port, stopped at the end.
+struct agent {
+  pid_t pid = -1;
+  std::string out = "/tmp/cafex-operator-agent-" + std::to_string(::getpid()) + ".out";
+  std::string err = out + ".err";
+  uint16_t port = 0;
+
+  explicit agent(std::vector<std::string> extra) {
+    std::vector<std::string> argv{bin(), "node", "--listen", "127.0.0.1:0", "--devices", "2"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    pid = test::start_background(argv, out, err);
+    REQUIRE_MESSAGE(test::wait_until(
+                      [&] {
+                        return test::read_file(out).find("listening 127.0.0.1:")
+                               != std::string::npos;
+                      },
+                      20s),
+                    "agent did not start: " << test::read_file(err));
+    auto text = test::read_file(out);
+    port = static_cast<uint16_t>(std::stoi(text.substr(text.find("127.0.0.1:") + 10)));
+  }
+  ~agent() {
+    kill(pid, SIGTERM);
+    int st = 0;
+    if (!test::wait_until([&] { return waitpid(pid, &st, WNOHANG) == pid; }, 30s)) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &st, 0);
+    }
+    ::unlink(out.c_str());
+    ::unlink(err.c_str());
+  }
+};
+
+} // namespace
+
+TEST_CASE("flags that cannot apply are refused with their own message") {
+  const std::pair<std::vector<std::string>, std::string> cases[] = {
+    {{"--gpus-per-worker", "1.5"}, "error: --gpus-per-worker must be in (0, 1], e.g. 1 or 0.5, got 1.5"},
+    {{"--connect-timeout", "5"}, "error: --connect-timeout is the deadline to reach node agents"},
+    {{"--host-ip", "192.0.2.1"}, "error: --host-ip 192.0.2.1 is not an address of this machine"},
+    {{"--rendezvous-port", "0"}, "error: --rendezvous-port must be between 1 and 65535, got 0"},
+    {{"--nodes", "127.0.0.1:1", "--devices", "2"}, "error: --devices sizes the embedded node agent"},
+    {{"--random-weights"}, "error: --random-weights applies to a checkpoint"},
+  };
+  for (const auto& [args, first_words] : cases) {
+    auto r = run(args, 60s);
+    INFO(args.front() << " -> " << r.err);
+    CHECK(r.exit_code == 2);
+    CHECK(r.err.rfind(first_words, 0) == 0);
+    CHECK(r.err.find('\n') == r.err.size() - 1);
+  }
+}
+
+TEST_CASE("enumerated values take any case; -tp and -pp are vLLM's short forms") {
+  auto r = run({"--channel", "SHM", "--device", "CPU", "--log-level", "ERROR", "--strategy",
+                "PACK", "-tp", "2", "-pp", "1", "--steps", "1", "--json"});
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("\"tp\":2") != std::string::npos);
+}
+
+TEST_CASE("--rendezvous-port puts the store on that port, and a taken one is named") {
+  uint16_t port = 0;
+  {
+    listener probe{false}; // an ephemeral port that was free a moment ago
+    port = probe.port;
+  }
+  auto ok = run({"--tp", "2", "--steps", "1", "--rendezvous-port", std::to_string(port)});
+  INFO(ok.err);
+  CHECK(ok.exit_code == 0);
+  listener taken{false};
+  auto r = run({"--tp", "2", "--steps", "1", "--rendezvous-port", std::to_string(taken.port)});
+  INFO(r.err);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("--rendezvous-port " + std::to_string(taken.port)
+                   + ": the rendezvous store cannot listen on")
+        != std::string::npos);
+}
+
+TEST_CASE("an agent's --env-allow cannot lock out CUDA_VISIBLE_DEVICES") {
+  test::become_subreaper();
+  agent a{{"--env-allow", "CAFEX_"}};
+  auto r = run({"--nodes", "127.0.0.1:" + std::to_string(a.port), "--tp", "2", "--steps", "1"});
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+}
+
+TEST_CASE("a peer that is not a cafex agent is named as such") {
+  listener web{true};
+  auto r = run({"--nodes", "127.0.0.1:" + std::to_string(web.port), "--steps", "1",
+                "--connect-timeout", "5"},
+               60s);
+  INFO(r.err);
+  CHECK(r.exit_code != 0);
+  CHECK(r.err.find("does not speak the cafex handshake") != std::string::npos);
+  CHECK(r.err.find("requires a cluster token") == std::string::npos);
+}
+
+TEST_CASE("a token file other users can read is warned about, as ssh does") {
+  const std::string path = "/tmp/cafex-operator-token-" + std::to_string(::getpid());
+  std::ofstream{path} << "0123456789abcdef0123456789abcdef\n";
+  ::chmod(path.c_str(), 0644);
+  // The warning comes while the flags are read; the run then fails on the missing agent.
+  auto r = run({"--nodes", "127.0.0.1:1", "--token-file", path, "--steps", "1",
+                "--connect-timeout", "2"},
+               60s);
+  CHECK(r.err.rfind("warning: token file " + path + " is readable by other users (mode 0644)",
+                    0)
+        == 0);
+  ::chmod(path.c_str(), 0600);
+  auto quiet = run({"--nodes", "127.0.0.1:1", "--token-file", path, "--steps", "1",
+                    "--connect-timeout", "2"},
+                   60s);
+  CHECK(quiet.err.find("warning: token file") == std::string::npos);
+  ::unlink(path.c_str());
+}
+
+TEST_CASE("a placement the nodes present can never satisfy fails at once and says why") {
+  // strict_spread of 2 bundles over the one embedded node; 4 bundles of a whole device
+  // each on an embedded node of 2 devices.
+  for (auto args : std::vector<std::vector<std::string>>{
+         {"--tp", "2", "--strategy", "strict_spread", "--steps", "1"},
+         {"--tp", "2", "--bundles", "4", "--devices", "2", "--steps", "1"}}) {
+    auto r = run(args, 40s); // the default --placement-timeout is 60 s
+    INFO(args[2] << " -> " << r.err);
+    CHECK_FALSE(r.timed_out);
+    CHECK(r.exit_code == 1);
+    CHECK(r.err.find("can never hold it: waiting would not help") != std::string::npos);
+    CHECK(r.err.find("waiting for") == std::string::npos);
+  }
+}

@@ -8,6 +8,7 @@ namespace cafex {
 using call_atom = caf::atom_constant<caf::atom("call")>;         ///< worker method by name
 using execute_atom = caf::atom_constant<caf::atom("execute")>;   ///< one model step
 using register_atom = caf::atom_constant<caf::atom("register")>; ///< worker -> node agent
+using status_atom = caf::atom_constant<caf::atom("status")>;     ///< cafex status -> agent
 using info_atom = caf::atom_constant<caf::atom("info")>;         ///< node description
 using spawn_atom = caf::atom_constant<caf::atom("spawn")>;       ///< start a worker process
 using kill_atom = caf::atom_constant<caf::atom("kill")>;         ///< stop worker processes

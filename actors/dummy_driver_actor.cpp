@@ -1,5 +1,10 @@
 #include "actors/dummy_driver_actor.hpp"
 
+#include <unistd.h>
+
+#include <cstdio>
+#include <ctime>
+
 #include <algorithm>
 #include <memory>
 
@@ -19,10 +24,24 @@ void settle(dummy_driver_state::kill_wait& k, const caf::actor_addr& agent) {
 
 } // namespace
 
+std::string this_driver_label() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0)
+    std::snprintf(host, sizeof host, "unknown-host");
+  static const auto started = std::time(nullptr); // the first call: near start-up
+  std::tm utc{};
+  ::gmtime_r(&started, &utc);
+  char when[32];
+  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  return std::string("driver on ") + host + ", pid " + std::to_string(::getpid()) + ", since "
+         + when;
+}
+
 dummy_driver_actor::behavior_type
 dummy_driver_impl(dummy_driver_actor::stateful_pointer<dummy_driver_state> self,
-                  std::chrono::milliseconds agent_timeout) {
+                  std::chrono::milliseconds agent_timeout, std::string label) {
   self->state.agent_timeout = agent_timeout;
+  self->state.label = std::move(label);
   // A lost agent (killed, or its node cut off) never answers: forget it, so that stopping
   // the workers at shutdown does not wait agent_timeout for it. Its own workers die with
   // it (PR_SET_PDEATHSIG) or are stopped by it when it loses this driver.
@@ -45,7 +64,9 @@ dummy_driver_impl(dummy_driver_actor::stateful_pointer<dummy_driver_state> self,
     [self](hold_atom, const node_agent_actor& agent,
            const std::vector<bundle_claim>& claims) -> caf::result<uint64_t> {
       auto rp = self->make_response_promise<uint64_t>();
-      self->request(agent, self->state.agent_timeout, reserve_atom::value, claims)
+      self
+        ->request(agent, self->state.agent_timeout, reserve_atom::value, claims,
+                  self->state.label)
         .then(
           [self, rp, agent](uint64_t id) mutable {
             self->state.reservations.push_back({agent, id});

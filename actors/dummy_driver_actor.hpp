@@ -30,11 +30,15 @@ struct dummy_driver_state {
   };
   std::shared_ptr<kill_wait> killing;
   std::chrono::milliseconds agent_timeout = defaults::agent_timeout;
+  std::string label; ///< "driver on HOST, pid P, since TIME": how the agents name us
   static inline const char* name = "cafex.dummy_driver";
 };
 
 dummy_driver_actor::behavior_type
 dummy_driver_impl(dummy_driver_actor::stateful_pointer<dummy_driver_state> self,
-                  std::chrono::milliseconds agent_timeout);
+                  std::chrono::milliseconds agent_timeout, std::string label);
+
+/// "driver on HOST, pid P, since 2026-12-03T18:57:12Z": this process, for the agents' logs.
+std::string this_driver_label();
 
 } // namespace cafex

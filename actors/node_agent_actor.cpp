@@ -196,13 +196,29 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
   self->state.ledger = resource_ledger(self->state.opts.info.device_ids);
   self->set_down_handler([self](caf::down_msg& dm) {
     // A driver that goes away takes its workers and its reservations with it.
+    auto& st = self->state;
+    const auto owner = caf::to_string(dm.source);
+    std::string who = owner; // its readable name, when one of its reservations gave it
+    for (const auto& [id, r] : st.ledger.held())
+      if (r.owner == owner && st.driver_names.count(id) != 0) {
+        who = st.driver_names[id];
+        break;
+      }
     int n = kill_children_of(self, dm.source);
     if (n > 0)
-      spdlog::info("driver went away ({}): stopped {} worker(s)", caf::to_string(dm.reason),
+      spdlog::info("{} went away ({}): stopped {} worker(s)", who, caf::to_string(dm.reason),
                    n);
-    int r = self->state.ledger.release(caf::to_string(dm.source), 0);
+    std::vector<uint64_t> gone;
+    for (const auto& [id, r] : st.ledger.held())
+      if (r.owner == owner)
+        gone.push_back(id);
+    int r = st.ledger.release(owner, 0);
+    for (auto id : gone) {
+      st.driver_names.erase(id);
+      st.reserved_at.erase(id);
+    }
     if (r > 0)
-      spdlog::info("driver went away ({}): released {} reservation(s)",
+      spdlog::info("{} went away ({}): released {} reservation(s)", who,
                    caf::to_string(dm.reason), r);
   });
   // When the agent quits, its state (and so every child_process, RAII) is destroyed:
@@ -222,12 +238,19 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
         self->state.checked_peers.insert(sender->node());
       return std::string(version());
     },
+    [self](status_atom) -> caf::result<std::string> {
+      auto sender = self->current_sender();
+      if (auto err = check_peer(self, sender))
+        return err;
+      return agent_status_json(self->state);
+    },
     [self](info_atom) -> node_info {
       auto info = self->state.opts.info;
       info.free_units = self->state.ledger.free_units();
       return info;
     },
-    [self](reserve_atom, const std::vector<bundle_claim>& claims) -> caf::result<uint64_t> {
+    [self](reserve_atom, const std::vector<bundle_claim>& claims,
+           const std::string& driver) -> caf::result<uint64_t> {
       auto sender = self->current_sender();
       if (!sender)
         return make_error(errc::invalid_argument, "anonymous reservations are refused");
@@ -238,13 +261,29 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
       if (!id)
         return id.error();
       self->monitor(sender);
-      spdlog::info("reserved {} bundle(s) as reservation {} for {}", claims.size(), *id,
-                   owner);
+      // A readable name for the logs (a driver sends its own; the CAF address otherwise).
+      const auto who = driver.empty() ? owner : driver.substr(0, 200);
+      self->state.driver_names[*id] = who;
+      self->state.reserved_at[*id] = std::chrono::steady_clock::now();
+      spdlog::info("reserved {} bundle(s) as reservation {} for {}", claims.size(), *id, who);
       return *id;
     },
     [self](release_atom, uint64_t id) -> bool {
       auto owner = caf::to_string(caf::actor_cast<caf::actor_addr>(self->current_sender()));
-      return self->state.ledger.release(owner, id) > 0;
+      const int released = self->state.ledger.release(owner, id);
+      if (released > 0) {
+        auto& names = self->state.driver_names;
+        std::string who = owner;
+        if (id != 0 && names.count(id) != 0)
+          who = names[id];
+        spdlog::info("{} released {} bundle(s) of reservation {}", who, released,
+                     id == 0 ? std::string{"(all)"} : std::to_string(id));
+        if (id != 0) {
+          names.erase(id);
+          self->state.reserved_at.erase(id);
+        }
+      }
+      return released > 0;
     },
     [self](spawn_atom, const spawn_request& req) -> caf::result<worker_actor, uint16_t> {
       auto& st = self->state;

@@ -53,12 +53,16 @@ struct node_agent_state {
     bool registered = false;
     std::string worker_id; ///< worker_key() of the registered worker
     std::chrono::steady_clock::time_point deadline;
+    std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
     route_lease route; ///< its direct route, while the record lasts
   };
   node_agent_options opts;
   uint64_t next_spawn_id = 1;
   std::map<uint64_t, child> children;
   resource_ledger ledger;
+  std::map<uint64_t, std::string> driver_names; ///< reservation id -> who holds it
+  /// reservation id -> when it was made
+  std::map<uint64_t, std::chrono::steady_clock::time_point> reserved_at;
   std::set<caf::node_id> checked_peers; ///< remote nodes whose version matched
   bool reaping = false;
   /// Pending "why did this worker end" questions: answered once the child is reaped, or
@@ -72,6 +76,12 @@ struct node_agent_state {
   std::map<std::string, failure_cause> ended; ///< worker id -> how it ended (bounded)
   static inline const char* name = "cafex.node_agent";
 };
+
+/// The agent's state as `cafex status` shows it: {"node_id", "ip", "version",
+/// "resource", "device_kind", "devices": [{"id", "free", "reserved": [{"reservation",
+/// "driver", "share", "bundle", "for_s"}]}], "workers": [{"rank", "bundle", "pid",
+/// "state": "starting"|"running", "uptime_s", "driver"}]}.
+std::string agent_status_json(const node_agent_state& st);
 
 node_agent_actor::behavior_type
 node_agent_impl(node_agent_actor::stateful_pointer<node_agent_state> self,

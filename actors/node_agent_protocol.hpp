@@ -23,9 +23,12 @@ using node_agent_actor = caf::typed_actor<
   /// the agent reserves or spawns anything for it.
   caf::replies_to<version_atom, std::string>::with<std::string>,
   caf::replies_to<info_atom>::with<node_info>,
+  /// What `cafex status` shows, as one JSON object (agent_status_json).
+  caf::replies_to<status_atom>::with<std::string>,
   /// Reserves bundles for the sender (the agent monitors it and releases them when it
   /// goes away); answers a reservation id, or placement_failed naming what is missing.
-  caf::replies_to<reserve_atom, std::vector<bundle_claim>>::with<uint64_t>,
+  /// The string names the driver for people: "driver on HOST, pid P, since TIME".
+  caf::replies_to<reserve_atom, std::vector<bundle_claim>, std::string>::with<uint64_t>,
   /// Releases one of the sender's reservations (0: all of them).
   caf::replies_to<release_atom, uint64_t>::with<bool>,
   /// Starts one worker process; answers its handle once it registered, and its direct

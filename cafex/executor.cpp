@@ -40,8 +40,40 @@ caf::error startup_failed(std::optional<startup_phase> phase, const caf::error& 
 
 } // namespace
 
+namespace {
+
+std::string join_addresses(const std::vector<std::string>& nodes) {
+  std::string out;
+  for (const auto& n : nodes)
+    out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+/// What a start-up phase waits for, as its progress lines say it.
+std::string awaited(startup_phase p, int world) {
+  const auto n = std::to_string(world) + " worker(s)";
+  switch (p) {
+    case startup_phase::placement: return "placement: free devices on the node agents";
+    case startup_phase::spawn_workers: return "the " + n + " to start and register";
+    case startup_phase::rank_workers: return "the node and GPU ids of " + n;
+    case startup_phase::update_environment: return "update_environment_variables on " + n;
+    case startup_phase::init_worker: return "init_worker on " + n;
+    case startup_phase::init_device: return "init_device (devices, TP groups) on " + n;
+    case startup_phase::load_model: return "load_model on " + n;
+    case startup_phase::compile_dataflow: return "the dataflow's channels on " + n;
+  }
+  return to_string(p);
+}
+
+} // namespace
+
 void executor::impl::begin_phase(startup_phase p, clock::time_point deadline) {
   phase = p;
+  ticker.reset();
+  if (opts.on_progress)
+    ticker = std::make_unique<progress_ticker>(opts.on_progress,
+                                               awaited(p, opts.parallel.world_size()),
+                                               deadline);
   if (!opts.on_startup_phase)
     return;
   startup_event ev;
@@ -62,6 +94,10 @@ void executor::impl::begin_phase(startup_phase p, clock::time_point deadline) {
 
 caf::error executor::impl::start_up() {
   auto deadline = clock::now() + opts.start_timeout;
+  struct end_of_waits {
+    std::unique_ptr<progress_ticker>& t;
+    ~end_of_waits() { t.reset(); }
+  } stop_ticking{ticker};
   if (opts.parallel.tensor_parallel_size < 1 || opts.parallel.pipeline_parallel_size < 1)
     return make_error(errc::invalid_argument,
                       "tensor and pipeline parallel sizes must be at least 1");
@@ -75,8 +111,14 @@ caf::error executor::impl::start_up() {
   nodes = std::make_unique<cluster>(sys, co);
   if (!co.nodes.empty()) {
     // Remote node agents (cafex node): connect, check versions, settle the driver IP.
+    if (opts.on_progress)
+      ticker = std::make_unique<progress_ticker>(opts.on_progress,
+                                                 "the node agent(s) at "
+                                                   + join_addresses(co.nodes) + " to answer",
+                                                 deadline);
     if (auto err = nodes->connect(deadline))
       return err;
+    ticker.reset();
     opts.host_ip = nodes->driver_ip();
   } else if (auto err = start_embedded_agent()) {
     return err;

@@ -123,6 +123,11 @@ struct executor_options {
   /// return quickly, and never call into an executor from it. Empty (the default): never
   /// called, and start-up asks no worker for its pid.
   std::function<void(const startup_event&)> on_startup_phase;
+  /// Called, from a thread of its own, with a progress line ("waiting for load_model on 4
+  /// workers: 2.0 s so far, deadline in 58.0 s") for every start-up wait that lasts over
+  /// a second, then every 3 s while it lasts. Empty (the default): no lines. `cafex run`
+  /// prints them on stderr unless --quiet.
+  std::function<void(const std::string&)> on_progress;
 };
 
 /// PP size, or 2 with async scheduling (the seed's max_concurrent_batches): how many steps

@@ -20,6 +20,7 @@
 #include "cafex/executor.hpp"
 #include "runtime/defaults.hpp"
 #include "runtime/error.hpp"
+#include "runtime/progress.hpp"
 #include "transport/rendezvous_server.hpp"
 
 namespace cafex {
@@ -66,6 +67,8 @@ struct executor::impl {
   caf::error start_up();
   /// Enters start-up phase `p`: records it and tells options.on_startup_phase.
   void begin_phase(startup_phase p, clock::time_point deadline);
+  /// The progress lines of the wait now under way (executor_options::on_progress).
+  std::unique_ptr<progress_ticker> ticker;
   caf::error start_embedded_agent();
   caf::error place_and_spawn(clock::time_point deadline);
   /// The seed's lifecycle after the workers exist, one phase per function, in its order

@@ -68,7 +68,7 @@ int chaos_command(int argc, char** argv) {
         std::fprintf(stderr, "warning: %s\n", warn.c_str());
       auto tok = read_token_file(args.get("--token-file"));
       if (!tok)
-        throw usage_error{"--token-file: " + describe(tok.error())};
+        throw usage_error{"--token-file: " + message_of(tok.error())};
       opts.cluster.security.token = *tok;
     }
     as_json = args.has("--json");

@@ -70,7 +70,7 @@ generate_job parse_job(const parsed_args& args) {
   job.opts = executor_options_from(args);
   auto hf = hf::load_hf_config(job.opts.model.path); // checked by executor_options_from
   if (!hf)
-    throw usage_error{"--model: " + describe(hf.error())};
+    throw usage_error{"--model: " + message_of(hf.error())};
   job.eos = hf->eos_token_ids;
   const auto prompts = args.get_all("--prompt-ids");
   if (prompts.empty())

@@ -81,7 +81,12 @@ int node_command(int argc, char** argv) {
            "program this agent starts as `PATH worker ...` (a host's own worker build, "
            "e.g. with extra models or methods)",
            "this cafex"})
-    .flag({{"--log-level"}, "LEVEL", "trace, debug, info, warn, error or off", "info"});
+    .flag({{"--log-level"}, "LEVEL", "trace, debug, info, warn, error or off", "info"})
+    .flag({{"--log-format"},
+           "text|json",
+           "log lines as text or one JSON object each (its "
+           "workers log the same way)",
+           "text"});
   std::string host = "127.0.0.1";
   int port = 0;
   int devices = 1;
@@ -137,6 +142,8 @@ int node_command(int argc, char** argv) {
       throw usage_error{"--host-ip must be an IPv4 address such as 10.0.0.2, got '" + host_ip
                         + "'"};
     level = lower_case(a.get("--log-level", "info"));
+    if (auto err = set_log_format(lower_case(a.get("--log-format", "text"))))
+      throw usage_error{"--log-format: " + message_of(err)};
     // Chosen on the node, never by a driver: an agent only starts programs its operator named.
     worker_program = a.get("--worker-program", "");
     if (!worker_program.empty() && access(worker_program.c_str(), X_OK) != 0)
@@ -158,14 +165,14 @@ int node_command(int argc, char** argv) {
         std::fprintf(stderr, "warning: %s\n", warn.c_str());
       auto tok = read_token_file(a.get("--token-file"));
       if (!tok)
-        throw usage_error{"--token-file: " + describe(tok.error())};
+        throw usage_error{"--token-file: " + message_of(tok.error())};
       sec.token = *tok;
     }
     sec.tls_cert = a.get("--tls-cert");
     sec.tls_key = a.get("--tls-key");
     sec.tls_ca = a.get("--tls-ca");
     if (auto err = check_tls_files(sec))
-      throw usage_error{describe(err)};
+      throw usage_error{message_of(err)};
     if (!is_loopback_host(host) && !sec.enabled())
       throw usage_error{"--listen " + listen
                         + " is reachable from other hosts, and a node agent starts "

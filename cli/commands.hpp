@@ -7,4 +7,5 @@ int generate_command(int argc, char** argv);
 int node_command(int argc, char** argv);
 int worker_command(int argc, char** argv);
 int chaos_command(int argc, char** argv);
+int status_command(int argc, char** argv);
 } // namespace cafex::cli

@@ -1,4 +1,4 @@
-// cafex: run, generate, node, plan, chaos, and the internal worker subcommand.
+// cafex: run, generate, node, plan, status, chaos, and the internal worker subcommand.
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -15,6 +15,7 @@ void print_usage(FILE* out) {
              "  generate generate tokens from prompts with a Hugging Face checkpoint\n"
              "  node     publish a node agent that spawns workers on this machine\n"
              "  plan     dry run: print what would run where, start nothing\n"
+             "  status   what each node agent holds: devices, reservations, workers\n"
              "  chaos    run a failure-injection scenario and check its outcome\n"
              "  worker   (internal) a worker process, started by a node agent\n\n"
              "'cafex <command> --help' lists a command's flags.\n",
@@ -47,14 +48,16 @@ int main(int argc, char** argv) {
     return cafex::cli::generate_command(argc, argv);
   if (cmd == "node")
     return cafex::cli::node_command(argc, argv);
+  if (cmd == "status")
+    return cafex::cli::status_command(argc, argv);
   if (cmd == "chaos")
     return cafex::cli::chaos_command(argc, argv);
   if (cmd == "worker")
     return cafex::cli::worker_command(argc, argv);
-  std::fprintf(
-    stderr,
-    "error: unknown command '%s'; commands are run, generate, node, plan, chaos, worker "
-    "(see 'cafex --help')\n",
-    cmd.c_str());
+  std::fprintf(stderr,
+               "error: unknown command '%s'; commands are run, generate, node, plan, status, "
+               "chaos, worker "
+               "(see 'cafex --help')\n",
+               cmd.c_str());
   return 2;
 }

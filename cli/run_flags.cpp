@@ -13,6 +13,9 @@
 #include "runtime/models/hf/hf_config.hpp"
 #include "runtime/plan/cluster_spec.hpp"
 #include "runtime/error.hpp"
+#include "runtime/logging.hpp"
+
+#include <spdlog/spdlog.h>
 #include "runtime/models/collective.hpp"
 #include "runtime/os/worker_profiler.hpp"
 #include "transport/channel.hpp"
@@ -38,6 +41,8 @@ arg_parser run_parser() {
 arg_parser& add_executor_flags(arg_parser& p) {
   p.flag({{"--tensor-parallel-size", "--tp", "-tp"}, "N", "tensor parallel size", "1"})
     .flag({{"--pipeline-parallel-size", "--pp", "-pp"}, "N", "pipeline parallel size", "1"})
+    .flag({{"--quiet"}, "", "no progress lines on stderr for waits over a second", ""})
+    .flag({{"--log-format"}, "text|json", "log lines as text or one JSON object each", "text"})
     .flag({{"--rendezvous-port"},
            "PORT",
            "fixed port of the workers' rendezvous store (torchrun's --master-port)",
@@ -157,7 +162,7 @@ void cluster_from(const parsed_args& a, cluster_options& c) {
         std::string host;
         uint16_t port = 0;
         if (auto err = parse_host_port(item, "--nodes", host, port))
-          throw usage_error{describe(err)};
+          throw usage_error{message_of(err)};
         c.nodes.push_back(item);
       }
       item.clear();
@@ -170,7 +175,7 @@ void cluster_from(const parsed_args& a, cluster_options& c) {
       std::fprintf(stderr, "warning: %s\n", warn.c_str());
     auto tok = read_token_file(a.get("--token-file"));
     if (!tok)
-      throw usage_error{"--token-file: " + describe(tok.error())};
+      throw usage_error{"--token-file: " + message_of(tok.error())};
     c.security.token = *tok;
   }
   c.security.tls_cert = a.get("--tls-cert");
@@ -178,9 +183,9 @@ void cluster_from(const parsed_args& a, cluster_options& c) {
   c.security.tls_ca = a.get("--tls-ca");
   if (a.has("--cluster-config"))
     if (auto err = load_cluster_config(a.get("--cluster-config"), c))
-      throw usage_error{"--cluster-config: " + describe(err)};
+      throw usage_error{"--cluster-config: " + message_of(err)};
   if (auto err = check_tls_files(c.security))
-    throw usage_error{describe(err)};
+    throw usage_error{message_of(err)};
   if (c.nodes.empty() && c.security.enabled())
     throw usage_error{"--token-file and --tls-* secure the link to node agents; name them "
                       "with --nodes or --cluster-config (the embedded default needs neither)"};
@@ -218,9 +223,9 @@ void checkpoint_from(const parsed_args& a, executor_options& o) {
                         "(config.json and *.safetensors)"};
   auto hf = hf::load_hf_config(dir);
   if (!hf)
-    throw usage_error{"--model: " + describe(hf.error())};
+    throw usage_error{"--model: " + message_of(hf.error())};
   if (auto err = hf::check_tp(*hf, o.parallel.tensor_parallel_size))
-    throw usage_error{describe(err)};
+    throw usage_error{message_of(err)};
   std::string partition = a.get("--pp-layer-partition");
   std::string source = "--pp-layer-partition";
   const char* env = std::getenv("VLLM_PP_LAYER_PARTITION");
@@ -230,10 +235,10 @@ void checkpoint_from(const parsed_args& a, executor_options& o) {
   }
   auto parts = hf::parse_layer_partition(partition);
   if (!parts)
-    throw usage_error{source + ": " + describe(parts.error())};
+    throw usage_error{source + ": " + message_of(parts.error())};
   auto layers = hf::pp_indices(hf->num_layers, 0, o.parallel.pipeline_parallel_size, *parts);
   if (!layers)
-    throw usage_error{source + ": " + describe(layers.error())};
+    throw usage_error{source + ": " + message_of(layers.error())};
   o.model.name = "hf";
   o.model.path = dir;
   o.model.pp_layer_partition = partition;
@@ -248,6 +253,10 @@ void checkpoint_from(const parsed_args& a, executor_options& o) {
 }
 
 } // namespace
+
+void cluster_flags_from(const parsed_args& args, cluster_options& into) {
+  cluster_from(args, into);
+}
 
 executor_options executor_options_from(const parsed_args& a) {
   executor_options o;
@@ -297,7 +306,7 @@ executor_options executor_options_from(const parsed_args& a) {
     o.bundle_indices = parse_int_list(a.get("--bundle-indices"), "--bundle-indices");
   auto strategy = parse_placement_strategy(a.get("--strategy", "pack"));
   if (!strategy)
-    throw usage_error{"--strategy: " + describe(strategy.error())};
+    throw usage_error{"--strategy: " + message_of(strategy.error())};
   o.strategy = *strategy;
   o.host_ip = a.get("--host-ip", "");
   if (!o.host_ip.empty() && !is_ipv4(o.host_ip))
@@ -308,6 +317,13 @@ executor_options executor_options_from(const parsed_args& a) {
                       + " is not an address of this machine (nothing can listen on it): name "
                         "one of its addresses (ip -4 addr), or drop the flag"};
   o.rendezvous_port = static_cast<uint16_t>(a.get_int("--rendezvous-port", 0, 1, 65535));
+  if (!a.has("--quiet"))
+    o.on_progress = [](const std::string& line) {
+      if (log_format() == "json")
+        spdlog::warn("{}", line); // stderr stays one JSON object per line
+      else
+        std::fprintf(stderr, "cafex: %s\n", line.c_str());
+    };
   cluster_from(a, o.cluster);
   if (a.has("--devices") && !o.cluster.nodes.empty())
     throw usage_error{"--devices sizes the embedded node agent; with --nodes or "
@@ -319,13 +335,19 @@ executor_options executor_options_from(const parsed_args& a) {
   o.step_timeout = std::chrono::milliseconds(a.get_int("--step-timeout", 300, 1, 86400)
                                              * 1000);
   o.log_level = lower_case(a.get("--log-level", "warn"));
+  if (auto err = set_log_format(lower_case(a.get("--log-format", "text"))))
+    throw usage_error{"--log-format: " + message_of(err)};
   o.channel = lower_case(a.get("--channel", "auto"));
   auto channel = parse_channel_type(o.channel);
   if (!channel)
-    throw usage_error{"--channel: " + describe(channel.error())};
+    throw usage_error{"--channel: " + message_of(channel.error())};
+  if (o.channel == "nccl" && o.device != "cuda")
+    throw usage_error{"--channel nccl hands the hidden states from GPU to GPU: it needs "
+                      "GPU workers (--device cuda on a machine with GPUs); use --channel shm, "
+                      "tcp or auto"};
   o.tp_transport = lower_case(a.get("--tp-transport", "auto"));
   if (auto err = check_tp_transport(o.tp_transport))
-    throw usage_error{"--tp-transport: " + describe(err)};
+    throw usage_error{"--tp-transport: " + message_of(err)};
   o.async_scheduling = a.has("--async-scheduling");
   auto policy = lower_case(a.get("--on-worker-failure", "fail"));
   if (policy == "restart")
@@ -335,7 +357,7 @@ executor_options executor_options_from(const parsed_args& a) {
   o.max_restarts = static_cast<int>(a.get_int("--max-restarts", 3, 0, 1000));
   auto profiler = parse_worker_profiler(a.get("--worker-profiler", "none"));
   if (!profiler)
-    throw usage_error{"--worker-profiler: " + describe(profiler.error())};
+    throw usage_error{"--worker-profiler: " + message_of(profiler.error())};
   if (*profiler != worker_profiler::none) {
     const char* path = std::getenv("PATH");
     if (find_executable(profiler_program(*profiler), path ? path : "").empty())

@@ -17,4 +17,8 @@ arg_parser& add_executor_flags(arg_parser& p);
 /// Options from parsed flags; throws usage_error with what to fix.
 executor_options executor_options_from(const parsed_args& args);
 
+/// The cluster part of those flags (--nodes, --cluster-config, credentials, timeouts),
+/// for commands that reach node agents without starting an executor (cafex status).
+void cluster_flags_from(const parsed_args& args, cluster_options& into);
+
 } // namespace cafex::cli

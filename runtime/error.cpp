@@ -38,6 +38,16 @@ errc code_of(const caf::error& err) {
   return static_cast<errc>(err.code());
 }
 
+std::string message_of(const caf::error& err) {
+  if (err && err.category() == error_category && err.context().match_elements<std::string>()) {
+    const auto& text = err.context().get_as<std::string>(0);
+    const std::string code = to_string(static_cast<errc>(err.code()));
+    return text.compare(0, code.size() + 2, code + ": ") == 0 ? text.substr(code.size() + 2)
+                                                              : text;
+  }
+  return describe(err);
+}
+
 std::string describe(const caf::error& err) {
   if (!err)
     return "no error";

@@ -42,6 +42,10 @@ const char* to_string(errc x);
 caf::error make_error(errc code, std::string what);
 
 /// Renders any caf::error for people: "timeout: rank 1 on node a did not answer ...".
+/// The message of `err` without its code name ("cannot read ..."), for text shown to a
+/// person after its own prefix ("--cluster-config: ..."); describe() for other errors.
+std::string message_of(const caf::error& err);
+
 std::string describe(const caf::error& err);
 
 /// The cafex code of `err`, or errc::none when it is not a cafex error.

@@ -1,8 +1,14 @@
 #include "runtime/logging.hpp"
 
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
 #include <memory>
 #include <mutex>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -39,6 +45,39 @@ protected:
 
 private:
   log_callback fn_;
+};
+
+/// One JSON object per line on stderr: {"time","role","pid","level","msg"} (the
+/// machine-readable form of the text lines, for log shippers).
+class json_stderr_sink : public spdlog::sinks::base_sink<std::mutex> {
+public:
+  explicit json_stderr_sink(std::string role) : role_(std::move(role)) {}
+
+protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    const auto t = std::chrono::system_clock::to_time_t(msg.time);
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      msg.time.time_since_epoch())
+                      .count()
+                    % 1000;
+    std::tm utc{};
+    ::gmtime_r(&t, &utc);
+    char when[40];
+    const auto n = std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &utc);
+    std::snprintf(when + n, sizeof when - n, ".%03dZ", static_cast<int>(ms));
+    nlohmann::json j{{"time", when},
+                     {"role", role_},
+                     {"pid", static_cast<int64_t>(::getpid())},
+                     {"level", to_string(severity_of(msg.level))},
+                     {"msg", std::string(msg.payload.data(), msg.payload.size())}};
+    // Invalid UTF-8 in a message is replaced, never an exception on the logging path.
+    auto line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+    std::fwrite(line.data(), 1, line.size(), stderr);
+  }
+  void flush_() override { std::fflush(stderr); }
+
+private:
+  std::string role_;
 };
 
 struct logging_state {
@@ -88,6 +127,8 @@ caf::error init_logging(const std::string& level, const std::string& role, log_c
   if (!to_stderr) {
     logger = std::make_shared<spdlog::logger>(name, std::make_shared<callback_sink>(
                                                       std::move(sink)));
+  } else if (log_format() == "json") {
+    logger = std::make_shared<spdlog::logger>(name, std::make_shared<json_stderr_sink>(role));
   } else {
     logger = std::make_shared<spdlog::logger>(
       name, std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
@@ -100,6 +141,22 @@ caf::error init_logging(const std::string& level, const std::string& role, log_c
   s.role = role;
   s.ours_on_stderr = to_stderr;
   return caf::none;
+}
+
+caf::error set_log_format(const std::string& format) {
+  if (format != "text" && format != "json")
+    return make_error(errc::invalid_argument,
+                      "unknown log format '" + format + "'; use text or json");
+  // The environment carries it to every process this one starts (workers read it in
+  // their own init_logging).
+  // Called while the process parses its flags, before it starts threads of its own.
+  ::setenv("CAFEX_LOG_FORMAT", format.c_str(), 1); // NOLINT(concurrency-mt-unsafe)
+  return caf::none;
+}
+
+std::string log_format() {
+  const char* f = std::getenv("CAFEX_LOG_FORMAT");
+  return f != nullptr && std::string(f) == "json" ? "json" : "text";
 }
 
 std::string logging_role() {

@@ -19,6 +19,15 @@ namespace cafex {
 caf::error init_logging(const std::string& level, const std::string& role,
                         log_callback sink = {});
 
+/// "text" (the default) or "json": lines on stderr become one JSON object each,
+/// {"time","role","pid","level","msg"}. Set before init_logging; kept in the environment
+/// (CAFEX_LOG_FORMAT) so that the processes this one starts log the same way.
+/// errc::invalid_argument for another value.
+caf::error set_log_format(const std::string& format);
+
+/// The format in effect: CAFEX_LOG_FORMAT=json gives "json", anything else "text".
+std::string log_format();
+
 /// The role the last init_logging named in this process; "driver" before any call (a
 /// host that embeds an executor is its driver).
 std::string logging_role();

@@ -23,6 +23,7 @@
 #include "runtime/version.hpp"
 #include "transport/caf_link.hpp"
 #include "transport/dialer.hpp"
+#include "runtime/plan/cluster_spec.hpp"
 #include "transport/local_token.hpp"
 
 namespace cafex {
@@ -63,11 +64,17 @@ caf::error load_cluster_config(const std::string& path, cluster_options& into) {
   };
   if (!j.is_object() || !j.contains("nodes") || !j["nodes"].is_array() || j["nodes"].empty())
     return bad("needs \"nodes\": a non-empty list of \"HOST:PORT\" node agent addresses");
+  const auto known = {"nodes", "driver_ip", "token_file", "tls_cert", "tls_key", "tls_ca"};
+  if (auto k = first_unknown_key(j, known); !k.empty())
+    return bad(unknown_key_message(k, "the top level", known));
   std::vector<std::string> nodes;
   for (const auto& n : j["nodes"]) {
     std::string addr;
     if (n.is_string())
       addr = n.get<std::string>();
+    else if (n.is_object() && !first_unknown_key(n, {"address"}).empty())
+      return bad(
+        unknown_key_message(first_unknown_key(n, {"address"}), "a node entry", {"address"}));
     else if (n.is_object() && n.contains("address") && n["address"].is_string())
       addr = n["address"].get<std::string>();
     else
@@ -265,6 +272,39 @@ caf::error cluster::connect(std::chrono::steady_clock::time_point deadline) {
   return d.check_nodes();
 }
 
+std::vector<std::string> cluster::status(std::chrono::steady_clock::time_point deadline) {
+  auto& d = *impl_;
+  std::vector<std::string> out;
+  caf::error setup = check_tls_files(d.opts.security);
+  if (!setup) {
+    auto dial = dialer::start(d.opts.security);
+    if (dial)
+      d.dial = std::move(*dial);
+    else
+      setup = dial.error();
+  }
+  for (const auto& address : d.opts.nodes) {
+    nlohmann::json j{{"address", address}};
+    caf::error err = setup ? setup : d.connect_one(address, deadline);
+    if (!err) {
+      auto st = d.ask<std::string>(d.nodes.back().agent,
+                                   std::min(d.opts.connect_timeout, time_left(deadline)),
+                                   status_atom::value);
+      if (!st)
+        err = st.error();
+      else if (auto parsed = nlohmann::json::parse(*st, nullptr, false); parsed.is_object()) {
+        parsed["address"] = address;
+        j = std::move(parsed);
+      } else
+        err = make_error(errc::node_lost, "node agent at " + address + " sent no status");
+    }
+    if (err)
+      j["error"] = message_of(err);
+    out.push_back(j.dump());
+  }
+  return out;
+}
+
 caf::error cluster::add_local(node_agent_actor agent, std::string driver_ip) {
   auto& d = *impl_;
   impl::node n;
@@ -281,7 +321,8 @@ caf::error cluster::add_local(node_agent_actor agent, std::string driver_ip) {
 
 cluster::cluster(caf::actor_system& sys, cluster_options opts)
   : impl_(std::make_unique<impl>(sys, std::move(opts))) {
-  impl_->dummy = sys.spawn(dummy_driver_impl, impl_->opts.connect_timeout);
+  impl_->dummy = sys.spawn(dummy_driver_impl, impl_->opts.connect_timeout,
+                           this_driver_label());
 }
 
 cluster::~cluster() {

@@ -69,6 +69,12 @@ public:
   respawn(int created_rank, int rpc_rank, const std::string& log_level,
           std::chrono::steady_clock::time_point deadline, bool node_suspect = false);
 
+  /// For `cafex status`: connects to each agent of options.nodes on its own (one that
+  /// cannot be reached does not hide the others) and asks it for its state. One JSON
+  /// object per address, in order: the agent's fields (agent_status_json) plus "address",
+  /// or {"address", "error"}.
+  std::vector<std::string> status(std::chrono::steady_clock::time_point deadline);
+
   /// The agent of the node with this id (an invalid handle when unknown).
   node_agent_actor agent_of(const std::string& node_id) const;
 

@@ -1,5 +1,7 @@
 #include "runtime/plan/cluster_spec.hpp"
 
+#include <algorithm>
+
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
@@ -53,6 +55,8 @@ caf::expected<int> parse_gpu_id(const json& v, const std::string& ctx) {
 caf::expected<node_spec> parse_node(const json& j, size_t i) {
   if (!j.is_object())
     return bad(where(i, "") + " must be an object with node_id, ip and gpu_ids");
+  if (auto k = first_unknown_key(j, {"node_id", "ip", "gpu_ids"}); !k.empty())
+    return bad(unknown_key_message(k, where(i, ""), {"node_id", "ip", "gpu_ids"}));
   node_spec out;
   auto id = j.find("node_id");
   if (id == j.end() || !id->is_string() || id->get<std::string>().empty())
@@ -83,6 +87,26 @@ caf::expected<node_spec> parse_node(const json& j, size_t i) {
 }
 
 } // namespace
+
+std::string first_unknown_key(const nlohmann::json& object,
+                              std::initializer_list<const char*> known) {
+  if (!object.is_object())
+    return {};
+  for (const auto& item : object.items())
+    if (std::none_of(known.begin(), known.end(),
+                     [&](const char* k) { return item.key() == k; }))
+      return item.key();
+  return {};
+}
+
+std::string unknown_key_message(const std::string& key, const std::string& where,
+                                std::initializer_list<const char*> known) {
+  std::string valid;
+  for (const char* k : known)
+    valid += (valid.empty() ? "" : ", ") + std::string(k);
+  return "unknown key \"" + key + "\" in " + where + "; valid keys: " + valid
+         + " (fix the spelling or drop it)";
+}
 
 bool is_ipv4(const std::string& text) {
   int parts = 0;
@@ -122,6 +146,8 @@ caf::expected<cluster_spec> parse_cluster_json(const std::string& text) {
   }
   if (!j.is_object())
     return bad("the top level must be an object with \"driver_ip\" and \"nodes\"");
+  if (auto k = first_unknown_key(j, {"driver_ip", "nodes"}); !k.empty())
+    return bad(unknown_key_message(k, "the top level", {"driver_ip", "nodes"}));
   cluster_spec out;
   auto drv = j.find("driver_ip");
   if (drv == j.end() || !drv->is_string())

@@ -10,10 +10,12 @@
 // Unknown keys are ignored so that other tools may annotate the file.
 #pragma once
 
+#include <initializer_list>
 #include <string>
 #include <vector>
 
 #include <caf/expected.hpp>
+#include <nlohmann/json_fwd.hpp>
 
 namespace cafex {
 
@@ -40,6 +42,16 @@ caf::expected<cluster_spec> load_cluster_file(const std::string& path);
 
 /// True for dotted-quad IPv4 text such as "10.0.0.1" (four decimal parts, 0..255).
 bool is_ipv4(const std::string& text);
+
+/// The first key of the JSON object `object` that is not in `known` (empty when all are):
+/// cluster files refuse a misspelt key ("tokenfile") instead of silently running without
+/// what it meant.
+std::string first_unknown_key(const nlohmann::json& object,
+                              std::initializer_list<const char*> known);
+
+/// "unknown key \"k\" in WHERE; valid keys: a, b, c".
+std::string unknown_key_message(const std::string& key, const std::string& where,
+                                std::initializer_list<const char*> known);
 
 /// The node whose ip equals spec.driver_ip, or nullptr.
 const node_spec* find_driver_node(const cluster_spec& spec);

@@ -55,6 +55,9 @@ public:
 
   size_t reservations() const { return held_.size(); }
 
+  /// Every reservation by id (cafex status shows who holds what).
+  const std::map<uint64_t, reservation>& held() const { return held_; }
+
 private:
   std::vector<int> ids_;
   std::map<int, int64_t> free_; // device id -> free units

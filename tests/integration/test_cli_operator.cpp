@@ -13,9 +13,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <set>
+#include <sstream>
 #include <csignal>
+#include <cstdlib>
 #include <fstream>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "processes.hpp"
 
@@ -110,12 +115,19 @@ struct agent {
 
 TEST_CASE("flags that cannot apply are refused with their own message") {
   const std::pair<std::vector<std::string>, std::string> cases[] = {
-    {{"--gpus-per-worker", "1.5"}, "error: --gpus-per-worker must be in (0, 1], e.g. 1 or 0.5, got 1.5"},
-    {{"--connect-timeout", "5"}, "error: --connect-timeout is the deadline to reach node agents"},
-    {{"--host-ip", "192.0.2.1"}, "error: --host-ip 192.0.2.1 is not an address of this machine"},
-    {{"--rendezvous-port", "0"}, "error: --rendezvous-port must be between 1 and 65535, got 0"},
-    {{"--nodes", "127.0.0.1:1", "--devices", "2"}, "error: --devices sizes the embedded node agent"},
+    {{"--gpus-per-worker", "1.5"},
+     "error: --gpus-per-worker must be in (0, 1], e.g. 1 or 0.5, got 1.5"},
+    {{"--connect-timeout", "5"},
+     "error: --connect-timeout is the deadline to reach node agents"},
+    {{"--host-ip", "192.0.2.1"},
+     "error: --host-ip 192.0.2.1 is not an address of this machine"},
+    {{"--rendezvous-port", "0"},
+     "error: --rendezvous-port must be between 1 and 65535, got 0"},
+    {{"--nodes", "127.0.0.1:1", "--devices", "2"},
+     "error: --devices sizes the embedded node agent"},
     {{"--random-weights"}, "error: --random-weights applies to a checkpoint"},
+    {{"--channel", "nccl", "--device", "cpu"},
+     "error: --channel nccl hands the hidden states"},
   };
   for (const auto& [args, first_words] : cases) {
     auto r = run(args, 60s);
@@ -155,7 +167,17 @@ TEST_CASE("--rendezvous-port puts the store on that port, and a taken one is nam
 TEST_CASE("an agent's --env-allow cannot lock out CUDA_VISIBLE_DEVICES") {
   test::become_subreaper();
   agent a{{"--env-allow", "CAFEX_"}};
-  auto r = run({"--nodes", "127.0.0.1:" + std::to_string(a.port), "--tp", "2", "--steps", "1"});
+  // A driver whose environment has nothing else the policy would refuse (the machine's
+  // NCCL_*, HF_*, ... would be copied to the workers, and refused: rightly).
+  std::vector<std::string> argv{"/usr/bin/env", "-i", "PATH=/usr/bin:/bin"};
+  for (const char* keep : {"HOME", "XDG_RUNTIME_DIR", "TMPDIR"})
+    if (const char* v = std::getenv(keep))
+      argv.push_back(std::string(keep) + "=" + v);
+  for (const auto& x : {bin(), std::string("run"), std::string("--nodes"),
+                        "127.0.0.1:" + std::to_string(a.port), std::string("--tp"),
+                        std::string("2"), std::string("--steps"), std::string("1")})
+    argv.push_back(x);
+  auto r = test::run_command(argv, 120s);
   INFO(r.err);
   CHECK(r.exit_code == 0);
 }
@@ -179,9 +201,9 @@ TEST_CASE("a token file other users can read is warned about, as ssh does") {
   auto r = run({"--nodes", "127.0.0.1:1", "--token-file", path, "--steps", "1",
                 "--connect-timeout", "2"},
                60s);
-  CHECK(r.err.rfind("warning: token file " + path + " is readable by other users (mode 0644)",
-                    0)
-        == 0);
+  CHECK(
+    r.err.rfind("warning: token file " + path + " is readable by other users (mode 0644)", 0)
+    == 0);
   ::chmod(path.c_str(), 0600);
   auto quiet = run({"--nodes", "127.0.0.1:1", "--token-file", path, "--steps", "1",
                     "--connect-timeout", "2"},
@@ -203,4 +225,70 @@ TEST_CASE("a placement the nodes present can never satisfy fails at once and say
     CHECK(r.err.find("can never hold it: waiting would not help") != std::string::npos);
     CHECK(r.err.find("waiting for") == std::string::npos);
   }
+}
+
+TEST_CASE("a cluster config with a key cafex does not know is refused, naming it") {
+  const std::string path = "/tmp/cafex-operator-cluster-" + std::to_string(::getpid())
+                           + ".json";
+  std::ofstream{path} << R"({"nodes": ["127.0.0.1:1"], "tokenfile": "/etc/cafex/token"})";
+  auto r = run({"--cluster-config", path, "--steps", "1"}, 60s);
+  INFO(r.err);
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.rfind("error: --cluster-config: cluster config " + path
+                      + ": unknown key \"tokenfile\" in the top level; valid keys: nodes, "
+                        "driver_ip, token_file",
+                    0)
+        == 0);
+  ::unlink(path.c_str());
+}
+
+TEST_CASE("a wait over a second prints progress lines on stderr; --quiet removes them") {
+  // A peer that accepts and then says nothing: the driver waits --connect-timeout for it.
+  listener silent{false};
+  const std::vector<std::string> args{"--nodes",
+                                      "127.0.0.1:" + std::to_string(silent.port),
+                                      "--steps",
+                                      "1",
+                                      "--connect-timeout",
+                                      "3",
+                                      "--json"};
+  auto r = run(args, 60s);
+  INFO(r.err);
+  CHECK(r.exit_code != 0);
+  CHECK(r.out.empty()); // --json keeps stdout for the result alone
+  CHECK(r.err.find("cafex: waiting for the node agent(s) at 127.0.0.1:"
+                   + std::to_string(silent.port) + " to answer: ")
+        != std::string::npos);
+  CHECK(r.err.find(" s so far, deadline in ") != std::string::npos);
+  auto quiet_args = args;
+  quiet_args.push_back("--quiet");
+  auto q = run(quiet_args, 60s);
+  INFO(q.err);
+  CHECK(q.exit_code != 0);
+  CHECK(q.err.find("waiting for") == std::string::npos);
+  CHECK(q.err.rfind("error: ", 0) == 0);
+}
+
+TEST_CASE("--log-format json: every line on stderr is one JSON object, workers' too") {
+  auto r = run({"--tp", "2", "--steps", "2", "--log-level", "info", "--log-format", "json"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  std::set<std::string> roles;
+  size_t lines = 0;
+  std::istringstream in{r.err};
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    REQUIRE_MESSAGE(j.is_object(), line);
+    for (const char* k : {"time", "role", "pid", "level", "msg"})
+      CHECK_MESSAGE(j.contains(k), line);
+    roles.insert(j.value("role", ""));
+    ++lines;
+  }
+  CHECK(lines > 2);
+  CHECK(roles.count("driver") == 1);
+  CHECK(roles.count("worker") == 1);
+  auto bad = run({"--log-format", "xml"}, 30s);
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.err.rfind("error: --log-format: unknown log format 'xml'; use text or json", 0)
+        == 0);
 }

@@ -221,6 +221,10 @@ TEST_CASE("every invalid input exits 2 with one error line and no stdout") {
   temp_file good(two_nodes);
   const std::vector<std::pair<std::string, std::string>> bad_files{
     {"malformed JSON", R"({"driver_ip": "10.0.0.1", "nodes": [)"},
+    {"a misspelt top-level key", R"({"driver_ip":"10.0.0.1","gpus_per_node":2,"nodes":[
+       {"node_id":"a","ip":"10.0.0.1","gpu_ids":[0]}]})"},
+    {"a misspelt node key", R"({"driver_ip":"10.0.0.1","nodes":[
+       {"node_id":"a","ip":"10.0.0.1","gpu_id":[0]}]})"},
     {"two nodes one IP", R"({"driver_ip":"10.0.0.1","nodes":[
        {"node_id":"a","ip":"10.0.0.1","gpu_ids":[0]},
        {"node_id":"b","ip":"10.0.0.1","gpu_ids":[0]}]})"},

@@ -84,7 +84,7 @@ TEST_CASE("the front door refuses bad credentials and keeps serving good ones") 
   auto run = [&](std::vector<std::string> creds) {
     std::vector<std::string> argv{
       bin,       "run", "--nodes", agent.address,       "--tp", "2",
-      "--steps", "2",   "--json",  "--connect-timeout", "5"};
+      "--steps", "2",   "--json",  "--connect-timeout", "5",    "--quiet"};
     argv.insert(argv.end(), creds.begin(), creds.end());
     return test::run_command(argv, 60s);
   };

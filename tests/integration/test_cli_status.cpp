@@ -1,0 +1,149 @@
+// cafex status against real node agents on loopback: an idle agent's devices and no
+// workers; while a driver runs, its reservations (named "driver on HOST, pid P, since T")
+// and its running workers (rank, pid, uptime); after it ends, the devices free again and
+// the agent's log saying the driver released them; an agent that cannot be reached is
+// listed with the reason beside the others, and the exit code says so.
+#include <doctest/doctest.h>
+
+#include <csignal>
+#include <set>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+
+#include "processes.hpp"
+
+using namespace cafex;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string bin() {
+  return test::binary_from_env("CAFEX_BIN");
+}
+
+struct agent {
+  pid_t pid = -1;
+  std::string out = "/tmp/cafex-status-agent-" + std::to_string(::getpid()) + ".out";
+  std::string err = out + ".err";
+  uint16_t port = 0;
+  agent() {
+    pid = test::start_background({bin(), "node", "--listen", "127.0.0.1:0", "--devices", "2"},
+                                 out, err);
+    REQUIRE_MESSAGE(test::wait_until(
+                      [&] {
+                        return test::read_file(out).find("listening 127.0.0.1:")
+                               != std::string::npos;
+                      },
+                      20s),
+                    "agent did not start: " << test::read_file(err));
+    auto text = test::read_file(out);
+    port = static_cast<uint16_t>(std::stoi(text.substr(text.find("127.0.0.1:") + 10)));
+  }
+  ~agent() {
+    kill(pid, SIGTERM);
+    int st = 0;
+    if (!test::wait_until([&] { return waitpid(pid, &st, WNOHANG) == pid; }, 30s)) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &st, 0);
+    }
+    ::unlink(out.c_str());
+    ::unlink(err.c_str());
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port); }
+};
+
+nlohmann::json status_of(const std::string& nodes, int expect_rc = 0) {
+  auto r = test::run_command({bin(), "status", "--nodes", nodes, "--json"}, 60s);
+  INFO(r.err);
+  CHECK(r.exit_code == expect_rc);
+  return nlohmann::json::parse(r.out);
+}
+
+} // namespace
+
+TEST_CASE("cafex status shows devices, a driver's reservations and workers, then frees") {
+  test::become_subreaper();
+  agent a;
+  auto idle = status_of(a.address());
+  REQUIRE(idle["nodes"].size() == 1);
+  const auto& n = idle["nodes"][0];
+  CHECK(n["address"] == a.address());
+  CHECK(n["ip"] == "127.0.0.1");
+  CHECK_FALSE(n["node_id"].get<std::string>().empty());
+  CHECK_FALSE(n["version"].get<std::string>().empty());
+  REQUIRE(n["devices"].size() == 2);
+  CHECK(n["devices"][0]["free"] == 1.0);
+  CHECK(n["devices"][0]["reserved"].empty());
+  CHECK(n["workers"].empty());
+
+  pid_t driver = test::start_background(
+    {bin(), "run", "--nodes", a.address(), "--tp", "2", "--steps", "1000000", "--quiet"});
+  nlohmann::json busy;
+  REQUIRE_MESSAGE(test::wait_until(
+                    [&] {
+                      busy = status_of(a.address());
+                      int running = 0;
+                      for (const auto& w : busy["nodes"][0]["workers"])
+                        running += w["state"] == "running";
+                      return running == 2;
+                    },
+                    60s),
+                  busy.dump());
+  const auto& b = busy["nodes"][0];
+  const std::string driver_name = "pid " + std::to_string(driver) + ", since ";
+  for (const auto& d : b["devices"]) {
+    CHECK(d["free"] == 0.0);
+    REQUIRE(d["reserved"].size() == 1);
+    CHECK(d["reserved"][0]["share"] == 1.0);
+    CHECK(d["reserved"][0]["driver"].get<std::string>().rfind("driver on ", 0) == 0);
+    CHECK(d["reserved"][0]["driver"].get<std::string>().find(driver_name) != std::string::npos);
+  }
+  std::set<int> ranks;
+  for (const auto& w : b["workers"]) {
+    ranks.insert(w["rank"].get<int>());
+    CHECK(w["pid"].get<int64_t>() > 0);
+    CHECK(w["uptime_s"].get<double>() >= 0.0);
+    CHECK(w["driver"].get<std::string>().find(driver_name) != std::string::npos);
+  }
+  CHECK(ranks == std::set<int>{0, 1});
+  auto table = test::run_command({bin(), "status", "--nodes", a.address()}, 60s);
+  CHECK(table.exit_code == 0);
+  CHECK(table.out.find("reserved by driver on ") != std::string::npos);
+  CHECK(table.out.find("worker rank 0: pid ") != std::string::npos);
+
+  kill(driver, SIGTERM);
+  int st = 0;
+  REQUIRE(test::wait_until([&] { return waitpid(driver, &st, WNOHANG) == driver; }, 60s));
+  nlohmann::json after;
+  REQUIRE_MESSAGE(test::wait_until(
+                    [&] {
+                      after = status_of(a.address());
+                      const auto& x = after["nodes"][0];
+                      return x["workers"].empty() && x["devices"][0]["free"] == 1.0
+                             && x["devices"][1]["free"] == 1.0;
+                    },
+                    30s),
+                  after.dump());
+  CHECK(test::wait_until(
+    [&] {
+      auto log = test::read_file(a.err);
+      return log.find("driver on ") != std::string::npos
+             && log.find(" released ") != std::string::npos;
+    },
+    10s));
+}
+
+TEST_CASE("an agent that cannot be reached is listed with why, beside the others") {
+  agent a;
+  auto j = status_of("127.0.0.1:1," + a.address(), 1);
+  REQUIRE(j["nodes"].size() == 2);
+  CHECK(j["nodes"][0]["address"] == "127.0.0.1:1");
+  CHECK_FALSE(j["nodes"][0]["error"].get<std::string>().empty());
+  CHECK(j["nodes"][1]["address"] == a.address());
+  CHECK_FALSE(j["nodes"][1].contains("error"));
+  auto bad = test::run_command({bin(), "status"}, 30s);
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.err.rfind("error: name the node agents to ask", 0) == 0);
+}

@@ -34,9 +34,10 @@ std::string agent_status_json(const node_agent_state& st) {
              {"bundle", c.bundle_index},
              {"for_s", when != st.reserved_at.end() ? seconds_since(when->second) : 0.0}});
         }
-    devices.push_back({{"id", id},
-                       {"free", i < free.size() ? static_cast<double>(free[i]) / 10000.0 : 1.0},
-                       {"reserved", reserved}});
+    devices.push_back(
+      {{"id", id},
+       {"free", i < free.size() ? static_cast<double>(free[i]) / 10000.0 : 1.0},
+       {"reserved", reserved}});
   }
   nlohmann::json workers = nlohmann::json::array();
   for (const auto& [spawn_id, c] : st.children) {
@@ -48,9 +49,12 @@ std::string agent_status_json(const node_agent_state& st) {
                        {"uptime_s", seconds_since(c.started)},
                        {"driver", name != st.driver_names.end() ? name->second : ""}});
   }
-  nlohmann::json j{{"node_id", info.node_id},         {"ip", info.ip},
-                   {"version", info.version},         {"resource", info.resource_name},
-                   {"device_kind", info.device_kind}, {"devices", devices},
+  nlohmann::json j{{"node_id", info.node_id},
+                   {"ip", info.ip},
+                   {"version", info.version},
+                   {"resource", info.resource_name},
+                   {"device_kind", info.device_kind},
+                   {"devices", devices},
                    {"workers", workers}};
   return j.dump();
 }

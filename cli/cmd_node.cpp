@@ -18,6 +18,7 @@
 #include "runtime/models/cuda/cuda_memory.hpp"
 #endif
 #include "cli/commands.hpp"
+#include "cli/metrics_endpoint.hpp"
 #include "runtime/os/child_process.hpp"
 #include "runtime/error.hpp"
 #include "runtime/logging.hpp"
@@ -86,7 +87,12 @@ int node_command(int argc, char** argv) {
            "text|json",
            "log lines as text or one JSON object each (its "
            "workers log the same way)",
-           "text"});
+           "text"})
+    .flag({{"--metrics-listen"},
+           "ADDR:PORT",
+           "serve Prometheus metrics (devices, reservations, workers, refused peers) on GET "
+           "/metrics there",
+           "none"});
   std::string host = "127.0.0.1";
   int port = 0;
   int devices = 1;
@@ -97,6 +103,9 @@ int node_command(int argc, char** argv) {
   std::vector<std::string> env_allow;
   link_security sec;
   std::string worker_program;
+  std::string metrics_host;
+  uint16_t metrics_port = 0;
+  bool metrics = false;
   try {
     auto a = p.parse(argc, argv, 2);
     if (p.help_requested(a)) {
@@ -105,6 +114,20 @@ int node_command(int argc, char** argv) {
     }
     if (!a.positional.empty())
       throw usage_error{"unexpected argument '" + a.positional.front() + "'"};
+    if (a.has("--metrics-listen")) {
+      metrics = true;
+      const auto text = a.get("--metrics-listen");
+      const auto colon = text.rfind(':');
+      if (colon == std::string::npos || colon == 0)
+        throw usage_error{"--metrics-listen expects ADDR:PORT (port 0: any free one), got '"
+                          + text + "'"};
+      metrics_host = text.substr(0, colon);
+      const auto p = text.substr(colon + 1);
+      if (p.empty() || p.size() > 5 || p.find_first_not_of("0123456789") != std::string::npos
+          || std::stoi(p) > 65535)
+        throw usage_error{"--metrics-listen: bad port in '" + text + "'"};
+      metrics_port = static_cast<uint16_t>(std::stoi(p));
+    }
     auto listen = a.get("--listen", "127.0.0.1:0");
     auto colon = listen.rfind(':');
     if (colon == std::string::npos || colon == 0)
@@ -260,13 +283,39 @@ int node_command(int argc, char** argv) {
                sec.tls() ? (sec.token.empty() ? "TLS certificate check" : "TLS + token check")
                : generated ? "generated token"
                            : "token check");
+  std::unique_ptr<metrics_endpoint> metrics_server;
+  if (metrics) {
+    metrics_endpoint_options mo;
+    mo.host = metrics_host;
+    mo.port = metrics_port;
+    auto* door_ptr = door->get();
+    mo.render = [&sys, agent, door_ptr] {
+      std::string status;
+      caf::scoped_actor self{sys};
+      self->request(agent, std::chrono::seconds(2), status_atom::value)
+        .receive([&](const std::string& s) { status = s; }, [](caf::error&) {});
+      return prometheus_text(status, door_ptr->refused());
+    };
+    auto m = metrics_endpoint::start(std::move(mo));
+    if (!m) {
+      std::fprintf(stderr, "error: %s\n", message_of(m.error()).c_str());
+      (*door)->stop();
+      stop_agent();
+      return 1;
+    }
+    metrics_server = std::move(*m);
+  }
   // Tests read the port from this line.
   std::printf("listening %s:%u node_id=%s\n", host.c_str(), public_port,
               ao.info.node_id.c_str());
+  if (metrics_server)
+    std::printf("metrics %s:%u\n", metrics_host.c_str(), metrics_server->port());
   std::fflush(stdout);
   int sig = 0;
   sigwait(&sigs, &sig);
   spdlog::info("signal {}: stopping workers and exiting", sig);
+  if (metrics_server)
+    metrics_server->stop();
   (*door)->stop();
   if (generated)
     remove_local_token(public_port);

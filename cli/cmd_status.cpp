@@ -53,9 +53,8 @@ void print_table(const std::vector<nlohmann::json>& nodes) {
     }
     std::printf("node %s at %s (ip %s, cafex %s, %zu %s device(s), %s)\n",
                 n.value("node_id", "").c_str(), n.value("address", "").c_str(),
-                n.value("ip", "").c_str(), n.value("version", "").c_str(),
-                n["devices"].size(), n.value("resource", "").c_str(),
-                n.value("device_kind", "").c_str());
+                n.value("ip", "").c_str(), n.value("version", "").c_str(), n["devices"].size(),
+                n.value("resource", "").c_str(), n.value("device_kind", "").c_str());
     for (const auto& d : n["devices"]) {
       std::printf("  device %d: %s free", d.value("id", -1),
                   share(d.value("free", 0.0)).c_str());
@@ -71,8 +70,8 @@ void print_table(const std::vector<nlohmann::json>& nodes) {
     for (const auto& w : n["workers"])
       std::printf("  worker rank %d: pid %lld, %s, up %.0f s, bundle %d%s%s\n",
                   w.value("rank", -1), static_cast<long long>(w.value("pid", int64_t{-1})),
-                  w.value("state", "").c_str(), w.value("uptime_s", 0.0), w.value("bundle", -1),
-                  w.value("driver", "").empty() ? "" : ", for ",
+                  w.value("state", "").c_str(), w.value("uptime_s", 0.0),
+                  w.value("bundle", -1), w.value("driver", "").empty() ? "" : ", for ",
                   w.value("driver", "").c_str());
     std::printf("\n");
   }

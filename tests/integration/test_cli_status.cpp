@@ -5,6 +5,11 @@
 // listed with the reason beside the others, and the exit code says so.
 #include <doctest/doctest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
 #include <csignal>
 #include <set>
 #include <sys/wait.h>
@@ -28,9 +33,10 @@ struct agent {
   std::string out = "/tmp/cafex-status-agent-" + std::to_string(::getpid()) + ".out";
   std::string err = out + ".err";
   uint16_t port = 0;
-  agent() {
-    pid = test::start_background({bin(), "node", "--listen", "127.0.0.1:0", "--devices", "2"},
-                                 out, err);
+  explicit agent(std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv{bin(), "node", "--listen", "127.0.0.1:0", "--devices", "2"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    pid = test::start_background(argv, out, err);
     REQUIRE_MESSAGE(test::wait_until(
                       [&] {
                         return test::read_file(out).find("listening 127.0.0.1:")
@@ -61,7 +67,51 @@ nlohmann::json status_of(const std::string& nodes, int expect_rc = 0) {
   return nlohmann::json::parse(r.out);
 }
 
+/// Sends `request` to 127.0.0.1:port and answers what came back until the peer closed.
+std::string http(uint16_t port, const std::string& request) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  (void) ::send(fd, request.data(), request.size(), MSG_NOSIGNAL);
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;)
+    out.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return out;
+}
+
 } // namespace
+
+TEST_CASE("cafex node --metrics-listen serves Prometheus text, and only that") {
+  agent a{{"--metrics-listen", "127.0.0.1:0"}};
+  REQUIRE(test::wait_until(
+    [&] { return test::read_file(a.out).find("metrics 127.0.0.1:") != std::string::npos; },
+    10s));
+  auto text = test::read_file(a.out);
+  const auto port = static_cast<uint16_t>(
+    std::stoi(text.substr(text.find("metrics 127.0.0.1:") + 18)));
+  auto m = http(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+  INFO(m);
+  CHECK(m.rfind("HTTP/1.1 200 OK\r\n", 0) == 0);
+  CHECK(m.find("Content-Type: text/plain; version=0.0.4") != std::string::npos);
+  CHECK(m.find("cafex_node_devices 2\n") != std::string::npos);
+  CHECK(m.find("cafex_node_device_free{device=\"0\"} 1.000000\n") != std::string::npos);
+  CHECK(m.find("cafex_node_reservations 0\n") != std::string::npos);
+  CHECK(m.find("cafex_node_workers{state=\"running\"} 0\n") != std::string::npos);
+  CHECK(m.find("# TYPE cafex_node_refused_peers_total counter") != std::string::npos);
+  CHECK(m.find("cafex_node_info{node_id=\"") != std::string::npos);
+  CHECK(http(port, "POST /metrics HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 405", 0) == 0);
+  CHECK(http(port, "GET /other HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 404", 0) == 0);
+  CHECK(http(port, "\x16\x03\x01 garbage\r\n\r\n").rfind("HTTP/1.1 400", 0) == 0);
+  CHECK(http(port, "GET /metrics HTTP/1.1\r\n\r\n").rfind("HTTP/1.1 200", 0) == 0);
+  CHECK(kill(a.pid, 0) == 0);
+}
 
 TEST_CASE("cafex status shows devices, a driver's reservations and workers, then frees") {
   test::become_subreaper();
@@ -98,7 +148,8 @@ TEST_CASE("cafex status shows devices, a driver's reservations and workers, then
     REQUIRE(d["reserved"].size() == 1);
     CHECK(d["reserved"][0]["share"] == 1.0);
     CHECK(d["reserved"][0]["driver"].get<std::string>().rfind("driver on ", 0) == 0);
-    CHECK(d["reserved"][0]["driver"].get<std::string>().find(driver_name) != std::string::npos);
+    CHECK(d["reserved"][0]["driver"].get<std::string>().find(driver_name)
+          != std::string::npos);
   }
   std::set<int> ranks;
   for (const auto& w : b["workers"]) {

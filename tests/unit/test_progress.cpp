@@ -50,9 +50,7 @@ TEST_CASE("the text says what, how long so far and the deadline") {
 
 TEST_CASE("a short wait says nothing; a long one a line per period") {
   collected c;
-  {
-    progress_ticker t{c.sink(), "short", std::chrono::steady_clock::now() + 10s, 10000ms};
-  }
+  { progress_ticker t{c.sink(), "short", std::chrono::steady_clock::now() + 10s, 10000ms}; }
   CHECK(c.size() == 0);
   {
     progress_ticker t{c.sink(), "long", std::chrono::steady_clock::now() + 30s, 20ms, 20ms};
@@ -67,7 +65,8 @@ TEST_CASE("a short wait says nothing; a long one a line per period") {
 TEST_CASE("no line after the deadline; no sink, no thread") {
   collected c;
   {
-    progress_ticker t{c.sink(), "bounded", std::chrono::steady_clock::now() + 50ms, 10ms, 10ms};
+    progress_ticker t{c.sink(), "bounded", std::chrono::steady_clock::now() + 50ms, 10ms,
+                      10ms};
     std::this_thread::sleep_for(200ms);
     const auto at_deadline = c.size();
     std::this_thread::sleep_for(50ms);

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runtime/error.hpp"
+#include "runtime/os/errno_text.hpp"
 
 namespace cafex::cli {
 
@@ -117,7 +118,7 @@ metrics_endpoint::start(metrics_endpoint_options o) {
     return make_error(errc::invalid_config,
                       "--metrics-listen " + self->opts_.host + ":"
                         + std::to_string(self->opts_.port) + ": cannot listen ("
-                        + std::strerror(errno) + "): pick a free port and a local address");
+                        + errno_text(errno) + "): pick a free port and a local address");
   socklen_t len = sizeof a;
   ::getsockname(self->listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
   self->port_ = ntohs(a.sin_port);

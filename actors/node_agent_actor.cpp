@@ -270,13 +270,17 @@ node_agent_actor::behavior_type node_agent_impl(state_ptr self, node_agent_optio
     },
     [self](release_atom, uint64_t id) -> bool {
       auto owner = caf::to_string(caf::actor_cast<caf::actor_addr>(self->current_sender()));
+      size_t bundles = 0;
+      for (const auto& [rid, r] : self->state.ledger.held())
+        if (r.owner == owner && (id == 0 || rid == id))
+          bundles += r.claims.size();
       const int released = self->state.ledger.release(owner, id);
       if (released > 0) {
         auto& names = self->state.driver_names;
         std::string who = owner;
         if (id != 0 && names.count(id) != 0)
           who = names[id];
-        spdlog::info("{} released {} bundle(s) of reservation {}", who, released,
+        spdlog::info("{} released {} bundle(s) of reservation {}", who, bundles,
                      id == 0 ? std::string{"(all)"} : std::to_string(id));
         if (id != 0) {
           names.erase(id);

@@ -107,18 +107,18 @@ metrics_endpoint::start(metrics_endpoint_options o) {
   a.sin_family = AF_INET;
   a.sin_port = htons(self->opts_.port);
   if (::inet_pton(AF_INET, self->opts_.host.c_str(), &a.sin_addr) != 1)
-    return make_error(errc::invalid_argument, "--metrics-listen: '" + self->opts_.host
-                                                + "' is not an IPv4 address");
+    return make_error(errc::invalid_argument,
+                      "--metrics-listen: '" + self->opts_.host + "' is not an IPv4 address");
   self->listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   const int one = 1;
   ::setsockopt(self->listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (self->listen_fd_ < 0
       || ::bind(self->listen_fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0
       || ::listen(self->listen_fd_, 16) != 0)
-    return make_error(errc::invalid_config,
-                      "--metrics-listen " + self->opts_.host + ":"
-                        + std::to_string(self->opts_.port) + ": cannot listen ("
-                        + errno_text(errno) + "): pick a free port and a local address");
+    return make_error(errc::invalid_config, "--metrics-listen " + self->opts_.host + ":"
+                                              + std::to_string(self->opts_.port)
+                                              + ": cannot listen (" + errno_text(errno)
+                                              + "): pick a free port and a local address");
   socklen_t len = sizeof a;
   ::getsockname(self->listen_fd_, reinterpret_cast<sockaddr*>(&a), &len);
   self->port_ = ntohs(a.sin_port);

@@ -180,6 +180,14 @@ TEST_CASE("an agent's --env-allow cannot lock out CUDA_VISIBLE_DEVICES") {
   auto r = test::run_command(argv, 120s);
   INFO(r.err);
   CHECK(r.exit_code == 0);
+  // The agent names the driver and logs its normal release of the bundles.
+  CHECK(test::wait_until(
+    [&] {
+      auto log = test::read_file(a.err);
+      return log.find("driver on ") != std::string::npos
+             && log.find(" released 2 bundle(s) of reservation ") != std::string::npos;
+    },
+    10s));
 }
 
 TEST_CASE("a peer that is not a cafex agent is named as such") {

@@ -125,6 +125,25 @@ TEST_CASE("the front door refuses bad credentials and keeps serving good ones") 
   CHECK(agent.alive());
 }
 
+TEST_CASE("a TLS-only agent says it checks certificates, not a token") {
+  test::become_subreaper();
+  auto bin = test::binary_from_env("CAFEX_BIN");
+  tls_dir t;
+  const auto out = t.path("tls-only.out"), err = t.path("tls-only.err");
+  pid_t pid = test::start_background({bin, "node", "--listen", "127.0.0.1:0", "--tls-cert",
+                                      t.path("agent.pem"), "--tls-key", t.path("agent.key"),
+                                      "--tls-ca", t.path("good-ca.pem")},
+                                     out, err);
+  CHECK(test::wait_until(
+    [&] { return test::read_file(err).find("listening on") != std::string::npos; }, 10s));
+  auto log = test::read_file(err);
+  CHECK_MESSAGE(log.find("TLS certificate check") != std::string::npos, log);
+  CHECK(log.find("token check") == std::string::npos);
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+}
+
 TEST_CASE("cafex node refuses a public address without token or TLS") {
   auto bin = test::binary_from_env("CAFEX_BIN");
   auto r = test::run_command({bin, "node", "--listen", "0.0.0.0:0"}, 10s);

@@ -175,11 +175,18 @@ caf::error cluster::reserve(int world_size, std::chrono::steady_clock::time_poin
                           + seconds(waited) + " s of --placement-timeout "
                           + seconds(d.opts.placement_timeout) + " s)");
     if (now >= next_report) {
-      int missing = std::max(0, want - slots);
-      spdlog::warn("waiting for {} more {} bundle(s) of {} on {} node(s) ({} s of "
-                   "--placement-timeout {} s): {}",
-                   missing, d.opts.resource_name, d.opts.gpus_per_worker, d.nodes.size(),
-                   seconds(waited), seconds(d.opts.placement_timeout),
+      const int missing = std::max(0, want - slots);
+      // Enough free devices, but not where the strategy needs them (or held by another
+      // driver's claim in between): say that, not "0 more".
+      const auto what = missing > 0
+                          ? fmt::format("{} more {} bundle(s) of {}", missing,
+                                        d.opts.resource_name, d.opts.gpus_per_worker)
+                          : fmt::format("{} {} bundle(s) of {} to fit the {} strategy ({} "
+                                        "fit on the free devices, not together)",
+                                        want, d.opts.resource_name, d.opts.gpus_per_worker,
+                                        to_string(d.opts.strategy), slots);
+      spdlog::warn("waiting for {} on {} node(s) ({} s of --placement-timeout {} s): {}", what,
+                   d.nodes.size(), seconds(waited), seconds(d.opts.placement_timeout),
                    with_resource(text_of(why), d.opts.resource_name));
       next_report = now + defaults::placement_report_interval;
     }

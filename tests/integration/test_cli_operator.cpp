@@ -300,3 +300,21 @@ TEST_CASE("--log-format json: every line on stderr is one JSON object, workers' 
   CHECK(bad.err.rfind("error: --log-format: unknown log format 'xml'; use text or json", 0)
         == 0);
 }
+
+TEST_CASE("workers that never register: progress lines until the start-up deadline") {
+  test::become_subreaper();
+  const std::string script = "/tmp/cafex-operator-silent-" + std::to_string(::getpid());
+  std::ofstream{script} << "#!/bin/sh\nexec sleep 60\n"; // a worker that never registers
+  ::chmod(script.c_str(), 0755);
+  {
+    agent a{{"--worker-program", script}};
+    auto r = run({"--nodes", "127.0.0.1:" + std::to_string(a.port), "--steps", "1",
+                  "--start-timeout", "4"},
+                 60s);
+    INFO(r.err);
+    CHECK(r.exit_code != 0);
+    CHECK(r.err.find("cafex: waiting for the 1 worker(s) to start and register: ")
+          != std::string::npos);
+  }
+  ::unlink(script.c_str());
+}

@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent_process.hpp"
 #include "processes.hpp"
 
 using namespace cafex;
@@ -28,37 +29,7 @@ std::string bin() {
   return test::binary_from_env("CAFEX_BIN");
 }
 
-struct agent {
-  pid_t pid = -1;
-  std::string out = "/tmp/cafex-status-agent-" + std::to_string(::getpid()) + ".out";
-  std::string err = out + ".err";
-  uint16_t port = 0;
-  explicit agent(std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv{bin(), "node", "--listen", "127.0.0.1:0", "--devices", "2"};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    pid = test::start_background(argv, out, err);
-    REQUIRE_MESSAGE(test::wait_until(
-                      [&] {
-                        return test::read_file(out).find("listening 127.0.0.1:")
-                               != std::string::npos;
-                      },
-                      20s),
-                    "agent did not start: " << test::read_file(err));
-    auto text = test::read_file(out);
-    port = static_cast<uint16_t>(std::stoi(text.substr(text.find("127.0.0.1:") + 10)));
-  }
-  ~agent() {
-    kill(pid, SIGTERM);
-    int st = 0;
-    if (!test::wait_until([&] { return waitpid(pid, &st, WNOHANG) == pid; }, 30s)) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &st, 0);
-    }
-    ::unlink(out.c_str());
-    ::unlink(err.c_str());
-  }
-  std::string address() const { return "127.0.0.1:" + std::to_string(port); }
-};
+using agent = test::agent_process;
 
 nlohmann::json status_of(const std::string& nodes, int expect_rc = 0) {
   auto r = test::run_command({bin(), "status", "--nodes", nodes, "--json"}, 60s);
@@ -89,7 +60,7 @@ std::string http(uint16_t port, const std::string& request) {
 } // namespace
 
 TEST_CASE("cafex node --metrics-listen serves Prometheus text, and only that") {
-  agent a{{"--metrics-listen", "127.0.0.1:0"}};
+  agent a{{"--metrics-listen", "127.0.0.1:0"}, "status-agent"};
   REQUIRE(test::wait_until(
     [&] { return test::read_file(a.out).find("metrics 127.0.0.1:") != std::string::npos; },
     10s));

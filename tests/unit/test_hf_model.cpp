@@ -13,6 +13,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "hf_fixtures.hpp"
+
 #include "runtime/error.hpp"
 #include "runtime/models/hf/llama_model.hpp"
 #include "transport/fake_collective.hpp"
@@ -21,20 +23,10 @@ using namespace cafex;
 
 namespace {
 
-std::string fixture_dir(const std::string& name) {
-  return std::string(CAFEX_SOURCE_DIR) + "/tests/hf/fixtures/" + name;
-}
+using test::fixture_dir;
+using test::read_json;
 
-nlohmann::json read_json(const std::string& path) {
-  std::ifstream in{path};
-  REQUIRE_MESSAGE(in, "cannot read " << path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return nlohmann::json::parse(text.str());
-}
-
-const char* fixtures[] = {"llama_gqa", "llama3_tied_sharded", "mistral_window",
-                          "qwen2_bias_bf16", "llama_f16"};
+const auto& fixtures = test::hf_fixtures;
 
 /// A TP x PP grid of shards of one checkpoint, driven step by step as the dataflow does.
 struct grid {

@@ -26,8 +26,8 @@ struct agent_process {
     using namespace std::chrono_literals;
     out = "/tmp/cafex-" + tag + "-" + std::to_string(::getpid()) + ".out";
     err = out + ".err";
-    std::vector<std::string> argv{binary_from_env("CAFEX_BIN"), "node", "--listen",
-                                  "127.0.0.1:0", "--devices", "2"};
+    std::vector<std::string> argv{
+      binary_from_env("CAFEX_BIN"), "node", "--listen", "127.0.0.1:0", "--devices", "2"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     pid = start_background(argv, out, err);
     REQUIRE_MESSAGE(

@@ -1,7 +1,6 @@
 #include "runtime/models/cuda/cuda_llama_kernels.hpp"
 
 #include <cmath>
-#include <climits>
 #include <cstdint>
 
 #include <cuda_bf16.h>
@@ -123,45 +122,6 @@ __global__ void qkv_rope_append_kernel(float* qkv, const float* bias, const floa
   for (int e = threadIdx.x; e < d; e += blockDim.x) {
     const int c = (q_heads + kvh) * d + (head - q_heads) * d + e;
     vc[off + e] = __float2bfloat16_rn(row[c] + (bias ? bias[c] : 0.0f));
-  }
-}
-
-// out[r] = the index of the largest of logits[r][0..vocab), the lowest on ties: 1024
-// threads per row, each a strided run of the row, then a block reduction.
-__global__ void argmax_kernel(const float* logits, int64_t vocab, int32_t* out) {
-  __shared__ float sv[32];
-  __shared__ int si[32];
-  const float* x = logits + static_cast<size_t>(blockIdx.x) * vocab;
-  float bv = -INFINITY;
-  int bi = INT_MAX;
-  for (int64_t i = threadIdx.x; i < vocab; i += blockDim.x) {
-    const float v = x[i];
-    if (v > bv) { // strided: the first hit of a value is its lowest index in this thread
-      bv = v;
-      bi = static_cast<int>(i);
-    }
-  }
-  for (int o = 16; o > 0; o >>= 1) {
-    const float v = __shfl_xor_sync(full_mask, bv, o);
-    const int i = __shfl_xor_sync(full_mask, bi, o);
-    if (v > bv || (v == bv && i < bi)) {
-      bv = v;
-      bi = i;
-    }
-  }
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  if (lane == 0) {
-    sv[warp] = bv;
-    si[warp] = bi;
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int w = 1; w < static_cast<int>(blockDim.x >> 5); ++w)
-      if (sv[w] > bv || (sv[w] == bv && si[w] < bi)) {
-        bv = sv[w];
-        bi = si[w];
-      }
-    out[blockIdx.x] = bi == INT_MAX ? 0 : bi; // all NaN: token 0
   }
 }
 
@@ -642,13 +602,6 @@ caf::error gemv_gate_up(int m, int n, int k, const uint16_t* x, const uint16_t* 
     gemv_gate_up_kernel<1><<<blocks, threads, 0, s>>>(xb, wb, ob, n, k);
   else
     gemv_gate_up_kernel<2><<<blocks, threads, 0, s>>>(xb, wb, ob, n, k);
-  return launched();
-}
-
-caf::error argmax(const float* logits, int rows, int64_t vocab, int32_t* out, cudaStream_t s) {
-  if (rows <= 0)
-    return caf::none;
-  argmax_kernel<<<rows, 1024, 0, s>>>(logits, vocab, out);
   return launched();
 }
 

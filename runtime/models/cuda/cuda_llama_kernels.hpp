@@ -93,10 +93,6 @@ caf::error gemv(int m, int n, int k, const uint16_t* x, const uint16_t* w, float
 caf::error gemv_gate_up(int m, int n, int k, const uint16_t* x, const uint16_t* w,
                         uint16_t* out, cudaStream_t s);
 
-/// out[r] = argmax of logits[r][0..vocab), the lowest index on ties (as the CPU sampler's
-/// greedy draw); a row of NaN gives 0.
-caf::error argmax(const float* logits, int rows, int64_t vocab, int32_t* out, cudaStream_t s);
-
 /// n bfloat16 values uniform in [-scale, scale), a counter-based hash of (seed, i): the
 /// same on every device and run.
 caf::error fill_random(uint16_t* w, size_t n, uint64_t seed, float scale, cudaStream_t s);

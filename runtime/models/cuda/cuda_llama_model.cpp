@@ -9,6 +9,7 @@
 
 #include "runtime/error.hpp"
 #include "runtime/models/cuda/cuda_check.hpp"
+#include "runtime/models/cuda/cuda_kernels.hpp"
 
 namespace cafex {
 
@@ -19,15 +20,6 @@ namespace {
 // KV positions every shard holds by default: the same number everywhere (a budget taken
 // from each GPU's free memory would differ between stages, which must admit alike).
 constexpr int64_t default_kv_tokens = 131072;
-
-uint16_t bf16_bits(float f) {
-  uint32_t u = 0;
-  std::memcpy(&u, &f, sizeof u);
-  if ((u & 0x7fffffffu) > 0x7f800000u)
-    return 0x7fc0;                 // NaN
-  u += 0x7fffu + ((u >> 16) & 1u); // round to nearest even
-  return static_cast<uint16_t>(u >> 16);
-}
 
 float bf16_value(uint16_t b) {
   const uint32_t u = static_cast<uint32_t>(b) << 16;
@@ -46,28 +38,6 @@ int64_t blocks_for(int64_t positions) {
 
 size_t align16(size_t n) {
   return (n + 15) / 16 * 16;
-}
-
-// At load time nothing runs on the device, so synchronous copies cannot hang.
-caf::error upload_f32(device_buffer& dst, const hf::weight_buffer& src) {
-  if (src.empty())
-    return caf::none;
-  if (auto err = dst.reserve(src.size() * sizeof(float)))
-    return err;
-  return CAFEX_CHECK(
-    cudaMemcpy(dst.data(), src.data(), src.size() * sizeof(float), cudaMemcpyHostToDevice));
-}
-
-caf::error upload_bf16(device_buffer& dst, const hf::weight_buffer& src, size_t& total) {
-  if (src.empty())
-    return caf::none;
-  std::vector<uint16_t> bits(src.size());
-  std::transform(src.begin(), src.end(), bits.begin(), bf16_bits);
-  if (auto err = dst.reserve(bits.size() * 2))
-    return err;
-  total += bits.size() * 2;
-  return CAFEX_CHECK(
-    cudaMemcpy(dst.data(), bits.data(), bits.size() * 2, cudaMemcpyHostToDevice));
 }
 
 } // namespace
@@ -135,11 +105,8 @@ caf::error cuda_llama_model::load(const model_config& cfg, const shard_info& sha
     else
       err = with_context("the hf runner on CUDA needs cuBLAS", engine.error());
   }
-  if (!err) {
-    auto freqs = hf::rope_inv_freq(hf_.rope, hf_.head_dim);
-    hf::weight_buffer f(freqs.begin(), freqs.end());
-    err = upload_f32(inv_freq_, f);
-  }
+  if (!err)
+    err = upload_rope();
   try {
     if (!err)
       err = cfg.random_weights ? random_weights(cfg.seed) : load_weights(cfg);
@@ -157,91 +124,6 @@ caf::error cuda_llama_model::load(const model_config& cfg, const shard_info& sha
   }
   loaded_ = true;
   return caf::none;
-}
-
-caf::error cuda_llama_model::load_weights(const model_config& cfg) {
-  auto w = hf::load_shard_weights(cfg.path, hf_, shard_, layers_);
-  if (!w)
-    return w.error();
-  caf::error err = upload_bf16(embed_, w->embed, weight_bytes_);
-  if (!err)
-    err = upload_f32(final_norm_, w->final_norm);
-  if (!err)
-    err = upload_bf16(lm_head_, w->lm_head, weight_bytes_);
-  w_.resize(w->layers.size());
-  for (size_t l = 0; l < w->layers.size() && !err; ++l) {
-    auto& src = w->layers[l];
-    auto& dst = w_[l];
-    for (auto [d, s] : {std::pair{&dst.attn_norm, &src.attn_norm},
-                        {&dst.mlp_norm, &src.mlp_norm},
-                        {&dst.bqkv, &src.bqkv},
-                        {&dst.bo, &src.bo}})
-      if (!err)
-        err = upload_f32(*d, *s);
-    for (auto [d, s] : {std::pair{&dst.wqkv, &src.wqkv},
-                        {&dst.wo, &src.wo},
-                        {&dst.wgu, &src.wgu},
-                        {&dst.wdown, &src.wdown}})
-      if (!err)
-        err = upload_bf16(*d, *s, weight_bytes_);
-    src = hf::hf_layer_weights{}; // the host copy goes as soon as the GPU has it
-  }
-  return err;
-}
-
-caf::error cuda_llama_model::random_weights(uint64_t seed) {
-  const int64_t h = hf_.hidden_size, d = hf_.head_dim;
-  const int64_t qn = s_.q_heads * d, width = qn + int64_t{2} * s_.kv_heads * d, n = s_.inter;
-  auto s = stream_.get();
-  uint64_t tensor = seed * 1000003u + static_cast<uint64_t>(shard_.tp_rank) * 7919u;
-  auto rand = [&](device_buffer& buf, int64_t rows, int64_t cols, int64_t fan_in) {
-    const auto count = static_cast<size_t>(rows * cols);
-    if (auto err = buf.reserve(count * 2))
-      return err;
-    weight_bytes_ += count * 2;
-    return lk::fill_random(buf.as<uint16_t>(), count, ++tensor,
-                           1.0f / std::sqrt(static_cast<float>(fan_in)), s);
-  };
-  auto ones = [&](device_buffer& buf, int64_t count) {
-    if (auto err = buf.reserve(static_cast<size_t>(count) * 4))
-      return err;
-    return lk::fill(buf.as<float>(), static_cast<size_t>(count), 1.0f, s);
-  };
-  auto zeros = [&](device_buffer& buf, int64_t count) {
-    if (auto err = buf.reserve(static_cast<size_t>(count) * 4))
-      return err;
-    return lk::fill(buf.as<float>(), static_cast<size_t>(count), 0.0f, s);
-  };
-  const bool first = shard_.pp_rank == 0, last = shard_.pp_rank == shard_.pp_size - 1;
-  caf::error err;
-  if (first)
-    err = rand(embed_, s_.vocab, h, 1);
-  if (!err && last)
-    err = ones(final_norm_, h);
-  if (!err && last)
-    err = rand(lm_head_, s_.vocab, h, h);
-  w_.resize(static_cast<size_t>(layers_.count));
-  for (auto& w : w_) {
-    if (!err)
-      err = ones(w.attn_norm, h);
-    if (!err)
-      err = ones(w.mlp_norm, h);
-    if (!err && hf_.qkv_bias)
-      err = zeros(w.bqkv, width);
-    if (!err && hf_.o_bias && shard_.tp_rank == 0)
-      err = zeros(w.bo, h);
-    if (!err)
-      err = rand(w.wqkv, width, h, h);
-    if (!err)
-      err = rand(w.wo, h, qn, hf_.num_heads * d);
-    if (!err)
-      err = rand(w.wgu, 2 * n, h, h);
-    if (!err)
-      err = rand(w.wdown, h, n, hf_.intermediate_size);
-  }
-  if (!err)
-    err = wait_stream(s, opts_.step_timeout, "drawing the random weights");
-  return err;
 }
 
 caf::error cuda_llama_model::make_kv_pool(int64_t tokens) {
@@ -562,7 +444,7 @@ caf::error cuda_llama_model::head(int n) {
     head_logits_ = full;
   }
   if (!err)
-    err = lk::argmax(full, n, vocab, b_->sampled.as<int32_t>(), s);
+    err = cuda_kernels::argmax(full, n, static_cast<int>(vocab), b_->sampled.as<int32_t>(), s);
   return err;
 }
 
@@ -768,14 +650,9 @@ caf::expected<stage_result> cuda_llama_model::execute(const scheduler_output& st
     const auto h = hf_.hidden_size;
     const bool first = shard_.pp_rank == 0;
     const bool last = shard_.pp_rank == shard_.pp_size - 1;
-    if (!first
-        && (input == nullptr || input->num_tokens != tokens_ || input->hidden_size != h
-            || input->hidden.size() != static_cast<size_t>(tokens_ * h)))
-      return fail(step, make_error(errc::invalid_argument,
-                                   fmt::format("the previous stage sent {} token(s) of hidden "
-                                               "size {}, this stage admitted {} of {}",
-                                               input ? input->num_tokens : 0,
-                                               input ? input->hidden_size : 0, tokens_, h)));
+    if (!first)
+      if (auto err = hf::check_stage_input(input, tokens_, h, shard_.pp_rank))
+        return fail(step, err);
     if (tokens_ > 0) {
       auto s = stream_.get();
       const int bucket = graph_bucket();

@@ -109,7 +109,9 @@ private:
     size_t off_rows = 0, off_last = 0, off_tables = 0, in_bytes = 0;
   };
 
+  // cuda_llama_weights.cpp: the shard's weights and rotary frequencies on the GPU.
   caf::error load_weights(const model_config& cfg);
+  caf::error upload_rope();
   caf::error random_weights(uint64_t seed);
   caf::error make_kv_pool(int64_t tokens);
   caf::error admit(const scheduler_output& step);

@@ -137,18 +137,11 @@ caf::expected<stage_result> llama_model::execute(const scheduler_output& step,
     const auto h = hf_.hidden_size;
     const bool first = shard_.pp_rank == 0;
     const bool last = shard_.pp_rank == shard_.pp_size - 1;
-    if (!first) {
-      if (input == nullptr || input->num_tokens != tokens_ || input->hidden_size != h
-          || input->hidden.size() != static_cast<size_t>(tokens_ * h)) {
+    if (!first)
+      if (auto err = check_stage_input(input, tokens_, h, shard_.pp_rank)) {
         rollback();
-        return make_error(errc::invalid_argument,
-                          fmt::format("hf model (pp rank {}): the previous stage sent {} "
-                                      "token(s) of hidden size {}, this stage admitted {} "
-                                      "of {}",
-                                      shard_.pp_rank, input ? input->num_tokens : 0,
-                                      input ? input->hidden_size : 0, tokens_, h));
+        return err;
       }
-    }
     if (tokens_ > 0) {
       const auto th = static_cast<size_t>(tokens_ * h);
       if (first) {

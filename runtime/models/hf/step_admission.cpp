@@ -91,6 +91,18 @@ admit_step(const scheduler_output& step, const admission_rules& rules,
   return a;
 }
 
+caf::error check_stage_input(const intermediate_tensors* input, int64_t tokens, int64_t hidden,
+                             int pp_rank) {
+  if (input != nullptr && input->num_tokens == tokens && input->hidden_size == hidden
+      && input->hidden.size() == static_cast<size_t>(tokens * hidden))
+    return caf::none;
+  return make_error(errc::invalid_argument,
+                    fmt::format("hf model (pp rank {}): the previous stage sent {} token(s) "
+                                "of hidden size {}, this stage admitted {} of {}",
+                                pp_rank, input ? input->num_tokens : 0,
+                                input ? input->hidden_size : 0, tokens, hidden));
+}
+
 void scatter_outputs(const step_admission& a, model_runner_output& out) {
   std::vector<int32_t> sampled(a.ids.size(), -1);
   std::vector<token_logprobs> logprobs(out.logprobs.empty() ? 0 : a.ids.size());

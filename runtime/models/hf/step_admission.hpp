@@ -13,6 +13,7 @@
 #include <caf/expected.hpp>
 
 #include "runtime/dataflow/scheduler_output.hpp"
+#include "runtime/models/model_runner.hpp"
 
 namespace cafex::hf {
 
@@ -43,6 +44,12 @@ struct step_admission {
 caf::expected<step_admission>
 admit_step(const scheduler_output& step, const admission_rules& rules,
            const std::function<int64_t(const std::string&)>& live_len);
+
+/// On a stage after the first: errc::invalid_argument unless `input` holds the `tokens`
+/// rows of `hidden` values this stage admitted (every stage admits alike, so a mismatch
+/// means a broken hand-off).
+caf::error check_stage_input(const intermediate_tensors* input, int64_t tokens, int64_t hidden,
+                             int pp_rank);
 
 /// On the last stage: `out` holds one sample (and logprobs entry, when any) per admitted
 /// request in admission order; spreads them over every request of the step (-1 and an

@@ -28,6 +28,7 @@ using stage_atom = caf::atom_constant<caf::atom("stage")>;         ///< stage k 
 using result_atom = caf::atom_constant<caf::atom("result")>;       ///< a rank's step output
 using progress_atom = caf::atom_constant<caf::atom("progress")>;   ///< a rank finished a step
 using stepfail_atom = caf::atom_constant<caf::atom("stepfail")>;   ///< a rank failed a step
+using lanefree_atom = caf::atom_constant<caf::atom("lanefree")>;   ///< the direct lane ended
 using deadline_atom = caf::atom_constant<caf::atom("deadline")>;   ///< a step's deadline
 using teardown_atom = caf::atom_constant<caf::atom("teardown")>;   ///< drop the dataflow
 using stats_atom = caf::atom_constant<caf::atom("stats")>;         ///< dataflow counters

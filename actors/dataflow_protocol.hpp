@@ -17,11 +17,12 @@
 
 namespace cafex {
 
-/// Where the driver collects step results: (result | progress | stepfail, seq, rank, ...).
-using step_sink_actor =
-  caf::typed_actor<caf::reacts_to<result_atom, uint64_t, int32_t, model_runner_output>,
-                   caf::reacts_to<progress_atom, uint64_t, int32_t>,
-                   caf::reacts_to<stepfail_atom, uint64_t, int32_t, caf::error>>;
+/// Where the driver collects step results: (result | progress | stepfail, seq, rank, ...),
+/// and hears that a caller's direct step ended (lanefree) while its own steps waited.
+using step_sink_actor = caf::typed_actor<
+  caf::reacts_to<result_atom, uint64_t, int32_t, model_runner_output>,
+  caf::reacts_to<progress_atom, uint64_t, int32_t>,
+  caf::reacts_to<stepfail_atom, uint64_t, int32_t, caf::error>, caf::reacts_to<lanefree_atom>>;
 
 /// One worker's place in the dataflow.
 struct dag_config {
@@ -36,9 +37,13 @@ struct dag_config {
   bool report_all = false;             ///< KV connector: every rank reports its output
   std::string kv_connector;            ///< "" or "loopback" (reports finished requests)
   /// Non-empty: the same-node shared-memory hot path; rings are named with this prefix
-  /// ("<prefix>cmd<rank>", "<prefix>link<rank>", "<prefix>res<rank>", "<prefix>bell").
+  /// ("<prefix>cmd<rank>", "<prefix>link<rank>", "<prefix>res<rank>", "<prefix>bell",
+  /// and the direct lane's "<prefix>dbell" and "<prefix>board").
   std::string shm_prefix;
-  int32_t tp = 1;             ///< TP size (ring names of the next stage)
+  int32_t tp = 1; ///< TP size (ring names of the next stage)
+  /// Shared-memory path: how long the hot loop spins after a step before it sleeps (it
+  /// spins only where every process of the dataflow has a core).
+  int64_t spin_us = defaults::hot_spin.count();
   caf::strong_actor_ptr next; ///< worker i of stage + 1 (null on the last stage)
   caf::strong_actor_ptr sink; ///< the driver
 };
@@ -47,7 +52,7 @@ template <class Inspector>
 typename Inspector::result_type inspect(Inspector& f, dag_config& x) {
   return f(caf::meta::type_name("cafex::dag_config"), x.generation, x.stage, x.num_stages,
            x.channel, x.store_url, x.bind_host, x.timeout_ms, x.report_all, x.kv_connector,
-           x.shm_prefix, x.tp, x.next, x.sink);
+           x.shm_prefix, x.tp, x.spin_us, x.next, x.sink);
 }
 
 } // namespace cafex

@@ -126,7 +126,7 @@ bool on_stop(driver_ptr self) {
   auto stopped = make_error(errc::not_ready, "the executor is shutting down");
   fail_all_rpcs(self, stopped);
   fail_all_steps(self, stopped);
-  st.shm.reset();
+  retire_shm(st, stopped);
   for (auto& slot : st.ranks) {
     self->demonitor(slot.worker.address());
     self->send_exit(slot.worker, caf::exit_reason::user_shutdown);
@@ -166,6 +166,7 @@ driver_actor::behavior_type driver_impl(driver_ptr self, driver_options opts) {
     [self](stepfail_atom, uint64_t seq, int32_t rank, caf::error& err) {
       on_step_failed(self, seq, rank, err);
     },
+    [self](lanefree_atom) { on_lane_free(self); },
     [self](deadline_atom, uint64_t seq) { on_step_deadline(self, seq); },
     [self](dag_atom, std::string& url, std::vector<std::string>& ips, bool use_shm) {
       return on_dataflow_config(self, url, ips, use_shm);

@@ -43,6 +43,10 @@ struct driver_options {
   /// what was pending and torn the dataflow down. The host then respawns, re-runs the
   /// lifecycle and answers recovered_atom. Empty: the fail policy.
   std::function<void(int32_t rank, std::string why)> on_recover;
+  /// Where the driver publishes a compiled same-node generation for the direct lane of
+  /// blocking callers (none: every step takes the actor path).
+  std::shared_ptr<lane_slot> lane;
+  std::chrono::microseconds hot_spin = defaults::hot_spin; ///< workers' spin after a step
 };
 
 /// One collective_rpc waiting for answers.
@@ -65,6 +69,7 @@ struct pending_step {
   model_runner_output output;
   caf::error error;
   bool finished = false;
+  const driver_shm_path* via = nullptr; ///< the rings it went through (none: actors)
 };
 
 /// One rank as the driver holds it. Everything the driver knows per rank lives here, so
@@ -96,7 +101,7 @@ struct driver_state {
   // The dataflow.
   std::string store_url;
   bool use_shm = false;                 ///< same-node shared-memory hot path
-  std::unique_ptr<driver_shm_path> shm; ///< this generation's rings, when use_shm
+  std::shared_ptr<driver_shm_path> shm; ///< this generation's rings, when use_shm
   enum class dag_state { none, compiling, ready } dag = dag_state::none;
   uint64_t generation = 0;
   /// Between a teardown that closed the TP communicators and the executor's rebuilt_atom:
@@ -114,6 +119,9 @@ struct driver_state {
   std::unique_ptr<kv_output_aggregator> kv;
   uint64_t steps_ok = 0;
   uint64_t steps_failed = 0;
+  /// Steps that ended on the direct lane, every generation (not in steps_ok/failed).
+  std::shared_ptr<direct_lane::counters> lane_counts =
+    std::make_shared<direct_lane::counters>();
   static inline const char* name = "cafex.driver";
 };
 

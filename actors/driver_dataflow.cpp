@@ -8,6 +8,7 @@
 #include "actors/deadline_timer.hpp"
 #include "runtime/defaults.hpp"
 #include "runtime/error.hpp"
+#include "transport/shm_messages.hpp"
 
 namespace cafex {
 
@@ -39,6 +40,8 @@ void finish(driver_ptr self, uint64_t seq, caf::error err) {
   st.in_flight.erase(i);
   st.deadlines.remove(seq);
   p->finished = true;
+  if (p->via && p->via == st.shm.get())
+    st.shm->lane().release_for_actor();
   if (err) {
     p->error = std::move(err);
     ++st.steps_failed;
@@ -58,6 +61,9 @@ void try_dispatch(driver_ptr self) {
   auto& st = self->state;
   while (st.dag == driver_state::dag_state::ready && st.window.can_dispatch()
          && !st.queued.empty()) {
+    // A caller's direct step owns the rings: the lane's lanefree_atom resumes this.
+    if (st.shm && !st.shm->lane().claim_for_actor())
+      return;
     auto p = st.queued.front();
     st.queued.pop_front();
     auto seq = st.window.dispatch();
@@ -69,6 +75,7 @@ void try_dispatch(driver_ptr self) {
     arm_deadline_timer(self,
                        st.deadlines.add(seq, self->clock().now() + st.opts.step_timeout));
     if (st.shm) {
+      p->via = st.shm.get();
       if (auto err = st.shm->dispatch(seq, p->step))
         finish(self, seq, err);
       continue;
@@ -86,10 +93,11 @@ void compile(driver_ptr self) {
   auto remaining = std::make_shared<int>(world);
   auto failed = std::make_shared<bool>(false);
   auto deadline = st.opts.channel_timeout + defaults::compile_slack;
-  st.shm.reset();
+  retire_shm(st, make_error(errc::not_ready, "the dataflow is being compiled again"));
   if (st.use_shm) {
     auto path = driver_shm_path::create(shm_prefix_for(gen), st.tp, st.pp,
-                                        caf::actor_cast<step_sink_actor>(self), {});
+                                        caf::actor_cast<step_sink_actor>(self), {},
+                                        st.opts.step_timeout, st.lane_counts);
     if (!path) {
       st.dag = driver_state::dag_state::none;
       fail_all_steps(self, make_error(errc::transport_failed,
@@ -113,6 +121,7 @@ void compile(driver_ptr self) {
     cfg.report_all = !st.opts.kv_connector.empty();
     cfg.kv_connector = st.opts.kv_connector;
     cfg.tp = st.tp;
+    cfg.spin_us = st.opts.hot_spin.count();
     if (st.shm)
       cfg.shm_prefix = st.shm->prefix();
     if (cfg.stage < st.pp - 1)
@@ -127,9 +136,16 @@ void compile(driver_ptr self) {
           st.ranks[r].tp_transport = std::move(transport);
           if (--*remaining == 0) {
             // Every rank has mapped its rings (workers open them before answering).
-            if (st.shm)
-              st.shm->unlink_names();
             st.dag = driver_state::dag_state::ready;
+            if (st.shm) {
+              st.shm->unlink_names();
+              // Blocking callers may now run steps on the direct lane: only without a
+              // KV connector, whose outputs the driver gathers from every rank.
+              if (st.opts.lane && !st.kv) {
+                st.shm->lane().open();
+                st.opts.lane->publish(st.shm);
+              }
+            }
             st.done.reset(st.window.next_seq());
             try_dispatch(self);
           }
@@ -140,7 +156,7 @@ void compile(driver_ptr self) {
             return;
           *failed = true;
           st.dag = driver_state::dag_state::none;
-          st.shm.reset();
+          retire_shm(st, make_error(errc::transport_failed, "compiling the dataflow failed"));
           auto e = make_error(code_of(err) == errc::none ? errc::transport_failed
                                                          : code_of(err),
                               "compiling the dataflow failed at " + who(st, r) + ": "
@@ -214,7 +230,8 @@ void on_step_failed(driver_ptr self, uint64_t seq, int rank, caf::error& err) {
   auto& st = self->state;
   // A broken TP communicator or channel fails every later step too: under the restart
   // policy it is rebuilt (no worker is lost). A lost worker is handled by its down_msg.
-  bool broken = code_of(err) == errc::transport_failed && st.in_flight.count(seq) > 0;
+  bool broken = code_of(err) == errc::transport_failed
+                && (st.in_flight.count(seq) > 0 || is_direct_seq(seq));
   auto reason = describe(err);
   finish(self, seq, std::move(err));
   if (broken && restarts(st) && !st.recovering)
@@ -257,6 +274,8 @@ void on_step_deadline(driver_ptr self, uint64_t) {
 
 void fail_all_steps(driver_ptr self, const caf::error& err) {
   auto& st = self->state;
+  if (st.shm)
+    st.shm->lane().close(err); // and the caller's step on the direct lane
   auto queued = std::move(st.queued);
   st.queued.clear();
   for (auto& p : queued)
@@ -273,13 +292,14 @@ caf::result<bool> teardown_dataflow(driver_ptr self, bool rebuild) {
   // Steps in flight may have left the TP ranks of a stage at different collectives (one
   // read its step, its peer's ring closed first): then every rank closes its
   // communicator too, and the answer (true) tells the executor to rebuild them.
-  const bool closes = rebuild || st.window.in_flight() > 0;
+  const bool closes = rebuild || st.window.in_flight() > 0
+                      || (st.shm && st.shm->lane().busy());
   ++st.generation; // late compile answers of the old generation are ignored
   st.dag = driver_state::dag_state::none;
   fail_all_steps(self, make_error(errc::not_ready, "the dataflow was torn down while this "
                                                    "step was pending; submit it again"));
   st.done.reset(st.window.next_seq());
-  st.shm.reset();
+  retire_shm(st, make_error(errc::not_ready, "the dataflow was torn down"));
   if (closes) {
     st.rebuilding = true;
     self->delayed_send(self, st.opts.rebuild_timeout, rebuilt_atom::value,
@@ -338,7 +358,22 @@ void on_rebuild_deadline(driver_ptr self, uint64_t number) {
                       + std::to_string(st.opts.rebuild_timeout.count()) + " ms");
 }
 
+void retire_shm(driver_state& st, const caf::error& why) {
+  if (!st.shm)
+    return;
+  if (st.opts.lane)
+    st.opts.lane->publish(nullptr);
+  st.shm->close(why);
+  st.shm.reset();
+}
+
+void on_lane_free(driver_ptr self) {
+  try_dispatch(self);
+}
+
 std::string dataflow_stats(const driver_state& st) {
+  uint64_t lane_ok = st.lane_counts->ok;
+  uint64_t lane_failed = st.lane_counts->failed;
   nlohmann::json j = {{"compiled", st.dag == driver_state::dag_state::ready},
                       {"hot_path", st.shm ? "shm" : st.opts.channel},
                       {"generation", st.generation},
@@ -348,8 +383,10 @@ std::string dataflow_stats(const driver_state& st) {
                       {"dispatched", st.window.next_seq()},
                       {"queued", st.queued.size()},
                       {"rebuilding", st.rebuilding},
-                      {"steps_ok", st.steps_ok},
-                      {"steps_failed", st.steps_failed}};
+                      {"steps_ok", st.steps_ok + lane_ok},
+                      {"steps_failed", st.steps_failed + lane_failed},
+                      {"direct_steps", lane_ok + lane_failed},
+                      {"direct_running", st.shm && st.shm->lane().busy()}};
   // Each PP stage's TP group, by the transport its ranks said they use.
   auto stages = nlohmann::json::array();
   for (size_t r = 0; r < st.ranks.size(); r += static_cast<size_t>(std::max(1, st.tp)))

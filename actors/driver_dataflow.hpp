@@ -22,6 +22,13 @@ void on_step_deadline(driver_ptr self, uint64_t seq);
 /// Fails every queued and in-flight step with `err`.
 void fail_all_steps(driver_ptr self, const caf::error& err);
 
+/// The shared-memory generation ends: takes the direct lane back from the callers, fails
+/// its step with `why`, closes the rings and keeps the lane's step counts.
+void retire_shm(driver_state& st, const caf::error& why);
+
+/// A caller's direct step ended while the driver's own steps waited for the rings.
+void on_lane_free(driver_ptr self);
+
 /// Fails pending steps, closes every worker's channels, forgets the compiled dataflow.
 /// True: steps were in flight (or `rebuild`: the caller rebuilds them anyway), the ranks
 /// closed their TP communicators, and steps queue until end_rebuild.

@@ -133,7 +133,7 @@ void begin_recovery(driver_ptr self, int rank, const std::string& reason) {
   ++st.generation;
   st.dag = driver_state::dag_state::none;
   st.done.reset(st.window.next_seq());
-  st.shm.reset();
+  retire_shm(st, make_error(errc::worker_lost, reason));
   for (const auto& slot : st.ranks)
     if (!slot.gone)
       self

@@ -17,10 +17,11 @@ std::string shm_prefix_for(uint64_t generation) {
          + std::to_string(generation) + "-";
 }
 
-caf::expected<std::unique_ptr<driver_shm_path>>
+caf::expected<std::shared_ptr<driver_shm_path>>
 driver_shm_path::create(const std::string& prefix, int tp, int pp, step_sink_actor sink,
-                        sizes sz) {
-  std::unique_ptr<driver_shm_path> p{new driver_shm_path};
+                        sizes sz, std::chrono::milliseconds step_timeout,
+                        std::shared_ptr<direct_lane::counters> lane_counts) {
+  std::shared_ptr<driver_shm_path> p{new driver_shm_path};
   p->prefix_ = prefix;
   p->sink_ = std::move(sink);
   auto world = tp * pp;
@@ -46,11 +47,32 @@ driver_shm_path::create(const std::string& prefix, int tp, int pp, step_sink_act
   if (!bell)
     return bell.error();
   p->bell_ = std::move(*bell);
+  auto lane_bell = shm_doorbell::create(prefix + "dbell");
+  if (!lane_bell)
+    return lane_bell.error();
+  p->lane_bell_ = std::move(*lane_bell);
+  auto board = shm_board::create(prefix + "board", static_cast<size_t>(world));
+  if (!board)
+    return board.error();
+  p->board_ = std::move(*board);
+  p->output_rank_ = (pp - 1) * tp;
+  direct_lane::rings lr;
+  for (auto& c : p->commands_)
+    lr.commands.push_back(c.get());
+  lr.output = p->reports_[static_cast<size_t>(p->output_rank_)].get();
+  lr.bell = p->lane_bell_.get();
+  lr.board = p->board_.get();
+  lr.tp = tp;
+  lr.pp = pp;
+  p->lane_ = std::make_unique<direct_lane>(std::move(lr), step_timeout, p->sink_,
+                                           std::move(lane_counts));
   p->reader_ = std::thread([raw = p.get()] { raw->read_loop(); });
   return p;
 }
 
-driver_shm_path::~driver_shm_path() {
+void driver_shm_path::close(const caf::error& why) {
+  if (lane_)
+    lane_->close(why);
   stop_ = true;
   for (auto* group : {&commands_, &links_, &reports_})
     for (auto& r : *group)
@@ -61,12 +83,19 @@ driver_shm_path::~driver_shm_path() {
     reader_.join();
 }
 
+driver_shm_path::~driver_shm_path() {
+  close(make_error(errc::not_ready, "the dataflow's shared-memory path was closed"));
+}
+
 void driver_shm_path::unlink_names() {
   for (auto* group : {&commands_, &links_, &reports_})
     for (auto& r : *group)
       r->unlink();
-  if (bell_)
-    bell_->unlink();
+  for (auto* bell : {bell_.get(), lane_bell_.get()})
+    if (bell)
+      bell->unlink();
+  if (board_)
+    board_->unlink();
 }
 
 caf::error driver_shm_path::dispatch(uint64_t seq, const scheduler_output& step) {
@@ -78,32 +107,37 @@ caf::error driver_shm_path::dispatch(uint64_t seq, const scheduler_output& step)
 }
 
 void driver_shm_path::read_loop() {
+  std::vector<std::vector<char>> msgs;
   std::vector<char> buf;
   while (!stop_) {
     auto seen = bell_->value();
-    bool any = false;
+    msgs.clear();
     for (size_t r = 0; r < reports_.size(); ++r) {
-      while (reports_[r]->try_read(buf)) {
-        any = true;
-        auto m = read_report(buf);
-        if (!m) {
-          spdlog::error("malformed report from rank {}: {}", r, describe(m.error()));
-          continue;
-        }
-        switch (m->kind) {
-          case report_kind::result:
-            caf::anon_send(sink_, result_atom::value, m->seq, m->rank, std::move(m->output));
-            break;
-          case report_kind::progress:
-            caf::anon_send(sink_, progress_atom::value, m->seq, m->rank);
-            break;
-          case report_kind::failure:
-            caf::anon_send(sink_, stepfail_atom::value, m->seq, m->rank, std::move(m->error));
-            break;
-        }
+      if (static_cast<int>(r) == output_rank_) {
+        lane_->drain_output(msgs); // unless a direct step owns that ring
+        continue;
       }
+      while (reports_[r]->try_read(buf))
+        msgs.push_back(buf);
     }
-    if (!any)
+    for (auto& bytes : msgs) {
+      auto m = read_report(bytes);
+      if (!m) {
+        spdlog::error("malformed report on the shared-memory path: {}", describe(m.error()));
+        continue;
+      }
+      if (is_direct_seq(m->seq)) {
+        // A rank short of the output failed a caller's step: fail it there, and tell the
+        // driver (a broken transport starts a recovery). Else a late direct answer.
+        if (m->kind == report_kind::failure) {
+          lane_->fail(m->seq, m->error);
+          forward_report(sink_, *m);
+        }
+        continue;
+      }
+      forward_report(sink_, *m);
+    }
+    if (msgs.empty())
       bell_->wait(seen, defaults::shm_driver_wake);
   }
 }

@@ -4,6 +4,7 @@
 
 #include "runtime/defaults.hpp"
 #include "runtime/error.hpp"
+#include "transport/shm_futex.hpp"
 #include "transport/shm_messages.hpp"
 
 namespace cafex {
@@ -32,6 +33,14 @@ worker_hot_loop::start(worker_state& st, worker_stage& stage, std::mutex& runner
   if (!bell)
     return bell.error();
   loop->bell_ = std::move(*bell);
+  auto lane_bell = shm_doorbell::open(p + "dbell");
+  if (!lane_bell)
+    return lane_bell.error();
+  loop->lane_bell_ = std::move(*lane_bell);
+  auto board = shm_board::open(p + "board");
+  if (!board)
+    return board.error();
+  loop->board_ = std::move(*board);
   loop->thread_ = std::thread([l = loop.get()] { l->run(); });
   return loop;
 }
@@ -40,7 +49,11 @@ worker_hot_loop::worker_hot_loop(worker_state& st, worker_stage& stage, std::mut
   : st_(st),
     stage_(stage),
     runner_mutex_(mtx),
-    timeout_(std::chrono::milliseconds(stage.config().timeout_ms)) {}
+    timeout_(std::chrono::milliseconds(stage.config().timeout_ms)),
+    // The next step follows soon after a step ends: a short spin catches it without a
+    // sleep, where every process of the dataflow (and its caller) has a core.
+    spin_(spin_budget(stage.config().tp * stage.config().num_stages + 1,
+                      std::chrono::microseconds{stage.config().spin_us})) {}
 
 worker_hot_loop::~worker_hot_loop() {
   stop_ = true;
@@ -49,21 +62,34 @@ worker_hot_loop::~worker_hot_loop() {
 }
 
 void worker_hot_loop::run() {
+  bool after_step = false;
   while (!stop_) {
-    // A short bound lets the thread notice stop_ without anyone closing the ring.
-    auto msg = in_->read(defaults::shm_worker_wake);
-    if (!msg) {
+    // A short bound lets the thread notice stop_ without anyone closing the ring. Only
+    // right after a step is the next one likely soon: then spin before sleeping.
+    if (auto err = in_->read(buf_, defaults::shm_worker_wake,
+                             after_step ? spin_ : std::chrono::microseconds{0})) {
       if (in_->closed())
         return;
+      after_step = false;
       continue;
     }
-    handle(*msg);
+    handle(buf_);
+    after_step = true;
   }
 }
 
+shm_doorbell* worker_hot_loop::bell_for(uint64_t seq) const {
+  // The caller of a direct step reads the output rank's reports itself.
+  bool output = stage_.last()
+                && st_.rank == (stage_.config().num_stages - 1) * stage_.config().tp;
+  return is_direct_seq(seq) && output ? lane_bell_.get() : bell_.get();
+}
+
 void worker_hot_loop::report_failure(uint64_t seq, const caf::error& err) {
-  spdlog::warn("rank {} failed step {}: {}", st_.rank, seq, describe(err));
-  if (auto e = write_report(*report_, bell_.get(), seq, st_.rank, report_kind::failure,
+  spdlog::warn("rank {} failed step {}: {}", st_.rank, seq & ~direct_seq_bit, describe(err));
+  if (is_direct_seq(seq))
+    board_->set(static_cast<size_t>(st_.rank), seq);
+  if (auto e = write_report(*report_, bell_for(seq), seq, st_.rank, report_kind::failure,
                             nullptr, &err, timeout_))
     spdlog::error("rank {} cannot report to the driver: {}", st_.rank, describe(e));
 }
@@ -99,7 +125,13 @@ void worker_hot_loop::handle(const std::vector<char>& bytes) {
     }
   }
   auto kind = out->report ? report_kind::result : report_kind::progress;
-  if (auto err = write_report(*report_, bell_.get(), m->seq, st_.rank, kind,
+  if (is_direct_seq(m->seq)) {
+    // Nobody waits for a direct step's progress: the board names a stuck rank instead.
+    board_->set(static_cast<size_t>(st_.rank), m->seq);
+    if (kind == report_kind::progress)
+      return;
+  }
+  if (auto err = write_report(*report_, bell_for(m->seq), m->seq, st_.rank, kind,
                               out->report ? &*out->report : nullptr, nullptr, timeout_)) {
     // A closed ring means the driver tore the dataflow down: nobody waits for this.
     if (report_->closed())

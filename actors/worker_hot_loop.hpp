@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include <caf/expected.hpp>
 
@@ -31,6 +32,7 @@ private:
   worker_hot_loop(worker_state& st, worker_stage& stage, std::mutex& mtx);
   void run();
   void handle(const std::vector<char>& bytes);
+  shm_doorbell* bell_for(uint64_t seq) const;
   void report_failure(uint64_t seq, const caf::error& err);
 
   worker_state& st_;
@@ -40,7 +42,11 @@ private:
   std::unique_ptr<shm_ring> next_;
   std::unique_ptr<shm_ring> report_;
   std::unique_ptr<shm_doorbell> bell_;
+  std::unique_ptr<shm_doorbell> lane_bell_; ///< the direct lane's (output rank)
+  std::unique_ptr<shm_board> board_;        ///< this rank's last finished direct step
   std::chrono::milliseconds timeout_;
+  std::chrono::microseconds spin_; ///< before sleeping on the input ring
+  std::vector<char> buf_;          ///< the input ring's message, reused
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };

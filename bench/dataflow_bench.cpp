@@ -1,11 +1,16 @@
-// Dataflow benchmarks (issue 3): per-step overhead with a zero-layer model for five
-// PP x TP shapes beside a raw loopback TCP round trip measured in the same run, and step
-// throughput with pipelining (PP = 2 against PP = 1) on a model where compute dominates.
+// Dataflow benchmarks (issues 3 and 19): per-step overhead with a zero-layer model for
+// five PP x TP shapes beside a raw loopback TCP round trip measured in the same run, on
+// the direct lane and on the actor path; paced steps (one per ms and per 10 ms); the CPU
+// every cafex process uses per 1000 steps and while no step runs; and step throughput
+// with pipelining (PP = 2 against PP = 1) on a model where compute dominates.
 //
-//   bench_dataflow [--worker PATH] [--steps N] [--json]
+//   bench_dataflow [--worker PATH] [--steps N] [--idle-s S] [--json]
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <thread>
 #include <cstring>
+#include <sstream>
 #include <string>
 #include <unistd.h>
 
@@ -40,8 +45,15 @@ scheduler_output decode_step(uint64_t id, const std::string& req, bool first, in
   return s;
 }
 
-std::unique_ptr<executor> start(const std::string& worker, int tp, int pp, model_config m) {
+std::unique_ptr<executor> start(const std::string& worker, int tp, int pp, model_config m,
+                                bool direct = true, std::vector<int64_t>* pids = nullptr) {
   executor_options o;
+  o.direct_lane = direct;
+  if (pids)
+    o.on_startup_phase = [pids](const startup_event& e) {
+      if (!e.worker_pids.empty())
+        *pids = e.worker_pids;
+    };
   o.parallel.tensor_parallel_size = tp;
   o.parallel.pipeline_parallel_size = pp;
   o.worker_program = worker;
@@ -55,13 +67,22 @@ std::unique_ptr<executor> start(const std::string& worker, int tp, int pp, model
   return std::move(*ex);
 }
 
-/// Back-to-back single-request decode steps; returns per-step latencies in us.
-std::vector<double> step_latencies(executor& ex, int steps, int warmup) {
+/// Single-request decode steps, back to back (period 0) or one per `period`; returns
+/// per-step latencies in us.
+std::vector<double> step_latencies(executor& ex, int steps, int warmup,
+                                   std::chrono::microseconds period = {}) {
+  static uint64_t run = 0;
+  auto req = "r" + std::to_string(run++);
   std::vector<double> out;
   int32_t tok = 0;
+  auto next = clk::now();
   for (int i = 0; i < warmup + steps; ++i) {
+    if (period.count() > 0) {
+      next += period;
+      std::this_thread::sleep_until(next);
+    }
     auto t = clk::now();
-    auto r = ex.execute_model(decode_step(static_cast<uint64_t>(i), "r", i == 0, tok));
+    auto r = ex.execute_model(decode_step(static_cast<uint64_t>(i), req, i == 0, tok));
     auto us = std::chrono::duration<double, std::micro>(clk::now() - t).count();
     if (!r) {
       std::fprintf(stderr, "error: %s\n", describe(r.error()).c_str());
@@ -72,6 +93,37 @@ std::vector<double> step_latencies(executor& ex, int steps, int warmup) {
       out.push_back(us);
   }
   return out;
+}
+
+/// CPU seconds (user + system) a process has used, from /proc/PID/stat.
+double cpu_seconds(int64_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  std::getline(f, line);
+  auto close = line.rfind(')'); // the command name may hold spaces
+  if (close == std::string::npos)
+    return 0;
+  std::istringstream rest(line.substr(close + 2));
+  std::string field;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && rest >> field; ++i)
+    if (i == 14 || i == 15)
+      ticks += std::stod(field);
+  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+std::vector<double> cpu_of(const std::vector<int64_t>& pids) {
+  std::vector<double> out;
+  for (auto pid : pids)
+    out.push_back(cpu_seconds(pid));
+  return out;
+}
+
+double sum(const std::vector<double>& v) {
+  double s = 0;
+  for (auto x : v)
+    s += x;
+  return s;
 }
 
 model_runner_output must(caf::expected<model_runner_output> r) {
@@ -141,14 +193,17 @@ double pipelined_steps_per_s(executor& ex, int steps, int batch) {
 int main(int argc, char** argv) {
   std::string worker = sibling_cafex();
   int steps = 500;
+  double idle_s = 10;
   bool json_out = false;
   cli::arg_parser flags("bench_dataflow", "per-step overhead of the dataflow at each tp x pp");
   flags.flag({{"--worker"}, "PATH", "the cafex program the workers run", "the sibling cafex"})
     .flag({{"--steps"}, "N", "steps per shape", "500"})
+    .flag({{"--idle-s"}, "S", "seconds of no steps over which idle CPU is measured", "10"})
     .flag({{"--json"}, "", "print one JSON object", ""});
   bench::parse_flags(flags, argc, argv, [&](const cli::parsed_args& a) {
     worker = a.get("--worker", worker);
     steps = static_cast<int>(a.get_int("--steps", 500, 1, 100000000));
+    idle_s = a.get_double("--idle-s", 10, 0.1, 3600);
     json_out = a.has("--json");
   });
   nlohmann::json report;
@@ -161,21 +216,54 @@ int main(int argc, char** argv) {
   report["raw_tcp_rtt_us"] = {{"p50", raw_p50}, {"p99", percentile(*raw, 99)}};
   std::printf("raw loopback TCP round trip: p50 %.1f us, p99 %.1f us\n\n", raw_p50,
               percentile(*raw, 99));
-  std::printf("per-step overhead, zero-layer model, 1 request, %d steps\n", steps);
-  std::printf("%-8s %10s %10s %12s\n", "tp x pp", "p50 us", "p99 us", "p50 / rtt");
+  std::printf("per-step overhead, zero-layer model, 1 request, %d steps; paced: one step "
+              "per 1 ms / 10 ms; CPU: every cafex process, ms per 1000 steps back to back "
+              "and the busiest one's %% of a core over %.0f s without steps\n",
+              steps, idle_s);
+  std::printf("%-8s %9s %9s %9s %9s %10s %10s %11s %9s\n", "tp x pp", "p50 us", "p99 us",
+              "p50/rtt", "actor p50", "1ms p50", "10ms p50", "cpu ms/1k", "idle %");
   model_config zero;
   zero.num_layers = 0;
   for (auto [tp, pp] :
        std::vector<std::pair<int, int>>{{1, 1}, {2, 1}, {1, 2}, {2, 2}, {1, 3}}) {
-    auto ex = start(worker, tp, pp, zero);
-    auto lat = step_latencies(*ex, steps, 50);
+    double actor_p50 = 0;
+    { // the same shape with every step through the driver actor: the path it replaces
+      auto ex = start(worker, tp, pp, zero, false);
+      actor_p50 = percentile(step_latencies(*ex, steps, 50), 50);
+    }
+    std::vector<int64_t> pids;
+    auto ex = start(worker, tp, pp, zero, true, &pids);
+    pids.insert(pids.begin(), getpid());
+    step_latencies(*ex, 0, 50);
+    auto before = sum(cpu_of(pids));
+    auto lat = step_latencies(*ex, steps, 0);
+    auto cpu_ms_per_1k = (sum(cpu_of(pids)) - before) * 1e6 / steps;
+    auto paced1 = percentile(step_latencies(*ex, std::min(steps, 1000), 10,
+                                            std::chrono::microseconds{1000}),
+                             50);
+    auto paced10 = percentile(step_latencies(*ex, std::min(steps, 200), 5,
+                                             std::chrono::microseconds{10000}),
+                              50);
+    auto idle_before = cpu_of(pids);
+    std::this_thread::sleep_for(std::chrono::duration<double>(idle_s));
+    auto idle_after = cpu_of(pids);
+    double idle_max = 0;
+    for (size_t i = 0; i < pids.size(); ++i)
+      idle_max = std::max(idle_max, (idle_after[i] - idle_before[i]) / idle_s * 100);
     auto p50 = percentile(lat, 50), p99 = percentile(lat, 99);
-    std::printf("%d x %d    %10.1f %10.1f %12.2f\n", tp, pp, p50, p99, p50 / raw_p50);
+    std::printf("%d x %d    %9.1f %9.1f %9.2f %9.1f %10.1f %10.1f %11.1f %9.2f\n", tp, pp, p50,
+                p99, p50 / raw_p50, actor_p50, paced1, paced10, cpu_ms_per_1k, idle_max);
     report["overhead"].push_back({{"tp", tp},
                                   {"pp", pp},
                                   {"p50_us", p50},
                                   {"p99_us", p99},
-                                  {"ratio_to_rtt", p50 / raw_p50}});
+                                  {"ratio_to_rtt", p50 / raw_p50},
+                                  {"actor_path_p50_us", actor_p50},
+                                  {"paced_1ms_p50_us", paced1},
+                                  {"paced_10ms_p50_us", paced10},
+                                  {"cpu_ms_per_1000_steps", cpu_ms_per_1k},
+                                  {"idle_cpu_pct_max", idle_max},
+                                  {"processes", pids.size()}});
   }
   model_config heavy;
   heavy.hidden_size = 512;

@@ -141,6 +141,13 @@ caf::error executor::impl::start_up() {
   dopts.rebuild_timeout = defaults::teardown_timeout + opts.start_timeout
                           + 2 * defaults::driver_slack;
   dopts.liveness = opts.liveness;
+  if (opts.direct_lane)
+    dopts.lane = lane;
+  if (opts.hot_spin.count() < 0 || opts.hot_spin > std::chrono::seconds{1})
+    return make_error(errc::invalid_argument, "hot_spin must be between 0 and 1 s (got "
+                                                + std::to_string(opts.hot_spin.count())
+                                                + " us)");
+  dopts.hot_spin = opts.hot_spin;
   if (opts.on_worker_failure == failure_policy::restart) {
     dopts.on_recover = [this](int32_t rank, std::string why) {
       request_recovery(rank, std::move(why));
@@ -246,6 +253,12 @@ executor::collective_rpc_async(const std::string& method, const nlohmann::json& 
 }
 
 caf::expected<model_runner_output> executor::execute_model(const scheduler_output& step) {
+  // The direct lane when the dataflow is idle: the caller's thread writes the step into
+  // the rings and waits for the output rank's report (see actors/driver_lane.hpp).
+  if (!impl_->stopped && impl_->async_pending->load() == 0)
+    if (auto path = impl_->lane->get())
+      if (auto out = path->lane().run(step))
+        return std::move(*out);
   return execute_model_async(step).get();
 }
 
@@ -273,19 +286,25 @@ void executor::submit(const scheduler_output& step, when_full full,
   // shutdown racing this call), the last copy's destructor still answers the caller.
   struct once {
     std::function<void(caf::expected<model_runner_output>)> fn;
+    std::shared_ptr<std::atomic<int>> pending;
     bool called = false;
+    void call(caf::expected<model_runner_output> r) {
+      called = true;
+      --*pending; // before the caller hears it: its next blocking call may go direct
+      fn(std::move(r));
+    }
     ~once() {
       if (!called && fn)
-        fn(make_error(errc::not_ready, "the executor shut down before the step ran"));
+        call(make_error(errc::not_ready, "the executor shut down before the step ran"));
     }
   };
   auto o = std::make_shared<once>();
   o->fn = std::move(done);
+  o->pending = impl_->async_pending;
+  ++*o->pending;
   step_callback cb = [o](caf::expected<model_runner_output> r) {
-    if (o->called)
-      return;
-    o->called = true;
-    o->fn(std::move(r));
+    if (!o->called)
+      o->call(std::move(r));
   };
   // One mailbox keeps the caller's submission order all the way to the driver.
   caf::anon_send(impl_->client, execute_atom::value, step, full == when_full::fail,

@@ -114,7 +114,16 @@ struct executor_options {
   /// use NCCL.
   std::string tp_transport = "auto";
   bool async_scheduling = false; ///< max_concurrent_batches = 2 instead of PP size
-  std::string kv_connector;      ///< "" (none) or "loopback" (every rank reports)
+  /// A blocking execute_model on a same-node dataflow with nothing else in flight runs
+  /// on the caller's thread, straight over the shared-memory rings (no actor hop); false
+  /// sends every step through the driver actor (comparisons, tests).
+  bool direct_lane = true;
+  /// Same-node workers spin this long on their input ring after a step before they
+  /// sleep, where every process of the dataflow has a core of its own: steps that come
+  /// closer together skip a wake-up (tens of microseconds on a VM); an idle worker sleeps
+  /// once it has passed. 0: never spin.
+  std::chrono::microseconds hot_spin = defaults::hot_spin;
+  std::string kv_connector; ///< "" (none) or "loopback" (every rank reports)
   liveness_options liveness;
   failure_policy on_worker_failure = failure_policy::fail;
   int max_restarts = 3; ///< restart: recoveries allowed before giving up

@@ -39,6 +39,11 @@ struct executor::impl {
   rank_plan plan;
   std::mutex mtx;
   std::atomic<bool> stopped{false};
+  /// The compiled same-node generation for blocking callers (the driver publishes it).
+  std::shared_ptr<lane_slot> lane = std::make_shared<lane_slot>();
+  /// Steps submitted through the client actor and not answered yet: while there are any,
+  /// a blocking call takes the same path, behind them.
+  std::shared_ptr<std::atomic<int>> async_pending = std::make_shared<std::atomic<int>>(0);
 
   explicit impl(executor_options o) : opts(std::move(o)), cfg(opts.liveness), sys(cfg) {}
 

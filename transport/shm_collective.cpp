@@ -21,10 +21,6 @@
 #include "runtime/os/errno_text.hpp"
 #include "transport/shm_futex.hpp"
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#endif
-
 namespace cafex {
 
 namespace {
@@ -45,12 +41,6 @@ struct alignas(64) counter {
 
 constexpr size_t round_up(size_t n, size_t to) {
   return (n + to - 1) / to * to;
-}
-
-void cpu_relax() {
-#if defined(__x86_64__) || defined(__i386__)
-  _mm_pause();
-#endif
 }
 
 /// True when the process `pid` has ended (a zombie counts: it runs no more).

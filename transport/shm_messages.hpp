@@ -17,6 +17,15 @@
 
 namespace cafex {
 
+/// Marks the sequence numbers of steps that a caller runs on its own lane (the driver's
+/// direct lane): their output rank rings the lane's doorbell, not the driver's, and the
+/// other ranks mark the board instead of reporting progress.
+inline constexpr uint64_t direct_seq_bit = uint64_t{1} << 63;
+
+inline bool is_direct_seq(uint64_t seq) {
+  return (seq & direct_seq_bit) != 0;
+}
+
 /// Serializes a scheduler output once; the same bytes go to every stage-0 rank.
 std::vector<char> encode_scheduler_output(const scheduler_output& step);
 

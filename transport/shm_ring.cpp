@@ -29,49 +29,84 @@ constexpr size_t align8(size_t n) {
   return (n + 7) & ~size_t{7};
 }
 
-} // namespace
-
-// -- doorbell -----------------------------------------------------------------
-
-caf::expected<std::unique_ptr<shm_doorbell>> shm_doorbell::create(const std::string& name) {
+caf::expected<void*> create_segment(const std::string& name, size_t size) {
   int fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
   if (fd < 0)
     return sys_error("cannot create shared memory", name);
-  if (ftruncate(fd, 4096) != 0) {
+  if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
     ::close(fd);
     shm_unlink(name.c_str());
-    return sys_error("cannot size shared memory", name);
+    return sys_error("cannot size shared memory (is /dev/shm large enough?)", name);
   }
-  void* p = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   ::close(fd);
   if (p == MAP_FAILED) {
     shm_unlink(name.c_str());
     return sys_error("cannot map shared memory", name);
   }
+  return p;
+}
+
+/// Maps a segment another process created: (address, size).
+caf::expected<std::pair<void*, size_t>> open_segment(const std::string& name,
+                                                     size_t min_size) {
+  int fd = shm_open(name.c_str(), O_RDWR, 0600);
+  if (fd < 0)
+    return sys_error("cannot open shared memory", name);
+  struct stat st;
+  if (fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) < min_size) {
+    ::close(fd);
+    return make_error(errc::transport_failed,
+                      "shared memory '" + name + "' is too small for what cafex keeps there");
+  }
+  auto size = static_cast<size_t>(st.st_size);
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (p == MAP_FAILED)
+    return sys_error("cannot map shared memory", name);
+  return std::make_pair(p, size);
+}
+
+} // namespace
+
+// -- doorbell -----------------------------------------------------------------
+
+struct shm_doorbell::words {
+  std::atomic<uint32_t> value;
+  std::atomic<uint32_t> waiters; ///< sleepers in wait()
+};
+
+constexpr size_t doorbell_size = 4096;
+
+caf::expected<std::unique_ptr<shm_doorbell>> shm_doorbell::create(const std::string& name) {
+  auto p = create_segment(name, doorbell_size);
+  if (!p)
+    return p.error();
   std::unique_ptr<shm_doorbell> b{new shm_doorbell};
   b->name_ = name;
   b->owner_ = true;
-  b->word_ = new (p) std::atomic<uint32_t>(0);
+  b->words_ = new (*p) words{};
   return b;
 }
 
 caf::expected<std::unique_ptr<shm_doorbell>> shm_doorbell::open(const std::string& name) {
-  int fd = shm_open(name.c_str(), O_RDWR, 0600);
-  if (fd < 0)
-    return sys_error("cannot open shared memory", name);
-  void* p = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  ::close(fd);
-  if (p == MAP_FAILED)
-    return sys_error("cannot map shared memory", name);
+  auto seg = open_segment(name, doorbell_size);
+  if (!seg)
+    return seg.error();
+  if (seg->second != doorbell_size) {
+    munmap(seg->first, seg->second);
+    return make_error(errc::transport_failed,
+                      "shared memory '" + name + "' is not a cafex doorbell");
+  }
   std::unique_ptr<shm_doorbell> b{new shm_doorbell};
   b->name_ = name;
-  b->word_ = static_cast<std::atomic<uint32_t>*>(p);
+  b->words_ = static_cast<words*>(seg->first);
   return b;
 }
 
 shm_doorbell::~shm_doorbell() {
-  if (word_)
-    munmap(word_, 4096);
+  if (words_)
+    munmap(words_, doorbell_size);
   unlink();
 }
 
@@ -82,17 +117,67 @@ void shm_doorbell::unlink() {
 }
 
 uint32_t shm_doorbell::value() const {
-  return word_->load(std::memory_order_acquire);
+  return words_->value.load(std::memory_order_acquire);
 }
 
 void shm_doorbell::ring() {
-  word_->fetch_add(1, std::memory_order_acq_rel);
-  futex_wake(word_);
+  bump_and_wake(&words_->value, &words_->waiters);
 }
 
-void shm_doorbell::wait(uint32_t seen, std::chrono::microseconds timeout) const {
-  if (word_->load(std::memory_order_acquire) == seen)
-    futex_wait(word_, seen, timeout);
+void shm_doorbell::wait(uint32_t seen, std::chrono::microseconds timeout,
+                        std::chrono::microseconds spin) const {
+  auto moved = [this, seen] { return words_->value.load(std::memory_order_acquire) != seen; };
+  if (!spin_until(moved, std::min(spin, timeout)))
+    counted_wait(&words_->value, &words_->waiters, seen, timeout);
+}
+
+// -- board ----------------------------------------------------------------------
+
+caf::expected<std::unique_ptr<shm_board>> shm_board::create(const std::string& name,
+                                                            size_t slots) {
+  auto p = create_segment(name, std::max<size_t>(1, slots) * sizeof(uint64_t));
+  if (!p)
+    return p.error();
+  std::unique_ptr<shm_board> b{new shm_board};
+  b->name_ = name;
+  b->owner_ = true;
+  b->size_ = std::max<size_t>(1, slots) * sizeof(uint64_t);
+  b->slots_ = static_cast<std::atomic<uint64_t>*>(*p);
+  for (size_t i = 0; i < slots; ++i)
+    new (b->slots_ + i) std::atomic<uint64_t>(0);
+  return b;
+}
+
+caf::expected<std::unique_ptr<shm_board>> shm_board::open(const std::string& name) {
+  auto seg = open_segment(name, sizeof(uint64_t));
+  if (!seg)
+    return seg.error();
+  std::unique_ptr<shm_board> b{new shm_board};
+  b->name_ = name;
+  b->size_ = seg->second;
+  b->slots_ = static_cast<std::atomic<uint64_t>*>(seg->first);
+  return b;
+}
+
+shm_board::~shm_board() {
+  if (slots_)
+    munmap(slots_, size_);
+  unlink();
+}
+
+void shm_board::unlink() {
+  if (owner_)
+    shm_unlink(name_.c_str());
+  owner_ = false;
+}
+
+void shm_board::set(size_t slot, uint64_t value) {
+  if (slot < size_ / sizeof(uint64_t))
+    slots_[slot].store(value, std::memory_order_release);
+}
+
+uint64_t shm_board::get(size_t slot) const {
+  return slot < size_ / sizeof(uint64_t) ? slots_[slot].load(std::memory_order_acquire) : 0;
 }
 
 // -- ring ---------------------------------------------------------------------
@@ -105,54 +190,36 @@ struct shm_ring::header {
   std::atomic<uint32_t> closed;
   uint32_t magic;
   uint64_t capacity;
+  std::atomic<uint32_t> data_waiters;  ///< readers asleep on data_seq
+  std::atomic<uint32_t> space_waiters; ///< writers asleep on space_seq
 };
 
-constexpr uint32_t ring_magic = 0xcafe0001;
+constexpr uint32_t ring_magic = 0xcafe0002;
 constexpr size_t header_size = 64;
 
 caf::expected<std::unique_ptr<shm_ring>> shm_ring::create(const std::string& name,
                                                           size_t capacity) {
   capacity = align8(capacity);
-  int fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
-  if (fd < 0)
-    return sys_error("cannot create shared memory", name);
   size_t size = header_size + capacity;
-  if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
-    ::close(fd);
-    shm_unlink(name.c_str());
-    return sys_error("cannot size shared memory (is /dev/shm large enough?)", name);
-  }
-  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  ::close(fd);
-  if (p == MAP_FAILED) {
-    shm_unlink(name.c_str());
-    return sys_error("cannot map shared memory", name);
-  }
+  auto p = create_segment(name, size);
+  if (!p)
+    return p.error();
   std::unique_ptr<shm_ring> r{new shm_ring};
   r->name_ = name;
   r->owner_ = true;
   r->map_size_ = size;
-  r->hdr_ = new (p) header{};
+  r->hdr_ = new (*p) header{};
   r->hdr_->capacity = capacity;
   r->hdr_->magic = ring_magic;
-  r->data_ = static_cast<char*>(p) + header_size;
+  r->data_ = static_cast<char*>(*p) + header_size;
   return r;
 }
 
 caf::expected<std::unique_ptr<shm_ring>> shm_ring::open(const std::string& name) {
-  int fd = shm_open(name.c_str(), O_RDWR, 0600);
-  if (fd < 0)
-    return sys_error("cannot open shared memory", name);
-  struct stat st;
-  if (fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) <= header_size) {
-    ::close(fd);
-    return make_error(errc::transport_failed, "shared memory '" + name + "' is not a ring");
-  }
-  auto size = static_cast<size_t>(st.st_size);
-  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  ::close(fd);
-  if (p == MAP_FAILED)
-    return sys_error("cannot map shared memory", name);
+  auto seg = open_segment(name, header_size + 8);
+  if (!seg)
+    return seg.error();
+  auto [p, size] = *seg;
   auto* hdr = static_cast<header*>(p);
   if (hdr->magic != ring_magic || hdr->capacity + header_size != size) {
     munmap(p, size);
@@ -228,7 +295,7 @@ caf::error shm_ring::write(const std::vector<std::pair<const void*, size_t>>& pa
     if (rest.count() <= 0)
       return make_error(errc::timeout,
                         "ring '" + name_ + "' stayed full: its reader is stuck");
-    futex_wait(&hdr_->space_seq, seen, rest);
+    counted_wait(&hdr_->space_seq, &hdr_->space_waiters, seen, rest);
   }
   copy_in(head, &len, 8);
   auto pos = head + 8;
@@ -237,8 +304,7 @@ caf::error shm_ring::write(const std::vector<std::pair<const void*, size_t>>& pa
     pos += p.second;
   }
   hdr_->head.store(head + need, std::memory_order_release);
-  hdr_->data_seq.fetch_add(1, std::memory_order_acq_rel);
-  futex_wake(&hdr_->data_seq);
+  bump_and_wake(&hdr_->data_seq, &hdr_->data_waiters);
   if (bell)
     bell->ring();
   return caf::none;
@@ -253,25 +319,37 @@ bool shm_ring::try_read(std::vector<char>& out) {
   out.resize(len);
   copy_out(tail + 8, out.data(), len);
   hdr_->tail.store(tail + align8(8 + len), std::memory_order_release);
-  hdr_->space_seq.fetch_add(1, std::memory_order_acq_rel);
-  futex_wake(&hdr_->space_seq);
+  bump_and_wake(&hdr_->space_seq, &hdr_->space_waiters);
   return true;
 }
 
-caf::expected<std::vector<char>> shm_ring::read(std::chrono::milliseconds timeout) {
+caf::error shm_ring::read(std::vector<char>& out, std::chrono::milliseconds timeout,
+                          std::chrono::microseconds spin) {
   auto deadline = clock::now() + timeout;
-  std::vector<char> out;
+  auto readable = [this] {
+    return hdr_->head.load(std::memory_order_acquire)
+             != hdr_->tail.load(std::memory_order_relaxed)
+           || hdr_->closed.load(std::memory_order_acquire) != 0;
+  };
+  spin_until(readable, spin);
   for (;;) {
     auto seen = hdr_->data_seq.load(std::memory_order_acquire);
     if (try_read(out))
-      return out;
+      return caf::none;
     if (hdr_->closed.load(std::memory_order_acquire))
       return make_error(errc::transport_failed, "ring '" + name_ + "' is closed");
     auto rest = left(deadline);
     if (rest.count() <= 0)
       return make_error(errc::timeout, "nothing arrived on ring '" + name_ + "' in time");
-    futex_wait(&hdr_->data_seq, seen, rest);
+    counted_wait(&hdr_->data_seq, &hdr_->data_waiters, seen, rest);
   }
+}
+
+caf::expected<std::vector<char>> shm_ring::read(std::chrono::milliseconds timeout) {
+  std::vector<char> out;
+  if (auto err = read(out, timeout))
+    return err;
+  return out;
 }
 
 void shm_ring::close() {

@@ -1,5 +1,6 @@
 // A same-node message ring in POSIX shared memory: one producer process, one consumer
-// process, futex wake-ups (no spinning), every wait bounded by a deadline. It carries
+// process, futex wake-ups (a system call only when the peer sleeps; a reader may spin a
+// bounded time first), every wait bounded by a deadline. It carries
 // the dataflow's hot path on one node (commands, stage hand-offs with their tensor
 // bytes, results) at a few microseconds per hop instead of a TCP round trip.
 #pragma once
@@ -27,16 +28,39 @@ public:
   ~shm_doorbell();
   uint32_t value() const;
   void ring();
-  /// Sleeps until the value differs from `seen` or `timeout` passes.
-  void wait(uint32_t seen, std::chrono::microseconds timeout) const;
+  /// Sleeps until the value differs from `seen` or `timeout` passes, after spinning up
+  /// to `spin` on it.
+  void wait(uint32_t seen, std::chrono::microseconds timeout,
+            std::chrono::microseconds spin = std::chrono::microseconds{0}) const;
   /// The creator removes the name once every peer has opened it (see shm_ring::unlink).
   void unlink();
 
 private:
+  struct words;
   shm_doorbell() = default;
   std::string name_;
   bool owner_ = false;
-  std::atomic<uint32_t>* word_ = nullptr;
+  words* words_ = nullptr;
+};
+
+/// A row of 64-bit values in shared memory that one process writes and others read
+/// without waking anyone (each rank's last finished step, for a deadline's message).
+class shm_board {
+public:
+  static caf::expected<std::unique_ptr<shm_board>> create(const std::string& name,
+                                                          size_t slots);
+  static caf::expected<std::unique_ptr<shm_board>> open(const std::string& name);
+  ~shm_board();
+  void set(size_t slot, uint64_t value);
+  uint64_t get(size_t slot) const; ///< 0 for a slot past the end
+  void unlink();
+
+private:
+  shm_board() = default;
+  std::string name_;
+  bool owner_ = false;
+  size_t size_ = 0;
+  std::atomic<uint64_t>* slots_ = nullptr;
 };
 
 class shm_ring {
@@ -57,6 +81,10 @@ public:
 
   /// Waits for the next message.
   caf::expected<std::vector<char>> read(std::chrono::milliseconds timeout);
+  /// Waits for the next message into `out` (its capacity is reused), spinning up to
+  /// `spin` before the first sleep.
+  caf::error read(std::vector<char>& out, std::chrono::milliseconds timeout,
+                  std::chrono::microseconds spin = std::chrono::microseconds{0});
 
   /// Takes the next message if there is one.
   bool try_read(std::vector<char>& out);

@@ -112,9 +112,9 @@ direct_lane::run(const scheduler_output& step) {
     has_failure_ = false;
     failure_ = caf::none;
   }
-  auto bytes = encode_scheduler_output(step);
+  encode_scheduler_output(step, command_);
   for (auto* ring : rings_.commands)
-    if (auto err = write_command(*ring, seq, bytes, defaults::shm_command_timeout)) {
+    if (auto err = write_command(*ring, seq, command_, defaults::shm_command_timeout)) {
       end_step(false);
       return caf::expected<model_runner_output>{std::move(err)};
     }

@@ -96,7 +96,8 @@ private:
   uint64_t running_ = 0; ///< the direct step's seq while busy_
   caf::error failure_;   ///< set by close() or fail() for the running step
   std::atomic<bool> has_failure_{false};
-  std::vector<char> bytes_; ///< the caller's report buffer, reused
+  std::vector<char> command_; ///< the step's bytes, reused (one caller at a time)
+  std::vector<char> bytes_;   ///< the caller's report buffer, reused
 };
 
 } // namespace cafex

@@ -52,6 +52,13 @@ std::vector<char> encode_scheduler_output(const scheduler_output& step) {
   return serialize(step);
 }
 
+void encode_scheduler_output(const scheduler_output& step, std::vector<char>& into) {
+  into.clear(); // CAF's serializer appends at the buffer's end
+  caf::binary_serializer sink{nullptr, into};
+  auto err = sink(const_cast<scheduler_output&>(step));
+  static_cast<void>(err); // plain containers of numbers and strings cannot fail
+}
+
 caf::error write_command(shm_ring& ring, uint64_t seq, const std::vector<char>& step_bytes,
                          std::chrono::milliseconds timeout) {
   uint32_t len = static_cast<uint32_t>(step_bytes.size());

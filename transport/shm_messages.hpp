@@ -28,6 +28,8 @@ inline bool is_direct_seq(uint64_t seq) {
 
 /// Serializes a scheduler output once; the same bytes go to every stage-0 rank.
 std::vector<char> encode_scheduler_output(const scheduler_output& step);
+/// The same into `into`, whose capacity is reused (the direct lane's per-step buffer).
+void encode_scheduler_output(const scheduler_output& step, std::vector<char>& into);
 
 caf::error write_command(shm_ring& ring, uint64_t seq, const std::vector<char>& step_bytes,
                          std::chrono::milliseconds timeout);

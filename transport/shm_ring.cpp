@@ -272,7 +272,7 @@ void shm_ring::copy_out(uint64_t pos, void* data, size_t n) const {
     std::memcpy(static_cast<char*>(data) + first, data_, n - first);
 }
 
-caf::error shm_ring::write(const std::vector<std::pair<const void*, size_t>>& parts,
+caf::error shm_ring::write(std::initializer_list<std::pair<const void*, size_t>> parts,
                            std::chrono::milliseconds timeout, shm_doorbell* bell) {
   uint64_t len = 0;
   for (auto& p : parts)

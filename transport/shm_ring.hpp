@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <initializer_list>
 #include <utility>
 #include <vector>
 
@@ -76,7 +77,7 @@ public:
 
   /// Appends one message made of `parts`; waits while the ring is full. Rings `bell`
   /// (if any) after the write.
-  caf::error write(const std::vector<std::pair<const void*, size_t>>& parts,
+  caf::error write(std::initializer_list<std::pair<const void*, size_t>> parts,
                    std::chrono::milliseconds timeout, shm_doorbell* bell = nullptr);
 
   /// Waits for the next message.

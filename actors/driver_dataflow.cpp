@@ -142,7 +142,10 @@ void compile(driver_ptr self) {
               // Blocking callers may now run steps on the direct lane: only without a
               // KV connector, whose outputs the driver gathers from every rank.
               if (st.opts.lane && !st.kv) {
-                st.shm->lane().open();
+                std::vector<std::string> names;
+                for (int k = 0; k < static_cast<int>(st.ranks.size()); ++k)
+                  names.push_back(who(st, k));
+                st.shm->lane().open(std::move(names));
                 st.opts.lane->publish(st.shm);
               }
             }
@@ -386,7 +389,8 @@ std::string dataflow_stats(const driver_state& st) {
                       {"steps_ok", st.steps_ok + lane_ok},
                       {"steps_failed", st.steps_failed + lane_failed},
                       {"direct_steps", lane_ok + lane_failed},
-                      {"direct_running", st.shm && st.shm->lane().busy()}};
+                      {"direct_running", st.shm && st.shm->lane().busy()},
+                      {"direct_calls", st.lane_counts->calls.load()}};
   // Each PP stage's TP group, by the transport its ranks said they use.
   auto stages = nlohmann::json::array();
   for (size_t r = 0; r < st.ranks.size(); r += static_cast<size_t>(std::max(1, st.tp)))

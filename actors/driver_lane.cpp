@@ -41,8 +41,9 @@ direct_lane::direct_lane(rings r, std::chrono::milliseconds step_timeout, step_s
     counts_(std::move(counts)),
     spin_(spin_budget(rings_.tp * rings_.pp + 1, caller_spin)) {}
 
-void direct_lane::open() {
+void direct_lane::open(std::vector<std::string> names) {
   std::lock_guard<std::mutex> guard{mtx_};
+  names_ = std::move(names);
   open_ = true;
 }
 
@@ -53,6 +54,10 @@ void direct_lane::close(const caf::error& why) {
     if (busy_ && !has_failure_) {
       failure_ = why;
       has_failure_ = true;
+    }
+    if (calling_ && !has_call_failure_) {
+      call_failure_ = why;
+      has_call_failure_ = true;
     }
   }
   rings_.bell->ring();
@@ -177,6 +182,84 @@ caf::error direct_lane::overdue(uint64_t seq, uint64_t step_id) const {
                       + std::to_string(stage) + " rank(s) [" + ranks
                       + "] still owe output; check those workers' logs, or raise "
                         "--step-timeout");
+}
+
+std::optional<caf::expected<std::vector<std::string>>>
+direct_lane::call(const std::string& method, const std::string& args,
+                  std::chrono::milliseconds timeout) {
+  if (rings_.calls.empty()
+      || method.size() + args.size() + 64 > rings_.calls[0]->capacity() / 2)
+    return std::nullopt;
+  uint64_t id = 0;
+  {
+    std::lock_guard<std::mutex> guard{mtx_};
+    if (!open_ || calling_)
+      return std::nullopt;
+    calling_ = true;
+    id = ++next_call_;
+    has_call_failure_ = false;
+    call_failure_ = caf::none;
+  }
+  caf::expected<std::vector<std::string>> out{caf::error{}};
+  caf::error sent;
+  for (auto* ring : rings_.calls)
+    if ((sent = write_call(*ring, id, method, args, defaults::shm_command_timeout)))
+      break;
+  out = sent ? caf::expected<std::vector<std::string>>{std::move(sent)}
+             : collect(id, method, timeout);
+  counts_->calls.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard<std::mutex> guard{mtx_};
+  calling_ = false;
+  return out;
+}
+
+caf::expected<std::vector<std::string>>
+direct_lane::collect(uint64_t id, const std::string& method,
+                     std::chrono::milliseconds timeout) {
+  auto n = rings_.replies.size();
+  std::vector<std::string> results(n);
+  std::vector<bool> answered(n, false);
+  size_t owed = n;
+  auto deadline = clock::now() + timeout;
+  for (;;) {
+    auto seen = rings_.bell->value();
+    if (has_call_failure_.load(std::memory_order_acquire)) {
+      std::lock_guard<std::mutex> guard{mtx_};
+      return call_failure_;
+    }
+    for (size_t r = 0; r < n; ++r)
+      while (rings_.replies[r]->try_read(reply_)) {
+        auto m = read_reply(reply_);
+        if (!m)
+          return make_error(errc::transport_failed, "malformed reply from rank "
+                                                      + std::to_string(r) + ": "
+                                                      + describe(m.error()));
+        if (m->id != id)
+          continue; // a late reply to a call that timed out
+        if (!m->result)
+          return m->result.error(); // workers name their rank
+        results[r] = std::move(*m->result);
+        if (!answered[r]) {
+          answered[r] = true;
+          --owed;
+        }
+      }
+    if (owed == 0)
+      return results;
+    auto rest = std::chrono::duration_cast<std::chrono::microseconds>(deadline - clock::now());
+    if (rest.count() <= 0) {
+      size_t r = 0;
+      while (r < n && answered[r])
+        ++r;
+      auto name = r < names_.size() ? names_[r] : "rank " + std::to_string(r);
+      return make_error(errc::timeout, name + " did not answer method '" + method
+                                         + "' in time; the method may be stuck, or raise "
+                                           "its timeout");
+    }
+    rings_.bell->wait(seen,
+                      std::min<std::chrono::microseconds>(rest, defaults::shm_driver_wake),
+                      spin_);
+  }
 }
 
 void direct_lane::end_step(bool ok) {

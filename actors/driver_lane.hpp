@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include <caf/error.hpp>
@@ -35,6 +36,7 @@ public:
   struct counters {
     std::atomic<uint64_t> ok{0};
     std::atomic<uint64_t> failed{0};
+    std::atomic<uint64_t> calls{0}; ///< collective_rpc calls answered on the lane
   };
 
   /// The rings of one generation (owned by driver_shm_path, which outlives the lane).
@@ -43,6 +45,8 @@ public:
     shm_ring* output = nullptr;      ///< the output rank's reports
     shm_doorbell* bell = nullptr;    ///< rung by the output rank for direct steps
     shm_board* board = nullptr;      ///< each rank's last finished direct step
+    std::vector<shm_ring*> calls;    ///< collective_rpc, by rank
+    std::vector<shm_ring*> replies;  ///< their answers, by rank
     int tp = 1;
     int pp = 1;
   };
@@ -52,8 +56,9 @@ public:
 
   // -- the driver actor's side --------------------------------------------------
 
-  /// The dataflow is compiled: direct steps may run.
-  void open();
+  /// The dataflow is compiled: direct steps and calls may run. `names` by rank ("rank 3
+  /// on node ab12") for the messages.
+  void open(std::vector<std::string> names);
   /// Refuses direct steps from now on and fails the one running with `why`.
   void close(const caf::error& why);
   /// The driver is about to dispatch a step through the rings: false while a direct step
@@ -77,7 +82,14 @@ public:
   /// own steps in flight, another caller on it): then the step takes the actor path.
   std::optional<caf::expected<model_runner_output>> run(const scheduler_output& step);
 
+  /// collective_rpc of `method` on every rank, in rank order; nullopt when the lane
+  /// cannot take it (closed, another call on it, arguments too large for the rings).
+  std::optional<caf::expected<std::vector<std::string>>>
+  call(const std::string& method, const std::string& args, std::chrono::milliseconds timeout);
+
 private:
+  caf::expected<std::vector<std::string>> collect(uint64_t id, const std::string& method,
+                                                  std::chrono::milliseconds timeout);
   caf::expected<model_runner_output> wait_for(uint64_t seq, uint64_t step_id);
   caf::error overdue(uint64_t seq, uint64_t step_id) const;
   void end_step(bool ok);
@@ -96,6 +108,12 @@ private:
   uint64_t running_ = 0; ///< the direct step's seq while busy_
   caf::error failure_;   ///< set by close() or fail() for the running step
   std::atomic<bool> has_failure_{false};
+  std::vector<std::string> names_;
+  bool calling_ = false; ///< a collective_rpc runs on the lane
+  uint64_t next_call_ = 0;
+  caf::error call_failure_; ///< set by close() for the running call
+  std::atomic<bool> has_call_failure_{false};
+  std::vector<char> reply_;   ///< the caller's reply buffer, reused
   std::vector<char> command_; ///< the step's bytes, reused (one caller at a time)
   std::vector<char> bytes_;   ///< the caller's report buffer, reused
 };

@@ -43,6 +43,16 @@ driver_shm_path::create(const std::string& prefix, int tp, int pp, step_sink_act
       return ring.error();
     p->reports_.push_back(std::move(*ring));
   }
+  for (int r = 0; r < world; ++r) {
+    auto call = shm_ring::create(prefix + "call" + std::to_string(r), sz.call_ring);
+    if (!call)
+      return call.error();
+    p->calls_.push_back(std::move(*call));
+    auto reply = shm_ring::create(prefix + "reply" + std::to_string(r), sz.call_ring);
+    if (!reply)
+      return reply.error();
+    p->replies_.push_back(std::move(*reply));
+  }
   auto bell = shm_doorbell::create(prefix + "bell");
   if (!bell)
     return bell.error();
@@ -59,6 +69,10 @@ driver_shm_path::create(const std::string& prefix, int tp, int pp, step_sink_act
   direct_lane::rings lr;
   for (auto& c : p->commands_)
     lr.commands.push_back(c.get());
+  for (int r = 0; r < world; ++r) {
+    lr.calls.push_back(p->calls_[static_cast<size_t>(r)].get());
+    lr.replies.push_back(p->replies_[static_cast<size_t>(r)].get());
+  }
   lr.output = p->reports_[static_cast<size_t>(p->output_rank_)].get();
   lr.bell = p->lane_bell_.get();
   lr.board = p->board_.get();
@@ -74,7 +88,7 @@ void driver_shm_path::close(const caf::error& why) {
   if (lane_)
     lane_->close(why);
   stop_ = true;
-  for (auto* group : {&commands_, &links_, &reports_})
+  for (auto* group : {&commands_, &links_, &reports_, &calls_, &replies_})
     for (auto& r : *group)
       r->close(); // wakes the workers' hot loops
   if (bell_)
@@ -88,7 +102,7 @@ driver_shm_path::~driver_shm_path() {
 }
 
 void driver_shm_path::unlink_names() {
-  for (auto* group : {&commands_, &links_, &reports_})
+  for (auto* group : {&commands_, &links_, &reports_, &calls_, &replies_})
     for (auto& r : *group)
       r->unlink();
   for (auto* bell : {bell_.get(), lane_bell_.get()})

@@ -26,6 +26,7 @@ public:
     size_t command_ring = size_t{4} << 20;
     size_t link_ring = size_t{64} << 20; ///< holds the largest hand-off (tensor bytes)
     size_t report_ring = size_t{4} << 20;
+    size_t call_ring = size_t{4} << 20; ///< collective_rpc arguments (larger: actor path)
   };
 
   /// Creates the rings of one generation for a tp x pp grid and starts the reader;
@@ -62,6 +63,8 @@ private:
   std::vector<std::unique_ptr<shm_ring>> commands_; ///< stage-0 ranks
   std::vector<std::unique_ptr<shm_ring>> links_;    ///< rank r -> r + tp
   std::vector<std::unique_ptr<shm_ring>> reports_;  ///< every rank
+  std::vector<std::unique_ptr<shm_ring>> calls_;    ///< direct lane -> every rank
+  std::vector<std::unique_ptr<shm_ring>> replies_;  ///< every rank -> direct lane
   std::unique_ptr<shm_doorbell> bell_;
   std::unique_ptr<shm_doorbell> lane_bell_; ///< rung by the output rank for direct steps
   std::unique_ptr<shm_board> board_;        ///< each rank's last finished direct step

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "runtime/error.hpp"
+#include "transport/shm_futex.hpp"
 
 namespace cafex {
 
@@ -82,6 +83,7 @@ worker_actor::behavior_type worker_actor_impl(state_ptr self, worker_state st,
       if (!s.st.runner)
         return make_error(errc::not_ready, "rank " + std::to_string(s.st.rank)
                                              + " has no model loaded; run load_model first");
+      s.calls.reset();
       s.hot.reset();
       s.stage.reset();
       auto stage = worker_stage::open(s.st, std::move(cfg));
@@ -93,6 +95,13 @@ worker_actor::behavior_type worker_actor_impl(state_ptr self, worker_state st,
         if (!hot)
           return hot.error();
         s.hot = std::move(*hot);
+        const auto& c = s.stage->config();
+        auto calls = worker_call_loop::start(
+          s.st, s.methods, s.runner_mutex, c.shm_prefix,
+          spin_budget(c.tp * c.num_stages + 1, std::chrono::microseconds{c.spin_us}));
+        if (!calls)
+          return calls.error();
+        s.calls = std::move(*calls);
       }
       return std::string(s.st.tp_group->transport());
     },
@@ -116,6 +125,7 @@ worker_actor::behavior_type worker_actor_impl(state_ptr self, worker_state st,
       run_step(self, seq, step, &*input);
     },
     [self](teardown_atom) -> bool {
+      self->state.calls.reset();
       self->state.hot.reset();
       self->state.stage.reset();
       return true;
@@ -125,6 +135,7 @@ worker_actor::behavior_type worker_actor_impl(state_ptr self, worker_state st,
       // A peer blocked in a collective this rank will never join (its step's input died
       // with the lost rank) waits for Gloo's timeout unless this rank's end of the group
       // closes. Once the hot loop has stopped nothing here uses the group.
+      s.calls.reset();
       s.hot.reset();
       s.stage.reset();
       std::lock_guard<std::mutex> guard{s.runner_mutex};

@@ -9,6 +9,7 @@
 #include "actors/node_agent_protocol.hpp"
 #include "actors/worker_methods.hpp"
 #include "actors/worker_protocol.hpp"
+#include "actors/worker_call_loop.hpp"
 #include "actors/worker_hot_loop.hpp"
 #include "actors/worker_stage.hpp"
 
@@ -22,6 +23,8 @@ struct worker_actor_state {
   std::mutex runner_mutex;
   /// Declared after `stage`: destroyed (joined) first.
   std::unique_ptr<worker_hot_loop> hot;
+  /// collective_rpc on the direct lane (same-node dataflow only); joined first.
+  std::unique_ptr<worker_call_loop> calls;
   static inline const char* name = "cafex.worker";
 };
 

@@ -233,9 +233,19 @@ executor::collective_rpc(const std::string& method, const nlohmann::json& args,
     return make_error(errc::not_ready, "collective_rpc after shutdown");
   if (timeout.count() <= 0)
     timeout = impl_->opts.rpc_timeout;
+  auto text = args.dump();
+  // On a compiled same-node dataflow the call goes straight over the rings (every rank
+  // answers; a unique_reply_rank keeps one); else, or when the lane is busy, through
+  // the driver actor.
+  std::optional<caf::expected<std::vector<std::string>>> direct;
+  if (unique_reply_rank < static_cast<int>(impl_->plan.workers.size()))
+    if (auto path = impl_->lane->get())
+      direct = path->lane().call(method, text, timeout);
+  if (direct && *direct && unique_reply_rank >= 0)
+    **direct = std::vector<std::string>{(**direct)[static_cast<size_t>(unique_reply_rank)]};
   rpc_options ro;
   ro.unique_reply_rank = unique_reply_rank;
-  auto r = impl_->rpc(method, args.dump(), timeout, std::move(ro));
+  auto r = direct ? std::move(*direct) : impl_->rpc(method, text, timeout, std::move(ro));
   if (!r)
     return r.error();
   std::vector<nlohmann::json> out;

@@ -46,6 +46,24 @@ caf::error malformed(const char* what) {
                     std::string("truncated ") + what + " on the shared-memory path");
 }
 
+/// An error as a code byte and its text (without the code's name: make_error adds it).
+void encode_error(const caf::error& err, std::vector<char>& out) {
+  auto code = static_cast<uint8_t>(code_of(err) == errc::none ? errc::method_failed
+                                                              : code_of(err));
+  auto text = describe(err);
+  auto colon = text.find(": ");
+  if (code_of(err) != errc::none && colon != std::string::npos)
+    text = text.substr(colon + 2);
+  out.push_back(static_cast<char>(code));
+  out.insert(out.end(), text.begin(), text.end());
+}
+
+caf::error decode_error(const std::vector<char>& bytes, size_t pos) {
+  auto code = static_cast<errc>(static_cast<uint8_t>(bytes[pos]));
+  return make_error(code,
+                    std::string(bytes.begin() + static_cast<long>(pos + 1), bytes.end()));
+}
+
 } // namespace
 
 std::vector<char> encode_scheduler_output(const scheduler_output& step) {
@@ -85,14 +103,7 @@ caf::error write_report(shm_ring& ring, shm_doorbell* bell, uint64_t seq, int32_
   if (kind == report_kind::result && out) {
     payload = serialize(*out);
   } else if (kind == report_kind::failure && err) {
-    auto code = static_cast<uint8_t>(code_of(*err) == errc::none ? errc::method_failed
-                                                                 : code_of(*err));
-    auto text = describe(*err);
-    auto colon = text.find(": ");
-    if (code_of(*err) != errc::none && colon != std::string::npos)
-      text = text.substr(colon + 2); // drop the code name: make_error adds it again
-    payload.push_back(static_cast<char>(code));
-    payload.insert(payload.end(), text.begin(), text.end());
+    encode_error(*err, payload);
   }
   return ring.write({{&seq, 8}, {&rank, 4}, {&k, 1}, {payload.data(), payload.size()}},
                     timeout, bell);
@@ -140,10 +151,54 @@ caf::expected<report_message> read_report(const std::vector<char>& bytes) {
   } else if (m.kind == report_kind::failure) {
     if (in.pos >= bytes.size())
       return malformed("failure report");
-    auto code = static_cast<errc>(static_cast<uint8_t>(bytes[in.pos]));
-    m.error = make_error(code, std::string(bytes.begin() + static_cast<long>(in.pos + 1),
-                                           bytes.end()));
+    m.error = decode_error(bytes, in.pos);
   }
+  return m;
+}
+
+caf::error write_call(shm_ring& ring, uint64_t id, const std::string& method,
+                      const std::string& args, std::chrono::milliseconds timeout) {
+  auto len = static_cast<uint32_t>(method.size());
+  return ring.write(
+    {{&id, 8}, {&len, 4}, {method.data(), method.size()}, {args.data(), args.size()}},
+    timeout);
+}
+
+caf::expected<call_message> read_call(const std::vector<char>& bytes) {
+  reader in{bytes};
+  call_message m;
+  uint32_t len = 0;
+  if (!in.get(m.id) || !in.get(len) || in.pos + len > bytes.size())
+    return malformed("method call");
+  auto at = bytes.begin() + static_cast<long>(in.pos);
+  m.method.assign(at, at + len);
+  m.args.assign(at + len, bytes.end());
+  return m;
+}
+
+caf::error write_reply(shm_ring& ring, shm_doorbell* bell, uint64_t id, int32_t rank,
+                       const caf::expected<std::string>& result,
+                       std::chrono::milliseconds timeout) {
+  uint8_t ok = result ? 1 : 0;
+  std::vector<char> err;
+  if (!result)
+    encode_error(result.error(), err);
+  const void* data = result ? static_cast<const void*>(result->data()) : err.data();
+  size_t size = result ? result->size() : err.size();
+  return ring.write({{&id, 8}, {&rank, 4}, {&ok, 1}, {data, size}}, timeout, bell);
+}
+
+caf::expected<reply_message> read_reply(const std::vector<char>& bytes) {
+  reader in{bytes};
+  reply_message m;
+  uint8_t ok = 0;
+  if (!in.get(m.id) || !in.get(m.rank) || !in.get(ok) || ok > 1
+      || (!ok && in.pos >= bytes.size()))
+    return malformed("method reply");
+  if (ok)
+    m.result = std::string(bytes.begin() + static_cast<long>(in.pos), bytes.end());
+  else
+    m.result = decode_error(bytes, in.pos);
   return m;
 }
 

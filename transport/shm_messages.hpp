@@ -64,4 +64,29 @@ struct report_message {
 
 caf::expected<report_message> read_report(const std::vector<char>& bytes);
 
+/// collective_rpc on the direct lane: a method call (caller -> one rank) and its reply
+/// (the result's JSON text, or the error), tagged with the call's id.
+caf::error write_call(shm_ring& ring, uint64_t id, const std::string& method,
+                      const std::string& args, std::chrono::milliseconds timeout);
+
+struct call_message {
+  uint64_t id = 0;
+  std::string method;
+  std::string args;
+};
+
+caf::expected<call_message> read_call(const std::vector<char>& bytes);
+
+caf::error write_reply(shm_ring& ring, shm_doorbell* bell, uint64_t id, int32_t rank,
+                       const caf::expected<std::string>& result,
+                       std::chrono::milliseconds timeout);
+
+struct reply_message {
+  uint64_t id = 0;
+  int32_t rank = 0;
+  caf::expected<std::string> result{std::string{}};
+};
+
+caf::expected<reply_message> read_reply(const std::vector<char>& bytes);
+
 } // namespace cafex

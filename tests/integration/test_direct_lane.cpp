@@ -1,8 +1,9 @@
-// The direct lane: blocking execute_model calls on a same-node dataflow run on the
-// caller's thread over the shared-memory rings. They give the actor path's tokens, keep
-// submission order behind asynchronous steps, and keep every failure path: a deadline
-// names the stuck stage, a killed worker fails the step within the liveness bound, a
-// teardown from another thread ends the step, and nothing is left behind.
+// The direct lane: blocking execute_model calls and collective_rpc on a compiled
+// same-node dataflow run on the caller's thread over the shared-memory rings. They give
+// the actor path's results, keep submission order behind asynchronous steps, and keep
+// every failure path: a deadline names the stuck stage or rank, a killed worker fails
+// the step or call within the liveness bound, a teardown from another thread ends the
+// step, and nothing is left behind.
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -228,4 +229,73 @@ TEST_CASE("a teardown from another thread ends the direct step and the next one 
   auto stats = ex->dataflow_stats();
   REQUIRE(stats);
   CHECK_MESSAGE((*stats)["direct_steps"].get<uint64_t>() == 2, stats->dump());
+}
+
+namespace {
+
+uint64_t direct_calls(executor& ex) {
+  auto stats = ex.dataflow_stats();
+  REQUIRE(stats);
+  return (*stats)["direct_calls"].get<uint64_t>();
+}
+
+} // namespace
+
+TEST_CASE("collective_rpc on a compiled same-node dataflow answers over the rings") {
+  test::become_subreaper();
+  auto o = test::test_options(2, 2);
+  o.log_level = "off";
+  auto ex = test::start_or_fail(o);
+  auto before = ex->collective_rpc("rank_info", nullptr); // not compiled yet: the actors
+  REQUIRE_MESSAGE(before, describe(before.error()));
+  CHECK(direct_calls(*ex) == 0);
+  REQUIRE(ex->execute_model(test::prefill(0)));
+  auto info = ex->collective_rpc("rank_info", nullptr);
+  REQUIRE_MESSAGE(info, describe(info.error()));
+  CHECK(*info == *before); // the same answers, in rank order
+  CHECK(direct_calls(*ex) == 1);
+  auto one = ex->collective_rpc("echo", {{"x", 7}}, {}, 2);
+  REQUIRE_MESSAGE(one, describe(one.error()));
+  REQUIRE(one->size() == 1);
+  CHECK(one->at(0)["x"] == 7);
+  auto failed = ex->collective_rpc("fail_on", 3);
+  REQUIRE_FALSE(failed);
+  CHECK(code_of(failed.error()) == errc::method_failed);
+  CHECK(describe(failed.error()).find("rank 3 was told to fail") != std::string::npos);
+  auto t0 = steady::now();
+  auto slow = ex->collective_rpc("sleep_ms", {{"ms", 2000}}, 300ms);
+  CHECK(steady::now() - t0 < 1500ms);
+  REQUIRE_FALSE(slow);
+  CHECK(code_of(slow.error()) == errc::timeout);
+  CHECK_MESSAGE(describe(slow.error()).find("rank 0 on node") != std::string::npos,
+                describe(slow.error()));
+  // The late replies of the call that timed out are not taken for this one's.
+  auto after = ex->collective_rpc("rank_info", nullptr, 10s);
+  REQUIRE_MESSAGE(after, describe(after.error()));
+  CHECK(*after == *before);
+  CHECK(direct_calls(*ex) == 5);
+}
+
+TEST_CASE("a worker killed during a call on the rings fails it at once") {
+  test::become_subreaper();
+  auto o = test::test_options(2, 1);
+  o.log_level = "off";
+  auto ex = test::start_or_fail(o);
+  REQUIRE(ex->execute_model(test::prefill(0)));
+  pid_t victim = test::worker_pid(1);
+  REQUIRE(victim > 0);
+  auto pending = std::async(std::launch::async, [&] {
+    return ex->collective_rpc("sleep_ms", {{"ms", 20000}}, 60s);
+  });
+  REQUIRE(pending.wait_for(200ms) == std::future_status::timeout);
+  REQUIRE(kill(victim, SIGKILL) == 0);
+  auto bound = o.liveness.connection_timeout + o.liveness.cause_timeout + 1s;
+  REQUIRE(pending.wait_for(bound) == std::future_status::ready);
+  auto r = pending.get();
+  REQUIRE_FALSE(r);
+  CHECK(code_of(r.error()) == errc::worker_lost);
+  CHECK_MESSAGE(describe(r.error()).find("rank 1") != std::string::npos, describe(r.error()));
+  CHECK(direct_calls(*ex) == 1);
+  ex->shutdown();
+  no_children_left();
 }

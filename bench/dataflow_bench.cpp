@@ -248,8 +248,11 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::duration<double>(idle_s));
     auto idle_after = cpu_of(pids);
     double idle_max = 0;
-    for (size_t i = 0; i < pids.size(); ++i)
-      idle_max = std::max(idle_max, (idle_after[i] - idle_before[i]) / idle_s * 100);
+    std::vector<double> idle_pct; // the driver's process first, then the workers by rank
+    for (size_t i = 0; i < pids.size(); ++i) {
+      idle_pct.push_back((idle_after[i] - idle_before[i]) / idle_s * 100);
+      idle_max = std::max(idle_max, idle_pct.back());
+    }
     auto p50 = percentile(lat, 50), p99 = percentile(lat, 99);
     std::printf("%d x %d    %9.1f %9.1f %9.2f %9.1f %10.1f %10.1f %11.1f %9.2f\n", tp, pp, p50,
                 p99, p50 / raw_p50, actor_p50, paced1, paced10, cpu_ms_per_1k, idle_max);
@@ -263,6 +266,7 @@ int main(int argc, char** argv) {
                                   {"paced_10ms_p50_us", paced10},
                                   {"cpu_ms_per_1000_steps", cpu_ms_per_1k},
                                   {"idle_cpu_pct_max", idle_max},
+                                  {"idle_cpu_pct", idle_pct},
                                   {"processes", pids.size()}});
   }
   model_config heavy;

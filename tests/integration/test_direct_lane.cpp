@@ -45,27 +45,29 @@ std::vector<std::vector<int32_t>> tokens_of(int tp, int pp, bool direct, int ste
   return out;
 }
 
-scheduler_output sleepy_step(uint64_t id, int ms) {
-  scheduler_output s;
-  s.step_id = id;
-  s.new_requests.push_back(
-    new_request{"sleep" + std::to_string(ms) + "-r" + std::to_string(id), {1, 2, 3, 4}});
-  return s;
+/// A direct step is on the lane (within 5 s).
+bool lane_running(executor& ex) {
+  return test::wait_until(
+    [&] {
+      auto stats = ex.dataflow_stats();
+      return stats && (*stats)["direct_running"] == true;
+    },
+    5s);
+}
+
+/// A counter of dataflow_stats(): "direct_steps" or "direct_calls".
+uint64_t lane_count(executor& ex, const char* key) {
+  auto stats = ex.dataflow_stats();
+  REQUIRE(stats);
+  return (*stats)[key].get<uint64_t>();
 }
 
 uint64_t direct_steps(executor& ex) {
-  auto stats = ex.dataflow_stats();
-  REQUIRE(stats);
-  return (*stats)["direct_steps"].get<uint64_t>();
+  return lane_count(ex, "direct_steps");
 }
 
-void no_children_left() {
-  CHECK(test::wait_until(
-    [] {
-      test::reap_zombies();
-      return test::children_of(getpid()).empty();
-    },
-    15s));
+uint64_t direct_calls(executor& ex) {
+  return lane_count(ex, "direct_calls");
 }
 
 } // namespace
@@ -88,12 +90,12 @@ TEST_CASE("a blocking call waits behind asynchronous steps, in submission order"
   auto o = test::test_options(1, 2);
   o.model.name = "sleepy";
   auto ex = test::start_or_fail(o);
-  REQUIRE(ex->execute_model(sleepy_step(0, 0)));
-  REQUIRE(ex->execute_model(sleepy_step(1, 0)));
+  REQUIRE(ex->execute_model(test::sleepy_step(0, 0)));
+  REQUIRE(ex->execute_model(test::sleepy_step(1, 0)));
   auto lane_before = direct_steps(*ex);
   CHECK(lane_before == 1);
-  auto slow = ex->execute_model_async(sleepy_step(2, 300));
-  auto r = ex->execute_model(sleepy_step(3, 0));
+  auto slow = ex->execute_model_async(test::sleepy_step(2, 300));
+  auto r = ex->execute_model(test::sleepy_step(3, 0));
   REQUIRE_MESSAGE(r, describe(r.error()));
   CHECK(r->step_id == 3);
   // The asynchronous step was answered first: the blocking one went behind it.
@@ -101,7 +103,7 @@ TEST_CASE("a blocking call waits behind asynchronous steps, in submission order"
   CHECK(slow.get());
   CHECK(direct_steps(*ex) == lane_before);
   // Nothing in flight again: the lane is free.
-  REQUIRE(ex->execute_model(sleepy_step(4, 0)));
+  REQUIRE(ex->execute_model(test::sleepy_step(4, 0)));
   CHECK(direct_steps(*ex) == lane_before + 1);
 }
 
@@ -110,19 +112,14 @@ TEST_CASE("asynchronous steps submitted while a direct step runs wait for it") {
   auto o = test::test_options(1, 1);
   o.model.name = "sleepy";
   auto ex = test::start_or_fail(o);
-  REQUIRE(ex->execute_model(sleepy_step(0, 0)));
+  REQUIRE(ex->execute_model(test::sleepy_step(0, 0)));
   auto blocking = std::async(std::launch::async,
-                             [&] { return ex->execute_model(sleepy_step(1, 1000)); });
-  REQUIRE(test::wait_until(
-    [&] {
-      auto stats = ex->dataflow_stats();
-      return stats && (*stats)["direct_running"] == true;
-    },
-    5s));
+                             [&] { return ex->execute_model(test::sleepy_step(1, 1000)); });
+  REQUIRE(lane_running(*ex));
   // The blocking call is on the lane: these go through the driver and wait for it.
   std::vector<std::future<caf::expected<model_runner_output>>> later;
   for (uint64_t id = 2; id < 5; ++id)
-    later.push_back(ex->execute_model_async(sleepy_step(id, 0)));
+    later.push_back(ex->execute_model_async(test::sleepy_step(id, 0)));
   CHECK(later.front().wait_for(100ms) == std::future_status::timeout);
   auto b = blocking.get();
   REQUIRE_MESSAGE(b, describe(b.error()));
@@ -143,9 +140,9 @@ TEST_CASE("a direct step that misses its deadline names the stage, and the next 
   o.model.name = "sleepy";
   o.step_timeout = 300ms;
   auto ex = test::start_or_fail(o);
-  REQUIRE(ex->execute_model(sleepy_step(0, 0))); // compiles; later steps go direct
+  REQUIRE(ex->execute_model(test::sleepy_step(0, 0))); // compiles; later steps go direct
   auto t0 = steady::now();
-  auto r = ex->execute_model(sleepy_step(1, 1500));
+  auto r = ex->execute_model(test::sleepy_step(1, 1500));
   CHECK(steady::now() - t0 < 1200ms);
   REQUIRE_FALSE(r);
   CHECK(code_of(r.error()) == errc::timeout);
@@ -160,7 +157,7 @@ TEST_CASE("a direct step that misses its deadline names the stage, and the next 
   caf::expected<model_runner_output> next{caf::error{}};
   REQUIRE(test::wait_until(
     [&] {
-      next = ex->execute_model(sleepy_step(id++, 0));
+      next = ex->execute_model(test::sleepy_step(id++, 0));
       return static_cast<bool>(next);
     },
     10s));
@@ -174,11 +171,11 @@ TEST_CASE("a worker killed during a direct step fails it at once, naming the ran
   o.model.name = "sleepy";
   o.log_level = "off";
   auto ex = test::start_or_fail(o);
-  REQUIRE(ex->execute_model(sleepy_step(0, 0)));
+  REQUIRE(ex->execute_model(test::sleepy_step(0, 0)));
   pid_t victim = test::worker_pid(1);
   REQUIRE(victim > 0);
   auto pending = std::async(std::launch::async,
-                            [&] { return ex->execute_model(sleepy_step(1, 20000)); });
+                            [&] { return ex->execute_model(test::sleepy_step(1, 20000)); });
   REQUIRE(pending.wait_for(200ms) == std::future_status::timeout);
   auto t0 = steady::now();
   REQUIRE(kill(victim, SIGKILL) == 0);
@@ -192,11 +189,11 @@ TEST_CASE("a worker killed during a direct step fails it at once, naming the ran
   MESSAGE("direct step failed "
           << std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t0).count()
           << " ms after the SIGKILL: " << describe(r.error()));
-  auto late = ex->execute_model(sleepy_step(2, 0));
+  auto late = ex->execute_model(test::sleepy_step(2, 0));
   REQUIRE_FALSE(late);
   CHECK(code_of(late.error()) == errc::worker_lost);
   ex->shutdown();
-  no_children_left();
+  test::no_children_left();
 }
 
 TEST_CASE("a teardown from another thread ends the direct step and the next one compiles") {
@@ -204,15 +201,10 @@ TEST_CASE("a teardown from another thread ends the direct step and the next one 
   auto o = test::test_options(2, 2);
   o.model.name = "sleepy";
   auto ex = test::start_or_fail(o);
-  REQUIRE(ex->execute_model(sleepy_step(0, 0)));
+  REQUIRE(ex->execute_model(test::sleepy_step(0, 0)));
   auto pending = std::async(std::launch::async,
-                            [&] { return ex->execute_model(sleepy_step(1, 1000)); });
-  REQUIRE(test::wait_until(
-    [&] {
-      auto stats = ex->dataflow_stats();
-      return stats && (*stats)["direct_running"] == true;
-    },
-    5s));
+                            [&] { return ex->execute_model(test::sleepy_step(1, 1000)); });
+  REQUIRE(lane_running(*ex));
   auto t0 = steady::now();
   REQUIRE_FALSE(ex->teardown_dataflow());
   // The step fails at once; the teardown itself waits for the ranks to let go (after
@@ -222,24 +214,14 @@ TEST_CASE("a teardown from another thread ends the direct step and the next one 
   REQUIRE_FALSE(r);
   CHECK(code_of(r.error()) == errc::not_ready);
   CHECK(steady::now() - t0 < 10s);
-  auto next = ex->execute_model(sleepy_step(2, 0));
+  auto next = ex->execute_model(test::sleepy_step(2, 0));
   REQUIRE_MESSAGE(next, describe(next.error()));
-  auto again = ex->execute_model(sleepy_step(3, 0));
+  auto again = ex->execute_model(test::sleepy_step(3, 0));
   REQUIRE_MESSAGE(again, describe(again.error()));
   auto stats = ex->dataflow_stats();
   REQUIRE(stats);
   CHECK_MESSAGE((*stats)["direct_steps"].get<uint64_t>() == 2, stats->dump());
 }
-
-namespace {
-
-uint64_t direct_calls(executor& ex) {
-  auto stats = ex.dataflow_stats();
-  REQUIRE(stats);
-  return (*stats)["direct_calls"].get<uint64_t>();
-}
-
-} // namespace
 
 TEST_CASE("collective_rpc on a compiled same-node dataflow answers over the rings") {
   test::become_subreaper();
@@ -297,5 +279,5 @@ TEST_CASE("a worker killed during a call on the rings fails it at once") {
   CHECK_MESSAGE(describe(r.error()).find("rank 1") != std::string::npos, describe(r.error()));
   CHECK(direct_calls(*ex) == 1);
   ex->shutdown();
-  no_children_left();
+  test::no_children_left();
 }

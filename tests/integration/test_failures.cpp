@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cafex/executor.hpp"
+#include "executor_fixture.hpp"
 #include "processes.hpp"
 
 using namespace cafex;
@@ -30,25 +31,8 @@ executor_options options(int tp, const std::string& model = "sleepy") {
   return o;
 }
 
-scheduler_output sleepy_step(uint64_t id, int ms) {
-  scheduler_output s;
-  s.step_id = id;
-  s.new_requests.push_back(
-    new_request{"sleep" + std::to_string(ms) + "-r" + std::to_string(id), {1, 2, 3, 4}});
-  return s;
-}
-
 long ms_since(steady::time_point t0) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(steady::now() - t0).count();
-}
-
-void no_children_left() {
-  CHECK(test::wait_until(
-    [] {
-      test::reap_zombies();
-      return test::children_of(getpid()).empty();
-    },
-    15s));
 }
 
 bool has(const std::string& text, const std::string& part) {
@@ -62,10 +46,10 @@ TEST_CASE("SIGKILL mid-step: the step fails fast naming rank, node and signal 9"
   auto ex = executor::start(options(2));
   REQUIRE_MESSAGE(ex, describe(ex.error()));
   auto node = (*ex)->plan().workers.at(1).node_id;
-  REQUIRE((*ex)->execute_model(sleepy_step(0, 0))); // compiles the dataflow
+  REQUIRE((*ex)->execute_model(test::sleepy_step(0, 0))); // compiles the dataflow
   pid_t victim = worker_pid(1);
   REQUIRE(victim > 0);
-  auto pending = (*ex)->execute_model_async(sleepy_step(1, 20000));
+  auto pending = (*ex)->execute_model_async(test::sleepy_step(1, 20000));
   REQUIRE(pending.wait_for(100ms) == std::future_status::timeout);
   auto t0 = steady::now();
   REQUIRE(kill(victim, SIGKILL) == 0);
@@ -90,7 +74,7 @@ TEST_CASE("SIGKILL mid-step: the step fails fast naming rank, node and signal 9"
   CHECK((*ex)->state() == executor_state::failed);
   (*ex)->shutdown();
   CHECK((*ex)->state() == executor_state::stopped);
-  no_children_left();
+  test::no_children_left();
 }
 
 TEST_CASE("SIGSTOP: the worker is reported unresponsive within the heartbeat bounds") {
@@ -124,7 +108,7 @@ TEST_CASE("SIGSTOP: the worker is reported unresponsive within the heartbeat bou
   CHECK((*ex)->state() == executor_state::degraded);
   kill(victim, SIGCONT);
   (*ex)->shutdown();
-  no_children_left();
+  test::no_children_left();
 }
 
 TEST_CASE("a throwing method reaches the caller and the worker survives") {
@@ -140,7 +124,7 @@ TEST_CASE("a throwing method reaches the caller and the worker survives") {
   CHECK((*ex)->collective_rpc("noop"));
   CHECK((*ex)->state() == executor_state::ready);
   (*ex)->shutdown();
-  no_children_left();
+  test::no_children_left();
 }
 
 TEST_CASE("load_model failing on rank 1 fails start-up cleanly, nothing left running") {
@@ -151,7 +135,7 @@ TEST_CASE("load_model failing on rank 1 fails start-up cleanly, nothing left run
   auto what = describe(ex.error());
   CHECK_MESSAGE(has(what, "rank 1 was told to fail load_model"), what);
   MESSAGE("start-up failed in " << ms_since(t0) << " ms: " << what);
-  no_children_left();
+  test::no_children_left();
 }
 
 TEST_CASE("the embedded agent and its workers listen on no BASP port") {
@@ -170,8 +154,8 @@ TEST_CASE("the embedded agent and its workers listen on no BASP port") {
   CHECK(test::listening_ports(w).empty());
   // The agent and its worker still serve the driver.
   CHECK((*ex)->collective_rpc("noop"));
-  CHECK((*ex)->execute_model(sleepy_step(0, 0)));
+  CHECK((*ex)->execute_model(test::sleepy_step(0, 0)));
   CHECK((*ex)->state() == executor_state::ready);
   (*ex)->shutdown();
-  no_children_left();
+  test::no_children_left();
 }

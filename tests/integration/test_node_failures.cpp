@@ -18,6 +18,7 @@
 
 #include "cafex/executor.hpp"
 #include "netns.hpp"
+#include "executor_fixture.hpp"
 #include "processes.hpp"
 
 using namespace cafex;
@@ -155,14 +156,6 @@ worker_seen worker_on(executor& ex, const std::string& ip) {
   return w;
 }
 
-scheduler_output sleepy_step(uint64_t id, int ms) {
-  scheduler_output s;
-  s.step_id = id;
-  s.new_requests.push_back(
-    new_request{"sleep" + std::to_string(ms) + "-r" + std::to_string(id), {1, 2, 3, 4}});
-  return s;
-}
-
 bool alive(pid_t pid) {
   test::reap_zombies(); // this process is the subreaper: orphans end up as our zombies
   return kill(pid, 0) == 0;
@@ -196,7 +189,7 @@ void check_reported(executor& ex, std::future<caf::expected<model_runner_output>
   auto s = ex.state();
   CHECK_MESSAGE((s == executor_state::failed || s == executor_state::degraded), to_string(s));
   auto t1 = steady::now();
-  auto later = ex.execute_model_async(sleepy_step(100, 0));
+  auto later = ex.execute_model_async(test::sleepy_step(100, 0));
   REQUIRE(later.wait_for(2s) == std::future_status::ready);
   auto again = later.get();
   REQUIRE_FALSE(again);
@@ -228,8 +221,8 @@ TEST_CASE("a node agent SIGKILLed mid-step: typed error naming rank, node and ca
   auto& ex = **started;
   auto lost = worker_on(ex, c.hosts.ip(1));
   REQUIRE(alive(lost.pid));
-  REQUIRE(ex.execute_model(sleepy_step(0, 0))); // compiles the dataflow
-  auto pending = ex.execute_model_async(sleepy_step(1, 20000));
+  REQUIRE(ex.execute_model(test::sleepy_step(0, 0))); // compiles the dataflow
+  auto pending = ex.execute_model_async(test::sleepy_step(1, 20000));
   REQUIRE(pending.wait_for(200ms) == std::future_status::timeout);
   auto t0 = steady::now();
   REQUIRE(kill(c.agents[1], SIGKILL) == 0);
@@ -261,8 +254,8 @@ TEST_CASE("one node's link cut mid-step: reported unreachable within the heartbe
   REQUIRE_MESSAGE(started, describe(started.error()));
   auto& ex = **started;
   auto lost = worker_on(ex, c.hosts.ip(1));
-  REQUIRE(ex.execute_model(sleepy_step(0, 0)));
-  auto pending = ex.execute_model_async(sleepy_step(1, 20000));
+  REQUIRE(ex.execute_model(test::sleepy_step(0, 0)));
+  auto pending = ex.execute_model_async(test::sleepy_step(1, 20000));
   REQUIRE(pending.wait_for(200ms) == std::future_status::timeout);
   auto t0 = steady::now();
   c.set_link(1, false);
@@ -298,8 +291,8 @@ TEST_CASE("a node agent SIGSTOPped mid-step: its node is reported lost within th
   REQUIRE_MESSAGE(started, describe(started.error()));
   auto& ex = **started;
   auto lost = worker_on(ex, c.hosts.ip(1));
-  REQUIRE(ex.execute_model(sleepy_step(0, 0)));
-  auto pending = ex.execute_model_async(sleepy_step(1, 20000));
+  REQUIRE(ex.execute_model(test::sleepy_step(0, 0)));
+  auto pending = ex.execute_model_async(test::sleepy_step(1, 20000));
   REQUIRE(pending.wait_for(200ms) == std::future_status::timeout);
   auto t0 = steady::now();
   REQUIRE(kill(c.agents[1], SIGSTOP) == 0);
@@ -327,8 +320,8 @@ TEST_CASE("a node agent stopped cleanly (SIGTERM) mid-step: its node's rank fail
   REQUIRE_MESSAGE(started, describe(started.error()));
   auto& ex = **started;
   auto lost = worker_on(ex, c.hosts.ip(1));
-  REQUIRE(ex.execute_model(sleepy_step(0, 0)));
-  auto pending = ex.execute_model_async(sleepy_step(1, 20000));
+  REQUIRE(ex.execute_model(test::sleepy_step(0, 0)));
+  auto pending = ex.execute_model_async(test::sleepy_step(1, 20000));
   REQUIRE(pending.wait_for(200ms) == std::future_status::timeout);
   auto t0 = steady::now();
   REQUIRE(kill(c.agents[1], SIGTERM) == 0);
@@ -372,8 +365,8 @@ TEST_CASE("restart policy: a rank whose node agent is SIGKILLed moves to a free 
       victim_host = 2;
   int spare_host = 3 - victim_host;
   auto lost = worker_on(ex, c.hosts.ip(victim_host));
-  REQUIRE(ex.execute_model(sleepy_step(0, 0)));
-  auto pending = ex.execute_model_async(sleepy_step(1, 100));
+  REQUIRE(ex.execute_model(test::sleepy_step(0, 0)));
+  auto pending = ex.execute_model_async(test::sleepy_step(1, 100));
   // The step is running before the kill (else, on a loaded machine, it could reach the
   // driver after the loss and be refused as "recovering" instead).
   REQUIRE(test::wait_until(
@@ -395,7 +388,7 @@ TEST_CASE("restart policy: a rank whose node agent is SIGKILLed moves to a free 
   auto ready_ms = ms_since(t0);
   auto moved = worker_on(ex, c.hosts.ip(spare_host));
   CHECK(moved.rank == lost.rank);
-  auto good = ex.execute_model(sleepy_step(2, 0));
+  auto good = ex.execute_model(test::sleepy_step(2, 0));
   CHECK_MESSAGE(good, (good ? "" : describe(good.error())));
   MESSAGE("agent SIGKILL -> rank " << lost.rank << " moved to host " << spare_host
                                    << " and ready again in " << ready_ms << " ms");

@@ -41,15 +41,6 @@ executor_state settle(executor& ex, std::chrono::milliseconds bound) {
   return st;
 }
 
-void no_children_left() {
-  CHECK(test::wait_until(
-    [] {
-      test::reap_zombies();
-      return test::children_of(getpid()).empty();
-    },
-    15s));
-}
-
 } // namespace
 
 TEST_CASE("restart: a rank lost while the recovery rebuilds the communicators restarts it") {
@@ -95,7 +86,7 @@ TEST_CASE("restart: a rank lost while the recovery rebuilds the communicators re
   }
   (*ex)->shutdown();
   unsetenv(fault_injection_env); // NOLINT(concurrency-mt-unsafe): no spawn runs now
-  no_children_left();
+  test::no_children_left();
 }
 
 TEST_CASE("restart: a second loss during a recovery counts against max_restarts") {
@@ -117,5 +108,5 @@ TEST_CASE("restart: a second loss during a recovery counts against max_restarts"
   REQUIRE_FALSE(r);
   (*ex)->shutdown();
   unsetenv(fault_injection_env); // NOLINT(concurrency-mt-unsafe): no spawn runs now
-  no_children_left();
+  test::no_children_left();
 }

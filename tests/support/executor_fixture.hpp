@@ -5,6 +5,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <unistd.h>
 
 #include <doctest/doctest.h>
 
@@ -45,6 +46,26 @@ inline scheduler_output prefill(uint64_t id) {
   s.step_id = id;
   s.new_requests.push_back({"r" + std::to_string(id), {5, 9, 2, 7, 1}});
   return s;
+}
+
+/// A step for the "sleepy" test model: request "sleep<ms>-r<id>" makes every rank sleep
+/// `ms` in its forward pass.
+inline scheduler_output sleepy_step(uint64_t id, int ms) {
+  scheduler_output s;
+  s.step_id = id;
+  s.new_requests.push_back(
+    new_request{"sleep" + std::to_string(ms) + "-r" + std::to_string(id), {1, 2, 3, 4}});
+  return s;
+}
+
+/// Every child of this (subreaper) process has ended and been reaped, within 15 s.
+inline void no_children_left() {
+  CHECK(wait_until(
+    [] {
+      reap_zombies();
+      return children_of(getpid()).empty();
+    },
+    std::chrono::seconds{15}));
 }
 
 inline std::unique_ptr<executor> start_or_fail(executor_options o) {

@@ -143,6 +143,7 @@ void compile(driver_ptr self) {
               // KV connector, whose outputs the driver gathers from every rank.
               if (st.opts.lane && !st.kv) {
                 std::vector<std::string> names;
+                names.reserve(st.ranks.size());
                 for (int k = 0; k < static_cast<int>(st.ranks.size()); ++k)
                   names.push_back(who(st, k));
                 st.shm->lane().open(std::move(names));

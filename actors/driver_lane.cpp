@@ -120,6 +120,12 @@ direct_lane::run(const scheduler_output& step) {
   encode_scheduler_output(step, command_);
   for (auto* ring : rings_.commands)
     if (auto err = write_command(*ring, seq, command_, defaults::shm_command_timeout)) {
+      // A ring closed under the write: the driver's reason (a lost worker, a teardown)
+      // says more than "closed".
+      if (has_failure_.load(std::memory_order_acquire)) {
+        std::lock_guard<std::mutex> guard{mtx_};
+        err = failure_;
+      }
       end_step(false);
       return caf::expected<model_runner_output>{std::move(err)};
     }
@@ -205,6 +211,10 @@ direct_lane::call(const std::string& method, const std::string& args,
   for (auto* ring : rings_.calls)
     if ((sent = write_call(*ring, id, method, args, defaults::shm_command_timeout)))
       break;
+  if (sent && has_call_failure_.load(std::memory_order_acquire)) {
+    std::lock_guard<std::mutex> guard{mtx_};
+    sent = call_failure_; // the driver's reason for closing the rings
+  }
   out = sent ? caf::expected<std::vector<std::string>>{std::move(sent)}
              : collect(id, method, timeout);
   counts_->calls.fetch_add(1, std::memory_order_relaxed);

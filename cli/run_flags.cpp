@@ -110,6 +110,15 @@ arg_parser& add_executor_flags(arg_parser& p) {
            "CPU TP collectives: auto (shm on one node, else tcp), shm, tcp or gloo",
            "auto"})
     .flag({{"--async-scheduling"}, "", "allow 2 steps in flight instead of PP size", ""})
+    .flag({{"--hot-spin"},
+           "MICROSECONDS",
+           "same-node workers spin this long after a step before they sleep (0: never)",
+           "20000"})
+    .flag({{"--no-direct-lane"},
+           "",
+           "send every step and call through the driver actor, never straight over the "
+           "shared-memory rings",
+           ""})
     .flag({{"--on-worker-failure"},
            "fail|restart",
            "lost worker: fail the executor, or replace it and rebuild communicators",
@@ -349,6 +358,8 @@ executor_options executor_options_from(const parsed_args& a) {
   if (auto err = check_tp_transport(o.tp_transport))
     throw usage_error{"--tp-transport: " + message_of(err)};
   o.async_scheduling = a.has("--async-scheduling");
+  o.hot_spin = std::chrono::microseconds(a.get_int("--hot-spin", 20000, 0, 1000000));
+  o.direct_lane = !a.has("--no-direct-lane");
   auto policy = lower_case(a.get("--on-worker-failure", "fail"));
   if (policy == "restart")
     o.on_worker_failure = failure_policy::restart;

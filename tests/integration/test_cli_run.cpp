@@ -56,6 +56,10 @@ TEST_CASE("cafex run --json prints the tokens and latencies, and leaves nothing 
     CHECK(other["tokens"] == j["tokens"]);
     CHECK(other["pp"] == std::atoi(shape.second));
   }
+  // Without the direct lane and without spinning: the same tokens.
+  auto actors = run_json({"--tp", "2", "--steps", "5", "--batch", "3", "--seed", "11",
+                          "--no-direct-lane", "--hot-spin", "0"});
+  CHECK(actors["tokens"] == j["tokens"]);
 }
 
 TEST_CASE("cafex run prints a line per step and a summary") {
@@ -81,6 +85,8 @@ TEST_CASE("bad flags exit 2 with one error line") {
                                              {"--tp-transport", "rdma"},
                                              {"--bundle-indices", "0,0", "--tp", "2"},
                                              {"--enforce-eager"},
+                                             {"--hot-spin", "-1"},
+                                             {"--hot-spin", "2000000"},
                                              {"--random-weights"}}) {
     std::vector<std::string> argv{bin, "run"};
     argv.insert(argv.end(), args.begin(), args.end());

@@ -127,3 +127,44 @@ TEST_CASE("opening a missing or foreign segment is a clear error") {
   REQUIRE(dup);
   CHECK_FALSE(shm_ring::create(unique("dup"), 64));
 }
+
+TEST_CASE("a write wakes a sleeping reader and a ring wakes a doorbell sleeper, every time") {
+  // A write makes the wake-up system call only when the reader registered as asleep: a
+  // lost wake-up would leave the reader asleep until its 5 s deadline.
+  auto ring = shm_ring::create(unique("wake"), 4096);
+  REQUIRE(ring);
+  auto bell = shm_doorbell::create(unique("wake-bell"));
+  REQUIRE(bell);
+  for (int round = 0; round < 300; ++round) {
+    INFO("round " << round);
+    auto t0 = std::chrono::steady_clock::now();
+    std::vector<char> out;
+    caf::error got;
+    std::thread reader([&] { got = (*ring)->read(out, 5s, round % 2 ? 20us : 0us); });
+    auto seen = (*bell)->value();
+    std::thread sleeper([&] { (*bell)->wait(seen, 5s, round % 3 ? 0us : 20us); });
+    REQUIRE_FALSE(put(**ring, "m" + std::to_string(round)));
+    (*bell)->ring();
+    reader.join();
+    sleeper.join();
+    REQUIRE_FALSE(got);
+    CHECK(std::string(out.begin(), out.end()) == "m" + std::to_string(round));
+    CHECK(std::chrono::steady_clock::now() - t0 < 2s);
+  }
+}
+
+TEST_CASE("a board keeps each slot's last value; past the end reads 0") {
+  auto board = shm_board::create(unique("board"), 3);
+  REQUIRE(board);
+  auto peer = shm_board::open(unique("board"));
+  REQUIRE(peer);
+  (*board)->set(1, 42);
+  (*peer)->set(2, 7);
+  CHECK((*peer)->get(1) == 42);
+  CHECK((*board)->get(2) == 7);
+  CHECK((*board)->get(0) == 0);
+  CHECK((*board)->get(9) == 0);
+  (*board)->set(9, 1); // ignored
+  (*board)->unlink();
+  CHECK_FALSE(shm_board::open(unique("board")));
+}

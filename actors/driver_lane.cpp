@@ -93,15 +93,16 @@ void direct_lane::drain_output(std::vector<std::vector<char>>& into) {
     into.push_back(std::move(buf));
 }
 
-void direct_lane::fail(uint64_t seq, const caf::error& err) {
+bool direct_lane::fail(uint64_t seq, const caf::error& err) {
   {
     std::lock_guard<std::mutex> guard{mtx_};
     if (!busy_ || running_ != seq || has_failure_)
-      return;
+      return false;
     failure_ = err;
     has_failure_ = true;
   }
   rings_.bell->ring();
+  return true;
 }
 
 std::optional<caf::expected<model_runner_output>>
@@ -153,7 +154,10 @@ caf::expected<model_runner_output> direct_lane::wait_for(uint64_t seq, uint64_t 
         return std::move(m->output);
       if (m->seq == seq && m->kind == report_kind::failure) {
         auto err = m->error;
-        forward_report(sink_, *m); // a broken transport starts a recovery under restart
+        // The first failure of the step reaches the driver (a broken transport starts a
+        // recovery under restart); the other ranks' failures of it do not.
+        if (fail(seq, err))
+          forward_report(sink_, *m);
         return err;
       }
       if (!is_direct_seq(m->seq))

@@ -73,8 +73,9 @@ public:
 
   /// Takes every report waiting on the output ring unless a direct step owns the ring.
   void drain_output(std::vector<std::vector<char>>& into);
-  /// A rank other than the output rank failed direct step `seq`.
-  void fail(uint64_t seq, const caf::error& err);
+  /// A rank failed direct step `seq`: true when this is the step's first failure while
+  /// it runs (only that one goes on to the driver: one incident, one recovery).
+  bool fail(uint64_t seq, const caf::error& err);
 
   // -- the caller -----------------------------------------------------------------
 

@@ -142,11 +142,10 @@ void driver_shm_path::read_loop() {
       }
       if (is_direct_seq(m->seq)) {
         // A rank short of the output failed a caller's step: fail it there, and tell the
-        // driver (a broken transport starts a recovery). Else a late direct answer.
-        if (m->kind == report_kind::failure) {
-          lane_->fail(m->seq, m->error);
+        // driver if it is the step's first failure (a broken transport starts one
+        // recovery). Else a late direct answer, or another rank's failure of that step.
+        if (m->kind == report_kind::failure && lane_->fail(m->seq, m->error))
           forward_report(sink_, *m);
-        }
         continue;
       }
       forward_report(sink_, *m);

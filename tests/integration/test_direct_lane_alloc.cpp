@@ -20,19 +20,58 @@ thread_local long allocations = 0;
 
 } // namespace
 
-void* operator new(std::size_t n) {
+namespace {
+
+void* counted_malloc(std::size_t n) {
   if (counting)
     ++allocations;
-  if (void* p = std::malloc(n == 0 ? 1 : n))
+  return std::malloc(n == 0 ? 1 : n);
+}
+
+} // namespace
+
+// Every non-aligned form, so that each new meets its own delete (ASan checks the pairs).
+void* operator new(std::size_t n) {
+  if (void* p = counted_malloc(n))
     return p;
   throw std::bad_alloc{};
+}
+
+void* operator new[](std::size_t n) {
+  if (void* p = counted_malloc(n))
+    return p;
+  throw std::bad_alloc{};
+}
+
+void* operator new(std::size_t n, const std::nothrow_t&) noexcept {
+  return counted_malloc(n);
+}
+
+void* operator new[](std::size_t n, const std::nothrow_t&) noexcept {
+  return counted_malloc(n);
 }
 
 void operator delete(void* p) noexcept {
   std::free(p);
 }
 
+void operator delete[](void* p) noexcept {
+  std::free(p);
+}
+
 void operator delete(void* p, std::size_t) noexcept {
+  std::free(p);
+}
+
+void operator delete[](void* p, std::size_t) noexcept {
+  std::free(p);
+}
+
+void operator delete(void* p, const std::nothrow_t&) noexcept {
+  std::free(p);
+}
+
+void operator delete[](void* p, const std::nothrow_t&) noexcept {
   std::free(p);
 }
 

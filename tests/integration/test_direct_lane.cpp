@@ -281,3 +281,18 @@ TEST_CASE("a worker killed during a call on the rings fails it at once") {
   ex->shutdown();
   test::no_children_left();
 }
+
+TEST_CASE("a hot_spin outside 0 to 1 s is refused at start-up, naming the option") {
+  test::become_subreaper();
+  for (auto spin : {std::chrono::microseconds{-1}, std::chrono::microseconds{2000000}}) {
+    auto o = test::test_options(1, 1);
+    o.hot_spin = spin;
+    auto ex = executor::start(o);
+    REQUIRE_FALSE(ex);
+    CHECK(code_of(ex.error()) == errc::invalid_argument);
+    CHECK_MESSAGE(describe(ex.error()).find("hot_spin must be between 0 and 1 s")
+                    != std::string::npos,
+                  describe(ex.error()));
+  }
+  test::no_children_left();
+}

@@ -1,8 +1,11 @@
 #include "transport/caf_link.hpp"
 
 #include <cerrno>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <spdlog/spdlog.h>
 
 #include <caf/io/basp_broker.hpp>
 #include <caf/io/middleman.hpp>
@@ -21,11 +24,58 @@ caf::actor basp_of(caf::actor_system& sys) {
   return sys.middleman().named_broker<caf::io::basp_broker>(caf::atom("BASP"));
 }
 
+/// CAF 0.17.6's basp_broker files a client connection (connect_atom) with `last_seen` at
+/// the clock's epoch and sets it only when bytes arrive, so the next heartbeat tick (every
+/// heartbeat_interval) closes a link whose peer has not sent its server handshake yet,
+/// with sec::connection_timeout. The serving side writes that handshake unprompted: wait
+/// for its first bytes here, so that CAF is handed a socket it reads at once.
+caf::error await_first_bytes(int fd, std::chrono::milliseconds timeout,
+                             const std::string& what) {
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
+  const auto deadline = start + timeout;
+  auto next_report = start + std::chrono::seconds{1};
+  for (;;) {
+    auto now = clock::now();
+    if (now >= deadline)
+      return make_error(errc::node_lost, what + ": no CAF handshake within "
+                                           + std::to_string(timeout.count())
+                                           + " ms; is the peer overloaded or stopped?");
+    if (now >= next_report) {
+      spdlog::info("still waiting for the CAF handshake of {} ({} ms of {} ms)", what,
+                   std::chrono::duration_cast<std::chrono::milliseconds>(now - start).count(),
+                   timeout.count());
+      next_report += std::chrono::seconds{1};
+    }
+    auto wait = std::chrono::ceil<std::chrono::milliseconds>(std::min(deadline, next_report)
+                                                             - now);
+    pollfd p{fd, POLLIN, 0};
+    int n = ::poll(&p, 1, static_cast<int>(wait.count()));
+    if (n < 0 && errno != EINTR)
+      return make_error(errc::transport_failed,
+                        what + ": waiting for its CAF handshake failed: " + errno_text(errno));
+    if (n <= 0)
+      continue;
+    if ((p.revents & POLLIN) != 0)
+      return caf::none; // data, or an orderly close CAF reports itself
+    return make_error(errc::node_lost,
+                      what + " closed the connection before its CAF handshake");
+  }
+}
+
 } // namespace
 
 caf::expected<caf::strong_actor_ptr> caf_link_connect(caf::actor_system& sys, int fd,
                                                       std::chrono::milliseconds timeout,
                                                       const std::string& what) {
+  const auto start = std::chrono::steady_clock::now();
+  if (auto err = await_first_bytes(fd, timeout, what)) {
+    ::close(fd);
+    return err;
+  }
+  timeout -= std::chrono::duration_cast<std::chrono::milliseconds>(
+    std::chrono::steady_clock::now() - start);
+  timeout = std::max(timeout, std::chrono::milliseconds{1});
   // A second descriptor of the socket, to cut a peer that never completes the handshake
   // (BASP itself would wait for it forever).
   int spare = ::dup(fd);

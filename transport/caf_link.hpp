@@ -26,8 +26,11 @@ namespace cafex {
 /// The key BASP files actors served over cafex links under (no socket has this port).
 constexpr uint16_t link_port = 1;
 
-/// Client side: runs BASP's handshake over the connected socket `fd` (CAF owns it from
-/// here on, also on failure) and returns the actor the peer serves on it. Fails with
+/// Client side: runs BASP's handshake over the connected socket `fd` (owned from here on,
+/// also on failure) and returns the actor the peer serves on it. It hands `fd` to CAF only
+/// once the peer's handshake bytes arrived: CAF 0.17.6 closes a client link whose peer is
+/// silent at its next heartbeat tick, so a peer slower than one heartbeat interval would
+/// fail with connection_timeout (a progress line each second while it waits). Fails with
 /// errc::node_lost, naming `what`, when the peer does not complete the handshake within
 /// `timeout` (the socket is then shut down) or serves nothing.
 caf::expected<caf::strong_actor_ptr> caf_link_connect(caf::actor_system& sys, int fd,

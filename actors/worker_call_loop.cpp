@@ -5,6 +5,7 @@
 #include "runtime/defaults.hpp"
 #include "runtime/error.hpp"
 #include "transport/shm_messages.hpp"
+#include "transport/spin_governor.hpp"
 
 namespace cafex {
 
@@ -38,33 +39,38 @@ worker_call_loop::~worker_call_loop() {
 
 void worker_call_loop::run() {
   std::vector<char> buf;
-  bool after_call = false;
+  // Calls come in bursts (a caller's loop of collective_rpc): spin a while after one, as
+  // long as they keep coming within the spin.
+  spin_governor spin{spin_};
   while (!stop_) {
-    // Calls come in bursts (a caller's loop of collective_rpc): spin a while after one.
-    if (auto err = calls_->read(buf, defaults::shm_worker_wake,
-                                after_call ? spin_ : std::chrono::microseconds{0})) {
+    if (auto err = calls_->read(buf, defaults::shm_worker_wake, spin.before_read())) {
       if (calls_->closed())
         return;
-      after_call = false;
+      spin.idle();
       continue;
     }
-    after_call = true;
-    auto call = read_call(buf);
-    if (!call) {
-      spdlog::error("rank {}: {}", st_.rank, describe(call.error()));
-      continue;
-    }
-    caf::expected<std::string> result{std::string{}};
-    {
-      std::lock_guard<std::mutex> guard{runner_mutex_};
-      result = invoke_method(methods_, st_, call->method, call->args);
-    }
-    auto timeout = std::chrono::milliseconds{defaults::shm_command_timeout};
-    if (auto err = write_reply(*replies_, bell_.get(), call->id, st_.rank, result, timeout))
-      if (!replies_->closed())
-        spdlog::error("rank {} cannot answer method '{}': {}", st_.rank, call->method,
-                      describe(err));
+    spin.arrived(spin_governor::clock::now());
+    answer(buf);
+    spin.handled(spin_governor::clock::now());
   }
+}
+
+void worker_call_loop::answer(const std::vector<char>& buf) {
+  auto call = read_call(buf);
+  if (!call) {
+    spdlog::error("rank {}: {}", st_.rank, describe(call.error()));
+    return;
+  }
+  caf::expected<std::string> result{std::string{}};
+  {
+    std::lock_guard<std::mutex> guard{runner_mutex_};
+    result = invoke_method(methods_, st_, call->method, call->args);
+  }
+  auto timeout = std::chrono::milliseconds{defaults::shm_command_timeout};
+  if (auto err = write_reply(*replies_, bell_.get(), call->id, st_.rank, result, timeout))
+    if (!replies_->closed())
+      spdlog::error("rank {} cannot answer method '{}': {}", st_.rank, call->method,
+                    describe(err));
 }
 
 } // namespace cafex

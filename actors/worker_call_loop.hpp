@@ -34,6 +34,7 @@ private:
   worker_call_loop(worker_state& st, const method_table& methods, std::mutex& mtx)
     : st_(st), methods_(methods), runner_mutex_(mtx) {}
   void run();
+  void answer(const std::vector<char>& buf); ///< runs one call, writes its reply
 
   worker_state& st_;
   const method_table& methods_;

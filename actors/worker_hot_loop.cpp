@@ -6,6 +6,7 @@
 #include "runtime/error.hpp"
 #include "transport/shm_futex.hpp"
 #include "transport/shm_messages.hpp"
+#include "transport/spin_governor.hpp"
 
 namespace cafex {
 
@@ -62,19 +63,20 @@ worker_hot_loop::~worker_hot_loop() {
 }
 
 void worker_hot_loop::run() {
-  bool after_step = false;
+  // Only right after a step is the next one likely soon: then spin before sleeping, for
+  // as long as steps keep coming within the spin (spin_governor.hpp).
+  spin_governor spin{spin_};
   while (!stop_) {
-    // A short bound lets the thread notice stop_ without anyone closing the ring. Only
-    // right after a step is the next one likely soon: then spin before sleeping.
-    if (auto err = in_->read(buf_, defaults::shm_worker_wake,
-                             after_step ? spin_ : std::chrono::microseconds{0})) {
+    // A short bound lets the thread notice stop_ without anyone closing the ring.
+    if (auto err = in_->read(buf_, defaults::shm_worker_wake, spin.before_read())) {
       if (in_->closed())
         return;
-      after_step = false;
+      spin.idle();
       continue;
     }
+    spin.arrived(spin_governor::clock::now());
     handle(buf_);
-    after_step = true;
+    spin.handled(spin_governor::clock::now());
   }
 }
 

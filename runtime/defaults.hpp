@@ -104,7 +104,8 @@ inline constexpr milliseconds shm_driver_wake{200};
 inline constexpr milliseconds shm_worker_wake{100};
 /// How long a same-node worker spins on its input ring after a step before it sleeps
 /// (executor_options::hot_spin): the next step of a busy server arrives well within it,
-/// and an idle worker sleeps 20 ms after its last step.
+/// and an idle worker sleeps 20 ms after its last step. The spin halves after each step
+/// that came later than it (transport/spin_governor.hpp).
 inline constexpr std::chrono::microseconds hot_spin{20000};
 
 // Rendezvous (transport/gloo_collective.cpp) ---------------------------------------------

@@ -54,3 +54,23 @@ if(CAFEX_WERROR)
   add_compile_options($<$<COMPILE_LANGUAGE:CXX>:-Werror>
                       $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Werror>)
 endif()
+
+# The linker: LLVM's lld where it is installed (scripts/bootstrap installs it), GNU ld
+# otherwise. About a hundred test programs link against the static cafex libraries; lld
+# links one in 0.12 s where GNU ld takes 0.59 s (tests/integration/test_direct_lane,
+# Release, 2-core VM, December 2026). -DCAFEX_LINKER=default keeps the compiler's own.
+set(CAFEX_LINKER "auto" CACHE STRING "Linker for C++ programs: auto (lld if it works), lld or default")
+set_property(CACHE CAFEX_LINKER PROPERTY STRINGS auto lld default)
+if(NOT CAFEX_LINKER MATCHES "^(auto|lld|default)$")
+  message(FATAL_ERROR "CAFEX_LINKER: '${CAFEX_LINKER}' is not auto, lld or default")
+endif()
+if(NOT CAFEX_LINKER STREQUAL "default")
+  include(CheckLinkerFlag)
+  check_linker_flag(CXX "-fuse-ld=lld" CAFEX_HAVE_LLD)
+  if(CAFEX_HAVE_LLD)
+    add_link_options($<$<LINK_LANGUAGE:CXX>:-fuse-ld=lld>)
+  elseif(CAFEX_LINKER STREQUAL "lld")
+    message(FATAL_ERROR "CAFEX_LINKER=lld, but the compiler cannot link with -fuse-ld=lld; "
+                        "install lld (scripts/bootstrap) or use -DCAFEX_LINKER=auto")
+  endif()
+endif()

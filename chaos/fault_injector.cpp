@@ -9,6 +9,7 @@
 #include "cafex/executor.hpp"
 #include "chaos/runner.hpp"
 #include "runtime/os/errno_text.hpp"
+#include "runtime/os/process_state.hpp"
 
 namespace cafex {
 
@@ -16,6 +17,9 @@ namespace {
 
 using act = scenario_fault::action;
 using lock = std::lock_guard<std::recursive_mutex>;
+
+/// How long a SIGSTOP may take to stop every thread of its target.
+constexpr std::chrono::milliseconds stop_timeout{2000};
 
 int64_t ms_between(fault_injector::clock_type::time_point a,
                    fault_injector::clock_type::time_point b) {
@@ -159,8 +163,14 @@ void fault_injector::signal_rank(int rank, int sig, std::string& what) {
     stopped_.insert(it->second);
   if (sig == SIGCONT)
     stopped_.erase(it->second);
-  if (::kill(static_cast<pid_t>(it->second), sig) != 0)
+  if (::kill(static_cast<pid_t>(it->second), sig) != 0) {
     what += " failed: " + errno_text(errno);
+    return;
+  }
+  // A fault "as a phase begins" must be in place before the phase's first call goes out:
+  // kill() returns before the target stops, and a loaded machine runs its threads on.
+  if (sig == SIGSTOP && !wait_stopped(static_cast<pid_t>(it->second), stop_timeout))
+    what += " (not stopped within " + std::to_string(stop_timeout.count()) + " ms)";
 }
 
 void fault_injector::apply(const scenario_fault& f, const std::string& when) {

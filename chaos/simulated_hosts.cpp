@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "runtime/error.hpp"
+#include "runtime/os/process_state.hpp"
 
 namespace cafex {
 
@@ -156,7 +157,16 @@ caf::error simulated_hosts::kill_agent(int node, int signal) {
 }
 
 caf::error simulated_hosts::stop_agent(int node) {
-  return kill_agent(node, SIGSTOP);
+  if (auto err = kill_agent(node, SIGSTOP))
+    return err;
+  // kill() returns before the agent stops; the fault is in place only once it has.
+  constexpr std::chrono::milliseconds stop_timeout{2000};
+  auto pid = agents_[static_cast<size_t>(node)].pid();
+  if (!wait_stopped(pid, stop_timeout))
+    return make_error(errc::timeout, "node agent of host " + std::to_string(node) + " (pid "
+                                       + std::to_string(pid) + ") did not stop within "
+                                       + std::to_string(stop_timeout.count()) + " ms");
+  return caf::none;
 }
 
 caf::error simulated_hosts::continue_agent(int node) {

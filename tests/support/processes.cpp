@@ -1,5 +1,7 @@
 #include "processes.hpp"
 
+#include "runtime/os/process_state.hpp"
+
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -134,29 +136,7 @@ pid_t worker_pid(int rank) {
 }
 
 bool wait_stopped(pid_t pid, std::chrono::milliseconds timeout) {
-  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
-  return wait_until(
-    [&] {
-      DIR* d = ::opendir(dir.c_str());
-      if (d == nullptr)
-        return false;
-      bool all = true;
-      int seen = 0;
-      while (auto* e = ::readdir(d)) {
-        if (e->d_name[0] == '.')
-          continue;
-        std::ifstream stat(dir + "/" + e->d_name + "/stat");
-        std::string line;
-        if (!std::getline(stat, line))
-          continue;
-        auto rp = line.rfind(')');
-        ++seen;
-        all = all && rp != std::string::npos && rp + 2 < line.size() && line[rp + 2] == 'T';
-      }
-      ::closedir(d);
-      return seen > 0 && all;
-    },
-    timeout);
+  return cafex::wait_stopped(pid, timeout);
 }
 
 std::vector<pid_t> children_of(pid_t parent) {

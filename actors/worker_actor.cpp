@@ -90,6 +90,9 @@ worker_actor::behavior_type worker_actor_impl(state_ptr self, worker_state st,
       if (!stage)
         return stage.error();
       s.stage = std::move(*stage);
+      // Named before the hot loop starts: from then on its thread may run a step that
+      // closes the communicator (a broken link, fault injection) while this one reads.
+      std::string transport = s.st.tp_group->transport();
       if (!s.stage->config().shm_prefix.empty()) {
         auto hot = worker_hot_loop::start(s.st, *s.stage, s.runner_mutex);
         if (!hot)
@@ -103,7 +106,7 @@ worker_actor::behavior_type worker_actor_impl(state_ptr self, worker_state st,
           return calls.error();
         s.calls = std::move(*calls);
       }
-      return std::string(s.st.tp_group->transport());
+      return transport;
     },
     [self](execute_atom, uint64_t seq, const scheduler_output& step) {
       auto& s = self->state;

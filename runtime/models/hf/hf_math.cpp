@@ -10,13 +10,13 @@ namespace cafex::hf {
 
 void gemm_bt(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
              const float* b, int64_t ldb, float* c, int64_t ldc) {
+  if (m <= small_gemm_max_rows && alpha == 1.0f && small_gemm_available()) {
+    small_gemm_bt(m, n, k, a, lda, b, ldb, c, ldc);
+    return;
+  }
   if (m == 1) { // one token (decode at batch 1): a matrix-vector product
     cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), static_cast<int>(k), alpha,
                 b, static_cast<int>(ldb), a, 1, 0.0f, c, 1);
-    return;
-  }
-  if (m <= small_gemm_max_rows && alpha == 1.0f && small_gemm_available()) {
-    small_gemm_bt(m, n, k, a, lda, b, ldb, c, ldc);
     return;
   }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m),

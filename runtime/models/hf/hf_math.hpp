@@ -8,8 +8,9 @@
 
 namespace cafex::hf {
 
-/// Row-major C[m x n] = alpha * A[m x k] * B^T, B stored [n x k]: sgemv for one row,
-/// small_gemm_bt for up to 16 rows (where the CPU has AVX2+FMA), OpenBLAS's sgemm beyond.
+/// Row-major C[m x n] = alpha * A[m x k] * B^T, B stored [n x k]: small_gemm_bt for up to
+/// 16 rows (where the CPU has AVX2+FMA; decode steps), else OpenBLAS (sgemv for one row,
+/// sgemm beyond 16: prefill).
 void gemm_bt(int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
              const float* b, int64_t ldb, float* c, int64_t ldc);
 

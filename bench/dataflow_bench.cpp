@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/proc_stats.hpp"
 #include "bench/raw_tcp.hpp"
 #include "cafex/executor.hpp"
 #include "runtime/stats.hpp"
@@ -95,27 +96,10 @@ std::vector<double> step_latencies(executor& ex, int steps, int warmup,
   return out;
 }
 
-/// CPU seconds (user + system) a process has used, from /proc/PID/stat.
-double cpu_seconds(int64_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  std::getline(f, line);
-  auto close = line.rfind(')'); // the command name may hold spaces
-  if (close == std::string::npos)
-    return 0;
-  std::istringstream rest(line.substr(close + 2));
-  std::string field;
-  double ticks = 0;
-  for (int i = 3; i <= 15 && rest >> field; ++i)
-    if (i == 14 || i == 15)
-      ticks += std::stod(field);
-  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
 std::vector<double> cpu_of(const std::vector<int64_t>& pids) {
   std::vector<double> out;
   for (auto pid : pids)
-    out.push_back(cpu_seconds(pid));
+    out.push_back(bench::cpu_seconds(static_cast<pid_t>(pid)));
   return out;
 }
 

@@ -9,7 +9,6 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
-#include <dirent.h>
 #include <fcntl.h>
 #include <fstream>
 #include <sstream>
@@ -22,6 +21,7 @@
 #include "cafex/executor.hpp"
 #include "runtime/stats.hpp"
 #include "bench/flags.hpp"
+#include "bench/proc_stats.hpp"
 
 using namespace cafex;
 using clk = std::chrono::steady_clock;
@@ -115,41 +115,6 @@ double pipelined(executor& ex, int steps) {
   return steps / std::chrono::duration<double>(clk::now() - t0).count();
 }
 
-long rss_kb(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("VmRSS:", 0) == 0)
-      return std::stol(line.substr(6));
-  return 0;
-}
-
-std::vector<pid_t> children(pid_t parent) {
-  std::vector<pid_t> out;
-  DIR* d = opendir("/proc");
-  while (auto* e = d ? readdir(d) : nullptr) {
-    char* end = nullptr;
-    long pid = std::strtol(e->d_name, &end, 10);
-    if (*end != '\0' || pid <= 0)
-      continue;
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string line;
-    std::getline(stat, line);
-    auto rp = line.rfind(')');
-    if (rp == std::string::npos)
-      continue;
-    std::istringstream rest(line.substr(rp + 2));
-    char state;
-    pid_t ppid;
-    rest >> state >> ppid;
-    if (ppid == parent)
-      out.push_back(static_cast<pid_t>(pid));
-  }
-  if (d)
-    closedir(d);
-  return out;
-}
-
 /// `cafex run --tp 2 --pp 2 --steps 1` from exec to exit (an upper bound of start-up
 /// through the first step: it also counts the shutdown).
 double startup_s(const std::string& cafex) {
@@ -204,11 +169,16 @@ int main(int argc, char** argv) {
   });
   nlohmann::json report;
   report["version"] = std::string("cafex ") + CAFEX_VERSION;
-  std::printf("%-6s %9s %9s %10s %10s %12s\n", "shape", "p50 us", "p99 us", "paced p50",
-              "paced p99", "pipelined/s");
+  std::printf("%-6s %9s %9s %10s %10s %12s %10s\n", "shape", "p50 us", "p99 us", "paced p50",
+              "paced p99", "pipelined/s", "CPU ms/1k");
   for (auto [tp, pp] : std::vector<std::pair<int, int>>{{1, 1}, {2, 1}, {1, 2}, {2, 2}}) {
     auto ex = start(cafex, tp, pp);
+    back_to_back(*ex, 0, 1); // the workers exist once a step ran
+    auto pids = bench::children(getpid());
+    pids.push_back(getpid());
+    auto cpu0 = bench::cpu_seconds(pids);
     auto b2b = back_to_back(*ex, steps, 200);
+    auto cpu_ms_per_1k = (bench::cpu_seconds(pids) - cpu0) * 1e6 / (steps + 200);
     auto pc = paced(*ex, steps, 50);
     auto sps = pipelined(*ex, steps);
     nlohmann::json s = {{"tp", tp},
@@ -217,18 +187,20 @@ int main(int argc, char** argv) {
                         {"p99_us", percentile(b2b, 99)},
                         {"paced_p50_us", percentile(pc, 50)},
                         {"paced_p99_us", percentile(pc, 99)},
-                        {"pipelined_steps_per_s", sps}};
-    std::printf("%dx%d   %9.1f %9.1f %10.1f %10.1f %12.0f\n", tp, pp, percentile(b2b, 50),
-                percentile(b2b, 99), percentile(pc, 50), percentile(pc, 99), sps);
+                        {"pipelined_steps_per_s", sps},
+                        {"cpu_ms_per_1000_steps", cpu_ms_per_1k}};
+    std::printf("%dx%d   %9.1f %9.1f %10.1f %10.1f %12.0f %10.0f\n", tp, pp,
+                percentile(b2b, 50), percentile(b2b, 99), percentile(pc, 50),
+                percentile(pc, 99), sps, cpu_ms_per_1k);
     report["shapes"].push_back(s);
   }
   report["startup_s"] = startup_s(cafex);
   {
     auto ex = start(cafex, 2, 2);
     back_to_back(*ex, 300, 0);
-    long kb = rss_kb(getpid());
-    for (auto c : children(getpid()))
-      kb += rss_kb(c);
+    long kb = bench::rss_kb(getpid());
+    for (auto c : bench::children(getpid()))
+      kb += bench::rss_kb(c);
     report["rss_mb"] = kb / 1024.0;
     report["kill_detect_s"] = kill_detect_s(*ex);
   }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Side by side: cafex against Ray (compiled graph and plain actor calls), issue 8.
+"""Side by side: cafex against Ray (compiled graph and plain actor calls, issue 8) and
+vLLM's MessageQueue as MultiprocExecutor drives it (issue 19).
 
-  bench/peers/.venv/bin/python bench/peers/compare.py RAY.json CAFEX.json \
+  bench/peers/.venv/bin/python bench/peers/compare.py RAY.json CAFEX.json [--mq MQ.json] \
       [--plots docs/bench] [--prefix ray_vs_cafex_] > table.md
 
 RAY.json is ray_peer.py's report (its "modes" -> "compiled" / "plain" blocks), or any file
@@ -20,6 +21,7 @@ import sys
 LAT_KEYS = [("p50_us", "p50 (us)"), ("p99_us", "p99 (us)"),
             ("paced_p50_us", "paced p50 (us)"), ("paced_p99_us", "paced p99 (us)")]
 THR_KEY = ("pipelined_steps_per_s", "pipelined steps/s")
+CPU_KEY = ("cpu_ms_per_1000_steps", "CPU ms / 1000 steps")
 SCALARS = [("startup_s", "start-up to first step (s)"), ("rss_mb", "memory, summed RSS (MB)"),
            ("kill_detect_s", "worker killed -> call fails (s)")]
 
@@ -54,6 +56,26 @@ def verdict(ok):
     return "n/a" if ok is None else ("PASS" if ok else "FAIL")
 
 
+def peer_goals(cafex, peer, peer_name, latency=True):
+    """Issue 19 against one peer: p50 and paced p50 at most half of the peer's at every
+    shape (unless `latency` is false: goals() has them for Ray's compiled graph), and
+    fewer CPU-seconds per 1000 steps."""
+    out = []
+    cs, ps = by_shape(cafex), by_shape(peer)
+    shapes = sorted(set(cs) & set(ps), key=lambda s: (s[1], s[0]))
+    keys = [("p50_us", "p50", 0.5), ("paced_p50_us", "paced p50", 0.5)] if latency else []
+    for key, label, limit in keys + [(CPU_KEY[0], "CPU", 1.0)]:
+        for s in shapes:
+            r = ratio(cs[s].get(key), ps[s].get(key))
+            unit = "ms/1000 steps" if key == CPU_KEY[0] else "us"
+            want = "at most half of" if limit == 0.5 else "less than"
+            out.append((f"{label} {s[0]}x{s[1]} vs {peer_name}",
+                        f"cafex {num(cs[s].get(key))} {unit} {want} {peer_name} "
+                        f"{num(ps[s].get(key))} (ratio {num(r, '{:.2f}')})",
+                        None if r is None else (r <= limit if limit < 1 else r < limit)))
+    return out
+
+
 def goals(cafex, ray_cg, ray_plain):
     """Each goal: (name, detail, ok or None)."""
     out = []
@@ -79,44 +101,46 @@ def goals(cafex, ray_cg, ray_plain):
     return out
 
 
-def tables(cafex, ray_cg, ray_plain):
-    cs, rs, ps = by_shape(cafex), by_shape(ray_cg), by_shape(ray_plain)
+def tables(cafex, ray_cg, ray_plain, mq=None):
+    cs, rs, ps, ms = by_shape(cafex), by_shape(ray_cg), by_shape(ray_plain), by_shape(mq)
     shapes = sorted(set(cs) | set(rs) | set(ps), key=lambda s: (s[1], s[0]))
     md = []
     md.append("| tp x pp | measure | cafex | Ray compiled graph | Ray actor calls "
-              "| cafex / compiled | cafex / actor calls |")
-    md.append("|---|---|---:|---:|---:|---:|---:|")
+              "| vLLM MessageQueue | cafex / compiled | cafex / actor calls | cafex / MessageQueue |")
+    md.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for s in shapes:
-        for key, label in LAT_KEYS + [THR_KEY]:
+        for key, label in LAT_KEYS + [THR_KEY, CPU_KEY]:
             c = cs.get(s, {}).get(key)
             r = rs.get(s, {}).get(key)
             p = ps.get(s, {}).get(key)
-            fmt = "{:.0f}" if key == THR_KEY[0] else "{:.1f}"
+            m = ms.get(s, {}).get(key)
+            fmt = "{:.0f}" if key in (THR_KEY[0], CPU_KEY[0]) else "{:.1f}"
             md.append(f"| {s[0]} x {s[1]} | {label} | {num(c, fmt)} | {num(r, fmt)} | "
-                      f"{num(p, fmt)} | {num(ratio(c, r), '{:.2f}')} | "
-                      f"{num(ratio(c, p), '{:.2f}')} |")
+                      f"{num(p, fmt)} | {num(m, fmt)} | {num(ratio(c, r), '{:.2f}')} | "
+                      f"{num(ratio(c, p), '{:.2f}')} | {num(ratio(c, m), '{:.2f}')} |")
     for key, label in SCALARS:
         c, r = cafex.get(key), ray_cg.get(key)
-        p = (ray_plain or {}).get(key)
+        p, m = (ray_plain or {}).get(key), (mq or {}).get(key)
         fmt = "{:.0f}" if key == "rss_mb" else "{:.3f}"
         md.append(f"| all | {label} | {num(c, fmt)} | {num(r, fmt)} | {num(p, fmt)} | "
-                  f"{num(ratio(c, r), '{:.3f}')} | {num(ratio(c, p), '{:.3f}')} |")
+                  f"{num(m, fmt)} | {num(ratio(c, r), '{:.3f}')} | "
+                  f"{num(ratio(c, p), '{:.3f}')} | {num(ratio(c, m), '{:.3f}')} |")
     return md
 
 
-def plots(folder, prefix, cafex, ray_cg, ray_plain, title_suffix, log=False):
+def plots(folder, prefix, cafex, ray_cg, ray_plain, title_suffix, log=False, mq=None):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     os.makedirs(folder, exist_ok=True)
     systems = [("cafex", cafex, "#1f77b4"), ("Ray compiled graph", ray_cg, "#ff7f0e"),
-               ("Ray actor calls", ray_plain, "#7f7f7f")]
+               ("Ray actor calls", ray_plain, "#7f7f7f"), ("vLLM MessageQueue", mq, "#2ca02c")]
     systems = [s for s in systems if s[1]]
     shapes = sorted(set().union(*[set(by_shape(b)) for _, b, _ in systems]),
                     key=lambda s: (s[1], s[0]))
     written = []
-    for key, label in LAT_KEYS + [THR_KEY]:
+    for key, label in LAT_KEYS + [THR_KEY, CPU_KEY]:
         fig, ax = plt.subplots(figsize=(7, 4))
         width = 0.8 / len(systems)
         for j, (name, block, color) in enumerate(systems):
@@ -169,12 +193,14 @@ def main():
                                  formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("ray_json")
     ap.add_argument("cafex_json")
+    ap.add_argument("--mq", help="mq_peer.py's report (vLLM's MessageQueue peer)")
     ap.add_argument("--plots", help="folder for one PNG per measure (e.g. docs/bench)")
     ap.add_argument("--log", action="store_true", help="log-scale y axes in the plots")
     ap.add_argument("--prefix", default="ray_vs_cafex_", help="PNG file name prefix")
     args = ap.parse_args()
     try:
         ray, cafex = load(args.ray_json), load(args.cafex_json)
+        mq = load(args.mq) if args.mq else None
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -191,8 +217,21 @@ def main():
             f"load average at start {num((m.get('loadavg_start') or [None])[0], '{:.2f}')}; "
             f"cafex: {cafex.get('version', cafex.get('commit', '?'))}"
             f"{', ' + cafex['date'] if 'date' in cafex else ''}.")
-    md = tables(cafex, ray_cg, ray_plain)
+    if mq is not None and "shapes" not in mq:
+        print(f"error: {args.mq} has no 'shapes' (mq_peer.py writes them)", file=sys.stderr)
+        return 2
+    if mq is not None:
+        mv = mq.get("versions", {})
+        head_mq = (f" vLLM {mv.get('vllm', '?')} MessageQueue (torch {mv.get('torch', '?')},"
+                   f" pyzmq {mv.get('pyzmq', '?')}) measured {mq.get('date', '?')}.")
+    else:
+        head_mq = " vLLM's MessageQueue: not run."
+    head += head_mq
+    md = tables(cafex, ray_cg, ray_plain, mq)
     gl = goals(cafex, ray_cg, ray_plain)
+    gl += peer_goals(cafex, ray_cg, "Ray compiled graph", latency=False)
+    if mq is not None:
+        gl += peer_goals(cafex, mq, "vLLM MessageQueue")
 
     # Readable table on stderr.
     err = sys.stderr
@@ -201,9 +240,9 @@ def main():
         cells = [c.strip() for c in line.strip("|").split("|")]
         if set(line) <= set("|-: "):
             continue
-        print(f"{cells[0]:8s} {cells[1]:34s} " + " ".join(f"{c:>14s}" for c in cells[2:]),
+        print(f"{cells[0]:8s} {cells[1]:22s} " + " ".join(f"{c:>10s}" for c in cells[2:]),
               file=err)
-    print("\ngoals (against Ray's compiled graph):", file=err)
+    print("\ngoals:", file=err)
     for name, detail, ok in gl:
         print(f"  {verdict(ok):4s}  {name:18s} {detail}", file=err)
 
@@ -219,7 +258,8 @@ def main():
 
     if args.plots:
         suffix = ""
-        for path in plots(args.plots, args.prefix, cafex, ray_cg, ray_plain, suffix, args.log):
+        for path in plots(args.plots, args.prefix, cafex, ray_cg, ray_plain, suffix, args.log,
+                          mq):
             print(f"plot: {path}", file=err)
     failed = any(ok is False for _, _, ok in gl)
     return 1 if failed else 0

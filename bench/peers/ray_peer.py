@@ -225,7 +225,21 @@ def pipelined(g, steps, warmup, nbytes):
     return done / (time.perf_counter() - t)
 
 
+def session_cpu_s(procs):
+    """User + system CPU seconds of `procs` (psutil.Process); a process gone meanwhile
+    counts 0, so take the difference over the same list."""
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except Exception:  # noqa: BLE001
+            pass
+    return total
+
+
 def latency_suite(args, run_index):
+    import psutil
     import ray
     ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     res = {"run": run_index, "loadavg_before": list(os.getloadavg()), "modes": {}}
@@ -236,7 +250,11 @@ def latency_suite(args, run_index):
                 g = Graph(ray, tp, pp, mode)
                 try:
                     g.step(payload(-1, args.payload_bytes))  # first step, not timed
+                    # Every process of the session (driver, workers, raylet, GCS...).
+                    procs = session_processes(psutil)
+                    cpu0 = session_cpu_s(procs)
                     b2b = back_to_back(g, args.steps, args.warmup, args.payload_bytes)
+                    cpu_ms = (session_cpu_s(procs) - cpu0) * 1e6 / (args.steps + args.warmup)
                     pac, per = paced(g, args.paced_steps, min(args.warmup, 50),
                                      args.payload_bytes, args.period_us)
                     sps = pipelined(g, args.pipe_steps, args.warmup, args.payload_bytes)
@@ -248,12 +266,14 @@ def latency_suite(args, run_index):
                        "paced_p50_us": pct(pac, 50), "paced_p99_us": pct(pac, 99),
                        "paced_actual_period_us": per,
                        "pipelined_steps_per_s": sps, "pipeline_window": pp,
+                       "cpu_ms_per_1000_steps": cpu_ms,
                        "steps": args.steps, "paced_steps": args.paced_steps,
                        "pipe_steps": args.pipe_steps}
                 rows.append(row)
                 print(f"  run {run_index} {mode:8s} {tp}x{pp}: p50 {row['p50_us']:8.1f} us"
                       f"  p99 {row['p99_us']:9.1f} us  paced p50 {row['paced_p50_us']:8.1f}"
-                      f"  p99 {row['paced_p99_us']:9.1f}  pipelined {sps:8.0f} steps/s",
+                      f"  p99 {row['paced_p99_us']:9.1f}  pipelined {sps:8.0f} steps/s"
+                      f"  CPU {cpu_ms:6.0f} ms/1000 steps",
                       flush=True)
             res["modes"][mode] = rows
     finally:
@@ -450,7 +470,8 @@ def summarize(runs, lifecycle, mode):
         if not cand:
             continue
         row = {"tp": tp, "pp": pp}
-        for k in ("p50_us", "p99_us", "paced_p50_us", "paced_p99_us"):
+        for k in ("p50_us", "p99_us", "paced_p50_us", "paced_p99_us",
+                  "cpu_ms_per_1000_steps"):
             row[k] = min(c[k] for c in cand)
         row["pipelined_steps_per_s"] = max(c["pipelined_steps_per_s"] for c in cand)
         rows.append(row)
